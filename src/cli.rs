@@ -1,0 +1,245 @@
+//! The command line: one struct per subcommand; `///` comments are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::device::DeviceSpec;
+
+/// Train a ChatGPT-style assistant the InstructGPT way — supervised fine-tuning, a reward
+/// model from human comparisons, PPO against it — then chat with it behind a moderation
+/// classifier. Every stage reads a TOML config and JSONL data and writes a Hugging Face model
+/// directory that the next stage reads.
+#[derive(Debug, Parser)]
+#[command(name = "rlhf", version, max_term_width = 100)]
+pub struct Cli {
+    /// Where tensors live: cpu, cuda or cuda:N (LibTorch).
+    #[arg(long, global = true, default_value = "cpu", value_name = "DEVICE")]
+    pub device: DeviceSpec,
+
+    /// CPU threads for LibTorch (default: LibTorch's choice, usually all cores).
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Stage 1: supervised fine-tuning on demonstrations (prompt → ideal answer).
+    #[command(subcommand)]
+    Sft(SftCommand),
+    /// Stage 2: a reward model trained on human comparisons (chosen vs rejected).
+    #[command(subcommand)]
+    Reward(RewardCommand),
+    /// Stage 3: PPO against the reward model, held near the SFT policy by a KL penalty.
+    #[command(subcommand)]
+    Ppo(PpoCommand),
+    /// Moderation classifier (sexual, hate, violence, harassment, self-harm and sub-categories).
+    #[command(subcommand)]
+    Moderate(ModerateCommand),
+    /// Interactive chat that keeps the conversation's context, optionally moderated.
+    Chat(ChatArgs),
+    /// Batch completions for a JSONL file of prompts, written as JSONL.
+    Generate(GenerateArgs),
+    /// Tokenizers: train a byte-level BPE with the chat special tokens.
+    #[command(subcommand)]
+    Tokenizer(TokenizerCommand),
+    /// Model directories: create one from a preset, or inspect one.
+    #[command(subcommand)]
+    Model(ModelCommand),
+}
+
+/// A stage's training run: config file plus overrides.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// The stage's TOML config (see configs/).
+    #[arg(long, value_name = "FILE")]
+    pub config: PathBuf,
+    /// Override a config field, e.g. --set train.lr=1e-4 (repeatable).
+    #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Continue from the output directory's state/ instead of starting over.
+    #[arg(long)]
+    pub resume: bool,
+}
+
+/// A model evaluated on a data file.
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Model directory.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// JSONL data file.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SftCommand {
+    /// Fine-tune a base model on demonstrations.
+    Train(TrainArgs),
+    /// Loss and perplexity of a model on a data file.
+    Eval(EvalArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RewardCommand {
+    /// Train a scalar reward model on comparisons.
+    Train(TrainArgs),
+    /// Pairwise accuracy and mean margin on comparisons.
+    Eval(EvalArgs),
+    /// One reward per row, written as JSONL.
+    Score(ScoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ScoreArgs {
+    /// Model directory.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// JSONL data file.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+    /// Where to write JSONL (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PpoCommand {
+    /// Optimise the policy against the reward model with PPO.
+    Train(TrainArgs),
+    /// Mean reward and KL to the reference on held-out prompts.
+    Eval(PpoEvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PpoEvalArgs {
+    /// Policy directory.
+    #[arg(long, value_name = "DIR")]
+    pub policy: PathBuf,
+    /// Reward model directory.
+    #[arg(long, value_name = "DIR")]
+    pub reward: PathBuf,
+    /// JSONL prompts.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModerateCommand {
+    /// Train the multi-label moderation classifier.
+    Train(TrainArgs),
+    /// Per-category AUPRC, precision and recall on labelled data.
+    Eval(EvalArgs),
+    /// Moderate texts; prints OpenAI-shaped JSON lines.
+    Score(ModerateScoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModerateScoreArgs {
+    /// Moderation model directory.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Texts to moderate.
+    pub text: Vec<String>,
+    /// JSONL file of texts instead.
+    #[arg(long, value_name = "FILE")]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct ChatArgs {
+    /// Model directory (an SFT or PPO policy).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Moderation classifier that screens input and output.
+    #[arg(long, value_name = "DIR")]
+    pub moderation: Option<PathBuf>,
+    /// System prompt.
+    #[arg(long, value_name = "TEXT")]
+    pub system: Option<String>,
+    /// Answer one message and exit (for scripts; piped stdin works too).
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Model directory.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// JSONL prompts ({"prompt"} or {"messages"} rows).
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Where to write JSONL (default: stdout).
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenizerCommand {
+    /// Train a byte-level BPE on the text of JSONL files.
+    Train(TokenizerTrainArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TokenizerTrainArgs {
+    /// JSONL files in any of the data forms.
+    #[arg(long, value_name = "FILE", num_args = 1.., required = true)]
+    pub data: Vec<PathBuf>,
+    /// Vocabulary size, special tokens included.
+    #[arg(long, value_name = "N")]
+    pub vocab_size: usize,
+    /// Output directory (tokenizer.json + tokenizer_config.json).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Create a randomly initialised model directory from a preset and a tokenizer.
+    Init(ModelInitArgs),
+    /// Load a model directory, check it, and describe it.
+    Inspect(ModelInspectArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelInitArgs {
+    /// Built-in preset (tiny, small, gpt2-124m) or a preset TOML file.
+    #[arg(long, value_name = "NAME|FILE")]
+    pub preset: String,
+    /// Tokenizer: a directory with tokenizer.json, or the file itself.
+    #[arg(long, value_name = "DIR")]
+    pub tokenizer: PathBuf,
+    /// Output model directory (must not exist, unless --force).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Override a preset key, e.g. --set n_layer=4 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub overrides: Vec<String>,
+    /// Seed for the random initialisation.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct ModelInspectArgs {
+    /// Model directory.
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}

@@ -1,0 +1,114 @@
+//! `rlhf model init` and `rlhf model inspect`.
+
+use std::path::Path;
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::prelude::*;
+use serde_json::{Value, json};
+
+use crate::bad_input;
+use crate::checkpoint::{Lineage, save_atomically};
+use crate::cli::{ModelInitArgs, ModelInspectArgs};
+use crate::model::pretrained::init_causal_lm;
+use crate::model::{
+    HeadKind, ModelConfig, load_causal_lm, load_scalar_model, preset, save_causal_lm, tokenizer,
+};
+
+pub fn init(args: &ModelInitArgs, device: &Device) -> Result<()> {
+    if args.out.exists() && !args.force {
+        return Err(bad_input!(
+            "{} already exists\nhint: pass --force to replace it",
+            args.out.display()
+        ));
+    }
+    let tok = tokenizer::read(&args.tokenizer)?;
+    let tokenizer_dir = if args.tokenizer.is_dir() {
+        args.tokenizer.as_path()
+    } else {
+        args.tokenizer.parent().unwrap_or(Path::new("."))
+    };
+    let config = preset::resolve(&args.preset, &args.overrides, &tok, tokenizer_dir)?;
+    device.seed(args.seed);
+    let model = init_causal_lm(&config, device)?;
+    let params = model.num_params();
+    let lineage = Lineage::new(
+        "init",
+        json!({ "preset": args.preset, "overrides": args.overrides, "seed": args.seed, "model": config.json }),
+    );
+    save_atomically(&args.out, |dir| {
+        save_causal_lm(&model, &config, Some(&args.tokenizer), dir)?;
+        lineage.write(dir)
+    })?;
+    eprintln!(
+        "created {}: {} with {} parameters, vocabulary {}",
+        args.out.display(),
+        config.model_type(),
+        human_count(params),
+        config.vocab_size()
+    );
+    Ok(())
+}
+
+pub fn inspect(args: &ModelInspectArgs, device: &Device) -> Result<()> {
+    let config = ModelConfig::read(&args.model)?;
+    let (params, tokenizer) = match config.head_kind() {
+        HeadKind::CausalLm => {
+            let loaded = load_causal_lm(&args.model, device)?;
+            (loaded.model.num_params(), loaded.tokenizer)
+        }
+        HeadKind::Scalar => {
+            let loaded = load_scalar_model(&args.model, device)?;
+            (loaded.model.num_params(), loaded.tokenizer)
+        }
+    };
+    let lineage = Lineage::read(&args.model).ok();
+    let mut report = json!({
+        "model": args.model.display().to_string(),
+        "model_type": config.model_type(),
+        "head": match config.head_kind() { HeadKind::CausalLm => "causal-lm", HeadKind::Scalar => "scalar" },
+        "parameters": params,
+        "vocab_size": config.vocab_size(),
+        "hidden_size": config.hidden_size(),
+        "tied_embeddings": config.tied_embeddings(),
+        "tokenizer_vocab": tokenizer.as_ref().map(|t| t.get_vocab_size(true)),
+        "stage": lineage.as_ref().map(|l| l.stage.clone()),
+    });
+    for key in [
+        "n_layer",
+        "n_head",
+        "n_positions",
+        "activation_function",
+        "bos_token_id",
+        "eos_token_id",
+        "pad_token_id",
+    ] {
+        report[key] = config.json.get(key).cloned().unwrap_or(Value::Null);
+    }
+    if args.json {
+        println!("{report}");
+        return Ok(());
+    }
+    let Value::Object(fields) = report else {
+        unreachable!()
+    };
+    for (key, value) in fields {
+        let shown = match (&key[..], &value) {
+            ("parameters", Value::Number(n)) => human_count(n.as_u64().unwrap_or(0) as usize),
+            (_, Value::String(s)) => s.clone(),
+            (_, Value::Null) => "-".into(),
+            _ => value.to_string(),
+        };
+        println!("{key:<20} {shown}");
+    }
+    Ok(())
+}
+
+fn human_count(n: usize) -> String {
+    match n {
+        n if n >= 1_000_000_000 => format!("{:.2} B", n as f64 / 1e9),
+        n if n >= 1_000_000 => format!("{:.2} M", n as f64 / 1e6),
+        n if n >= 1_000 => format!("{:.1} k", n as f64 / 1e3),
+        n => n.to_string(),
+    }
+}

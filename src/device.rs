@@ -1,0 +1,91 @@
+//! `--device cpu|cuda|cuda:N` and `--threads N`, checked before any tensor is made.
+#![allow(deprecated)] // Burn 0.22 marks the LibTorch device constructors deprecated; they are the API.
+
+use anyhow::Result;
+use burn::prelude::Device;
+
+use crate::bad_input;
+
+/// Where tensors live, as the user named it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Cpu,
+    Cuda(usize),
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "cpu" => Ok(Self::Cpu),
+            "cuda" => Ok(Self::Cuda(0)),
+            _ => s
+                .strip_prefix("cuda:")
+                .and_then(|n| n.parse().ok())
+                .map(Self::Cuda)
+                .ok_or_else(|| format!("unknown device `{s}` (expected cpu, cuda or cuda:N)")),
+        }
+    }
+}
+
+impl std::fmt::Display for DeviceSpec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Cpu => f.write_str("cpu"),
+            Self::Cuda(i) => write!(f, "cuda:{i}"),
+        }
+    }
+}
+
+impl DeviceSpec {
+    /// The LibTorch device, or a clear error where it cannot work (a CUDA `Device` built
+    /// without a GPU would only panic at its first tensor).
+    pub fn device(self) -> Result<Device> {
+        match self {
+            Self::Cpu => Ok(Device::libtorch()),
+            Self::Cuda(index) => {
+                let count = if tch::Cuda::is_available() {
+                    tch::Cuda::device_count() as usize
+                } else {
+                    0
+                };
+                if index >= count {
+                    let found = match count {
+                        0 => "no CUDA device is visible to LibTorch".to_string(),
+                        n => format!("LibTorch sees {n} CUDA device(s): cuda:0..cuda:{}", n - 1),
+                    };
+                    return Err(bad_input!(
+                        "--device {self}: {found}\nhint: use --device cpu, or check the NVIDIA driver and CUDA_VISIBLE_DEVICES"
+                    ));
+                }
+                Ok(Device::libtorch_cuda(index))
+            }
+        }
+    }
+}
+
+/// Sets LibTorch's intra-op thread count (`--threads`); `None` keeps LibTorch's default.
+pub fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(n) = threads {
+        if n == 0 {
+            return Err(bad_input!("--threads must be at least 1"));
+        }
+        tch::set_num_threads(n as i32);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_device_names() {
+        assert_eq!("cpu".parse(), Ok(DeviceSpec::Cpu));
+        assert_eq!("cuda".parse(), Ok(DeviceSpec::Cuda(0)));
+        assert_eq!("cuda:3".parse(), Ok(DeviceSpec::Cuda(3)));
+        assert!("gpu".parse::<DeviceSpec>().is_err());
+        assert!("cuda:x".parse::<DeviceSpec>().is_err());
+    }
+}

@@ -1,0 +1,11 @@
+//! `rlhf`: InstructGPT-style training (SFT → reward model → PPO) and serving, on Burn + LibTorch.
+//!
+//! The binary (`src/main.rs`) is a thin shell over this library; integration tests use both.
+
+pub mod checkpoint;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod device;
+pub mod error;
+pub mod model;

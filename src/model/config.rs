@@ -1,0 +1,178 @@
+//! A model directory's `config.json`: which family, its resolved hyper-parameters, and the
+//! original JSON (kept so a save writes back every key `transformers` put there).
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::{Map, Value, json};
+
+use super::decoder::Decoder;
+use super::gpt2::Gpt2Config;
+use super::naming::HfLayout;
+use crate::bad_input;
+
+/// The architectures `rlhf` can load, by `model_type`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Arch {
+    Gpt2(Gpt2Config),
+}
+
+/// Which head a checkpoint carries, from `config.json`'s `architectures`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadKind {
+    /// `*LMHeadModel` / `*ForCausalLM` (or a bare body, which gets a tied head).
+    CausalLm,
+    /// `*ForSequenceClassification` with `num_labels = 1`: a reward or value model.
+    Scalar,
+}
+
+#[derive(Debug, Clone)]
+pub struct ModelConfig {
+    pub arch: Arch,
+    /// `config.json` as read (or as a preset produced it).
+    pub json: Map<String, Value>,
+}
+
+impl ModelConfig {
+    pub fn read(dir: &Path) -> Result<Self> {
+        let path = dir.join("config.json");
+        let text = std::fs::read_to_string(&path).map_err(|e| {
+            bad_input!(
+                "{}: cannot read config.json: {e}\nhint: --model expects a Hugging Face model directory (config.json, model.safetensors, tokenizer.json)",
+                dir.display()
+            )
+        })?;
+        let json: Map<String, Value> =
+            serde_json::from_str(&text).map_err(|e| bad_input!("{}: {e}", path.display()))?;
+        Self::from_json(json).map_err(|e| bad_input!("{}: {e:#}", path.display()))
+    }
+
+    pub fn from_json(json: Map<String, Value>) -> Result<Self> {
+        let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("");
+        let arch = match model_type {
+            "gpt2" => {
+                let config: Gpt2Config = serde_json::from_value(Value::Object(json.clone()))
+                    .map_err(|e| bad_input!("gpt2 config: {e}"))?;
+                config.validate()?;
+                Arch::Gpt2(config)
+            }
+            "" => return Err(bad_input!("no `model_type` (expected \"gpt2\")")),
+            other => {
+                return Err(bad_input!(
+                    "unsupported model_type `{other}` (supported: gpt2)"
+                ));
+            }
+        };
+        Ok(Self { arch, json })
+    }
+
+    pub fn model_type(&self) -> &'static str {
+        match self.arch {
+            Arch::Gpt2(_) => "gpt2",
+        }
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        match &self.arch {
+            Arch::Gpt2(c) => c.vocab_size,
+        }
+    }
+
+    pub fn hidden_size(&self) -> usize {
+        match &self.arch {
+            Arch::Gpt2(c) => c.n_embd,
+        }
+    }
+
+    pub fn initializer_range(&self) -> f64 {
+        match &self.arch {
+            Arch::Gpt2(c) => c.initializer_range,
+        }
+    }
+
+    /// Whether the LM head reuses the token embedding (`tie_word_embeddings`, default true).
+    pub fn tied_embeddings(&self) -> bool {
+        self.json
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+    }
+
+    pub fn token_id(&self, key: &str) -> Option<u32> {
+        self.json
+            .get(key)
+            .and_then(Value::as_u64)
+            .map(|id| id as u32)
+    }
+
+    pub fn head_kind(&self) -> HeadKind {
+        let architectures = self.json.get("architectures").and_then(Value::as_array);
+        let is_classifier = architectures
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .any(|a| a.ends_with("ForSequenceClassification"));
+        if is_classifier {
+            HeadKind::Scalar
+        } else {
+            HeadKind::CausalLm
+        }
+    }
+
+    pub fn layout(&self) -> HfLayout {
+        match self.arch {
+            Arch::Gpt2(_) => HfLayout {
+                body_prefix: "transformer",
+                body_is_conv1d: true,
+            },
+        }
+    }
+
+    /// Keys that older `transformers` saved as persistent buffers and that carry no weights.
+    pub fn is_ignorable_buffer(&self, key: &str) -> bool {
+        match self.arch {
+            Arch::Gpt2(_) => key.ends_with(".attn.bias") || key.ends_with(".attn.masked_bias"),
+        }
+    }
+
+    /// A decoder with lazily initialised random weights.
+    pub fn init_decoder(&self, device: &burn::prelude::Device) -> Result<Decoder> {
+        Ok(match &self.arch {
+            Arch::Gpt2(c) => Decoder::Gpt2(c.init(device)?),
+        })
+    }
+
+    /// `config.json` for a checkpoint with the given head, as `save_pretrained` writes it.
+    pub fn to_json(&self, head: HeadKind) -> Map<String, Value> {
+        let mut json = self.json.clone();
+        let family = match self.arch {
+            Arch::Gpt2(_) => "GPT2",
+        };
+        let architecture = match head {
+            HeadKind::CausalLm => format!("{family}LMHeadModel"),
+            HeadKind::Scalar => format!("{family}ForSequenceClassification"),
+        };
+        json.insert("architectures".into(), json!([architecture]));
+        if let Arch::Gpt2(c) = &self.arch
+            && let Value::Object(fields) = serde_json::to_value(c).expect("config serialises")
+        {
+            json.extend(fields);
+        }
+        json.insert("model_type".into(), json!(self.model_type()));
+        json.insert("dtype".into(), json!("float32"));
+        json.remove("torch_dtype");
+        match head {
+            HeadKind::Scalar => {
+                json.insert("num_labels".into(), json!(1));
+                json.insert("id2label".into(), json!({"0": "LABEL_0"}));
+                json.insert("label2id".into(), json!({"LABEL_0": 0}));
+            }
+            HeadKind::CausalLm => {
+                for key in ["num_labels", "id2label", "label2id", "problem_type"] {
+                    json.remove(key);
+                }
+            }
+        }
+        json
+    }
+}

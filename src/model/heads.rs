@@ -1,0 +1,98 @@
+//! Heads over a decoder's hidden states: the language-model head (`*ForCausalLM`) and the
+//! scalar head (`*ForSequenceClassification` with `num_labels = 1`) that reward and value
+//! models use.
+
+use anyhow::Result;
+use burn::nn::Linear;
+use burn::prelude::*;
+
+use super::decoder::Decoder;
+use super::layers::{linear_tokens, normal_linear};
+use super::mask::PaddedBatch;
+use crate::bad_input;
+
+/// A causal language model: next-token logits at every position.
+#[derive(Module, Debug)]
+pub struct CausalLm {
+    pub body: Decoder,
+    /// `None` when the head is tied to the token embedding (GPT-2, many small Llamas).
+    pub lm_head: Option<Linear>,
+}
+
+impl CausalLm {
+    /// Logits `[B, T, V]` for token ids `[B, T]`.
+    pub fn forward(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<3> {
+        check_length(&self.body, &input_ids);
+        let hidden = self.body.forward(input_ids, batch); // [B, T, D]
+        match &self.lm_head {
+            Some(head) => linear_tokens(head, hidden),
+            None => {
+                let [b, t, d] = hidden.dims();
+                let wte = self.body.token_embedding(); // [V, D]
+                let v = wte.dims()[0];
+                hidden
+                    .reshape([b * t, d])
+                    .matmul(wte.transpose())
+                    .reshape([b, t, v])
+            }
+        }
+    }
+}
+
+/// A scalar model (reward or value): one number per sequence, read at its last real token.
+#[derive(Module, Debug)]
+pub struct ScalarModel {
+    pub body: Decoder,
+    /// `score`: D → 1, no bias, as in `GPT2ForSequenceClassification`.
+    pub score: Linear,
+}
+
+impl ScalarModel {
+    /// Scores `[B]`.
+    pub fn forward(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<1> {
+        let per_token = self.forward_tokens(input_ids, batch); // [B, T]
+        let [b, _] = per_token.dims();
+        per_token
+            .gather(1, batch.last_index.clone().reshape([b, 1]))
+            .reshape([b])
+    }
+
+    /// A score at every position `[B, T]` (PPO's value model reads all of them).
+    pub fn forward_tokens(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<2> {
+        check_length(&self.body, &input_ids);
+        let hidden = self.body.forward(input_ids, batch);
+        let [b, t, _] = hidden.dims();
+        linear_tokens(&self.score, hidden).reshape([b, t])
+    }
+
+    /// A fresh scalar head (N(0, std), as `transformers` initialises `score`) on a decoder,
+    /// e.g. an SFT policy turned into a reward model.
+    pub fn from_decoder(body: Decoder, d_model: usize, std: f64, device: &Device) -> Self {
+        Self {
+            body,
+            score: normal_linear(d_model, 1, false, std, device),
+        }
+    }
+}
+
+/// The position table is finite; running past it would index out of bounds inside LibTorch.
+/// Callers truncate to the context window, so reaching this is a bug, not bad input.
+fn check_length(body: &Decoder, input_ids: &Tensor<2, Int>) {
+    let t = input_ids.dims()[1];
+    assert!(
+        t <= body.max_positions(),
+        "sequence of {t} tokens exceeds the model's context window of {}",
+        body.max_positions()
+    );
+}
+
+/// The same check for user-facing paths, as a clear error.
+pub fn fits_context(body: &Decoder, len: usize) -> Result<()> {
+    if len > body.max_positions() {
+        return Err(bad_input!(
+            "{len} tokens exceed the model's context window of {} positions",
+            body.max_positions()
+        ));
+    }
+    Ok(())
+}

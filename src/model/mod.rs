@@ -1,0 +1,22 @@
+//! Transformer families, their heads, and Hugging Face checkpoint I/O.
+
+pub mod attention;
+pub mod config;
+pub mod decoder;
+pub mod gpt2;
+pub mod heads;
+pub mod layers;
+pub mod mask;
+pub mod naming;
+pub mod preset;
+pub mod pretrained;
+pub mod tokenizer;
+pub mod weights;
+
+pub use config::{Arch, HeadKind, ModelConfig};
+pub use decoder::Decoder;
+pub use heads::{CausalLm, ScalarModel};
+pub use mask::PaddedBatch;
+pub use pretrained::{
+    Pretrained, load_causal_lm, load_scalar_model, save_causal_lm, save_scalar_model,
+};

@@ -1,0 +1,165 @@
+//! Hugging Face tensor names ↔ Burn module paths: one table, read in both directions.
+//!
+//! Module fields are named as `transformers` names them (`h.0.attn.c_attn`), so a path maps
+//! to a key by three rules: the decoder (`body.<Family>`) sits under the family's prefix
+//! (`transformer.` for GPT-2), norms store `gamma`/`beta` as `weight`/`bias`, and `nn.Linear`
+//! weights are stored `[out, in]`, the transpose of Burn's `Linear` — except GPT-2's Conv1D,
+//! which is `[in, out]` like Burn.
+
+use anyhow::Result;
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::prelude::*;
+
+use super::weights::NamedTensors;
+use crate::bad_input;
+
+/// How one family lays its tensors out in a checkpoint.
+#[derive(Debug, Clone, Copy)]
+pub struct HfLayout {
+    /// Key prefix of the decoder body: `transformer` (GPT-2), `model` (Llama).
+    pub body_prefix: &'static str,
+    /// Body projections are Conv1D (`[in, out]`), as in GPT-2.
+    pub body_is_conv1d: bool,
+}
+
+impl HfLayout {
+    /// The checkpoint key for a module path, and whether the stored tensor is the transpose
+    /// of Burn's. `path` holds (field, container type) pairs from the module root.
+    fn key(&self, path: &[(String, String)]) -> (String, bool) {
+        let mut names: Vec<&str> = path.iter().map(|(name, _)| name.as_str()).collect();
+        let in_body = names.first() == Some(&"body");
+        if in_body {
+            names.splice(0..2, [self.body_prefix]); // `body.Gpt2.h.0` → `transformer.h.0`
+        }
+        let (last, container) = path
+            .last()
+            .map(|(n, c)| (n.as_str(), c.as_str()))
+            .unwrap_or_default();
+        let is_norm = container.ends_with("Norm");
+        if let Some(name) = names.last_mut() {
+            *name = match (is_norm, last) {
+                (true, "gamma") => "weight",
+                (true, "beta") => "bias",
+                _ => name,
+            };
+        }
+        let is_linear_weight = container == "Struct:Linear" && last == "weight";
+        let transposed = is_linear_weight && !(in_body && self.body_is_conv1d);
+        (names.join("."), transposed)
+    }
+}
+
+/// Replaces every parameter of `module` with the checkpoint tensor of the same name, taking
+/// them out of `tensors` (what is left afterwards was not used). All missing tensors and shape
+/// mismatches are reported together.
+pub fn load_module<M: Module>(
+    module: M,
+    tensors: &mut NamedTensors,
+    layout: HfLayout,
+    device: &Device,
+) -> Result<M> {
+    let mut loader = Loader {
+        layout,
+        tensors,
+        device,
+        path: Vec::new(),
+        errors: Vec::new(),
+    };
+    let module = module.map(&mut loader);
+    if loader.errors.is_empty() {
+        Ok(module)
+    } else {
+        Err(bad_input!("{}", loader.errors.join("\n")))
+    }
+}
+
+/// Every parameter of `module` under its checkpoint name, in checkpoint layout.
+pub fn named_tensors<M: Module>(module: &M, layout: HfLayout) -> NamedTensors {
+    let mut collector = Collector {
+        layout,
+        path: Vec::new(),
+        tensors: NamedTensors::new(),
+    };
+    module.visit(&mut collector);
+    collector.tensors
+}
+
+struct Loader<'a> {
+    layout: HfLayout,
+    tensors: &'a mut NamedTensors,
+    device: &'a Device,
+    path: Vec<(String, String)>,
+    errors: Vec<String>,
+}
+
+impl ModuleMapper for Loader<'_> {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        let (key, transposed) = self.layout.key(&self.path);
+        let expected = param.lazy_shape().dims::<D>().to_vec();
+        let Some(data) = self.tensors.remove(&key) else {
+            self.errors
+                .push(format!("missing tensor `{key}` (shape {expected:?})"));
+            return param;
+        };
+        let mut stored = data.shape().to_vec();
+        if transposed {
+            stored.reverse();
+        }
+        if stored != expected {
+            self.errors.push(format!(
+                "tensor `{key}` has shape {:?}, the model config implies {:?}",
+                data.shape().to_vec(),
+                if transposed {
+                    expected.iter().rev().copied().collect()
+                } else {
+                    expected
+                }
+            ));
+            return param;
+        }
+        let tensor = Tensor::<D>::from_data(data, self.device);
+        let tensor = if transposed {
+            tensor.transpose()
+        } else {
+            tensor
+        };
+        Param::from_tensor(tensor)
+    }
+}
+
+struct Collector {
+    layout: HfLayout,
+    path: Vec<(String, String)>,
+    tensors: NamedTensors,
+}
+
+impl ModuleVisitor for Collector {
+    fn enter_module(&mut self, name: &str, container_type: &str) {
+        self.path
+            .push((name.to_string(), container_type.to_string()));
+    }
+
+    fn exit_module(&mut self, _name: &str, _container_type: &str) {
+        self.path.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let (key, transposed) = self.layout.key(&self.path);
+        let tensor = param.val();
+        let tensor = if transposed {
+            tensor.transpose()
+        } else {
+            tensor
+        };
+        self.tensors.insert(key, tensor.into_data());
+    }
+}

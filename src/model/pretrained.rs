@@ -1,0 +1,225 @@
+//! `from_pretrained` / `save_pretrained`: Hugging Face model directories in and out.
+//!
+//! A directory holds `config.json`, `model.safetensors` (or shards + index), `tokenizer.json`,
+//! `tokenizer_config.json` and, for causal LMs, `generation_config.json`. Tensor names and
+//! layouts are exactly those of `transformers`, so what `rlhf` writes loads with
+//! `AutoModelForCausalLM` / `AutoModelForSequenceClassification`, and what they wrote loads here.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use burn::module::Module;
+use burn::prelude::*;
+use serde_json::{Map, Value};
+use tokenizers::Tokenizer;
+
+use super::config::{HeadKind, ModelConfig};
+use super::heads::{CausalLm, ScalarModel};
+use super::layers::normal_linear;
+use super::naming::{load_module, named_tensors};
+use super::tokenizer;
+use super::weights::{self, NamedTensors};
+use crate::bad_input;
+
+/// A loaded model with the config and tokenizer of its directory.
+pub struct Pretrained<M> {
+    pub model: M,
+    pub config: ModelConfig,
+    /// `None` when the directory has no `tokenizer.json` (weights-only checkpoints).
+    pub tokenizer: Option<Tokenizer>,
+}
+
+/// Loads a causal LM (`GPT2LMHeadModel`, or a bare `GPT2Model` with a tied head).
+pub fn load_causal_lm(dir: &Path, device: &Device) -> Result<Pretrained<CausalLm>> {
+    let (config, tokenizer, mut tensors) = open(dir)?;
+    if config.head_kind() == HeadKind::Scalar {
+        return Err(bad_input!(
+            "{}: this is a scalar (reward or value) model, not a causal language model\nhint: pass the SFT or base model directory here",
+            dir.display()
+        ));
+    }
+    let model = fill(
+        init_causal_lm(&config, device)?,
+        &config,
+        &mut tensors,
+        device,
+        dir,
+    )?;
+    Ok(Pretrained {
+        model,
+        config,
+        tokenizer,
+    })
+}
+
+/// A randomly initialised causal LM for `config` (lazy: loading over it draws nothing).
+pub fn init_causal_lm(config: &ModelConfig, device: &Device) -> Result<CausalLm> {
+    let lm_head = (!config.tied_embeddings()).then(|| {
+        normal_linear(
+            config.hidden_size(),
+            config.vocab_size(),
+            false,
+            config.initializer_range(),
+            device,
+        )
+    });
+    Ok(CausalLm {
+        body: config.init_decoder(device)?,
+        lm_head,
+    })
+}
+
+/// Loads a scalar model (`*ForSequenceClassification` with `num_labels = 1`).
+pub fn load_scalar_model(dir: &Path, device: &Device) -> Result<Pretrained<ScalarModel>> {
+    let (config, tokenizer, mut tensors) = open(dir)?;
+    let num_labels = config
+        .json
+        .get("id2label")
+        .and_then(Value::as_object)
+        .map_or(1, Map::len);
+    if config.head_kind() != HeadKind::Scalar || num_labels != 1 {
+        return Err(bad_input!(
+            "{}: not a scalar model (expected architectures = [\"*ForSequenceClassification\"] with one label)\nhint: pass a directory written by `rlhf reward train`",
+            dir.display()
+        ));
+    }
+    let (d, std) = (config.hidden_size(), config.initializer_range());
+    let model = ScalarModel::from_decoder(config.init_decoder(device)?, d, std, device);
+    let model = fill(model, &config, &mut tensors, device, dir)?;
+    Ok(Pretrained {
+        model,
+        config,
+        tokenizer,
+    })
+}
+
+/// Writes a causal LM into `dir` (which must exist; see `checkpoint::save_atomically`).
+/// Tokenizer files are copied from `tokenizer_from` when given.
+pub fn save_causal_lm(
+    model: &CausalLm,
+    config: &ModelConfig,
+    tokenizer_from: Option<&Path>,
+    dir: &Path,
+) -> Result<()> {
+    write_model(model, config, HeadKind::CausalLm, tokenizer_from, dir)?;
+    let mut generation = Map::new();
+    for key in ["bos_token_id", "eos_token_id", "pad_token_id"] {
+        if let Some(id) = config.json.get(key).filter(|v| !v.is_null()) {
+            generation.insert(key.into(), id.clone());
+        }
+    }
+    write_json(&dir.join("generation_config.json"), &generation)
+}
+
+/// Writes a scalar model into `dir`.
+pub fn save_scalar_model(
+    model: &ScalarModel,
+    config: &ModelConfig,
+    tokenizer_from: Option<&Path>,
+    dir: &Path,
+) -> Result<()> {
+    write_model(model, config, HeadKind::Scalar, tokenizer_from, dir)
+}
+
+fn write_model<M: Module>(
+    model: &M,
+    config: &ModelConfig,
+    head: HeadKind,
+    tokenizer_from: Option<&Path>,
+    dir: &Path,
+) -> Result<()> {
+    write_json(&dir.join("config.json"), &config.to_json(head))?;
+    weights::write_file(
+        &dir.join(weights::SINGLE_FILE),
+        &named_tensors(model, config.layout()),
+    )?;
+    if let Some(source) = tokenizer_from {
+        tokenizer::copy_files(source, dir, context_window(config))?;
+    }
+    Ok(())
+}
+
+fn context_window(config: &ModelConfig) -> usize {
+    match &config.arch {
+        super::config::Arch::Gpt2(c) => c.n_positions,
+    }
+}
+
+pub fn write_json(path: &Path, value: &Map<String, Value>) -> Result<()> {
+    let text = serde_json::to_string_pretty(value)? + "\n";
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
+}
+
+/// Config, tokenizer (checked against the embedding) and raw tensors of a directory.
+fn open(dir: &Path) -> Result<(ModelConfig, Option<Tokenizer>, NamedTensors)> {
+    if !dir.is_dir() {
+        return Err(bad_input!("{}: no such model directory", dir.display()));
+    }
+    let config = ModelConfig::read(dir)?;
+    let tokenizer = if dir.join("tokenizer.json").is_file() {
+        let tokenizer = tokenizer::read(dir)?;
+        tokenizer::check_fits(&tokenizer, config.vocab_size(), dir)?;
+        Some(tokenizer)
+    } else {
+        None
+    };
+    let mut tensors = weights::read_model_weights(dir)?;
+    add_body_prefix(&mut tensors, &config);
+    Ok((config, tokenizer, tensors))
+}
+
+/// `GPT2Model.save_pretrained` (as on the Hub's `gpt2`) writes body tensors without the
+/// `transformer.` prefix that the head models use; `transformers` accepts both, and so do we.
+fn add_body_prefix(tensors: &mut NamedTensors, config: &ModelConfig) {
+    let prefix = format!("{}.", config.layout().body_prefix);
+    let heads = ["lm_head.", "score."];
+    if tensors.keys().any(|k| k.starts_with(&prefix)) {
+        return;
+    }
+    let bare: Vec<String> = tensors
+        .keys()
+        .filter(|k| !heads.iter().any(|h| k.starts_with(h)))
+        .cloned()
+        .collect();
+    for key in bare {
+        let data = tensors.remove(&key).expect("key listed above");
+        tensors.insert(format!("{prefix}{key}"), data);
+    }
+}
+
+/// Loads `tensors` into `model`; what is left over must be a buffer `transformers` ignores too.
+fn fill<M: Module>(
+    model: M,
+    config: &ModelConfig,
+    tensors: &mut NamedTensors,
+    device: &Device,
+    dir: &Path,
+) -> Result<M> {
+    let model = load_module(model, tensors, config.layout(), device).map_err(|e| {
+        bad_input!(
+            "{}: weights do not match config.json:\n{e:#}",
+            dir.display()
+        )
+    })?;
+    let tied = config.tied_embeddings();
+    let unexpected: Vec<&String> = tensors
+        .keys()
+        .filter(|k| !config.is_ignorable_buffer(k) && !(tied && k.as_str() == "lm_head.weight"))
+        .collect();
+    if !unexpected.is_empty() {
+        let listed: Vec<String> = unexpected
+            .iter()
+            .take(8)
+            .map(|k| format!("`{k}`"))
+            .collect();
+        return Err(bad_input!(
+            "{}: {} tensor(s) the {} architecture has no place for: {}{}",
+            dir.display(),
+            unexpected.len(),
+            config.model_type(),
+            listed.join(", "),
+            if unexpected.len() > 8 { ", …" } else { "" }
+        ));
+    }
+    Ok(model)
+}

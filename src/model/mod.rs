@@ -6,6 +6,7 @@ pub mod decoder;
 pub mod gpt2;
 pub mod heads;
 pub mod layers;
+pub mod loss;
 pub mod mask;
 pub mod naming;
 pub mod preset;

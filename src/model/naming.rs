@@ -9,6 +9,7 @@
 use anyhow::Result;
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::prelude::*;
+use burn::tensor::Gradients;
 
 use super::weights::NamedTensors;
 use crate::bad_input;
@@ -75,8 +76,19 @@ pub fn load_module<M: Module>(
 
 /// Every parameter of `module` under its checkpoint name, in checkpoint layout.
 pub fn named_tensors<M: Module>(module: &M, layout: HfLayout) -> NamedTensors {
+    collect(module, layout, None)
+}
+
+/// The gradient of every parameter that has one, by checkpoint name and in checkpoint layout
+/// (to compare with torch, or to log per-tensor norms).
+pub fn named_gradients<M: Module>(module: &M, grads: &Gradients, layout: HfLayout) -> NamedTensors {
+    collect(module, layout, Some(grads))
+}
+
+fn collect<M: Module>(module: &M, layout: HfLayout, grads: Option<&Gradients>) -> NamedTensors {
     let mut collector = Collector {
         layout,
+        grads,
         path: Vec::new(),
         tensors: NamedTensors::new(),
     };
@@ -136,13 +148,15 @@ impl ModuleMapper for Loader<'_> {
     }
 }
 
-struct Collector {
+struct Collector<'a> {
     layout: HfLayout,
+    /// Collect these gradients instead of the parameter values.
+    grads: Option<&'a Gradients>,
     path: Vec<(String, String)>,
     tensors: NamedTensors,
 }
 
-impl ModuleVisitor for Collector {
+impl ModuleVisitor for Collector<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
         self.path
             .push((name.to_string(), container_type.to_string()));
@@ -154,7 +168,13 @@ impl ModuleVisitor for Collector {
 
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         let (key, transposed) = self.layout.key(&self.path);
-        let tensor = param.val();
+        let tensor = match self.grads {
+            None => param.val(),
+            Some(grads) => match param.grad(grads) {
+                Some(grad) => grad,
+                None => return,
+            },
+        };
         let tensor = if transposed {
             tensor.transpose()
         } else {

@@ -204,7 +204,7 @@ fn fill<M: Module>(
     let tied = config.tied_embeddings();
     let unexpected: Vec<&String> = tensors
         .keys()
-        .filter(|k| !config.is_ignorable_buffer(k) && !(tied && k.as_str() == "lm_head.weight"))
+        .filter(|k| !(config.is_ignorable_buffer(k) || tied && k.as_str() == "lm_head.weight"))
         .collect();
     if !unexpected.is_empty() {
         let listed: Vec<String> = unexpected

@@ -1,0 +1,95 @@
+//! Shared by the integration tests: fixture paths, the reference Python, comparisons.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use burn::prelude::*;
+use rlhf::model::weights::{NamedTensors, read_file};
+
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Fixtures written by `scripts/fixtures/make_fixtures.py` (scripts/test.sh runs it).
+pub fn fixtures() -> PathBuf {
+    let dir = std::env::var_os("RLHF_FIXTURES")
+        .map_or_else(|| root().join("target/fixtures"), PathBuf::from);
+    assert!(
+        dir.join("gpt2/cases.json").is_file(),
+        "no fixtures in {}: run `scripts/test.sh`, or `.venv/bin/python scripts/fixtures/make_fixtures.py --out target/fixtures`",
+        dir.display()
+    );
+    dir
+}
+
+/// The GPT-2 fixture cases, by directory.
+pub fn gpt2_cases() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(fixtures().join("gpt2/cases.json")).unwrap();
+    let cases: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
+    cases
+        .iter()
+        .map(|c| fixtures().join("gpt2").join(c["name"].as_str().unwrap()))
+        .collect()
+}
+
+pub fn python() -> PathBuf {
+    std::env::var_os("RLHF_PYTHON").map_or_else(|| root().join(".venv/bin/python"), PathBuf::from)
+}
+
+/// Runs `scripts/fixtures/hf_forward.py` on (model dir, io file, out file) triples.
+pub fn hf_forward(jobs: &[(PathBuf, PathBuf, PathBuf)]) {
+    let mut cmd = Command::new(python());
+    cmd.arg(root().join("scripts/fixtures/hf_forward.py"));
+    for (model, io, out) in jobs {
+        cmd.arg(model).arg(io).arg(out);
+    }
+    let output = cmd.output().expect("running the reference python");
+    assert!(
+        output.status.success(),
+        "hf_forward.py failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+pub fn cpu() -> Device {
+    rlhf::device::DeviceSpec::Cpu.device().unwrap()
+}
+
+pub fn read(path: &Path) -> NamedTensors {
+    read_file(path).unwrap_or_else(|e| panic!("{}: {e:#}", path.display()))
+}
+
+pub fn floats(data: &TensorData) -> Vec<f32> {
+    data.clone().convert::<f32>().try_to_vec().unwrap()
+}
+
+pub fn tensor<const D: usize>(data: &TensorData, device: &Device) -> Tensor<D> {
+    Tensor::from_data(data.clone(), device)
+}
+
+pub fn int_tensor<const D: usize>(data: &TensorData, device: &Device) -> Tensor<D, Int> {
+    Tensor::from_data(data.clone(), device)
+}
+
+/// Largest |a − b| over the elements where `keep` is true.
+pub fn max_abs_diff(a: &[f32], b: &[f32], keep: impl Fn(usize) -> bool) -> f32 {
+    assert_eq!(a.len(), b.len(), "compared tensors differ in size");
+    a.iter()
+        .zip(b)
+        .enumerate()
+        .filter(|(i, _)| keep(*i))
+        .map(|(_, (x, y))| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+pub fn rlhf(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .args(args)
+        .output()
+        .expect("running rlhf")
+}
+
+pub fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}

@@ -35,6 +35,9 @@ pub struct ModelConfig {
 
 impl ModelConfig {
     pub fn read(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(bad_input!("{}: no such model directory", dir.display()));
+        }
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| {
             bad_input!(

@@ -152,9 +152,6 @@ pub fn write_json(path: &Path, value: &Map<String, Value>) -> Result<()> {
 
 /// Config, tokenizer (checked against the embedding) and raw tensors of a directory.
 fn open(dir: &Path) -> Result<(ModelConfig, Option<Tokenizer>, NamedTensors)> {
-    if !dir.is_dir() {
-        return Err(bad_input!("{}: no such model directory", dir.display()));
-    }
     let config = ModelConfig::read(dir)?;
     let tokenizer = if dir.join("tokenizer.json").is_file() {
         let tokenizer = tokenizer::read(dir)?;

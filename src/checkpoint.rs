@@ -87,10 +87,7 @@ pub struct Source {
 
 impl Source {
     pub fn file(path: &Path) -> Result<Self> {
-        Ok(Self {
-            path: path.display().to_string(),
-            sha256: hash_files(&[path.to_path_buf()])?,
-        })
+        Ok(Self { path: path.display().to_string(), sha256: hash_files(&[path.to_path_buf()])? })
     }
 
     /// A model directory, hashed over `config.json` and its weight files.
@@ -105,10 +102,7 @@ impl Source {
             shards.push(dir.join(weights::SINGLE_FILE));
         }
         files.extend(shards);
-        Ok(Self {
-            path: dir.display().to_string(),
-            sha256: hash_files(&files)?,
-        })
+        Ok(Self { path: dir.display().to_string(), sha256: hash_files(&files)? })
     }
 }
 

@@ -45,11 +45,8 @@ impl DeviceSpec {
         match self {
             Self::Cpu => Ok(Device::libtorch()),
             Self::Cuda(index) => {
-                let count = if tch::Cuda::is_available() {
-                    tch::Cuda::device_count() as usize
-                } else {
-                    0
-                };
+                let count =
+                    if tch::Cuda::is_available() { tch::Cuda::device_count() as usize } else { 0 };
                 if index >= count {
                     let found = match count {
                         0 => "no CUDA device is visible to LibTorch".to_string(),

@@ -75,9 +75,8 @@ mod tests {
 
     #[test]
     fn bad_input_survives_added_context() {
-        let err = Err::<(), _>(bad_input!("line 3: oops"))
-            .context("reading data.jsonl")
-            .unwrap_err();
+        let err =
+            Err::<(), _>(bad_input!("line 3: oops")).context("reading data.jsonl").unwrap_err();
         assert_eq!(exit_code(&err), EXIT_BAD_INPUT);
         assert_eq!(format!("{err:#}"), "reading data.jsonl: line 3: oops");
     }
@@ -85,9 +84,6 @@ mod tests {
     #[test]
     fn plain_errors_are_runtime_failures() {
         assert_eq!(exit_code(&anyhow::anyhow!("disk full")), EXIT_FAILURE);
-        assert_eq!(
-            exit_code(&anyhow::Error::new(Interrupted)),
-            EXIT_INTERRUPTED
-        );
+        assert_eq!(exit_code(&anyhow::Error::new(Interrupted)), EXIT_INTERRUPTED);
     }
 }

@@ -9,7 +9,7 @@ use rlhf::model::weights::{read_file, write_file};
 
 /// A copy of fixture case 0's LM directory, to break.
 fn copy_lm(tmp: &Path) -> PathBuf {
-    let from = gpt2_cases()[0].join("lm");
+    let from = case("gpt2-0").join("lm");
     let to = tmp.join("lm");
     std::fs::create_dir(&to).unwrap();
     for entry in std::fs::read_dir(from).unwrap() {
@@ -49,7 +49,10 @@ fn unsupported_model_type() {
     edit_config(&dir, |c| {
         c.insert("model_type".into(), "bloom".into());
     });
-    assert_rejected(&dir, "unsupported model_type `bloom` (supported: gpt2)");
+    assert_rejected(
+        &dir,
+        "unsupported model_type `bloom` (supported: gpt2, llama, mistral, qwen2)",
+    );
 }
 
 #[test]
@@ -73,10 +76,10 @@ fn missing_and_extra_tensors() {
 fn shape_mismatch_names_the_tensor_and_both_shapes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = copy_lm(tmp.path());
-    let vocab = {
+    let (vocab, width) = {
         let config: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
-        config["vocab_size"].as_u64().unwrap()
+        (config["vocab_size"].as_u64().unwrap(), config["n_embd"].as_u64().unwrap())
     };
     edit_config(&dir, |c| {
         c.insert("vocab_size".into(), (vocab + 1).into());
@@ -84,7 +87,7 @@ fn shape_mismatch_names_the_tensor_and_both_shapes() {
     assert_rejected(
         &dir,
         &format!(
-            "tensor `transformer.wte.weight` has shape [{vocab}, 16], the model config implies [{}, 16]",
+            "tensor `transformer.wte.weight` has shape [{vocab}, {width}], the model config implies [{}, {width}]",
             vocab + 1
         ),
     );
@@ -94,26 +97,15 @@ fn shape_mismatch_names_the_tensor_and_both_shapes() {
 fn tokenizer_larger_than_the_embedding() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = copy_lm(tmp.path());
-    std::fs::copy(
-        fixtures().join("tokenizer/tokenizer.json"),
-        dir.join("tokenizer.json"),
-    )
-    .unwrap();
-    assert_rejected(
-        &dir,
-        "the tokenizer has 300 tokens but the model's embedding has only",
-    );
+    std::fs::copy(fixtures().join("tokenizer/tokenizer.json"), dir.join("tokenizer.json")).unwrap();
+    assert_rejected(&dir, "the tokenizer has 300 tokens but the model's embedding has only");
 }
 
 #[test]
 fn corrupt_or_lying_safetensors_headers() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = copy_lm(tmp.path());
-    std::fs::write(
-        dir.join("model.safetensors"),
-        b"not a safetensors file at all",
-    )
-    .unwrap();
+    std::fs::write(dir.join("model.safetensors"), b"not a safetensors file at all").unwrap();
     assert_rejected(&dir, "not a valid safetensors file");
 
     // A header that claims 10^12 floats: rejected from the header alone, nothing allocated.
@@ -139,18 +131,14 @@ fn pickle_only_and_missing_directories() {
 
 #[test]
 fn a_stage_expecting_a_language_model_rejects_a_reward_model() {
-    let scalar = gpt2_cases()[0].join("scalar");
-    let err = rlhf::model::load_causal_lm(&scalar, &cpu())
-        .err()
-        .expect("rejected");
+    let scalar = case("gpt2-0").join("scalar");
+    let err = rlhf::model::load_causal_lm(&scalar, &cpu()).err().expect("rejected");
     assert_eq!(rlhf::error::exit_code(&err), 2);
     assert!(
         format!("{err:#}").contains("scalar (reward or value) model, not a causal language model")
     );
-    let lm = gpt2_cases()[0].join("lm");
-    let err = rlhf::model::load_scalar_model(&lm, &cpu())
-        .err()
-        .expect("rejected");
+    let lm = case("gpt2-0").join("lm");
+    let err = rlhf::model::load_scalar_model(&lm, &cpu()).err().expect("rejected");
     assert!(format!("{err:#}").contains("not a scalar model"));
 }
 
@@ -165,10 +153,8 @@ fn bf16_weights_load_as_f32() {
     let bf16: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
         .iter()
         .map(|(name, data)| {
-            let bytes = floats(data)
-                .iter()
-                .flat_map(|x| half::bf16::from_f32(*x).to_le_bytes())
-                .collect();
+            let bytes =
+                floats(data).iter().flat_map(|x| half::bf16::from_f32(*x).to_le_bytes()).collect();
             (name.clone(), bytes, data.shape().to_vec())
         })
         .collect();

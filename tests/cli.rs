@@ -7,16 +7,8 @@ use std::path::Path;
 use common::*;
 use rlhf::model::PaddedBatch;
 
-const SUBCOMMANDS: [&str; 8] = [
-    "sft",
-    "reward",
-    "ppo",
-    "moderate",
-    "chat",
-    "generate",
-    "tokenizer",
-    "model",
-];
+const SUBCOMMANDS: [&str; 8] =
+    ["sft", "reward", "ppo", "moderate", "chat", "generate", "tokenizer", "model"];
 
 #[test]
 fn help_lists_every_subcommand_and_each_has_its_own() {
@@ -24,10 +16,7 @@ fn help_lists_every_subcommand_and_each_has_its_own() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for name in SUBCOMMANDS {
-        assert!(
-            help.contains(&format!("  {name} ")),
-            "--help lacks `{name}`:\n{help}"
-        );
+        assert!(help.contains(&format!("  {name} ")), "--help lacks `{name}`:\n{help}");
         let sub = rlhf(&[name, "--help"]);
         assert!(sub.status.success(), "`rlhf {name} --help` failed");
     }
@@ -39,10 +28,7 @@ fn help_lists_every_subcommand_and_each_has_its_own() {
         ["moderate", "score"],
         ["model", "init"],
     ] {
-        assert!(
-            rlhf(&[nested[0], nested[1], "--help"]).status.success(),
-            "{nested:?}"
-        );
+        assert!(rlhf(&[nested[0], nested[1], "--help"]).status.success(), "{nested:?}");
     }
 }
 
@@ -50,11 +36,7 @@ fn help_lists_every_subcommand_and_each_has_its_own() {
 fn stages_not_yet_built_say_so_and_exit_1() {
     let out = rlhf(&["sft", "train", "--config", "configs/sft.toml"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(
-        stderr(&out).contains("`rlhf sft` is not available yet"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("`rlhf sft` is not available yet"), "{}", stderr(&out));
     assert!(out.stdout.is_empty(), "no fake output");
 }
 
@@ -62,22 +44,12 @@ fn stages_not_yet_built_say_so_and_exit_1() {
 fn bad_arguments_exit_2() {
     let out = rlhf(&["--device", "gpu", "model", "inspect", "--model", "x"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("unknown device `gpu`"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("unknown device `gpu`"), "{}", stderr(&out));
     assert_eq!(
-        rlhf(&["--threads", "0", "model", "inspect", "--model", "x"])
-            .status
-            .code(),
+        rlhf(&["--threads", "0", "model", "inspect", "--model", "x"]).status.code(),
         Some(2)
     );
-    assert_eq!(
-        rlhf(&["sft", "train"]).status.code(),
-        Some(2),
-        "missing --config"
-    );
+    assert_eq!(rlhf(&["sft", "train"]).status.code(), Some(2), "missing --config");
 }
 
 #[test]
@@ -85,21 +57,10 @@ fn cuda_without_a_gpu_is_a_clear_error() {
     if tch::Cuda::is_available() {
         return; // on a GPU machine the same command must simply work; see the next line
     }
-    let model = gpt2_cases()[0].join("lm");
-    let out = rlhf(&[
-        "--device",
-        "cuda",
-        "model",
-        "inspect",
-        "--model",
-        model.to_str().unwrap(),
-    ]);
+    let model = case("gpt2-0").join("lm");
+    let out = rlhf(&["--device", "cuda", "model", "inspect", "--model", model.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("no CUDA device is visible"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("no CUDA device is visible"), "{}", stderr(&out));
     assert!(!stderr(&out).contains("panicked"));
 }
 
@@ -139,61 +100,36 @@ fn model_init_writes_a_checkpoint_transformers_loads() {
         serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["n_layer"], 3, "--set applied");
     assert_eq!(config["vocab_size"], 300, "vocabulary from the tokenizer");
-    assert_eq!(
-        config["eos_token_id"], 0,
-        "<|endoftext|> from tokenizer_config.json"
-    );
+    assert_eq!(config["eos_token_id"], 0, "<|endoftext|> from tokenizer_config.json");
     let lineage = rlhf::checkpoint::Lineage::read(&dir).unwrap();
     assert_eq!(lineage.stage, "init");
-    assert_eq!(
-        lineage.config["overrides"][0], "n_layer=3",
-        "resolved config recorded"
-    );
+    assert_eq!(lineage.config["overrides"][0], "n_layer=3", "resolved config recorded");
 
     // Same seed, same weights; transformers computes the same logits from them.
     let again = tmp.path().join("again");
-    assert!(
-        init(&again, &["--set", "n_layer=3", "--seed", "7"])
-            .status
-            .success()
-    );
+    assert!(init(&again, &["--set", "n_layer=3", "--seed", "7"]).status.success());
     assert_eq!(
         std::fs::read(dir.join("model.safetensors")).unwrap(),
         std::fs::read(again.join("model.safetensors")).unwrap()
     );
 
-    let io = fixtures().join("gpt2/case0/io.safetensors"); // ids < 50 fit any vocabulary here
+    let io = case("gpt2-0").join("io.safetensors"); // ids < 50 fit any vocabulary here
     let reference = tmp.path().join("hf.out");
     hf_forward(&[(dir.clone(), io.clone(), reference.clone())]);
     let device = cpu();
     let model = rlhf::model::load_causal_lm(&dir, &device).unwrap().model;
     let inputs = read(&io);
     let mask = int_tensor::<2>(&inputs["attention_mask"], &device);
-    let real: Vec<i64> = inputs["attention_mask"]
-        .clone()
-        .convert::<i64>()
-        .try_to_vec()
-        .unwrap();
+    let real: Vec<i64> = inputs["attention_mask"].clone().convert::<i64>().try_to_vec().unwrap();
     let ours: Vec<f32> = model
-        .forward(
-            int_tensor(&inputs["input_ids"], &device),
-            &PaddedBatch::new(mask),
-        )
+        .forward(int_tensor(&inputs["input_ids"], &device), &PaddedBatch::new(mask))
         .into_data()
         .try_to_vec()
         .unwrap();
-    let diff = max_abs_diff(&ours, &floats(&read(&reference)["logits"]), |i| {
-        real[i / 300] == 1
-    });
+    let diff = max_abs_diff(&ours, &floats(&read(&reference)["logits"]), |i| real[i / 300] == 1);
     assert!(diff < 1e-4, "max |Δlogit| = {diff}");
 
-    let inspect = rlhf(&[
-        "model",
-        "inspect",
-        "--model",
-        dir.to_str().unwrap(),
-        "--json",
-    ]);
+    let inspect = rlhf(&["model", "inspect", "--model", dir.to_str().unwrap(), "--json"]);
     assert!(inspect.status.success(), "{}", stderr(&inspect));
     let report: serde_json::Value = serde_json::from_slice(&inspect.stdout).unwrap();
     assert_eq!(report["stage"], "init");
@@ -211,18 +147,11 @@ fn model_init_rejects_unknown_keys_and_existing_output() {
 
     let out = init(&dir, &["--set", "n_embd=many"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(
-        stderr(&out).contains("key `n_embd` (from --set n_embd=many)"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("key `n_embd` (from --set n_embd=many)"), "{}", stderr(&out));
 
     let preset = tmp.path().join("mine.toml");
-    std::fs::write(
-        &preset,
-        "model_type = \"gpt2\"\nn_layer = 1\nn_head = 3\nn_embd = 64\n",
-    )
-    .unwrap();
+    std::fs::write(&preset, "model_type = \"gpt2\"\nn_layer = 1\nn_head = 3\nn_embd = 64\n")
+        .unwrap();
     let tokenizer = fixtures().join("tokenizer");
     let out = rlhf(&[
         "model",

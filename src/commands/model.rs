@@ -63,35 +63,34 @@ pub fn inspect(args: &ModelInspectArgs, device: &Device) -> Result<()> {
         }
     };
     let lineage = Lineage::read(&args.model).ok();
-    let mut report = json!({
+    let (layers, heads, kv_heads) = config.depth_and_heads();
+    let head = match config.head_kind() {
+        HeadKind::CausalLm => "causal-lm",
+        HeadKind::Scalar => "scalar",
+    };
+    let report = json!({
         "model": args.model.display().to_string(),
         "model_type": config.model_type(),
-        "head": match config.head_kind() { HeadKind::CausalLm => "causal-lm", HeadKind::Scalar => "scalar" },
+        "head": head,
         "parameters": params,
-        "vocab_size": config.vocab_size(),
+        "layers": layers,
+        "heads": heads,
+        "kv_heads": kv_heads,
         "hidden_size": config.hidden_size(),
+        "context_window": config.context_window(),
+        "vocab_size": config.vocab_size(),
         "tied_embeddings": config.tied_embeddings(),
         "tokenizer_vocab": tokenizer.as_ref().map(|t| t.get_vocab_size(true)),
+        "bos_token_id": config.json.get("bos_token_id"),
+        "eos_token_id": config.json.get("eos_token_id"),
+        "pad_token_id": config.json.get("pad_token_id"),
         "stage": lineage.as_ref().map(|l| l.stage.clone()),
     });
-    for key in [
-        "n_layer",
-        "n_head",
-        "n_positions",
-        "activation_function",
-        "bos_token_id",
-        "eos_token_id",
-        "pad_token_id",
-    ] {
-        report[key] = config.json.get(key).cloned().unwrap_or(Value::Null);
-    }
     if args.json {
         println!("{report}");
         return Ok(());
     }
-    let Value::Object(fields) = report else {
-        unreachable!()
-    };
+    let Value::Object(fields) = report else { unreachable!() };
     for (key, value) in fields {
         let shown = match (&key[..], &value) {
             ("parameters", Value::Number(n)) => human_count(n.as_u64().unwrap_or(0) as usize),

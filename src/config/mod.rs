@@ -81,17 +81,14 @@ fn apply_override(table: &mut Table, assignment: &str) -> Result<()> {
     })?;
     let parts: Vec<&str> = key.trim().split('.').collect();
     if parts.iter().any(|p| p.is_empty()) {
-        return Err(bad_input!(
-            "--set {assignment}: `{key}` is not a dotted key"
-        ));
+        return Err(bad_input!("--set {assignment}: `{key}` is not a dotted key"));
     }
     let value = parse_literal(raw.trim());
     let (last, sections) = parts.split_last().expect("split yields at least one part");
     let mut current = table;
     for (depth, section) in sections.iter().enumerate() {
-        let entry = current
-            .entry(section.to_string())
-            .or_insert_with(|| Value::Table(Table::new()));
+        let entry =
+            current.entry(section.to_string()).or_insert_with(|| Value::Table(Table::new()));
         current = match entry {
             Value::Table(t) => t,
             _ => {
@@ -137,11 +134,7 @@ mod tests {
 
     impl Default for Train {
         fn default() -> Self {
-            Self {
-                lr: 1e-4,
-                epochs: 1,
-                name: "run".into(),
-            }
+            Self { lr: 1e-4, epochs: 1, name: "run".into() }
         }
     }
 
@@ -152,13 +145,7 @@ mod tests {
     #[test]
     fn defaults_fill_what_the_file_leaves_out() {
         let demo: Demo = parse("[train]\nepochs = 3\n", "a.toml", &[]).unwrap();
-        assert_eq!(
-            demo.train,
-            Train {
-                epochs: 3,
-                ..Train::default()
-            }
-        );
+        assert_eq!(demo.train, Train { epochs: 3, ..Train::default() });
     }
 
     #[test]
@@ -172,10 +159,7 @@ mod tests {
     fn unknown_key_is_named_with_its_section() {
         let err = parse::<Demo>("[train]\nlrr = 1\n", "sft.toml", &[]).unwrap_err();
         let msg = format!("{err:#}");
-        assert!(
-            msg.starts_with("sft.toml: key `train.lrr`: unknown field `lrr`"),
-            "{msg}"
-        );
+        assert!(msg.starts_with("sft.toml: key `train.lrr`: unknown field `lrr`"), "{msg}");
         assert_eq!(exit_code(&err), EXIT_BAD_INPUT);
     }
 
@@ -183,10 +167,7 @@ mod tests {
     fn wrong_type_from_override_names_key_and_flag() {
         let err = parse::<Demo>("", "sft.toml", &sets(&["train.epochs=many"])).unwrap_err();
         let msg = format!("{err:#}");
-        assert!(
-            msg.contains("key `train.epochs` (from --set train.epochs=many)"),
-            "{msg}"
-        );
+        assert!(msg.contains("key `train.epochs` (from --set train.epochs=many)"), "{msg}");
         assert!(msg.contains("invalid type: string \"many\""), "{msg}");
     }
 

@@ -34,3 +34,28 @@ pub fn scaled_dot_product(
     let scores = scores.mask_fill(blocked.clone().expand([b, h, t, s]), BLOCKED);
     softmax(scores, 3).matmul(v) // [B, H, T, hd]
 }
+
+/// Grouped-query attention: each of the `kv` heads `[B, KV, T, hd]` serves `n_rep` consecutive
+/// query heads → `[B, KV·n_rep, T, hd]` (query head i reads kv head i / n_rep, as
+/// `transformers`' `repeat_kv`).
+pub fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
+    if n_rep == 1 {
+        return x;
+    }
+    let [b, kv, t, hd] = x.dims();
+    x.reshape([b, kv, 1, t, hd]).expand([b, kv, n_rep, t, hd]).reshape([b, kv * n_rep, t, hd])
+}
+
+/// Blocks keys more than `window` tokens behind their query (Mistral's sliding window):
+/// `blocked` `[B, 1, T, T]` gains true where q − k ≥ window.
+pub fn with_sliding_window(blocked: &Tensor<4, Bool>, window: usize) -> Tensor<4, Bool> {
+    let [b, _, t, _] = blocked.dims();
+    if window >= t {
+        return blocked.clone();
+    }
+    let device = blocked.device();
+    // tril_mask(offset) is true above the diagonal shifted by offset; its negation at
+    // offset −window is true where k ≤ q − window.
+    let too_far = Tensor::<2, Bool>::tril_mask([t, t], -(window as i64), &device).bool_not();
+    blocked.clone().bool_or(too_far.reshape([1, 1, t, t]).expand([b, 1, t, t]))
+}

@@ -8,19 +8,25 @@ use serde_json::{Map, Value, json};
 
 use super::decoder::Decoder;
 use super::gpt2::Gpt2Config;
+use super::llama::{Flavor, LlamaConfig};
 use super::naming::HfLayout;
 use crate::bad_input;
+
+/// The `model_type`s `rlhf` loads.
+pub const SUPPORTED: &str = "gpt2, llama, mistral, qwen2";
 
 /// The architectures `rlhf` can load, by `model_type`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Arch {
     Gpt2(Gpt2Config),
+    /// `llama`, `mistral` and `qwen2` (the flavour is inside).
+    Llama(LlamaConfig),
 }
 
 /// Which head a checkpoint carries, from `config.json`'s `architectures`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HeadKind {
-    /// `*LMHeadModel` / `*ForCausalLM` (or a bare body, which gets a tied head).
+    /// `*LMHeadModel` / `*ForCausalLM` (or a bare body, which gets an LM head).
     CausalLm,
     /// `*ForSequenceClassification` with `num_labels = 1`: a reward or value model.
     Scalar,
@@ -52,60 +58,75 @@ impl ModelConfig {
 
     pub fn from_json(json: Map<String, Value>) -> Result<Self> {
         let model_type = json.get("model_type").and_then(Value::as_str).unwrap_or("");
-        let arch = match model_type {
-            "gpt2" => {
-                let config: Gpt2Config = serde_json::from_value(Value::Object(json.clone()))
-                    .map_err(|e| bad_input!("gpt2 config: {e}"))?;
-                config.validate()?;
-                Arch::Gpt2(config)
-            }
-            "" => return Err(bad_input!("no `model_type` (expected \"gpt2\")")),
-            other => {
-                return Err(bad_input!(
-                    "unsupported model_type `{other}` (supported: gpt2)"
-                ));
-            }
+        let parse_error = |e: serde_json::Error| bad_input!("{model_type} config: {e}");
+        let arch = if model_type == "gpt2" {
+            let config: Gpt2Config =
+                serde_json::from_value(Value::Object(json.clone())).map_err(parse_error)?;
+            config.validate()?;
+            Arch::Gpt2(config)
+        } else if let Some(flavor) = Flavor::from_model_type(model_type) {
+            let mut config: LlamaConfig =
+                serde_json::from_value(Value::Object(json.clone())).map_err(parse_error)?;
+            config.flavor = flavor;
+            config.validate()?;
+            Arch::Llama(config)
+        } else if model_type.is_empty() {
+            return Err(bad_input!("no `model_type` (supported: {SUPPORTED})"));
+        } else {
+            return Err(bad_input!(
+                "unsupported model_type `{model_type}` (supported: {SUPPORTED})"
+            ));
         };
         Ok(Self { arch, json })
     }
 
     pub fn model_type(&self) -> &'static str {
-        match self.arch {
+        match &self.arch {
             Arch::Gpt2(_) => "gpt2",
+            Arch::Llama(c) => c.flavor.model_type(),
         }
     }
 
     pub fn vocab_size(&self) -> usize {
         match &self.arch {
             Arch::Gpt2(c) => c.vocab_size,
+            Arch::Llama(c) => c.vocab_size,
         }
     }
 
     pub fn hidden_size(&self) -> usize {
         match &self.arch {
             Arch::Gpt2(c) => c.n_embd,
+            Arch::Llama(c) => c.hidden_size,
+        }
+    }
+
+    /// (layers, attention heads, key/value heads)
+    pub fn depth_and_heads(&self) -> (usize, usize, usize) {
+        match &self.arch {
+            Arch::Gpt2(c) => (c.n_layer, c.n_head, c.n_head),
+            Arch::Llama(c) => (c.num_hidden_layers, c.num_attention_heads, c.kv_heads()),
+        }
+    }
+
+    pub fn context_window(&self) -> usize {
+        match &self.arch {
+            Arch::Gpt2(c) => c.n_positions,
+            Arch::Llama(c) => c.max_position_embeddings,
         }
     }
 
     pub fn initializer_range(&self) -> f64 {
         match &self.arch {
             Arch::Gpt2(c) => c.initializer_range,
+            Arch::Llama(c) => c.initializer_range,
         }
     }
 
-    /// Whether the LM head reuses the token embedding (`tie_word_embeddings`, default true).
+    /// Whether the LM head reuses the token embedding. A missing key means true: `transformers`
+    /// 4.x leaves out values equal to `PretrainedConfig`'s defaults, and this one is true there.
     pub fn tied_embeddings(&self) -> bool {
-        self.json
-            .get("tie_word_embeddings")
-            .and_then(Value::as_bool)
-            .unwrap_or(true)
-    }
-
-    pub fn token_id(&self, key: &str) -> Option<u32> {
-        self.json
-            .get(key)
-            .and_then(Value::as_u64)
-            .map(|id| id as u32)
+        self.json.get("tie_word_embeddings").and_then(Value::as_bool).unwrap_or(true)
     }
 
     pub fn head_kind(&self) -> HeadKind {
@@ -115,19 +136,13 @@ impl ModelConfig {
             .flatten()
             .filter_map(Value::as_str)
             .any(|a| a.ends_with("ForSequenceClassification"));
-        if is_classifier {
-            HeadKind::Scalar
-        } else {
-            HeadKind::CausalLm
-        }
+        if is_classifier { HeadKind::Scalar } else { HeadKind::CausalLm }
     }
 
     pub fn layout(&self) -> HfLayout {
         match self.arch {
-            Arch::Gpt2(_) => HfLayout {
-                body_prefix: "transformer",
-                body_is_conv1d: true,
-            },
+            Arch::Gpt2(_) => HfLayout { body_prefix: "transformer", body_is_conv1d: true },
+            Arch::Llama(_) => HfLayout { body_prefix: "model", body_is_conv1d: false },
         }
     }
 
@@ -135,6 +150,7 @@ impl ModelConfig {
     pub fn is_ignorable_buffer(&self, key: &str) -> bool {
         match self.arch {
             Arch::Gpt2(_) => key.ends_with(".attn.bias") || key.ends_with(".attn.masked_bias"),
+            Arch::Llama(_) => key.ends_with(".rotary_emb.inv_freq"),
         }
     }
 
@@ -142,28 +158,34 @@ impl ModelConfig {
     pub fn init_decoder(&self, device: &burn::prelude::Device) -> Result<Decoder> {
         Ok(match &self.arch {
             Arch::Gpt2(c) => Decoder::Gpt2(c.init(device)?),
+            Arch::Llama(c) => Decoder::Llama(c.init(device)?),
         })
     }
 
-    /// `config.json` for a checkpoint with the given head, as `save_pretrained` writes it.
+    /// `config.json` for a checkpoint with the given head, as the pinned `transformers` (5.x)
+    /// writes it: `dtype` rather than `torch_dtype`, `rope_parameters` rather than
+    /// `rope_theta` + `rope_scaling`.
     pub fn to_json(&self, head: HeadKind) -> Map<String, Value> {
         let mut json = self.json.clone();
-        let family = match self.arch {
+        let stem = match &self.arch {
             Arch::Gpt2(_) => "GPT2",
+            Arch::Llama(c) => c.flavor.class_stem(),
         };
-        let architecture = match head {
-            HeadKind::CausalLm => format!("{family}LMHeadModel"),
-            HeadKind::Scalar => format!("{family}ForSequenceClassification"),
+        let architecture = match (head, &self.arch) {
+            (HeadKind::CausalLm, Arch::Gpt2(_)) => "GPT2LMHeadModel".to_string(),
+            (HeadKind::CausalLm, _) => format!("{stem}ForCausalLM"),
+            (HeadKind::Scalar, _) => format!("{stem}ForSequenceClassification"),
         };
         json.insert("architectures".into(), json!([architecture]));
-        if let Arch::Gpt2(c) = &self.arch
-            && let Value::Object(fields) = serde_json::to_value(c).expect("config serialises")
-        {
-            json.extend(fields);
-        }
         json.insert("model_type".into(), json!(self.model_type()));
         json.insert("dtype".into(), json!("float32"));
         json.remove("torch_dtype");
+        if let Arch::Llama(c) = &self.arch {
+            let rope = c.rope().expect("validated when read");
+            json.remove("rope_theta");
+            json.remove("rope_scaling");
+            json.insert("rope_parameters".into(), rope.to_hf());
+        }
         match head {
             HeadKind::Scalar => {
                 json.insert("num_labels".into(), json!(1));

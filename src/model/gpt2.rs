@@ -98,19 +98,13 @@ impl Gpt2Config {
                 .with_initializer(Initializer::Normal { mean: 0.0, std })
                 .init(device)
         };
-        let layer_norm = || {
-            LayerNormConfig::new(d)
-                .with_epsilon(self.layer_norm_epsilon)
-                .init(device)
-        };
+        let layer_norm =
+            || LayerNormConfig::new(d).with_epsilon(self.layer_norm_epsilon).init(device);
         let head_dim = d / self.n_head;
         let h = (0..self.n_layer)
             .map(|layer| {
-                let mut scale = if self.scale_attn_weights {
-                    (head_dim as f64).powf(-0.5)
-                } else {
-                    1.0
-                };
+                let mut scale =
+                    if self.scale_attn_weights { (head_dim as f64).powf(-0.5) } else { 1.0 };
                 if self.scale_attn_by_inverse_layer_idx {
                     scale /= (layer + 1) as f64;
                 }
@@ -154,11 +148,8 @@ impl Attention {
     pub fn forward(&self, x: Tensor<3>, batch: &PaddedBatch) -> Tensor<3> {
         let qkv = linear_tokens(&self.c_attn, x); // [B, T, 3D]
         let [q, k, v]: [Tensor<3>; 3] = qkv.chunk(3, 2).try_into().expect("3 chunks of 3D");
-        let (q, k, v) = (
-            split_heads(q, self.n_head),
-            split_heads(k, self.n_head),
-            split_heads(v, self.n_head),
-        ); // [B, H, T, hd]
+        let (q, k, v) =
+            (split_heads(q, self.n_head), split_heads(k, self.n_head), split_heads(v, self.n_head)); // [B, H, T, hd]
         let y = scaled_dot_product(q, k, v, &batch.blocked, self.scale);
         linear_tokens(&self.c_proj, merge_heads(y)) // [B, T, D]
     }

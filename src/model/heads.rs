@@ -30,10 +30,7 @@ impl CausalLm {
                 let [b, t, d] = hidden.dims();
                 let wte = self.body.token_embedding(); // [V, D]
                 let v = wte.dims()[0];
-                hidden
-                    .reshape([b * t, d])
-                    .matmul(wte.transpose())
-                    .reshape([b, t, v])
+                hidden.reshape([b * t, d]).matmul(wte.transpose()).reshape([b, t, v])
             }
         }
     }
@@ -52,9 +49,7 @@ impl ScalarModel {
     pub fn forward(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<1> {
         let per_token = self.forward_tokens(input_ids, batch); // [B, T]
         let [b, _] = per_token.dims();
-        per_token
-            .gather(1, batch.last_index.clone().reshape([b, 1]))
-            .reshape([b])
+        per_token.gather(1, batch.last_index.clone().reshape([b, 1])).reshape([b])
     }
 
     /// A score at every position `[B, T]` (PPO's value model reads all of them).
@@ -68,10 +63,7 @@ impl ScalarModel {
     /// A fresh scalar head (N(0, std), as `transformers` initialises `score`) on a decoder,
     /// e.g. an SFT policy turned into a reward model.
     pub fn from_decoder(body: Decoder, d_model: usize, std: f64, device: &Device) -> Self {
-        Self {
-            body,
-            score: normal_linear(d_model, 1, false, std, device),
-        }
+        Self { body, score: normal_linear(d_model, 1, false, std, device) }
     }
 }
 

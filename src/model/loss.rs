@@ -6,9 +6,7 @@ use burn::tensor::activation::log_softmax;
 /// log p(target) at every position: logits `[B, T, V]`, targets `[B, T]` → `[B, T]`.
 pub fn token_log_probs(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
     let [b, t, _] = logits.dims();
-    log_softmax(logits, 2)
-        .gather(2, targets.reshape([b, t, 1]))
-        .reshape([b, t])
+    log_softmax(logits, 2).gather(2, targets.reshape([b, t, 1])).reshape([b, t])
 }
 
 /// Mean cross-entropy of predicting `input_ids[:, 1:]` from `logits[:, :-1]`, over the targets

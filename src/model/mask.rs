@@ -26,19 +26,12 @@ impl PaddedBatch {
         let future = Tensor::<2, Bool>::tril_mask([t, t], 0, &device) // true above the diagonal
             .unsqueeze::<4>()
             .expand([b, 1, t, t]);
-        let padding_key = attention_mask
-            .clone()
-            .equal_elem(0)
-            .reshape([b, 1, 1, t])
-            .expand([b, 1, t, t]);
+        let padding_key =
+            attention_mask.clone().equal_elem(0).reshape([b, 1, 1, t]).expand([b, 1, t, t]);
         let positions = (attention_mask.clone().cumsum(1) - 1).clamp_min(0);
         let index = Tensor::<1, Int>::arange(0..t as i64, &device).unsqueeze::<2>();
         let last_index = (index * attention_mask).argmax(1).reshape([b]);
-        Self {
-            blocked: future.bool_or(padding_key),
-            positions,
-            last_index,
-        }
+        Self { blocked: future.bool_or(padding_key), positions, last_index }
     }
 
     /// A batch without padding.

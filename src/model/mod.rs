@@ -6,11 +6,13 @@ pub mod decoder;
 pub mod gpt2;
 pub mod heads;
 pub mod layers;
+pub mod llama;
 pub mod loss;
 pub mod mask;
 pub mod naming;
 pub mod preset;
 pub mod pretrained;
+pub mod rope;
 pub mod tokenizer;
 pub mod weights;
 

@@ -32,10 +32,8 @@ impl HfLayout {
         if in_body {
             names.splice(0..2, [self.body_prefix]); // `body.Gpt2.h.0` → `transformer.h.0`
         }
-        let (last, container) = path
-            .last()
-            .map(|(n, c)| (n.as_str(), c.as_str()))
-            .unwrap_or_default();
+        let (last, container) =
+            path.last().map(|(n, c)| (n.as_str(), c.as_str())).unwrap_or_default();
         let is_norm = container.ends_with("Norm");
         if let Some(name) = names.last_mut() {
             *name = match (is_norm, last) {
@@ -59,13 +57,7 @@ pub fn load_module<M: Module>(
     layout: HfLayout,
     device: &Device,
 ) -> Result<M> {
-    let mut loader = Loader {
-        layout,
-        tensors,
-        device,
-        path: Vec::new(),
-        errors: Vec::new(),
-    };
+    let mut loader = Loader { layout, tensors, device, path: Vec::new(), errors: Vec::new() };
     let module = module.map(&mut loader);
     if loader.errors.is_empty() {
         Ok(module)
@@ -86,12 +78,7 @@ pub fn named_gradients<M: Module>(module: &M, grads: &Gradients, layout: HfLayou
 }
 
 fn collect<M: Module>(module: &M, layout: HfLayout, grads: Option<&Gradients>) -> NamedTensors {
-    let mut collector = Collector {
-        layout,
-        grads,
-        path: Vec::new(),
-        tensors: NamedTensors::new(),
-    };
+    let mut collector = Collector { layout, grads, path: Vec::new(), tensors: NamedTensors::new() };
     module.visit(&mut collector);
     collector.tensors
 }
@@ -106,8 +93,7 @@ struct Loader<'a> {
 
 impl ModuleMapper for Loader<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .push((name.to_string(), container_type.to_string()));
+        self.path.push((name.to_string(), container_type.to_string()));
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
@@ -118,8 +104,7 @@ impl ModuleMapper for Loader<'_> {
         let (key, transposed) = self.layout.key(&self.path);
         let expected = param.lazy_shape().dims::<D>().to_vec();
         let Some(data) = self.tensors.remove(&key) else {
-            self.errors
-                .push(format!("missing tensor `{key}` (shape {expected:?})"));
+            self.errors.push(format!("missing tensor `{key}` (shape {expected:?})"));
             return param;
         };
         let mut stored = data.shape().to_vec();
@@ -130,20 +115,12 @@ impl ModuleMapper for Loader<'_> {
             self.errors.push(format!(
                 "tensor `{key}` has shape {:?}, the model config implies {:?}",
                 data.shape().to_vec(),
-                if transposed {
-                    expected.iter().rev().copied().collect()
-                } else {
-                    expected
-                }
+                if transposed { expected.iter().rev().copied().collect() } else { expected }
             ));
             return param;
         }
         let tensor = Tensor::<D>::from_data(data, self.device);
-        let tensor = if transposed {
-            tensor.transpose()
-        } else {
-            tensor
-        };
+        let tensor = if transposed { tensor.transpose() } else { tensor };
         Param::from_tensor(tensor)
     }
 }
@@ -158,8 +135,7 @@ struct Collector<'a> {
 
 impl ModuleVisitor for Collector<'_> {
     fn enter_module(&mut self, name: &str, container_type: &str) {
-        self.path
-            .push((name.to_string(), container_type.to_string()));
+        self.path.push((name.to_string(), container_type.to_string()));
     }
 
     fn exit_module(&mut self, _name: &str, _container_type: &str) {
@@ -175,11 +151,7 @@ impl ModuleVisitor for Collector<'_> {
                 None => return,
             },
         };
-        let tensor = if transposed {
-            tensor.transpose()
-        } else {
-            tensor
-        };
+        let tensor = if transposed { tensor.transpose() } else { tensor };
         self.tensors.insert(key, tensor.into_data());
     }
 }

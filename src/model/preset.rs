@@ -7,18 +7,18 @@ use anyhow::Result;
 use serde_json::{Map, Value, json};
 use tokenizers::Tokenizer;
 
-use super::config::ModelConfig;
+use super::config::{ModelConfig, SUPPORTED};
 use super::gpt2::Gpt2Config;
+use super::llama::{Flavor, LlamaConfig};
 use crate::{bad_input, config};
 
 /// Presets built into the binary, by name (the files under `configs/models/`).
-pub const BUILT_IN: [(&str, &str); 3] = [
+pub const BUILT_IN: [(&str, &str); 5] = [
     ("tiny", include_str!("../../configs/models/tiny.toml")),
     ("small", include_str!("../../configs/models/small.toml")),
-    (
-        "gpt2-124m",
-        include_str!("../../configs/models/gpt2-124m.toml"),
-    ),
+    ("gpt2-124m", include_str!("../../configs/models/gpt2-124m.toml")),
+    ("llama-tiny", include_str!("../../configs/models/llama-tiny.toml")),
+    ("llama-small", include_str!("../../configs/models/llama-small.toml")),
 ];
 
 /// Special-token ids a preset takes from its tokenizer when it does not set them.
@@ -49,17 +49,18 @@ pub fn resolve(
     let model_type = match table.remove("model_type") {
         Some(toml::Value::String(t)) => t,
         _ => {
-            return Err(bad_input!(
-                "{origin}: key `model_type` must be set (e.g. \"gpt2\")"
-            ));
+            return Err(bad_input!("{origin}: key `model_type` must be set (e.g. \"gpt2\")"));
         }
     };
     let sets_vocab = table.contains_key("vocab_size");
     let mut json = match model_type.as_str() {
         "gpt2" => family_json::<Gpt2Config>(table, &origin, overrides)?,
+        t if Flavor::from_model_type(t).is_some() => {
+            family_json::<LlamaConfig>(table, &origin, overrides)?
+        }
         other => {
             return Err(bad_input!(
-                "{origin}: key `model_type`: unsupported `{other}` (supported: gpt2)"
+                "{origin}: key `model_type`: unsupported `{other}` (supported: {SUPPORTED})"
             ));
         }
     };
@@ -67,10 +68,7 @@ pub fn resolve(
     if !sets_vocab {
         json.insert("vocab_size".into(), json!(tokenizer.get_vocab_size(true)));
     }
-    for (key, id) in TOKEN_KEYS
-        .iter()
-        .zip(special_token_ids(tokenizer, tokenizer_dir))
-    {
+    for (key, id) in TOKEN_KEYS.iter().zip(special_token_ids(tokenizer, tokenizer_dir)) {
         if !json.contains_key(*key) {
             json.insert(key.to_string(), id.map_or(Value::Null, |id| json!(id)));
         }
@@ -109,9 +107,8 @@ where
         .map(|(k, v)| Ok((k.clone(), serde_json::to_value(v)?)))
         .collect::<Result<_>>()?;
     let typed: C = config::from_table(table, origin, overrides)?;
-    let Value::Object(mut json) = serde_json::to_value(typed)? else {
-        unreachable!()
-    };
+    let Value::Object(mut json) = serde_json::to_value(typed)? else { unreachable!() };
+    json.retain(|_, v| !v.is_null()); // unset optional keys keep transformers' defaults
     json.extend(extra);
     Ok(json)
 }
@@ -124,9 +121,8 @@ fn special_token_ids(tokenizer: &Tokenizer, dir: &Path) -> [Option<u32>; 3] {
         .and_then(|t| serde_json::from_str(&t).ok())
         .unwrap_or_default();
     let lookup = |key: &str, fallbacks: &[&str]| -> Option<u32> {
-        let configured = named
-            .get(key)
-            .and_then(|v| v.as_str().or_else(|| v.get("content")?.as_str()));
+        let configured =
+            named.get(key).and_then(|v| v.as_str().or_else(|| v.get("content")?.as_str()));
         configured
             .into_iter()
             .chain(fallbacks.iter().copied())

@@ -38,18 +38,8 @@ pub fn load_causal_lm(dir: &Path, device: &Device) -> Result<Pretrained<CausalLm
             dir.display()
         ));
     }
-    let model = fill(
-        init_causal_lm(&config, device)?,
-        &config,
-        &mut tensors,
-        device,
-        dir,
-    )?;
-    Ok(Pretrained {
-        model,
-        config,
-        tokenizer,
-    })
+    let model = fill(init_causal_lm(&config, device)?, &config, &mut tensors, device, dir)?;
+    Ok(Pretrained { model, config, tokenizer })
 }
 
 /// A randomly initialised causal LM for `config` (lazy: loading over it draws nothing).
@@ -63,20 +53,13 @@ pub fn init_causal_lm(config: &ModelConfig, device: &Device) -> Result<CausalLm>
             device,
         )
     });
-    Ok(CausalLm {
-        body: config.init_decoder(device)?,
-        lm_head,
-    })
+    Ok(CausalLm { body: config.init_decoder(device)?, lm_head })
 }
 
 /// Loads a scalar model (`*ForSequenceClassification` with `num_labels = 1`).
 pub fn load_scalar_model(dir: &Path, device: &Device) -> Result<Pretrained<ScalarModel>> {
     let (config, tokenizer, mut tensors) = open(dir)?;
-    let num_labels = config
-        .json
-        .get("id2label")
-        .and_then(Value::as_object)
-        .map_or(1, Map::len);
+    let num_labels = config.json.get("id2label").and_then(Value::as_object).map_or(1, Map::len);
     if config.head_kind() != HeadKind::Scalar || num_labels != 1 {
         return Err(bad_input!(
             "{}: not a scalar model (expected architectures = [\"*ForSequenceClassification\"] with one label)\nhint: pass a directory written by `rlhf reward train`",
@@ -86,11 +69,7 @@ pub fn load_scalar_model(dir: &Path, device: &Device) -> Result<Pretrained<Scala
     let (d, std) = (config.hidden_size(), config.initializer_range());
     let model = ScalarModel::from_decoder(config.init_decoder(device)?, d, std, device);
     let model = fill(model, &config, &mut tensors, device, dir)?;
-    Ok(Pretrained {
-        model,
-        config,
-        tokenizer,
-    })
+    Ok(Pretrained { model, config, tokenizer })
 }
 
 /// Writes a causal LM into `dir` (which must exist; see `checkpoint::save_atomically`).
@@ -129,20 +108,11 @@ fn write_model<M: Module>(
     dir: &Path,
 ) -> Result<()> {
     write_json(&dir.join("config.json"), &config.to_json(head))?;
-    weights::write_file(
-        &dir.join(weights::SINGLE_FILE),
-        &named_tensors(model, config.layout()),
-    )?;
+    weights::write_file(&dir.join(weights::SINGLE_FILE), &named_tensors(model, config.layout()))?;
     if let Some(source) = tokenizer_from {
-        tokenizer::copy_files(source, dir, context_window(config))?;
+        tokenizer::copy_files(source, dir, config.context_window())?;
     }
     Ok(())
-}
-
-fn context_window(config: &ModelConfig) -> usize {
-    match &config.arch {
-        super::config::Arch::Gpt2(c) => c.n_positions,
-    }
 }
 
 pub fn write_json(path: &Path, value: &Map<String, Value>) -> Result<()> {
@@ -173,11 +143,8 @@ fn add_body_prefix(tensors: &mut NamedTensors, config: &ModelConfig) {
     if tensors.keys().any(|k| k.starts_with(&prefix)) {
         return;
     }
-    let bare: Vec<String> = tensors
-        .keys()
-        .filter(|k| !heads.iter().any(|h| k.starts_with(h)))
-        .cloned()
-        .collect();
+    let bare: Vec<String> =
+        tensors.keys().filter(|k| !heads.iter().any(|h| k.starts_with(h))).cloned().collect();
     for key in bare {
         let data = tensors.remove(&key).expect("key listed above");
         tensors.insert(format!("{prefix}{key}"), data);
@@ -192,23 +159,15 @@ fn fill<M: Module>(
     device: &Device,
     dir: &Path,
 ) -> Result<M> {
-    let model = load_module(model, tensors, config.layout(), device).map_err(|e| {
-        bad_input!(
-            "{}: weights do not match config.json:\n{e:#}",
-            dir.display()
-        )
-    })?;
+    let model = load_module(model, tensors, config.layout(), device)
+        .map_err(|e| bad_input!("{}: weights do not match config.json:\n{e:#}", dir.display()))?;
     let tied = config.tied_embeddings();
     let unexpected: Vec<&String> = tensors
         .keys()
         .filter(|k| !(config.is_ignorable_buffer(k) || tied && k.as_str() == "lm_head.weight"))
         .collect();
     if !unexpected.is_empty() {
-        let listed: Vec<String> = unexpected
-            .iter()
-            .take(8)
-            .map(|k| format!("`{k}`"))
-            .collect();
+        let listed: Vec<String> = unexpected.iter().take(8).map(|k| format!("`{k}`")).collect();
         return Err(bad_input!(
             "{}: {} tensor(s) the {} architecture has no place for: {}{}",
             dir.display(),

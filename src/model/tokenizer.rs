@@ -9,20 +9,12 @@ use tokenizers::Tokenizer;
 use crate::bad_input;
 
 /// Files a model directory's tokenizer may consist of; each present one is copied on save.
-pub const TOKENIZER_FILES: [&str; 4] = [
-    "tokenizer.json",
-    "tokenizer_config.json",
-    "special_tokens_map.json",
-    "chat_template.jinja",
-];
+pub const TOKENIZER_FILES: [&str; 4] =
+    ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja"];
 
 /// Reads `tokenizer.json` from a model directory (or the file itself).
 pub fn read(path: &Path) -> Result<Tokenizer> {
-    let file = if path.is_dir() {
-        path.join("tokenizer.json")
-    } else {
-        path.to_path_buf()
-    };
+    let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
     if !file.is_file() {
         return Err(bad_input!(
             "{}: no tokenizer.json\nhint: rlhf needs the fast-tokenizer file; `AutoTokenizer.from_pretrained(...).save_pretrained(dir)` writes it",

@@ -101,18 +101,15 @@ fn to_tensor_data(view: &TensorView<'_>) -> Result<TensorData, String> {
         bytes.chunks_exact(width).map(read).collect()
     };
     Ok(match view.dtype() {
-        Dtype::F32 => TensorData::new(
-            floats(4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            shape,
-        ),
-        Dtype::BF16 => TensorData::new(
-            floats(2, |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()),
-            shape,
-        ),
-        Dtype::F16 => TensorData::new(
-            floats(2, |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
-            shape,
-        ),
+        Dtype::F32 => {
+            TensorData::new(floats(4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])), shape)
+        }
+        Dtype::BF16 => {
+            TensorData::new(floats(2, |b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()), shape)
+        }
+        Dtype::F16 => {
+            TensorData::new(floats(2, |b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()), shape)
+        }
         Dtype::F64 => {
             let v: Vec<f32> = bytes
                 .chunks_exact(8)

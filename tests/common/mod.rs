@@ -16,21 +16,25 @@ pub fn fixtures() -> PathBuf {
     let dir = std::env::var_os("RLHF_FIXTURES")
         .map_or_else(|| root().join("target/fixtures"), PathBuf::from);
     assert!(
-        dir.join("gpt2/cases.json").is_file(),
+        dir.join("cases.json").is_file(),
         "no fixtures in {}: run `scripts/test.sh`, or `.venv/bin/python scripts/fixtures/make_fixtures.py --out target/fixtures`",
         dir.display()
     );
     dir
 }
 
-/// The GPT-2 fixture cases, by directory.
-pub fn gpt2_cases() -> Vec<PathBuf> {
-    let text = std::fs::read_to_string(fixtures().join("gpt2/cases.json")).unwrap();
+/// Every fixture case directory (all families).
+pub fn cases() -> Vec<PathBuf> {
+    let text = std::fs::read_to_string(fixtures().join("cases.json")).unwrap();
     let cases: Vec<serde_json::Value> = serde_json::from_str(&text).unwrap();
-    cases
-        .iter()
-        .map(|c| fixtures().join("gpt2").join(c["name"].as_str().unwrap()))
-        .collect()
+    cases.iter().map(|c| fixtures().join("cases").join(c["name"].as_str().unwrap())).collect()
+}
+
+/// One fixture case by name (`gpt2-0`, `llama`, `qwen2`, `mistral`, `smollm`, `llama3`, …).
+pub fn case(name: &str) -> PathBuf {
+    let dir = fixtures().join("cases").join(name);
+    assert!(dir.is_dir(), "no fixture case {name}");
+    dir
 }
 
 pub fn python() -> PathBuf {
@@ -84,10 +88,7 @@ pub fn max_abs_diff(a: &[f32], b: &[f32], keep: impl Fn(usize) -> bool) -> f32 {
 }
 
 pub fn rlhf(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_rlhf"))
-        .args(args)
-        .output()
-        .expect("running rlhf")
+    Command::new(env!("CARGO_BIN_EXE_rlhf")).args(args).output().expect("running rlhf")
 }
 
 pub fn stderr(output: &Output) -> String {

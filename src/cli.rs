@@ -202,6 +202,9 @@ pub struct TokenizerTrainArgs {
     /// Output directory (tokenizer.json + tokenizer_config.json).
     #[arg(long, value_name = "DIR")]
     pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Subcommand)]

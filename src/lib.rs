@@ -6,6 +6,7 @@ pub mod checkpoint;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod data;
 pub mod device;
 pub mod error;
 pub mod model;

@@ -1,10 +1,11 @@
 //! Dispatch from the parsed command line to the code that runs it.
 
 mod model;
+mod tokenizer;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, ModelCommand};
+use crate::cli::{Cli, Command, ModelCommand, TokenizerCommand};
 use crate::device;
 use crate::error::NotYetAvailable;
 
@@ -19,7 +20,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Moderate(_) => not_yet("moderate"),
         Command::Chat(_) => not_yet("chat"),
         Command::Generate(_) => not_yet("generate"),
-        Command::Tokenizer(_) => not_yet("tokenizer"),
+        Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer::train(&args),
     }
 }
 

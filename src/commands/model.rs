@@ -10,9 +10,10 @@ use serde_json::{Value, json};
 use crate::bad_input;
 use crate::checkpoint::{Lineage, save_atomically};
 use crate::cli::{ModelInitArgs, ModelInspectArgs};
+use crate::data::tokenizer;
 use crate::model::pretrained::init_causal_lm;
 use crate::model::{
-    HeadKind, ModelConfig, load_causal_lm, load_scalar_model, preset, save_causal_lm, tokenizer,
+    HeadKind, ModelConfig, load_causal_lm, load_scalar_model, preset, save_causal_lm,
 };
 
 pub fn init(args: &ModelInitArgs, device: &Device) -> Result<()> {

@@ -13,7 +13,6 @@ pub mod naming;
 pub mod preset;
 pub mod pretrained;
 pub mod rope;
-pub mod tokenizer;
 pub mod weights;
 
 pub use config::{Arch, HeadKind, ModelConfig};

@@ -74,7 +74,7 @@ pub fn resolve(
         }
     }
     let config = ModelConfig::from_json(json).map_err(|e| bad_input!("{origin}: {e:#}"))?;
-    super::tokenizer::check_fits(tokenizer, config.vocab_size(), tokenizer_dir)?;
+    crate::data::tokenizer::check_fits(tokenizer, config.vocab_size(), tokenizer_dir)?;
     Ok(config)
 }
 

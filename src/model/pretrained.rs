@@ -17,9 +17,9 @@ use super::config::{HeadKind, ModelConfig};
 use super::heads::{CausalLm, ScalarModel};
 use super::layers::normal_linear;
 use super::naming::{load_module, named_tensors};
-use super::tokenizer;
 use super::weights::{self, NamedTensors};
 use crate::bad_input;
+use crate::data::tokenizer;
 
 /// A loaded model with the config and tokenizer of its directory.
 pub struct Pretrained<M> {

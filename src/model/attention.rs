@@ -2,9 +2,11 @@
 
 use burn::prelude::*;
 use burn::tensor::activation::softmax;
+use burn::tensor::module::attention;
+use burn::tensor::ops::AttentionModuleOptions;
 
-/// Softmax of a fully blocked row: finite, so padding rows give no NaN that a masked loss
-/// would still multiply into its sum (`transformers` uses the dtype's minimum for the same reason).
+/// Score of a blocked key in the explicit path: finite, so a fully blocked row could never
+/// turn into NaN (`transformers` uses the dtype's minimum for the same reason).
 const BLOCKED: f32 = f32::MIN;
 
 /// `[B, T, H·hd]` → `[B, H, T, hd]`
@@ -19,9 +21,29 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
     x.swap_dims(1, 2).reshape([b, t, h * hd])
 }
 
-/// softmax(q·kᵀ·scale, blocked → −∞)·v for q `[B, H, T, hd]`, k and v `[B, H, S, hd]`,
-/// `blocked` `[B, 1, T, S]`.
-pub fn scaled_dot_product(
+/// softmax(q·kᵀ·scale, blocked → −∞)·v for q `[B, H, T, hd]` and k, v `[B, KV, S, hd]` with
+/// KV dividing H (grouped-query attention: query head i reads kv head i / (H/KV), as
+/// `transformers`' `repeat_kv`), `blocked` `[B, 1, T, S]`.
+///
+/// Inference runs LibTorch's fused `scaled_dot_product_attention`; under autodiff Burn would
+/// run its composed fallback anyway, so training takes the explicit path, whose graph we control.
+pub fn attend(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    blocked: &Tensor<4, Bool>,
+    scale: f64,
+) -> Tensor<4> {
+    if q.is_autodiff() {
+        let n_rep = q.dims()[1] / k.dims()[1];
+        explicit(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), blocked, scale)
+    } else {
+        fused(q, k, v, blocked, scale)
+    }
+}
+
+/// The composed form, differentiable and exactly `transformers`' eager attention.
+pub fn explicit(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
@@ -35,27 +57,73 @@ pub fn scaled_dot_product(
     softmax(scores, 3).matmul(v) // [B, H, T, hd]
 }
 
-/// Grouped-query attention: each of the `kv` heads `[B, KV, T, hd]` serves `n_rep` consecutive
-/// query heads → `[B, KV·n_rep, T, hd]` (query head i reads kv head i / n_rep, as
-/// `transformers`' `repeat_kv`).
+/// LibTorch's fused kernel. Query heads that share a kv head are stacked along the query axis
+/// (`[B, KV, n_rep·T, hd]`), so k and v are never copied per query head.
+fn fused(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    blocked: &Tensor<4, Bool>,
+    scale: f64,
+) -> Tensor<4> {
+    let [b, h, t, hd] = q.dims();
+    let [_, kv, s, _] = k.dims();
+    let n_rep = h / kv;
+    let q = q.reshape([b, kv, n_rep * t, hd]);
+    // burn-tch hands the bool mask to torch, where true means "attend" (the opposite of Burn's
+    // documented convention); `fused_attention_matches_explicit` pins this.
+    let allowed = blocked.clone().bool_not();
+    let allowed = if n_rep == 1 {
+        allowed
+    } else {
+        allowed.reshape([b, 1, 1, t, s]).expand([b, 1, n_rep, t, s]).reshape([b, 1, n_rep * t, s])
+    };
+    let options = AttentionModuleOptions { scale: Some(scale), softcap: None, is_causal: false };
+    attention(q, k, v, Some(allowed), None, options).reshape([b, h, t, hd])
+}
+
+/// `[B, KV, S, hd]` → `[B, KV·n_rep, S, hd]`, each kv head repeated for its query heads.
 pub fn repeat_kv(x: Tensor<4>, n_rep: usize) -> Tensor<4> {
     if n_rep == 1 {
         return x;
     }
-    let [b, kv, t, hd] = x.dims();
-    x.reshape([b, kv, 1, t, hd]).expand([b, kv, n_rep, t, hd]).reshape([b, kv * n_rep, t, hd])
+    let [b, kv, s, hd] = x.dims();
+    x.reshape([b, kv, 1, s, hd]).expand([b, kv, n_rep, s, hd]).reshape([b, kv * n_rep, s, hd])
 }
 
-/// Blocks keys more than `window` tokens behind their query (Mistral's sliding window):
-/// `blocked` `[B, 1, T, T]` gains true where q − k ≥ window.
+/// Blocks keys `window` or more tokens behind their query (Mistral's sliding window):
+/// `blocked` `[B, 1, T, S]`, queries being the last T of S keys.
 pub fn with_sliding_window(blocked: &Tensor<4, Bool>, window: usize) -> Tensor<4, Bool> {
-    let [b, _, t, _] = blocked.dims();
-    if window >= t {
+    let [b, _, t, s] = blocked.dims();
+    if window >= s {
         return blocked.clone();
     }
     let device = blocked.device();
-    // tril_mask(offset) is true above the diagonal shifted by offset; its negation at
-    // offset −window is true where k ≤ q − window.
-    let too_far = Tensor::<2, Bool>::tril_mask([t, t], -(window as i64), &device).bool_not();
-    blocked.clone().bool_or(too_far.reshape([1, 1, t, t]).expand([b, 1, t, t]))
+    let offset = (s - t) as i64; // query i sits at key index i + offset
+    // tril_mask(o) is true where key > query + o; negated at o = −window it is true where
+    // key ≤ query − window.
+    let too_far = Tensor::<2, Bool>::tril_mask([t, s], offset - window as i64, &device).bool_not();
+    blocked.clone().bool_or(too_far.reshape([1, 1, t, s]).expand([b, 1, t, s]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::mask::PaddedBatch;
+    use burn::tensor::Distribution;
+
+    #[test]
+    fn fused_attention_matches_explicit() {
+        let device = Device::default();
+        device.seed(3);
+        let mask = Tensor::<2, Int>::from_ints([[0, 0, 1, 1, 1], [1, 1, 1, 1, 0]], &device);
+        let batch = PaddedBatch::new(mask);
+        let q = Tensor::<4>::random([2, 4, 5, 8], Distribution::Normal(0.0, 1.0), &device);
+        let k = Tensor::<4>::random([2, 2, 5, 8], Distribution::Normal(0.0, 1.0), &device);
+        let v = Tensor::<4>::random([2, 2, 5, 8], Distribution::Normal(0.0, 1.0), &device);
+        let ours = fused(q.clone(), k.clone(), v.clone(), &batch.blocked, 0.3);
+        let reference = explicit(q, repeat_kv(k, 2), repeat_kv(v, 2), &batch.blocked, 0.3);
+        let diff: f32 = (ours - reference).abs().max().into_scalar();
+        assert!(diff < 1e-5, "fused and explicit attention differ by {diff}");
+    }
 }

@@ -4,6 +4,7 @@
 use burn::prelude::*;
 
 use super::gpt2::Gpt2;
+use super::kv_cache::KvCache;
 use super::llama::Llama;
 use super::mask::PaddedBatch;
 
@@ -14,11 +15,24 @@ pub enum Decoder {
 }
 
 impl Decoder {
-    /// Final hidden states `[B, T, D]`.
-    pub fn forward(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<3> {
+    /// Final hidden states `[B, T, D]`; with a cache, the T tokens follow the cached ones
+    /// and are added to it.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        batch: &PaddedBatch,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
         match self {
-            Self::Gpt2(m) => m.forward(input_ids, batch),
-            Self::Llama(m) => m.forward(input_ids, batch),
+            Self::Gpt2(m) => m.forward(input_ids, batch, cache),
+            Self::Llama(m) => m.forward(input_ids, batch, cache),
+        }
+    }
+
+    pub fn num_layers(&self) -> usize {
+        match self {
+            Self::Gpt2(m) => m.num_layers(),
+            Self::Llama(m) => m.num_layers(),
         }
     }
 

@@ -12,7 +12,8 @@ use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::attention::{merge_heads, scaled_dot_product, split_heads};
+use super::attention::{attend, merge_heads, split_heads};
+use super::kv_cache::{KvCache, LayerSlot};
 use super::layers::{Activation, linear_tokens, normal_linear};
 use super::mask::PaddedBatch;
 use crate::bad_input;
@@ -145,12 +146,21 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn forward(&self, x: Tensor<3>, batch: &PaddedBatch) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        batch: &PaddedBatch,
+        cache: Option<LayerSlot>,
+    ) -> Tensor<3> {
         let qkv = linear_tokens(&self.c_attn, x); // [B, T, 3D]
         let [q, k, v]: [Tensor<3>; 3] = qkv.chunk(3, 2).try_into().expect("3 chunks of 3D");
-        let (q, k, v) =
-            (split_heads(q, self.n_head), split_heads(k, self.n_head), split_heads(v, self.n_head)); // [B, H, T, hd]
-        let y = scaled_dot_product(q, k, v, &batch.blocked, self.scale);
+        let q = split_heads(q, self.n_head); // [B, H, T, hd]
+        let (k, v) = (split_heads(k, self.n_head), split_heads(v, self.n_head));
+        let (k, v) = match cache {
+            Some(slot) => slot.append(k, v), // [B, H, S, hd]
+            None => (k, v),
+        };
+        let y = attend(q, k, v, &batch.blocked, self.scale);
         linear_tokens(&self.c_proj, merge_heads(y)) // [B, T, D]
     }
 }
@@ -180,8 +190,13 @@ pub struct Block {
 }
 
 impl Block {
-    pub fn forward(&self, x: Tensor<3>, batch: &PaddedBatch) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), batch);
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        batch: &PaddedBatch,
+        cache: Option<LayerSlot>,
+    ) -> Tensor<3> {
+        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), batch, cache);
         x.clone() + self.mlp.forward(self.ln_2.forward(x))
     }
 }
@@ -198,13 +213,27 @@ pub struct Gpt2 {
 }
 
 impl Gpt2 {
-    /// Hidden states `[B, T, D]` for token ids `[B, T]`.
-    pub fn forward(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<3> {
+    /// Hidden states `[B, T, D]` for token ids `[B, T]`; with a cache, the T tokens follow the
+    /// cached ones and are added to it.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        batch: &PaddedBatch,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let t = input_ids.dims()[1];
         let mut x = self.wte.forward(input_ids) + self.wpe.forward(batch.positions.clone());
-        for block in &self.h {
-            x = block.forward(x, batch);
+        for (i, block) in self.h.iter().enumerate() {
+            x = block.forward(x, batch, cache.as_deref_mut().map(|c| c.slot(i, t)));
+        }
+        if let Some(cache) = cache {
+            cache.advance(t);
         }
         self.ln_f.forward(x)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.h.len()
     }
 
     /// The token embedding matrix `[V, D]`, which GPT-2's LM head reuses (tied weights).

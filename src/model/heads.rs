@@ -7,6 +7,7 @@ use burn::nn::Linear;
 use burn::prelude::*;
 
 use super::decoder::Decoder;
+use super::kv_cache::KvCache;
 use super::layers::{linear_tokens, normal_linear};
 use super::mask::PaddedBatch;
 use crate::bad_input;
@@ -22,8 +23,23 @@ pub struct CausalLm {
 impl CausalLm {
     /// Logits `[B, T, V]` for token ids `[B, T]`.
     pub fn forward(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<3> {
-        check_length(&self.body, &input_ids);
-        let hidden = self.body.forward(input_ids, batch); // [B, T, D]
+        self.logits(self.hidden(input_ids, batch, None))
+    }
+
+    /// Final hidden states `[B, T, D]`; with a cache, the T tokens follow the cached ones.
+    pub fn hidden(
+        &self,
+        input_ids: Tensor<2, Int>,
+        batch: &PaddedBatch,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let cached = cache.as_ref().map_or(0, |c| c.len());
+        check_length(&self.body, cached + input_ids.dims()[1]);
+        self.body.forward(input_ids, batch, cache)
+    }
+
+    /// The LM head: hidden states `[B, T, D]` → logits `[B, T, V]`.
+    pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
             Some(head) => linear_tokens(head, hidden),
             None => {
@@ -54,8 +70,8 @@ impl ScalarModel {
 
     /// A score at every position `[B, T]` (PPO's value model reads all of them).
     pub fn forward_tokens(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<2> {
-        check_length(&self.body, &input_ids);
-        let hidden = self.body.forward(input_ids, batch);
+        check_length(&self.body, input_ids.dims()[1]);
+        let hidden = self.body.forward(input_ids, batch, None);
         let [b, t, _] = hidden.dims();
         linear_tokens(&self.score, hidden).reshape([b, t])
     }
@@ -69,8 +85,7 @@ impl ScalarModel {
 
 /// The position table is finite; running past it would index out of bounds inside LibTorch.
 /// Callers truncate to the context window, so reaching this is a bug, not bad input.
-fn check_length(body: &Decoder, input_ids: &Tensor<2, Int>) {
-    let t = input_ids.dims()[1];
+fn check_length(body: &Decoder, t: usize) {
     assert!(
         t <= body.max_positions(),
         "sequence of {t} tokens exceeds the model's context window of {}",

@@ -13,9 +13,8 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use super::attention::{
-    merge_heads, repeat_kv, scaled_dot_product, split_heads, with_sliding_window,
-};
+use super::attention::{attend, merge_heads, split_heads, with_sliding_window};
+use super::kv_cache::{KvCache, LayerSlot};
 use super::layers::{Activation, linear_tokens, normal_linear};
 use super::mask::PaddedBatch;
 use super::rope::{RopeConfig, RopeTables};
@@ -239,20 +238,23 @@ pub struct Attention {
 }
 
 impl Attention {
-    pub fn forward(&self, x: Tensor<3>, blocked: &Tensor<4, Bool>, rope: &RopeTables) -> Tensor<3> {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        blocked: &Tensor<4, Bool>,
+        rope: &RopeTables,
+        cache: Option<LayerSlot>,
+    ) -> Tensor<3> {
         let q = split_heads(linear_tokens(&self.q_proj, x.clone()), self.n_head); // [B, H, T, hd]
         let k = split_heads(linear_tokens(&self.k_proj, x.clone()), self.n_kv_head); // [B, KV, T, hd]
         let v = split_heads(linear_tokens(&self.v_proj, x), self.n_kv_head);
         let (q, k) = (rope.apply(q), rope.apply(k));
-        let n_rep = self.n_head / self.n_kv_head;
+        let (k, v) = match cache {
+            Some(slot) => slot.append(k, v), // [B, KV, S, hd]
+            None => (k, v),
+        };
         let head_dim = q.dims()[3];
-        let y = scaled_dot_product(
-            q,
-            repeat_kv(k, n_rep),
-            repeat_kv(v, n_rep),
-            blocked,
-            (head_dim as f64).powf(-0.5),
-        );
+        let y = attend(q, k, v, blocked, (head_dim as f64).powf(-0.5));
         linear_tokens(&self.o_proj, merge_heads(y)) // [B, T, D]
     }
 }
@@ -284,8 +286,15 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
-    pub fn forward(&self, x: Tensor<3>, blocked: &Tensor<4, Bool>, rope: &RopeTables) -> Tensor<3> {
-        let x = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), blocked, rope);
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        blocked: &Tensor<4, Bool>,
+        rope: &RopeTables,
+        cache: Option<LayerSlot>,
+    ) -> Tensor<3> {
+        let x = x.clone()
+            + self.self_attn.forward(self.input_layernorm.forward(x), blocked, rope, cache);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }
@@ -304,18 +313,32 @@ pub struct Llama {
 }
 
 impl Llama {
-    /// Hidden states `[B, T, D]` for token ids `[B, T]`.
-    pub fn forward(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<3> {
+    /// Hidden states `[B, T, D]` for token ids `[B, T]`; with a cache, the T tokens follow the
+    /// cached ones and are added to it.
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        batch: &PaddedBatch,
+        mut cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let t = input_ids.dims()[1];
         let rope = RopeTables::new(&self.inverse_frequencies, batch.positions.clone());
         let blocked = match self.sliding_window {
             Some(window) => with_sliding_window(&batch.blocked, window),
             None => batch.blocked.clone(),
         };
         let mut x = self.embed_tokens.forward(input_ids);
-        for layer in &self.layers {
-            x = layer.forward(x, &blocked, &rope);
+        for (i, layer) in self.layers.iter().enumerate() {
+            x = layer.forward(x, &blocked, &rope, cache.as_deref_mut().map(|c| c.slot(i, t)));
+        }
+        if let Some(cache) = cache {
+            cache.advance(t);
         }
         self.norm.forward(x)
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.layers.len()
     }
 
     pub fn token_embedding(&self) -> Tensor<2> {

@@ -5,6 +5,7 @@ pub mod config;
 pub mod decoder;
 pub mod gpt2;
 pub mod heads;
+pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 pub mod loss;

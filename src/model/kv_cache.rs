@@ -1,0 +1,124 @@
+//! The KV cache: keys and values of every attention layer for the tokens seen so far, so a
+//! decoding step computes only its new token.
+//!
+//! Storage is preallocated for the expected length and grows geometrically past it; new keys
+//! are written in place (Burn's LibTorch backend mutates a uniquely owned tensor), never
+//! concatenated.
+
+use burn::prelude::*;
+
+/// Keys and values of one layer: `[B, KV, capacity, hd]` each, filled up to the cache length.
+#[derive(Debug, Clone, Default)]
+pub struct LayerCache {
+    keys: Option<Tensor<4>>,
+    values: Option<Tensor<4>>,
+}
+
+/// One layer's cache with the index where this forward pass writes.
+pub struct LayerSlot<'a> {
+    cache: &'a mut LayerCache,
+    at: usize,
+    capacity: usize,
+}
+
+impl LayerSlot<'_> {
+    /// Stores k, v `[B, KV, T, hd]` after the cached tokens and returns all keys and values
+    /// `[B, KV, at + T, hd]`.
+    pub fn append(self, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+        let end = self.at + k.dims()[2];
+        let keys = store(self.cache.keys.take(), k, self.at, self.capacity);
+        let values = store(self.cache.values.take(), v, self.at, self.capacity);
+        let visible = |x: &Tensor<4>| x.clone().slice(s![.., .., 0..end, ..]);
+        let out = (visible(&keys), visible(&values));
+        self.cache.keys = Some(keys);
+        self.cache.values = Some(values);
+        out
+    }
+}
+
+/// Writes `new` at `at`, allocating or growing the buffer when it is missing or full.
+fn store(buffer: Option<Tensor<4>>, new: Tensor<4>, at: usize, capacity: usize) -> Tensor<4> {
+    let [b, kv, t, hd] = new.dims();
+    let end = at + t;
+    let buffer = match buffer {
+        Some(buffer) if buffer.dims()[2] >= end => buffer,
+        old => {
+            let room = capacity.max(end);
+            let fresh = Tensor::<4>::zeros([b, kv, room, hd], &new.device());
+            match old {
+                Some(old) => {
+                    fresh.slice_assign(s![.., .., 0..at, ..], old.slice(s![.., .., 0..at, ..]))
+                }
+                None => fresh,
+            }
+        }
+    };
+    buffer.slice_assign(s![.., .., at..end, ..], new)
+}
+
+/// The cache of a whole decoder.
+#[derive(Debug, Clone)]
+pub struct KvCache {
+    layers: Vec<LayerCache>,
+    len: usize,
+    /// Length to allocate for; doubled whenever a write would pass it.
+    capacity: usize,
+}
+
+impl KvCache {
+    /// An empty cache for `n_layers` layers expecting about `capacity` tokens per row.
+    pub fn new(n_layers: usize, capacity: usize) -> Self {
+        Self { layers: vec![LayerCache::default(); n_layers], len: 0, capacity: capacity.max(1) }
+    }
+
+    /// Tokens cached per row.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Where layer `index` writes the `new_tokens` of this forward pass.
+    pub fn slot(&mut self, index: usize, new_tokens: usize) -> LayerSlot<'_> {
+        while self.len + new_tokens > self.capacity {
+            self.capacity *= 2;
+        }
+        LayerSlot { cache: &mut self.layers[index], at: self.len, capacity: self.capacity }
+    }
+
+    /// Marks the tokens of a finished forward pass as cached.
+    pub fn advance(&mut self, new_tokens: usize) {
+        self.len += new_tokens;
+    }
+
+    /// Keeps only the batch rows `rows` (finished sequences stop costing work).
+    pub fn keep_rows(&mut self, rows: &Tensor<1, Int>) {
+        for layer in &mut self.layers {
+            layer.keys = layer.keys.take().map(|k| k.select(0, rows.clone()));
+            layer.values = layer.values.take().map(|v| v.select(0, rows.clone()));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn appends_in_place_and_grows_past_capacity() {
+        let device = Device::default();
+        let mut cache = KvCache::new(1, 2);
+        let step = |cache: &mut KvCache, value: f32, t: usize| {
+            let x = Tensor::<4>::full([1, 1, t, 2], value, &device);
+            let (k, _) = cache.slot(0, t).append(x.clone(), x);
+            cache.advance(t);
+            k.into_data().try_to_vec::<f32>().unwrap()
+        };
+        assert_eq!(step(&mut cache, 1.0, 1), [1.0, 1.0]);
+        assert_eq!(step(&mut cache, 2.0, 1), [1.0, 1.0, 2.0, 2.0]);
+        assert_eq!(step(&mut cache, 3.0, 2), [1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0]);
+        assert_eq!(cache.len(), 4);
+    }
+}

@@ -183,6 +183,50 @@ pub struct GenerateArgs {
     /// Where to write JSONL (default: stdout).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    /// Chat template: chatml, hh, model (the tokenizer's own) or raw (the prompt as it is)
+    /// [default: model if the tokenizer has one, else chatml].
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
+    /// Prompts decoded together.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub batch_size: usize,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+}
+
+/// Decoding options; unset ones come from the model's generation_config.json.
+#[derive(Debug, Args)]
+pub struct SamplingArgs {
+    /// Tokens to generate at most per prompt [default: generation_config.json's, else 128].
+    #[arg(long, value_name = "N")]
+    pub max_new_tokens: Option<usize>,
+    /// Sample (temperature, top-k, top-p) instead of greedy decoding.
+    #[arg(long, conflicts_with = "greedy")]
+    pub sample: bool,
+    /// Greedy decoding, even where generation_config.json says to sample.
+    #[arg(long)]
+    pub greedy: bool,
+    /// Softmax temperature when sampling.
+    #[arg(long, value_name = "T")]
+    pub temperature: Option<f64>,
+    /// Sample among the K most likely tokens (0: all).
+    #[arg(long, value_name = "K")]
+    pub top_k: Option<usize>,
+    /// Sample among the most likely tokens whose probability reaches P.
+    #[arg(long, value_name = "P")]
+    pub top_p: Option<f64>,
+    /// Penalty (> 1) on tokens already in the prompt or output.
+    #[arg(long, value_name = "X")]
+    pub repetition_penalty: Option<f64>,
+    /// Random seed: the same seed gives the same text.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Stop a completion where this string appears (repeatable; the string is cut).
+    #[arg(long = "stop", value_name = "TEXT")]
+    pub stop: Vec<String>,
+    /// Do not stop at end-of-sequence tokens (for benchmarks).
+    #[arg(long)]
+    pub ignore_eos: bool,
 }
 
 #[derive(Debug, Subcommand)]

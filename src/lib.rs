@@ -9,4 +9,5 @@ pub mod config;
 pub mod data;
 pub mod device;
 pub mod error;
+pub mod generate;
 pub mod model;

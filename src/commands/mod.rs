@@ -1,5 +1,6 @@
 //! Dispatch from the parsed command line to the code that runs it.
 
+mod generate;
 mod model;
 mod tokenizer;
 
@@ -19,7 +20,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Ppo(_) => not_yet("ppo"),
         Command::Moderate(_) => not_yet("moderate"),
         Command::Chat(_) => not_yet("chat"),
-        Command::Generate(_) => not_yet("generate"),
+        Command::Generate(args) => generate::generate(&args, &cli.device.device()?),
         Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer::train(&args),
     }
 }

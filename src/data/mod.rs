@@ -1,5 +1,7 @@
-//! Data: JSONL rows, the text inside them, and tokenizers.
+//! Data: JSONL rows, the text and conversations inside them, chat templates, tokenizers.
 
+pub mod chat;
 pub mod jsonl;
+pub mod template;
 pub mod text;
 pub mod tokenizer;

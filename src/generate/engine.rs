@@ -1,0 +1,322 @@
+//! Batched generation with a KV cache: prompts of different lengths are left-padded and
+//! prefilled together, then each step feeds only the newly chosen tokens. Rows that finish
+//! (end-of-sequence, a stop string, or the length limit) leave the batch, so they stop costing
+//! work. The chosen ids are the only per-step copy from the device; log-probabilities come back
+//! once at the end.
+
+use burn::prelude::*;
+use serde::Serialize;
+use tokenizers::Tokenizer;
+
+use super::sampling::{SamplingConfig, choose, chosen_log_probs, penalise_repeats, top_k, top_p};
+use crate::model::kv_cache::KvCache;
+use crate::model::{CausalLm, ModelConfig, PaddedBatch};
+
+/// Why a row stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Finish {
+    /// An end-of-sequence token (kept as the last token).
+    Eos,
+    /// A stop string appeared in the text.
+    Stop,
+    /// `max_new_tokens` reached.
+    #[default]
+    Length,
+}
+
+/// One row's output: what PPO needs as well as what a user reads.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Generation {
+    /// The generated token ids (the response mask is 1 for each of them).
+    pub tokens: Vec<u32>,
+    /// log π(token) under the sampling policy: softmax(logits / temperature), after the
+    /// repetition penalty and before top-k/top-p truncation.
+    pub log_probs: Vec<f32>,
+    pub finish: Finish,
+}
+
+/// A conversation whose KV cache outlives one reply (the chat REPL extends it turn by turn).
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    cache: KvCache,
+    /// Tokens in the cache, in order.
+    tokens: Vec<u32>,
+    /// Chosen last but not yet fed to the model.
+    pending: Vec<u32>,
+}
+
+impl Conversation {
+    /// Every token of the conversation so far.
+    pub fn tokens(&self) -> Vec<u32> {
+        [self.tokens.as_slice(), self.pending.as_slice()].concat()
+    }
+
+    pub fn len(&self) -> usize {
+        self.tokens.len() + self.pending.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+pub struct Generator<'a> {
+    model: &'a CausalLm,
+    tokenizer: &'a Tokenizer,
+    device: Device,
+    /// Tokens that end a row: the config's eos ids and ChatML's end of turn.
+    eos: Vec<u32>,
+}
+
+/// Decoding state of the rows still running.
+struct Running {
+    /// Original row index of each batch row.
+    rows: Vec<usize>,
+    key_mask: Tensor<2, Int>,
+    next_positions: Tensor<2, Int>,
+    logits: Tensor<2>,
+    /// Tokens already in each row, for the repetition penalty.
+    seen: Option<Tensor<2, Bool>>,
+}
+
+impl<'a> Generator<'a> {
+    pub fn new(
+        model: &'a CausalLm,
+        tokenizer: &'a Tokenizer,
+        config: &ModelConfig,
+        device: &Device,
+    ) -> Self {
+        let mut eos: Vec<u32> = token_ids(config.json.get("eos_token_id"));
+        eos.extend(tokenizer.token_to_id(crate::data::tokenizer::IM_END));
+        eos.sort_unstable();
+        eos.dedup();
+        Self { model, tokenizer, device: device.clone(), eos }
+    }
+
+    /// Adds the eos ids of a model directory's `generation_config.json` (which may list more
+    /// than `config.json`, as chat models do).
+    pub fn with_generation_config(self, dir: &std::path::Path) -> Self {
+        let json: Option<serde_json::Value> =
+            std::fs::read_to_string(dir.join("generation_config.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+        self.with_eos(token_ids(json.as_ref().and_then(|j| j.get("eos_token_id"))))
+    }
+
+    /// Adds tokens that end a row.
+    pub fn with_eos(mut self, ids: impl IntoIterator<Item = u32>) -> Self {
+        self.eos.extend(ids);
+        self.eos.sort_unstable();
+        self.eos.dedup();
+        self
+    }
+
+    /// Continues every prompt; `on_token(row, id)` sees each token as it is chosen.
+    pub fn generate(
+        &self,
+        prompts: &[Vec<u32>],
+        sampling: &SamplingConfig,
+        on_token: &mut dyn FnMut(usize, u32),
+    ) -> Vec<Generation> {
+        let b = prompts.len();
+        let t = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let mut ids = vec![0i64; b * t];
+        let mut mask = vec![0i64; b * t];
+        for (row, prompt) in prompts.iter().enumerate() {
+            let start = row * t + t - prompt.len(); // left padding
+            for (i, &token) in prompt.iter().enumerate() {
+                ids[start + i] = token as i64;
+                mask[start + i] = 1;
+            }
+        }
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &self.device);
+        let mask = Tensor::<2, Int>::from_data(TensorData::new(mask, [b, t]), &self.device);
+        self.device.seed(sampling.seed);
+        let mut cache = KvCache::new(self.model.body.num_layers(), t + sampling.max_new_tokens);
+        let batch = PaddedBatch::new(mask.clone());
+        let next_positions = batch.positions.clone().slice(s![.., t - 1..t]) + 1;
+        let hidden = self.model.hidden(ids, &batch, Some(&mut cache));
+        let logits = self.last_logits(hidden);
+        let seen = (sampling.repetition_penalty != 1.0).then(|| self.seen(prompts));
+        let running =
+            Running { rows: (0..b).collect(), key_mask: mask, next_positions, logits, seen };
+        self.decode(running, &mut cache, sampling, on_token)
+    }
+
+    /// Starts a conversation with an empty cache.
+    pub fn conversation(&self) -> Conversation {
+        Conversation {
+            cache: KvCache::new(self.model.body.num_layers(), 256),
+            tokens: Vec::new(),
+            pending: Vec::new(),
+        }
+    }
+
+    /// Feeds `new_tokens` after everything the conversation holds and generates a reply; only
+    /// the new tokens are computed, the rest comes from the cache.
+    pub fn reply(
+        &self,
+        conversation: &mut Conversation,
+        new_tokens: &[u32],
+        sampling: &SamplingConfig,
+        on_token: &mut dyn FnMut(usize, u32),
+    ) -> Generation {
+        let input: Vec<u32> =
+            conversation.pending.drain(..).chain(new_tokens.iter().copied()).collect();
+        if input.is_empty() {
+            return Generation::default();
+        }
+        let (start, n) = (conversation.cache.len(), input.len());
+        let ids: Vec<i64> = input.iter().map(|&i| i as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
+        let key_mask = Tensor::<2, Int>::ones([1, start + n], &self.device);
+        let positions = Tensor::<1, Int>::arange(start as i64..(start + n) as i64, &self.device)
+            .reshape([1, n]);
+        let batch = PaddedBatch::with_keys(key_mask.clone(), positions);
+        self.device.seed(sampling.seed);
+        let hidden = self.model.hidden(ids, &batch, Some(&mut conversation.cache));
+        conversation.tokens.extend(&input);
+        let logits = self.last_logits(hidden);
+        let next_positions = Tensor::<2, Int>::from_data([[(start + n) as i64]], &self.device);
+        let seen = (sampling.repetition_penalty != 1.0)
+            .then(|| self.seen(std::slice::from_ref(&conversation.tokens)));
+        let running = Running { rows: vec![0], key_mask, next_positions, logits, seen };
+        let reply = self.decode(running, &mut conversation.cache, sampling, on_token).remove(0);
+        // Every reply token but the last went through the model and is cached.
+        let fed = reply.tokens.len().saturating_sub(1);
+        conversation.tokens.extend(&reply.tokens[..fed]);
+        conversation.pending.extend(&reply.tokens[fed..]);
+        reply
+    }
+
+    fn decode(
+        &self,
+        mut run: Running,
+        cache: &mut KvCache,
+        sampling: &SamplingConfig,
+        on_token: &mut dyn FnMut(usize, u32),
+    ) -> Vec<Generation> {
+        let n_rows = run.rows.len();
+        let mut out = vec![Generation::default(); n_rows];
+        let mut log_probs: Vec<(Vec<usize>, Tensor<1>)> = Vec::new();
+        for step in 0..sampling.max_new_tokens {
+            let mut logits = run.logits.clone();
+            if let Some(seen) = &run.seen {
+                logits = penalise_repeats(logits, seen.clone(), sampling.repetition_penalty);
+            }
+            if sampling.do_sample && sampling.temperature != 1.0 {
+                logits = logits / sampling.temperature;
+            }
+            let chosen = if sampling.do_sample {
+                choose(top_p(top_k(logits.clone(), sampling.top_k), sampling.top_p), true)
+            } else {
+                choose(logits.clone(), false)
+            };
+            log_probs.push((run.rows.clone(), chosen_log_probs(logits, chosen.clone())));
+            let host: Vec<i64> =
+                chosen.clone().into_data().convert::<i64>().try_to_vec().expect("i64 ids");
+
+            let mut keep = Vec::with_capacity(run.rows.len());
+            for (j, (&row, &token)) in run.rows.iter().zip(&host).enumerate() {
+                let token = token as u32;
+                out[row].tokens.push(token);
+                on_token(row, token);
+                if !sampling.ignore_eos && self.eos.contains(&token) {
+                    out[row].finish = Finish::Eos;
+                } else if self.hit_stop_string(&out[row].tokens, &sampling.stop) {
+                    out[row].finish = Finish::Stop;
+                } else {
+                    keep.push(j);
+                }
+            }
+            if keep.is_empty() || step + 1 == sampling.max_new_tokens {
+                break;
+            }
+            let mut chosen = chosen;
+            if keep.len() < run.rows.len() {
+                let index = Tensor::<1, Int>::from_data(
+                    keep.iter().map(|&j| j as i64).collect::<Vec<_>>().as_slice(),
+                    &self.device,
+                );
+                cache.keep_rows(&index);
+                run.key_mask = run.key_mask.select(0, index.clone());
+                run.next_positions = run.next_positions.select(0, index.clone());
+                run.seen = run.seen.map(|s| s.select(0, index.clone()));
+                chosen = chosen.select(0, index);
+                run.rows = keep.iter().map(|&j| run.rows[j]).collect();
+            }
+            let b = run.rows.len();
+            if let Some(seen) = run.seen.take() {
+                let vocab = seen.dims()[1];
+                let columns =
+                    Tensor::<1, Int>::arange(0..vocab as i64, &self.device).reshape([1, vocab]);
+                let now = columns
+                    .expand([b, vocab])
+                    .equal(chosen.clone().reshape([b, 1]).expand([b, vocab]));
+                run.seen = Some(seen.bool_or(now));
+            }
+            run.key_mask = Tensor::cat(vec![run.key_mask, Tensor::ones([b, 1], &self.device)], 1);
+            let batch = PaddedBatch::with_keys(run.key_mask.clone(), run.next_positions.clone());
+            let hidden = self.model.hidden(chosen.reshape([b, 1]), &batch, Some(cache));
+            run.logits = self.last_logits(hidden);
+            run.next_positions = run.next_positions + 1;
+        }
+        // One copy of every step's log-probabilities, handed back to their rows.
+        let (rows, tensors): (Vec<Vec<usize>>, Vec<Tensor<1>>) = log_probs.into_iter().unzip();
+        if !tensors.is_empty() {
+            let values: Vec<f32> =
+                Tensor::cat(tensors, 0).into_data().convert::<f32>().try_to_vec().expect("f32");
+            let mut values = values.into_iter();
+            for step_rows in rows {
+                for row in step_rows {
+                    out[row].log_probs.push(values.next().expect("one value per row and step"));
+                }
+            }
+        }
+        out
+    }
+
+    /// Logits of the last position: hidden `[B, T, D]` → `[B, V]`.
+    fn last_logits(&self, hidden: Tensor<3>) -> Tensor<2> {
+        let [b, t, _] = hidden.dims();
+        let logits = self.model.logits(hidden.slice(s![.., t - 1..t, ..]));
+        let v = logits.dims()[2];
+        logits.reshape([b, v])
+    }
+
+    /// `[B, V]` true for every token of each prompt.
+    fn seen(&self, prompts: &[Vec<u32>]) -> Tensor<2, Bool> {
+        let vocab = self.model.body.token_embedding().dims()[0];
+        let mut seen = vec![false; prompts.len() * vocab];
+        for (row, prompt) in prompts.iter().enumerate() {
+            for &token in prompt {
+                if let Some(cell) = seen.get_mut(row * vocab + token as usize) {
+                    *cell = true;
+                }
+            }
+        }
+        Tensor::from_data(TensorData::new(seen, [prompts.len(), vocab]), &self.device)
+    }
+
+    fn hit_stop_string(&self, tokens: &[u32], stop: &[String]) -> bool {
+        if stop.is_empty() {
+            return false;
+        }
+        let text = self.tokenizer.decode(tokens, false).unwrap_or_default();
+        stop.iter().any(|s| text.contains(s.as_str()))
+    }
+}
+
+/// `eos_token_id` is an id or a list of ids in `config.json` / `generation_config.json`.
+pub fn token_ids(value: Option<&serde_json::Value>) -> Vec<u32> {
+    match value {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|id| vec![id as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(items)) => {
+            items.iter().filter_map(|v| v.as_u64()).map(|id| id as u32).collect()
+        }
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,281 @@
+//! Generation against `transformers` `generate`, the KV cache against full recomputation,
+//! reproducible sampling, conversations that extend their cache, and `rlhf generate`.
+
+mod common;
+
+use std::path::Path;
+
+use burn::prelude::*;
+use common::*;
+use rlhf::generate::{Finish, Generator, SamplingConfig};
+use rlhf::model::kv_cache::KvCache;
+use rlhf::model::{PaddedBatch, load_causal_lm};
+use serde_json::Value;
+
+fn greedy(max_new_tokens: usize) -> SamplingConfig {
+    SamplingConfig { max_new_tokens, ..SamplingConfig::default() }
+}
+
+/// Any tokenizer will do where only ids matter.
+fn tokenizer() -> tokenizers::Tokenizer {
+    tokenizers::Tokenizer::from_file(fixtures().join("tokenizer/tokenizer.json")).unwrap()
+}
+
+#[test]
+fn greedy_batches_match_transformers_generate_token_for_token() {
+    let device = cpu();
+    let tokenizer = tokenizer();
+    for name in ["gpt2-0", "gpt2-2", "llama", "qwen2", "mistral"] {
+        let dir = case(name).join("lm");
+        let reference: Value =
+            serde_json::from_slice(&std::fs::read(case(name).join("generate.json")).unwrap())
+                .unwrap();
+        let ids = |v: &Value| -> Vec<Vec<u32>> {
+            v.as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32).collect())
+                .collect()
+        };
+        let prompts = ids(&reference["prompts"]);
+        let loaded = load_causal_lm(&dir, &device).unwrap();
+        let eos = reference["eos"].as_array().unwrap().iter().map(|t| t.as_u64().unwrap() as u32);
+        let generator =
+            Generator::new(&loaded.model, &tokenizer, &loaded.config, &device).with_eos(eos);
+        let max_new = reference["max_new_tokens"].as_u64().unwrap() as usize;
+        let outputs = generator.generate(&prompts, &greedy(max_new), &mut |_, _| {});
+        let theirs_all = ids(&reference["outputs"]);
+        assert!(theirs_all[1].len() < max_new, "{name}: row 1 ends early in the fixture");
+        for (row, (ours, theirs)) in outputs.iter().zip(theirs_all).enumerate() {
+            assert_eq!(ours.tokens, theirs, "{name}, row {row}");
+            assert_eq!(ours.log_probs.len(), ours.tokens.len());
+            let ended = theirs.len() < max_new
+                || reference["eos"].as_array().unwrap().contains(&Value::from(theirs[max_new - 1]));
+            let expected = if ended { Finish::Eos } else { Finish::Length };
+            assert_eq!(ours.finish, expected, "{name}, row {row}");
+        }
+    }
+}
+
+/// Logits of a left-padded batch fed all at once, and fed as a prefix then one token at a time
+/// through the cache, must agree.
+#[test]
+fn cached_decoding_gives_the_same_logits_as_recomputing() {
+    let device = cpu();
+    for name in ["gpt2-0", "llama", "mistral"] {
+        let model = load_causal_lm(&case(name).join("lm"), &device).unwrap().model;
+        let ids = Tensor::<2, Int>::from_ints(
+            [[0, 0, 5, 6, 7, 8, 9, 10], [11, 12, 13, 14, 15, 16, 17, 18]],
+            &device,
+        );
+        let mask = Tensor::<2, Int>::from_ints(
+            [[0, 0, 1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1, 1, 1]],
+            &device,
+        );
+        let full = model.forward(ids.clone(), &PaddedBatch::new(mask.clone()));
+
+        let prefix = 3;
+        let mut cache = KvCache::new(model.body.num_layers(), 4); // small: it must grow
+        let batch = PaddedBatch::new(mask.clone().slice(s![.., 0..prefix]));
+        let mut positions = batch.positions.clone().slice(s![.., prefix - 1..prefix]) + 1;
+        let mut steps = vec![model.logits(model.hidden(
+            ids.clone().slice(s![.., 0..prefix]),
+            &batch,
+            Some(&mut cache),
+        ))];
+        for t in prefix..8 {
+            let batch =
+                PaddedBatch::with_keys(mask.clone().slice(s![.., 0..t + 1]), positions.clone());
+            steps.push(model.logits(model.hidden(
+                ids.clone().slice(s![.., t..t + 1]),
+                &batch,
+                Some(&mut cache),
+            )));
+            positions = positions + 1;
+        }
+        let cached = Tensor::cat(steps, 1);
+        let real = mask.clone().float().reshape([2, 8, 1]); // padding positions are arbitrary
+        let diff: f32 = ((full - cached) * real).abs().max().into_scalar();
+        assert!(diff < 1e-4, "{name}: cached and recomputed logits differ by {diff}");
+    }
+}
+
+#[test]
+fn sampling_with_a_seed_is_reproducible() {
+    let device = cpu();
+    let tokenizer = tokenizer();
+    let loaded = load_causal_lm(&case("llama").join("lm"), &device).unwrap();
+    let generator = Generator::new(&loaded.model, &tokenizer, &loaded.config, &device);
+    let prompts = vec![vec![5, 6, 7], vec![8]];
+    let run = |seed| {
+        let sampling = SamplingConfig {
+            do_sample: true,
+            temperature: 1.5,
+            top_k: 20,
+            top_p: 0.95,
+            repetition_penalty: 1.2,
+            seed,
+            ignore_eos: true,
+            ..greedy(16)
+        };
+        generator.generate(&prompts, &sampling, &mut |_, _| {})
+    };
+    assert_eq!(run(4), run(4));
+    assert_ne!(run(4), run(5));
+}
+
+/// A conversation's second reply, computed from the cache, equals generating from the whole
+/// conversation at once.
+#[test]
+fn conversations_extend_their_cache() {
+    let device = cpu();
+    let tokenizer = tokenizer();
+    for name in ["gpt2-0", "llama"] {
+        let loaded = load_causal_lm(&case(name).join("lm"), &device).unwrap();
+        let generator = Generator::new(&loaded.model, &tokenizer, &loaded.config, &device);
+        let sampling = SamplingConfig { ignore_eos: true, ..greedy(5) };
+        let mut conversation = generator.conversation();
+        let mut streamed = Vec::new();
+        let first =
+            generator.reply(&mut conversation, &[5, 6, 7], &sampling, &mut |_, t| streamed.push(t));
+        assert_eq!(streamed, first.tokens, "streamed token by token");
+        let second = generator.reply(&mut conversation, &[9, 10], &sampling, &mut |_, _| {});
+        let history: Vec<u32> = [vec![5, 6, 7], first.tokens.clone(), vec![9, 10]].concat();
+        let at_once = generator.generate(&[history], &sampling, &mut |_, _| {});
+        assert_eq!(second.tokens, at_once[0].tokens, "{name}");
+        assert_eq!(conversation.len(), 3 + 5 + 2 + 5);
+    }
+}
+
+fn generate(model: &Path, data: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args =
+        vec!["generate", "--model", model.to_str().unwrap(), "--data", data.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    rlhf(&args)
+}
+
+#[test]
+fn generate_command_writes_one_line_per_prompt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    let tok = fixtures().join("tokenizer");
+    let init = rlhf(&[
+        "model",
+        "init",
+        "--preset",
+        "tiny",
+        "--tokenizer",
+        tok.to_str().unwrap(),
+        "--out",
+        model.to_str().unwrap(),
+    ]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    let data = tmp.path().join("prompts.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"Hello there\"}\n{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi\"}]}\n{\"prompt\": \"The quick brown fox\"}\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("out.jsonl");
+    let run = generate(
+        &model,
+        &data,
+        &[
+            "--out",
+            out.to_str().unwrap(),
+            "--max-new-tokens",
+            "6",
+            "--batch-size",
+            "2",
+            "--ignore-eos",
+        ],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    assert!(stderr(&run).contains("tokens/s"), "{}", stderr(&run));
+    let lines: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    assert_eq!(lines[0]["prompt"], "Hello there", "input order kept");
+    assert_eq!(lines[1]["prompt"][1]["content"], "Hi");
+    for line in &lines {
+        assert_eq!(line["completion_tokens"], 6);
+        assert_eq!(line["finish_reason"], "length");
+        assert!(line["completion"].is_string());
+    }
+    // Same seed, same text; to stdout when --out is absent.
+    let again =
+        generate(&model, &data, &["--max-new-tokens", "6", "--batch-size", "2", "--ignore-eos"]);
+    let again: Vec<Value> = String::from_utf8(again.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(again, lines);
+
+    // A stop string ends the row and is cut from the text.
+    let first_word =
+        lines[0]["completion"].as_str().unwrap().chars().skip(1).take(2).collect::<String>();
+    if !first_word.trim().is_empty() {
+        let cut = generate(
+            &model,
+            &data,
+            &["--max-new-tokens", "6", "--ignore-eos", "--stop", &first_word],
+        );
+        let cut: Vec<Value> = String::from_utf8(cut.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(cut[0]["finish_reason"], "stop");
+        assert!(!cut[0]["completion"].as_str().unwrap().contains(&first_word));
+    }
+}
+
+#[test]
+fn generate_rejects_bad_prompts_with_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("prompts.jsonl");
+    let model = case("gpt2-0").join("lm"); // no tokenizer: caught after the prompts? no: before
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"ok\"}\n{\"messages\": [{\"role\": \"bot\", \"content\": \"x\"}]}\n",
+    )
+    .unwrap();
+    let tok = fixtures().join("tokenizer");
+    let dir = tmp.path().join("model");
+    assert!(
+        rlhf(&[
+            "model",
+            "init",
+            "--preset",
+            "llama-tiny",
+            "--tokenizer",
+            tok.to_str().unwrap(),
+            "--out",
+            dir.to_str().unwrap()
+        ])
+        .status
+        .success()
+    );
+    let run = generate(&dir, &data, &[]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        stderr(&run).contains("prompts.jsonl:2: field `messages[0].role`: unknown role \"bot\""),
+        "{}",
+        stderr(&run)
+    );
+
+    let run = generate(&model, &data, &[]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(stderr(&run).contains("no tokenizer.json"), "{}", stderr(&run));
+
+    let run = generate(&dir, &data, &["--sample", "--top-p", "0"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(stderr(&run).contains("top_p must be in (0, 1]"), "{}", stderr(&run));
+    let run = generate(&dir, &data, &["--template", "fancy"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(stderr(&run).contains("unknown chat template `fancy`"), "{}", stderr(&run));
+}

@@ -46,11 +46,22 @@ impl CausalLm {
                 let [b, t, d] = hidden.dims();
                 let wte = self.body.token_embedding(); // [V, D]
                 let v = wte.dims()[0];
-                hidden.reshape([b * t, d]).matmul(wte.transpose()).reshape([b, t, v])
+                let hidden = hidden.reshape([b * t, d]);
+                let logits = if b * t <= SKINNY_ROWS {
+                    // Decoding: MKL packs the whole [D, V] operand of a skinny x·Wᵀ on every
+                    // call; W·xᵀ streams it instead (GPT-2 124M: 26 → 17 ms a step at batch 8).
+                    wte.matmul(hidden.transpose()).transpose() // [V, B·T]ᵀ
+                } else {
+                    hidden.matmul(wte.transpose())
+                };
+                logits.reshape([b, t, v])
             }
         }
     }
 }
+
+/// Up to this many rows, the tied head multiplies in the W·xᵀ orientation (see `logits`).
+const SKINNY_ROWS: usize = 64;
 
 /// A scalar model (reward or value): one number per sequence, read at its last real token.
 #[derive(Module, Debug)]

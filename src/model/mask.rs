@@ -35,6 +35,11 @@ impl PaddedBatch {
         let [b, s] = key_mask.dims();
         let t = positions.dims()[1];
         let device = key_mask.device();
+        if t == 1 {
+            // One decoding step: the query is the newest (real) token and may see every real key.
+            let blocked = key_mask.equal_elem(0).reshape([b, 1, 1, s]);
+            return Self { blocked, positions, last_index: Tensor::zeros([b], &device) };
+        }
         let offset = (s - t) as i64; // query i sits at key index i + offset
         let future = Tensor::<2, Bool>::tril_mask([t, s], offset, &device); // key > query
         let key_index = Tensor::<1, Int>::arange(0..s as i64, &device).reshape([1, s]);

@@ -65,19 +65,7 @@ fn cuda_without_a_gpu_is_a_clear_error() {
 }
 
 fn init(out: &Path, extra: &[&str]) -> std::process::Output {
-    let tokenizer = fixtures().join("tokenizer");
-    let mut args = vec![
-        "model",
-        "init",
-        "--preset",
-        "tiny",
-        "--tokenizer",
-        tokenizer.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ];
-    args.extend_from_slice(extra);
-    rlhf(&args)
+    init_model("tiny", &fixtures().join("tokenizer"), out, extra)
 }
 
 #[test]
@@ -152,17 +140,7 @@ fn model_init_rejects_unknown_keys_and_existing_output() {
     let preset = tmp.path().join("mine.toml");
     std::fs::write(&preset, "model_type = \"gpt2\"\nn_layer = 1\nn_head = 3\nn_embd = 64\n")
         .unwrap();
-    let tokenizer = fixtures().join("tokenizer");
-    let out = rlhf(&[
-        "model",
-        "init",
-        "--preset",
-        preset.to_str().unwrap(),
-        "--tokenizer",
-        tokenizer.to_str().unwrap(),
-        "--out",
-        dir.to_str().unwrap(),
-    ]);
+    let out = init_model(preset.to_str().unwrap(), &fixtures().join("tokenizer"), &dir, &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(
         stderr(&out).contains("n_embd (64) must be divisible by n_head (3)"),

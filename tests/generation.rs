@@ -159,16 +159,7 @@ fn generate_command_writes_one_line_per_prompt() {
     let tmp = tempfile::tempdir().unwrap();
     let model = tmp.path().join("model");
     let tok = fixtures().join("tokenizer");
-    let init = rlhf(&[
-        "model",
-        "init",
-        "--preset",
-        "tiny",
-        "--tokenizer",
-        tok.to_str().unwrap(),
-        "--out",
-        model.to_str().unwrap(),
-    ]);
+    let init = init_model("tiny", &tok, &model, &[]);
     assert!(init.status.success(), "{}", stderr(&init));
     let data = tmp.path().join("prompts.jsonl");
     std::fs::write(
@@ -238,7 +229,7 @@ fn generate_command_writes_one_line_per_prompt() {
 fn generate_rejects_bad_prompts_with_file_and_line() {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("prompts.jsonl");
-    let model = case("gpt2-0").join("lm"); // no tokenizer: caught after the prompts? no: before
+    let model = case("gpt2-0").join("lm"); // weights only: no tokenizer.json
     std::fs::write(
         &data,
         "{\"prompt\": \"ok\"}\n{\"messages\": [{\"role\": \"bot\", \"content\": \"x\"}]}\n",
@@ -246,20 +237,7 @@ fn generate_rejects_bad_prompts_with_file_and_line() {
     .unwrap();
     let tok = fixtures().join("tokenizer");
     let dir = tmp.path().join("model");
-    assert!(
-        rlhf(&[
-            "model",
-            "init",
-            "--preset",
-            "llama-tiny",
-            "--tokenizer",
-            tok.to_str().unwrap(),
-            "--out",
-            dir.to_str().unwrap()
-        ])
-        .status
-        .success()
-    );
+    assert!(init_model("llama-tiny", &tok, &dir, &[]).status.success());
     let run = generate(&dir, &data, &[]);
     assert_eq!(run.status.code(), Some(2));
     assert!(

@@ -88,16 +88,7 @@ fn trained_tokenizer_encodes_the_same_in_transformers() {
 
     // A model can start from it.
     let model = tmp.path().join("model");
-    let init = rlhf(&[
-        "model",
-        "init",
-        "--preset",
-        "llama-tiny",
-        "--tokenizer",
-        out.to_str().unwrap(),
-        "--out",
-        model.to_str().unwrap(),
-    ]);
+    let init = init_model("llama-tiny", &out, &model, &[]);
     assert!(init.status.success(), "{}", stderr(&init));
     assert!(model.join("chat_template.jinja").is_file(), "tokenizer files travel with the model");
 }

@@ -91,6 +91,15 @@ pub fn rlhf(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_rlhf")).args(args).output().expect("running rlhf")
 }
 
+/// `rlhf model init --preset PRESET --tokenizer TOKENIZER --out OUT EXTRA…`
+pub fn init_model(preset: &str, tokenizer: &Path, out: &Path, extra: &[&str]) -> Output {
+    let (tokenizer, out) = (tokenizer.to_str().unwrap(), out.to_str().unwrap());
+    let mut args =
+        vec!["model", "init", "--preset", preset, "--tokenizer", tokenizer, "--out", out];
+    args.extend_from_slice(extra);
+    rlhf(&args)
+}
+
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }

@@ -253,6 +253,14 @@ fn generate_rejects_bad_prompts_with_file_and_line() {
     let run = generate(&dir, &data, &["--sample", "--top-p", "0"]);
     assert_eq!(run.status.code(), Some(2));
     assert!(stderr(&run).contains("top_p must be in (0, 1]"), "{}", stderr(&run));
+    std::fs::write(&data, "{\"prompt\": \"\"}\n").unwrap();
+    let run = generate(&dir, &data, &["--template", "raw"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(
+        stderr(&run).contains("prompts.jsonl:1: the prompt encodes to no tokens"),
+        "{}",
+        stderr(&run)
+    );
     let run = generate(&dir, &data, &["--template", "fancy"]);
     assert_eq!(run.status.code(), Some(2));
     assert!(stderr(&run).contains("unknown chat template `fancy`"), "{}", stderr(&run));

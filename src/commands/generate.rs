@@ -46,6 +46,9 @@ pub fn generate(args: &GenerateArgs, device: &Device) -> Result<()> {
         let raw = matches!(template, ChatTemplate::Raw); // templates carry their own specials
         let encoding = tokenizer.encode(text.as_str(), raw).map_err(|e| at(e.to_string()))?;
         let mut ids = encoding.get_ids().to_vec();
+        if ids.is_empty() {
+            return Err(at("the prompt encodes to no tokens".into()));
+        }
         if ids.len() > room {
             ids.drain(..ids.len() - room); // keep the end: the question and the assistant cue
             truncated += 1;

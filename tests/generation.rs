@@ -43,7 +43,7 @@ fn greedy_batches_match_transformers_generate_token_for_token() {
         let generator =
             Generator::new(&loaded.model, &tokenizer, &loaded.config, &device).with_eos(eos);
         let max_new = reference["max_new_tokens"].as_u64().unwrap() as usize;
-        let outputs = generator.generate(&prompts, &greedy(max_new), &mut |_, _| {});
+        let outputs = generator.generate(&prompts, &greedy(max_new), &mut |_, _| {}).unwrap();
         let theirs_all = ids(&reference["outputs"]);
         assert!(theirs_all[1].len() < max_new, "{name}: row 1 ends early in the fixture");
         for (row, (ours, theirs)) in outputs.iter().zip(theirs_all).enumerate() {
@@ -118,7 +118,7 @@ fn sampling_with_a_seed_is_reproducible() {
             ignore_eos: true,
             ..greedy(16)
         };
-        generator.generate(&prompts, &sampling, &mut |_, _| {})
+        generator.generate(&prompts, &sampling, &mut |_, _| {}).unwrap()
     };
     assert_eq!(run(4), run(4));
     assert_ne!(run(4), run(5));
@@ -136,15 +136,31 @@ fn conversations_extend_their_cache() {
         let sampling = SamplingConfig { ignore_eos: true, ..greedy(5) };
         let mut conversation = generator.conversation();
         let mut streamed = Vec::new();
-        let first =
-            generator.reply(&mut conversation, &[5, 6, 7], &sampling, &mut |_, t| streamed.push(t));
+        let first = generator
+            .reply(&mut conversation, &[5, 6, 7], &sampling, &mut |_, t| streamed.push(t))
+            .unwrap();
         assert_eq!(streamed, first.tokens, "streamed token by token");
-        let second = generator.reply(&mut conversation, &[9, 10], &sampling, &mut |_, _| {});
+        let second =
+            generator.reply(&mut conversation, &[9, 10], &sampling, &mut |_, _| {}).unwrap();
         let history: Vec<u32> = [vec![5, 6, 7], first.tokens.clone(), vec![9, 10]].concat();
-        let at_once = generator.generate(&[history], &sampling, &mut |_, _| {});
+        let at_once = generator.generate(&[history], &sampling, &mut |_, _| {}).unwrap();
         assert_eq!(second.tokens, at_once[0].tokens, "{name}");
         assert_eq!(conversation.len(), 3 + 5 + 2 + 5);
     }
+}
+
+#[test]
+fn running_past_the_context_window_is_an_error_not_a_panic() {
+    let device = cpu();
+    let tokenizer = tokenizer();
+    let loaded = load_causal_lm(&case("gpt2-0").join("lm"), &device).unwrap();
+    let window = loaded.config.context_window();
+    let generator = Generator::new(&loaded.model, &tokenizer, &loaded.config, &device);
+    let sampling = greedy(window);
+    let err = generator.generate(&[vec![5]], &sampling, &mut |_, _| {}).unwrap_err();
+    assert!(format!("{err:#}").contains("exceed the model's context window"), "{err:#}");
+    let mut conversation = generator.conversation();
+    assert!(generator.reply(&mut conversation, &[5], &sampling, &mut |_, _| {}).is_err());
 }
 
 fn generate(model: &Path, data: &Path, extra: &[&str]) -> std::process::Output {

@@ -76,7 +76,7 @@ pub fn generate(args: &GenerateArgs, device: &Device) -> Result<()> {
         let mut on_token = |_, _| {
             new_tokens += 1;
         };
-        let generations = generator.generate(&batch, &sampling, &mut on_token);
+        let generations = generator.generate(&batch, &sampling, &mut on_token)?;
         for (&i, generation) in chunk.iter().zip(generations) {
             results[i] = Some(generation);
         }

@@ -4,11 +4,13 @@
 //! work. The chosen ids are the only per-step copy from the device; log-probabilities come back
 //! once at the end.
 
+use anyhow::Result;
 use burn::prelude::*;
 use serde::Serialize;
 use tokenizers::Tokenizer;
 
 use super::sampling::{SamplingConfig, choose, chosen_log_probs, penalise_repeats, top_k, top_p};
+use crate::bad_input;
 use crate::model::kv_cache::KvCache;
 use crate::model::{CausalLm, ModelConfig, PaddedBatch};
 
@@ -118,9 +120,10 @@ impl<'a> Generator<'a> {
         prompts: &[Vec<u32>],
         sampling: &SamplingConfig,
         on_token: &mut dyn FnMut(usize, u32),
-    ) -> Vec<Generation> {
+    ) -> Result<Vec<Generation>> {
         let b = prompts.len();
         let t = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        self.check_room(t, sampling)?;
         let mut ids = vec![0i64; b * t];
         let mut mask = vec![0i64; b * t];
         for (row, prompt) in prompts.iter().enumerate() {
@@ -141,7 +144,7 @@ impl<'a> Generator<'a> {
         let seen = (sampling.repetition_penalty != 1.0).then(|| self.seen(prompts));
         let running =
             Running { rows: (0..b).collect(), key_mask: mask, next_positions, logits, seen };
-        self.decode(running, &mut cache, sampling, on_token)
+        Ok(self.decode(running, &mut cache, sampling, on_token))
     }
 
     /// Starts a conversation with an empty cache.
@@ -161,13 +164,14 @@ impl<'a> Generator<'a> {
         new_tokens: &[u32],
         sampling: &SamplingConfig,
         on_token: &mut dyn FnMut(usize, u32),
-    ) -> Generation {
+    ) -> Result<Generation> {
+        let (start, n) = (conversation.cache.len(), conversation.pending.len() + new_tokens.len());
+        if n == 0 {
+            return Ok(Generation::default());
+        }
+        self.check_room(start + n, sampling)?;
         let input: Vec<u32> =
             conversation.pending.drain(..).chain(new_tokens.iter().copied()).collect();
-        if input.is_empty() {
-            return Generation::default();
-        }
-        let (start, n) = (conversation.cache.len(), input.len());
         let ids: Vec<i64> = input.iter().map(|&i| i as i64).collect();
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
         let key_mask = Tensor::<2, Int>::ones([1, start + n], &self.device);
@@ -187,7 +191,20 @@ impl<'a> Generator<'a> {
         let fed = reply.tokens.len().saturating_sub(1);
         conversation.tokens.extend(&reply.tokens[..fed]);
         conversation.pending.extend(&reply.tokens[fed..]);
-        reply
+        Ok(reply)
+    }
+
+    /// A sequence of `len` tokens must leave room for `max_new_tokens` in the context window
+    /// (callers truncate prompts or drop old turns first).
+    fn check_room(&self, len: usize, sampling: &SamplingConfig) -> Result<()> {
+        let window = self.model.body.max_positions();
+        if len + sampling.max_new_tokens > window {
+            return Err(bad_input!(
+                "{len} tokens + {} new ones exceed the model's context window of {window}",
+                sampling.max_new_tokens
+            ));
+        }
+        Ok(())
     }
 
     fn decode(

@@ -21,12 +21,17 @@ impl Decoder {
         &self,
         input_ids: Tensor<2, Int>,
         batch: &PaddedBatch,
-        cache: Option<&mut KvCache>,
+        mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
-        match self {
-            Self::Gpt2(m) => m.forward(input_ids, batch, cache),
-            Self::Llama(m) => m.forward(input_ids, batch, cache),
+        let t = input_ids.dims()[1];
+        let hidden = match self {
+            Self::Gpt2(m) => m.forward(input_ids, batch, cache.as_deref_mut()),
+            Self::Llama(m) => m.forward(input_ids, batch, cache.as_deref_mut()),
+        };
+        if let Some(cache) = cache {
+            cache.advance(t); // every layer has written its keys and values
         }
+        hidden
     }
 
     pub fn num_layers(&self) -> usize {

@@ -214,7 +214,7 @@ pub struct Gpt2 {
 
 impl Gpt2 {
     /// Hidden states `[B, T, D]` for token ids `[B, T]`; with a cache, the T tokens follow the
-    /// cached ones and are added to it.
+    /// cached ones and each layer adds its keys and values (`Decoder::forward` advances it).
     pub fn forward(
         &self,
         input_ids: Tensor<2, Int>,
@@ -225,9 +225,6 @@ impl Gpt2 {
         let mut x = self.wte.forward(input_ids) + self.wpe.forward(batch.positions.clone());
         for (i, block) in self.h.iter().enumerate() {
             x = block.forward(x, batch, cache.as_deref_mut().map(|c| c.slot(i, t)));
-        }
-        if let Some(cache) = cache {
-            cache.advance(t);
         }
         self.ln_f.forward(x)
     }

@@ -314,7 +314,7 @@ pub struct Llama {
 
 impl Llama {
     /// Hidden states `[B, T, D]` for token ids `[B, T]`; with a cache, the T tokens follow the
-    /// cached ones and are added to it.
+    /// cached ones and each layer adds its keys and values (`Decoder::forward` advances it).
     pub fn forward(
         &self,
         input_ids: Tensor<2, Int>,
@@ -330,9 +330,6 @@ impl Llama {
         let mut x = self.embed_tokens.forward(input_ids);
         for (i, layer) in self.layers.iter().enumerate() {
             x = layer.forward(x, &blocked, &rope, cache.as_deref_mut().map(|c| c.slot(i, t)));
-        }
-        if let Some(cache) = cache {
-            cache.advance(t);
         }
         self.norm.forward(x)
     }

@@ -119,9 +119,7 @@ impl Lineage {
     }
 
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(LINEAGE_FILE);
-        std::fs::write(&path, serde_json::to_string_pretty(self)? + "\n")
-            .with_context(|| format!("writing {}", path.display()))
+        crate::json_file::write(&dir.join(LINEAGE_FILE), self)
     }
 
     pub fn read(dir: &Path) -> Result<Self> {

@@ -10,4 +10,5 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod generate;
+pub mod json_file;
 pub mod model;

@@ -10,8 +10,8 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::chat::{Message, Role};
-use super::tokenizer::{IM_END, IM_START};
-use crate::bad_input;
+use super::tokenizer::{IM_END, IM_START, configured_token};
+use crate::{bad_input, json_file};
 
 #[derive(Debug, Clone)]
 pub enum ChatTemplate {
@@ -108,11 +108,7 @@ impl ChatTemplate {
 /// The model's own template: `chat_template.jinja` (transformers 5.x) or `chat_template` in
 /// `tokenizer_config.json` (4.x; a string, or a list of named templates with a `default`).
 fn model_template(dir: &Path) -> Option<ChatTemplate> {
-    let config: serde_json::Map<String, Value> =
-        std::fs::read_to_string(dir.join("tokenizer_config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok())
-            .unwrap_or_default();
+    let config = json_file::read_optional(&dir.join("tokenizer_config.json"));
     let source = std::fs::read_to_string(dir.join("chat_template.jinja")).ok().or_else(|| {
         match config.get("chat_template")? {
             Value::String(s) => Some(s.clone()),
@@ -123,13 +119,7 @@ fn model_template(dir: &Path) -> Option<ChatTemplate> {
             _ => None,
         }
     })?;
-    let token = |key: &str| {
-        config
-            .get(key)
-            .and_then(|v| v.as_str().or_else(|| v.get("content")?.as_str()))
-            .unwrap_or_default()
-            .to_string()
-    };
+    let token = |key: &str| configured_token(&config, key).unwrap_or_default().to_string();
     Some(ChatTemplate::Model {
         source,
         bos_token: token("bos_token"),

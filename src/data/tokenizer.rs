@@ -6,7 +6,7 @@ use anyhow::{Context, Result};
 use serde_json::json;
 use tokenizers::Tokenizer;
 
-use crate::bad_input;
+use crate::{bad_input, json_file};
 
 /// Files a model directory's tokenizer may consist of; each present one is copied on save.
 pub const TOKENIZER_FILES: [&str; 4] =
@@ -58,8 +58,7 @@ pub fn copy_files(from: &Path, to: &Path, model_max_length: usize) -> Result<()>
             "tokenizer_class": "PreTrainedTokenizerFast",
             "model_max_length": model_max_length,
         });
-        std::fs::write(&config, serde_json::to_string_pretty(&minimal)? + "\n")
-            .with_context(|| format!("writing {}", config.display()))?;
+        json_file::write(&config, &minimal)?;
     }
     Ok(())
 }
@@ -131,9 +130,17 @@ pub fn write_trained(tokenizer: &Tokenizer, dir: &Path) -> Result<()> {
         "model_max_length": 1_000_000_000_000_000_000u64,
         "chat_template": CHATML_TEMPLATE,
     });
-    let path = dir.join("tokenizer_config.json");
-    std::fs::write(&path, serde_json::to_string_pretty(&config)? + "\n")
-        .with_context(|| format!("writing {}", path.display()))?;
+    json_file::write(&dir.join("tokenizer_config.json"), &config)?;
     let path = dir.join("chat_template.jinja");
     std::fs::write(&path, CHATML_TEMPLATE).with_context(|| format!("writing {}", path.display()))
+}
+
+/// A special token as `tokenizer_config.json` names it: a string, or an `AddedToken` object
+/// with a `content` field.
+pub fn configured_token<'a>(
+    config: &'a serde_json::Map<String, serde_json::Value>,
+    key: &str,
+) -> Option<&'a str> {
+    let value = config.get(key)?;
+    value.as_str().or_else(|| value.get("content")?.as_str())
 }

@@ -89,21 +89,16 @@ impl<'a> Generator<'a> {
         config: &ModelConfig,
         device: &Device,
     ) -> Self {
-        let mut eos: Vec<u32> = token_ids(config.json.get("eos_token_id"));
-        eos.extend(tokenizer.token_to_id(crate::data::tokenizer::IM_END));
-        eos.sort_unstable();
-        eos.dedup();
-        Self { model, tokenizer, device: device.clone(), eos }
+        let im_end = tokenizer.token_to_id(crate::data::tokenizer::IM_END);
+        let eos = token_ids(config.json.get("eos_token_id")).into_iter().chain(im_end);
+        Self { model, tokenizer, device: device.clone(), eos: Vec::new() }.with_eos(eos)
     }
 
     /// Adds the eos ids of a model directory's `generation_config.json` (which may list more
     /// than `config.json`, as chat models do).
     pub fn with_generation_config(self, dir: &std::path::Path) -> Self {
-        let json: Option<serde_json::Value> =
-            std::fs::read_to_string(dir.join("generation_config.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str(&t).ok());
-        self.with_eos(token_ids(json.as_ref().and_then(|j| j.get("eos_token_id"))))
+        let json = crate::json_file::read_optional(&dir.join("generation_config.json"));
+        self.with_eos(token_ids(json.get("eos_token_id")))
     }
 
     /// Adds tokens that end a row.

@@ -13,7 +13,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::attention::{attend, merge_heads, split_heads};
-use super::kv_cache::{KvCache, LayerSlot};
+use super::kv_cache::{KvCache, LayerSlot, with_cached};
 use super::layers::{Activation, linear_tokens, normal_linear};
 use super::mask::PaddedBatch;
 use crate::bad_input;
@@ -156,10 +156,7 @@ impl Attention {
         let [q, k, v]: [Tensor<3>; 3] = qkv.chunk(3, 2).try_into().expect("3 chunks of 3D");
         let q = split_heads(q, self.n_head); // [B, H, T, hd]
         let (k, v) = (split_heads(k, self.n_head), split_heads(v, self.n_head));
-        let (k, v) = match cache {
-            Some(slot) => slot.append(k, v), // [B, H, S, hd]
-            None => (k, v),
-        };
+        let (k, v) = with_cached(cache, k, v); // [B, H, S, hd]
         let y = attend(q, k, v, &batch.blocked, self.scale);
         linear_tokens(&self.c_proj, merge_heads(y)) // [B, T, D]
     }

@@ -36,6 +36,15 @@ impl LayerSlot<'_> {
     }
 }
 
+/// Keys and values for attention: with a cache, the new ones stored after the cached ones and
+/// all of them returned; without, the new ones alone.
+pub fn with_cached(slot: Option<LayerSlot>, k: Tensor<4>, v: Tensor<4>) -> (Tensor<4>, Tensor<4>) {
+    match slot {
+        Some(slot) => slot.append(k, v),
+        None => (k, v),
+    }
+}
+
 /// Writes `new` at `at`, allocating or growing the buffer when it is missing or full.
 fn store(buffer: Option<Tensor<4>>, new: Tensor<4>, at: usize, capacity: usize) -> Tensor<4> {
     let [b, kv, t, hd] = new.dims();

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::attention::{attend, merge_heads, split_heads, with_sliding_window};
-use super::kv_cache::{KvCache, LayerSlot};
+use super::kv_cache::{KvCache, LayerSlot, with_cached};
 use super::layers::{Activation, linear_tokens, normal_linear};
 use super::mask::PaddedBatch;
 use super::rope::{RopeConfig, RopeTables};
@@ -249,10 +249,7 @@ impl Attention {
         let k = split_heads(linear_tokens(&self.k_proj, x.clone()), self.n_kv_head); // [B, KV, T, hd]
         let v = split_heads(linear_tokens(&self.v_proj, x), self.n_kv_head);
         let (q, k) = (rope.apply(q), rope.apply(k));
-        let (k, v) = match cache {
-            Some(slot) => slot.append(k, v), // [B, KV, S, hd]
-            None => (k, v),
-        };
+        let (k, v) = with_cached(cache, k, v); // [B, KV, S, hd]
         let head_dim = q.dims()[3];
         let y = attend(q, k, v, blocked, (head_dim as f64).powf(-0.5));
         linear_tokens(&self.o_proj, merge_heads(y)) // [B, T, D]

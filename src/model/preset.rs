@@ -10,7 +10,8 @@ use tokenizers::Tokenizer;
 use super::config::{ModelConfig, SUPPORTED};
 use super::gpt2::Gpt2Config;
 use super::llama::{Flavor, LlamaConfig};
-use crate::{bad_input, config};
+use crate::data::tokenizer::configured_token;
+use crate::{bad_input, config, json_file};
 
 /// Presets built into the binary, by name (the files under `configs/models/`).
 pub const BUILT_IN: [(&str, &str); 5] = [
@@ -116,14 +117,9 @@ where
 /// bos/eos/pad ids: from `tokenizer_config.json` when it names the tokens, else the usual
 /// GPT-2/ChatML names. The pad token falls back to eos, as GPT-2 fine-tuning does.
 fn special_token_ids(tokenizer: &Tokenizer, dir: &Path) -> [Option<u32>; 3] {
-    let named: Map<String, Value> = std::fs::read_to_string(dir.join("tokenizer_config.json"))
-        .ok()
-        .and_then(|t| serde_json::from_str(&t).ok())
-        .unwrap_or_default();
+    let named = json_file::read_optional(&dir.join("tokenizer_config.json"));
     let lookup = |key: &str, fallbacks: &[&str]| -> Option<u32> {
-        let configured =
-            named.get(key).and_then(|v| v.as_str().or_else(|| v.get("content")?.as_str()));
-        configured
+        configured_token(&named, key)
             .into_iter()
             .chain(fallbacks.iter().copied())
             .find_map(|t| tokenizer.token_to_id(t))

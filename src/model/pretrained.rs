@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use burn::module::Module;
 use burn::prelude::*;
 use serde_json::{Map, Value};
@@ -18,8 +18,8 @@ use super::heads::{CausalLm, ScalarModel};
 use super::layers::normal_linear;
 use super::naming::{load_module, named_tensors};
 use super::weights::{self, NamedTensors};
-use crate::bad_input;
 use crate::data::tokenizer;
+use crate::{bad_input, json_file};
 
 /// A loaded model with the config and tokenizer of its directory.
 pub struct Pretrained<M> {
@@ -87,7 +87,7 @@ pub fn save_causal_lm(
             generation.insert(key.into(), id.clone());
         }
     }
-    write_json(&dir.join("generation_config.json"), &generation)
+    json_file::write(&dir.join("generation_config.json"), &generation)
 }
 
 /// Writes a scalar model into `dir`.
@@ -107,17 +107,12 @@ fn write_model<M: Module>(
     tokenizer_from: Option<&Path>,
     dir: &Path,
 ) -> Result<()> {
-    write_json(&dir.join("config.json"), &config.to_json(head))?;
+    json_file::write(&dir.join("config.json"), &config.to_json(head))?;
     weights::write_file(&dir.join(weights::SINGLE_FILE), &named_tensors(model, config.layout()))?;
     if let Some(source) = tokenizer_from {
         tokenizer::copy_files(source, dir, config.context_window())?;
     }
     Ok(())
-}
-
-pub fn write_json(path: &Path, value: &Map<String, Value>) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)? + "\n";
-    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// Config, tokenizer (checked against the embedding) and raw tensors of a directory.

@@ -23,6 +23,7 @@ fn tokenizer() -> tokenizers::Tokenizer {
 
 #[test]
 fn greedy_batches_match_transformers_generate_token_for_token() {
+    let _rng = rng_lock();
     let device = cpu();
     let tokenizer = tokenizer();
     for name in ["gpt2-0", "gpt2-2", "llama", "qwen2", "mistral"] {
@@ -102,6 +103,7 @@ fn cached_decoding_gives_the_same_logits_as_recomputing() {
 
 #[test]
 fn sampling_with_a_seed_is_reproducible() {
+    let _rng = rng_lock();
     let device = cpu();
     let tokenizer = tokenizer();
     let loaded = load_causal_lm(&case("llama").join("lm"), &device).unwrap();
@@ -128,6 +130,7 @@ fn sampling_with_a_seed_is_reproducible() {
 /// conversation at once.
 #[test]
 fn conversations_extend_their_cache() {
+    let _rng = rng_lock();
     let device = cpu();
     let tokenizer = tokenizer();
     for name in ["gpt2-0", "llama"] {
@@ -151,6 +154,7 @@ fn conversations_extend_their_cache() {
 
 #[test]
 fn running_past_the_context_window_is_an_error_not_a_panic() {
+    let _rng = rng_lock();
     let device = cpu();
     let tokenizer = tokenizer();
     let loaded = load_causal_lm(&case("gpt2-0").join("lm"), &device).unwrap();

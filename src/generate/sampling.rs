@@ -52,12 +52,7 @@ impl SamplingConfig {
     /// Defaults from a model directory's `generation_config.json`, where it sets them.
     pub fn from_model_dir(dir: &Path) -> Self {
         let mut config = Self::default();
-        let Some(json) = std::fs::read_to_string(dir.join("generation_config.json"))
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Map<String, Value>>(&t).ok())
-        else {
-            return config;
-        };
+        let json = crate::json_file::read_optional(&dir.join("generation_config.json"));
         let number = |key: &str| json.get(key).and_then(Value::as_f64);
         if let Some(v) = json.get("do_sample").and_then(Value::as_bool) {
             config.do_sample = v;
@@ -178,6 +173,9 @@ pub fn chosen_log_probs(logits: Tensor<2>, chosen: Tensor<1, Int>) -> Tensor<1> 
 mod tests {
     use super::*;
 
+    /// LibTorch's random generator is global: tests that seed and draw take turns.
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
     fn device() -> Device {
         Device::default()
     }
@@ -210,6 +208,7 @@ mod tests {
 
     #[test]
     fn samples_never_leave_the_allowed_set_and_follow_the_distribution() {
+        let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
         let device = device();
         device.seed(7);
         let logits = top_p(top_k(crafted(), 3), 0.6).expand([4000, 5]);
@@ -221,6 +220,7 @@ mod tests {
 
     #[test]
     fn same_seed_same_draws() {
+        let _rng = RNG.lock().unwrap_or_else(|e| e.into_inner());
         let draw = |seed| {
             device().seed(seed);
             choose(crafted().expand([64, 5]), true).try_into_vec_as::<i64>().unwrap()

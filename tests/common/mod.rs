@@ -56,6 +56,13 @@ pub fn hf_forward(jobs: &[(PathBuf, PathBuf, PathBuf)]) {
     );
 }
 
+/// LibTorch's random generator is global, and every generation seeds it: in-process tests
+/// that generate take turns, so one test's seed cannot land between another's draws.
+pub fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 pub fn cpu() -> Device {
     rlhf::device::DeviceSpec::Cpu.device().unwrap()
 }

@@ -23,10 +23,11 @@ impl fmt::Display for BadInput {
 
 impl std::error::Error for BadInput {}
 
-/// The run was interrupted and left a resumable checkpoint (exit code 130).
+/// The run was interrupted and left a resumable checkpoint (exit code 130); the message says
+/// where and how to continue.
 #[derive(Debug, thiserror::Error)]
-#[error("interrupted")]
-pub struct Interrupted;
+#[error("{0}")]
+pub struct Interrupted(pub String);
 
 /// A stage that is designed but not yet part of this build (exit code 1, never fake output).
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +85,6 @@ mod tests {
     #[test]
     fn plain_errors_are_runtime_failures() {
         assert_eq!(exit_code(&anyhow::anyhow!("disk full")), EXIT_FAILURE);
-        assert_eq!(exit_code(&anyhow::Error::new(Interrupted)), EXIT_INTERRUPTED);
+        assert_eq!(exit_code(&anyhow::Error::new(Interrupted("saved".into()))), EXIT_INTERRUPTED);
     }
 }

@@ -11,4 +11,7 @@ pub mod device;
 pub mod error;
 pub mod generate;
 pub mod json_file;
+pub mod metrics;
 pub mod model;
+pub mod stages;
+pub mod train;

@@ -2,15 +2,20 @@
 
 use clap::Parser;
 
-use rlhf::error::{EXIT_OK, exit_code};
+use rlhf::error::{EXIT_INTERRUPTED, EXIT_OK, exit_code};
 
 fn main() {
     let cli = rlhf::cli::Cli::parse();
     let code = match rlhf::commands::run(cli) {
         Ok(()) => EXIT_OK,
         Err(err) => {
-            eprintln!("error: {err:#}");
-            exit_code(&err)
+            let code = exit_code(&err);
+            if code == EXIT_INTERRUPTED {
+                eprintln!("{err:#}"); // not a failure: the run stopped where it was asked to
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            code
         }
     };
     std::process::exit(code);

@@ -6,16 +6,17 @@ mod tokenizer;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, ModelCommand, TokenizerCommand};
-use crate::device;
+use crate::cli::{Cli, Command, ModelCommand, SftCommand, TokenizerCommand};
 use crate::error::NotYetAvailable;
+use crate::{device, stages};
 
 pub fn run(cli: Cli) -> Result<()> {
     device::set_threads(cli.threads)?;
     match cli.command {
         Command::Model(ModelCommand::Init(args)) => model::init(&args, &cli.device.device()?),
         Command::Model(ModelCommand::Inspect(args)) => model::inspect(&args, &cli.device.device()?),
-        Command::Sft(_) => not_yet("sft"),
+        Command::Sft(SftCommand::Train(args)) => stages::sft::train(&args, &cli.device.device()?),
+        Command::Sft(SftCommand::Eval(args)) => stages::sft::eval(&args, &cli.device.device()?),
         Command::Reward(_) => not_yet("reward"),
         Command::Ppo(_) => not_yet("ppo"),
         Command::Moderate(_) => not_yet("moderate"),

@@ -2,6 +2,9 @@
 //! overrides, then deserialize into the stage's typed struct (`deny_unknown_fields`, documented
 //! defaults). Every failure names the file and the key, and is bad input (exit code 2).
 
+pub mod sft;
+pub mod train;
+
 use std::path::Path;
 
 use anyhow::{Context, Result};

@@ -1,7 +1,9 @@
 //! Data: JSONL rows, the text and conversations inside them, chat templates, tokenizers.
 
+pub mod batch;
 pub mod chat;
 pub mod jsonl;
+pub mod sft;
 pub mod template;
 pub mod text;
 pub mod tokenizer;

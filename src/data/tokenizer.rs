@@ -72,6 +72,21 @@ pub const IM_END: &str = "<|im_end|>";
 /// The ChatML chat template (`transformers` renders it with `apply_chat_template`).
 pub const CHATML_TEMPLATE: &str = "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}";
 
+/// Anthropic's HH transcript format as a chat template; answers end with the eos token, as
+/// `rlhf sft` trains them to.
+pub const HH_TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'user' %}{{ '\\n\\nHuman: ' + message['content'] }}{% elif message['role'] == 'assistant' %}{{ '\\n\\nAssistant: ' + message['content'] + eos_token }}{% else %}{{ message['content'] }}{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '\\n\\nAssistant:' }}{% endif %}";
+
+/// Makes `source` the chat template of the tokenizer in `dir`: `chat_template.jinja` for
+/// `transformers` 5.x and the `chat_template` key of `tokenizer_config.json` for 4.x.
+pub fn set_chat_template(dir: &Path, source: &str) -> Result<()> {
+    let path = dir.join("chat_template.jinja");
+    std::fs::write(&path, source).with_context(|| format!("writing {}", path.display()))?;
+    let config_path = dir.join("tokenizer_config.json");
+    let mut config = json_file::read_optional(&config_path);
+    config.insert("chat_template".into(), source.into());
+    json_file::write(&config_path, &config)
+}
+
 /// Trains a byte-level BPE (GPT-2's scheme: any byte sequence encodes, no unknown token)
 /// with the chat special tokens at ids 0, 1, 2.
 pub fn train_bpe<'a>(

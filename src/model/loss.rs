@@ -3,6 +3,8 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
+use super::heads::CausalLm;
+
 /// log p(target) at every position: logits `[B, T, V]`, targets `[B, T]` → `[B, T]`.
 pub fn token_log_probs(logits: Tensor<3>, targets: Tensor<2, Int>) -> Tensor<2> {
     let [b, t, _] = logits.dims();
@@ -24,4 +26,19 @@ pub fn next_token_loss(
     debug_assert_eq!(predictions.dims(), [b, t - 1, v]);
     let count = weights.clone().sum().clamp_min(1.0);
     -(token_log_probs(predictions, targets) * weights).sum() / count
+}
+
+/// Σ −log p(target) over chosen positions: hidden states `[B, T, D]`, flat positions `at`
+/// (into `B·T`) and their `targets`, both `[N]`. Only those N rows go through the LM head,
+/// so prompt and padding positions cost nothing there — in SFT, most of a sequence.
+pub fn selected_nll_sum(
+    lm: &CausalLm,
+    hidden: Tensor<3>,
+    at: Tensor<1, Int>,
+    targets: Tensor<1, Int>,
+) -> Tensor<1> {
+    let [b, t, d] = hidden.dims();
+    let n = at.dims()[0];
+    let rows = hidden.reshape([b * t, d]).select(0, at).reshape([1, n, d]);
+    -token_log_probs(lm.logits(rows), targets.reshape([1, n])).sum()
 }

@@ -7,7 +7,7 @@
 //! which is `[in, out]` like Burn.
 
 use anyhow::Result;
-use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
+use burn::module::{Module, ModuleMapper, ModuleVisitor, Param, ParamId};
 use burn::prelude::*;
 use burn::tensor::Gradients;
 
@@ -75,6 +75,29 @@ pub fn named_tensors<M: Module>(module: &M, layout: HfLayout) -> NamedTensors {
 /// (to compare with torch, or to log per-tensor norms).
 pub fn named_gradients<M: Module>(module: &M, grads: &Gradients, layout: HfLayout) -> NamedTensors {
     collect(module, layout, Some(grads))
+}
+
+/// Every parameter's id with its checkpoint name (to key per-parameter state by name).
+pub fn param_names<M: Module>(module: &M, layout: HfLayout) -> Vec<(ParamId, String)> {
+    struct Names {
+        layout: HfLayout,
+        path: Vec<(String, String)>,
+        names: Vec<(ParamId, String)>,
+    }
+    impl ModuleVisitor for Names {
+        fn enter_module(&mut self, name: &str, container_type: &str) {
+            self.path.push((name.to_string(), container_type.to_string()));
+        }
+        fn exit_module(&mut self, _name: &str, _container_type: &str) {
+            self.path.pop();
+        }
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            self.names.push((param.id, self.layout.key(&self.path).0));
+        }
+    }
+    let mut visitor = Names { layout, path: Vec::new(), names: Vec::new() };
+    module.visit(&mut visitor);
+    visitor.names
 }
 
 fn collect<M: Module>(module: &M, layout: HfLayout, grads: Option<&Gradients>) -> NamedTensors {

@@ -1,0 +1,102 @@
+//! `rlhf sft train` configuration (see `configs/sft.toml`).
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use super::train::{ModelSource, OutputConfig, TrainConfig};
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftConfig {
+    pub model: ModelSource,
+    pub data: SftData,
+    pub train: TrainConfig,
+    pub samples: SampleConfig,
+    pub output: OutputConfig,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SftData {
+    pub train: PathBuf,
+    /// Validation file; without one, `valid_fraction` of `train` is held out.
+    pub valid: Option<PathBuf>,
+    pub valid_fraction: f64,
+    /// Longest sequence in tokens (prompt + response); at most the model's context window.
+    pub max_len: usize,
+    /// `chatml`, `hh` or `model` (the base tokenizer's own chat template).
+    pub template: String,
+    /// Rows longer than `max_len`: `left` cuts the prompt from the left, `drop` skips the row.
+    pub truncation: Truncation,
+    /// Concatenate `text` rows (with end-of-text between) into full `max_len` blocks.
+    pub packing: bool,
+}
+
+impl Default for SftData {
+    fn default() -> Self {
+        Self {
+            train: PathBuf::new(),
+            valid: None,
+            valid_fraction: 0.0,
+            max_len: 512,
+            template: "chatml".into(),
+            truncation: Truncation::Left,
+            packing: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Truncation {
+    Left,
+    Drop,
+}
+
+/// Greedy completions of a few validation prompts at each evaluation, to read how the model
+/// is coming along (`samples.jsonl` in the run directory).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SampleConfig {
+    pub count: usize,
+    pub max_new_tokens: usize,
+}
+
+impl Default for SampleConfig {
+    fn default() -> Self {
+        Self { count: 4, max_new_tokens: 64 }
+    }
+}
+
+impl SftConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        self.model.validate()?;
+        self.train.validate()?;
+        if self.data.train.as_os_str().is_empty() {
+            return Err("key `data.train` is required (a JSONL file of demonstrations)".into());
+        }
+        if self.data.max_len < 2 {
+            return Err("key `data.max_len` must be at least 2".into());
+        }
+        if !(0.0..1.0).contains(&self.data.valid_fraction) {
+            return Err(format!(
+                "key `data.valid_fraction` must be in [0, 1), not {}",
+                self.data.valid_fraction
+            ));
+        }
+        if self.data.valid.is_some() && self.data.valid_fraction > 0.0 {
+            return Err("keys `data.valid` and `data.valid_fraction` exclude each other".into());
+        }
+        if !["chatml", "hh", "model"].contains(&self.data.template.as_str()) {
+            return Err(format!(
+                "key `data.template`: unknown template `{}` (expected chatml, hh or model)",
+                self.data.template
+            ));
+        }
+        if self.output.dir.as_os_str().is_empty() {
+            return Err("key `output.dir` is required".into());
+        }
+        Ok(())
+    }
+}

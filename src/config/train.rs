@@ -1,0 +1,164 @@
+//! The `[train]` and `[output]` sections every training stage shares.
+
+use serde::{Deserialize, Serialize};
+
+/// Optimisation: AdamW with warm-up and a decaying schedule, gradient accumulation and
+/// clipping, periodic evaluation and saving.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    /// Passes over the training set (ignored when `max_steps` > 0).
+    pub epochs: usize,
+    /// Optimizer steps to run; 0 means `epochs` decide.
+    pub max_steps: usize,
+    /// Rows per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Steps of linear warm-up from 0 to `lr`.
+    pub warmup_steps: usize,
+    /// After warm-up: `cosine` (to `min_lr_ratio`·lr), `linear` (to 0) or `constant`.
+    pub schedule: Schedule,
+    /// Floor of the cosine schedule as a fraction of `lr`.
+    pub min_lr_ratio: f64,
+    /// Decoupled weight decay (AdamW), on matrices only: biases and norms are not decayed.
+    pub weight_decay: f64,
+    pub adam_beta1: f64,
+    pub adam_beta2: f64,
+    pub adam_epsilon: f64,
+    /// Clip the global gradient norm to this (0: no clipping).
+    pub max_grad_norm: f64,
+    /// Seeds the data order (and the initialisation of models made from a preset).
+    pub seed: u64,
+    /// Evaluate on the validation set every N steps (0: only at the end).
+    pub eval_every: usize,
+    /// Write a checkpoint every N steps (0: only at the end).
+    pub save_every: usize,
+    /// One metrics line every N steps.
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        Self {
+            epochs: 1,
+            max_steps: 0,
+            batch_size: 8,
+            grad_accum: 1,
+            lr: 1e-4,
+            warmup_steps: 100,
+            schedule: Schedule::Cosine,
+            min_lr_ratio: 0.0,
+            weight_decay: 0.0,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_epsilon: 1e-8,
+            max_grad_norm: 1.0,
+            seed: 0,
+            eval_every: 200,
+            save_every: 500,
+            log_every: 10,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    Cosine,
+    Linear,
+    Constant,
+}
+
+impl TrainConfig {
+    /// Checks what serde cannot: ranges and combinations. Messages name the key.
+    pub fn validate(&self) -> Result<(), String> {
+        let positive = [
+            ("train.batch_size", self.batch_size),
+            ("train.grad_accum", self.grad_accum),
+            ("train.log_every", self.log_every),
+        ];
+        if let Some((key, _)) = positive.iter().find(|(_, v)| *v == 0) {
+            return Err(format!("key `{key}` must be at least 1"));
+        }
+        if self.epochs == 0 && self.max_steps == 0 {
+            return Err(
+                "key `train.epochs` is 0 and `train.max_steps` is 0: nothing to train".into()
+            );
+        }
+        if !(self.lr > 0.0 && self.lr.is_finite()) {
+            return Err(format!("key `train.lr` must be a positive number, not {}", self.lr));
+        }
+        for (key, beta) in
+            [("train.adam_beta1", self.adam_beta1), ("train.adam_beta2", self.adam_beta2)]
+        {
+            if !(0.0..1.0).contains(&beta) {
+                return Err(format!("key `{key}` must be in [0, 1), not {beta}"));
+            }
+        }
+        if self.adam_epsilon <= 0.0 {
+            return Err("key `train.adam_epsilon` must be positive".into());
+        }
+        if self.weight_decay < 0.0 || self.max_grad_norm < 0.0 {
+            return Err(
+                "keys `train.weight_decay` and `train.max_grad_norm` cannot be negative".into()
+            );
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_ratio) {
+            return Err(format!(
+                "key `train.min_lr_ratio` must be in [0, 1], not {}",
+                self.min_lr_ratio
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Where a run writes its checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OutputConfig {
+    pub dir: std::path::PathBuf,
+    /// Replace an existing `dir` when not resuming (otherwise that is an error).
+    pub overwrite: bool,
+}
+
+impl Default for OutputConfig {
+    fn default() -> Self {
+        Self { dir: "runs/out".into(), overwrite: false }
+    }
+}
+
+/// The model a stage starts from: a Hugging Face directory (`base`), or a preset initialised
+/// from scratch (`init` + `tokenizer`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelSource {
+    pub base: Option<std::path::PathBuf>,
+    /// A built-in preset name (`tiny`, `small`, …) or a preset TOML file.
+    pub init: Option<String>,
+    /// Tokenizer directory (or `tokenizer.json`) for `init`.
+    pub tokenizer: Option<std::path::PathBuf>,
+}
+
+impl ModelSource {
+    pub fn validate(&self) -> Result<(), String> {
+        match (&self.base, &self.init, &self.tokenizer) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => Ok(()),
+            (Some(_), Some(_), _) => {
+                Err("keys `model.base` and `model.init` exclude each other: start from a checkpoint or from a preset".into())
+            }
+            (None, Some(_), None) => {
+                Err("key `model.tokenizer` is required with `model.init` (a directory with tokenizer.json)".into())
+            }
+            (Some(_), None, Some(_)) => {
+                Err("key `model.tokenizer` only goes with `model.init`; `model.base` brings its own".into())
+            }
+            (None, None, _) => Err(
+                "no model: set `model.base` (a Hugging Face directory) or `model.init` (a preset) with `model.tokenizer`".into(),
+            ),
+        }
+    }
+}

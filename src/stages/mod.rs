@@ -1,0 +1,3 @@
+//! The training stages, one file each.
+
+pub mod sft;

@@ -1,0 +1,621 @@
+//! Stage 1, `rlhf sft`: supervised fine-tuning on demonstrations — next-token cross-entropy on
+//! the response tokens only, AdamW with warm-up and cosine decay, gradient accumulation and
+//! global-norm clipping, periodic validation and atomic, resumable checkpoints.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use serde_json::{Value, json};
+use tokenizers::Tokenizer;
+
+use crate::checkpoint::{Lineage, Source, save_atomically};
+use crate::cli::{EvalArgs, TrainArgs};
+use crate::config::sft::{SftConfig, Truncation};
+use crate::data::batch::TokenBatch;
+use crate::data::jsonl::read_rows;
+use crate::data::sft::{Example, FitReport, SftEncoder, SftRow, pack};
+use crate::data::template::ChatTemplate;
+use crate::data::tokenizer::{self, CHATML_TEMPLATE, END_OF_TEXT, HH_TEMPLATE};
+use crate::error::Interrupted;
+use crate::generate::engine::token_ids;
+use crate::generate::{Generator, SamplingConfig};
+use crate::metrics::{METRICS_FILE, RunLog, read_jsonl};
+use crate::model::loss::selected_nll_sum;
+use crate::model::mask::PaddedBatch;
+use crate::model::pretrained::init_causal_lm;
+use crate::model::{CausalLm, ModelConfig, load_causal_lm, preset, save_causal_lm};
+use crate::train::adamw::{AdamW, AdamWConfig};
+use crate::train::grad_norm::clip_global_norm;
+use crate::train::interrupt;
+use crate::train::schedule::learning_rate;
+use crate::train::shuffle::permutation;
+use crate::train::state::{OPTIMIZER_FILE, RunProgress, STATE_DIR};
+use crate::{bad_input, config};
+
+const SAMPLES_FILE: &str = "samples.jsonl";
+const EVAL_BATCH_SIZE: usize = 8;
+
+pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
+    let config: SftConfig = config::load(&args.config, &args.overrides)?;
+    let origin = args.config.display();
+    config.validate().map_err(|e| bad_input!("{origin}: {e}"))?;
+    let out = config.output.dir.clone();
+    if args.resume && !RunProgress::exists(&out) {
+        return Err(bad_input!(
+            "--resume: {} holds no resumable run (no {STATE_DIR}/)\nhint: drop --resume to start a new run",
+            out.display()
+        ));
+    }
+    if !args.resume && out.exists() && !config.output.overwrite {
+        return Err(bad_input!(
+            "{} already exists\nhint: pass --resume to continue that run, or --set output.overwrite=true to replace it",
+            out.display()
+        ));
+    }
+
+    // Everything is loaded and checked before the first step, so bad input writes nothing.
+    let ad = device.clone().autodiff();
+    let start = Start::open(&config, args.resume, &ad)?;
+    let data = Data::read(&config, &start)?;
+    let mut run = Run::new(config, start, data, device.clone(), &args.overrides)?;
+    interrupt::install();
+    run.train()
+}
+
+/// `rlhf sft eval`: loss and perplexity of a model on a data file.
+pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
+    let loaded = load_causal_lm(&args.model, device)?;
+    let tokenizer = loaded.tokenizer.as_ref().ok_or_else(|| {
+        bad_input!("{}: no tokenizer.json, so the data cannot be encoded", args.model.display())
+    })?;
+    let template = ChatTemplate::resolve(None, &args.model)?;
+    let encoder = SftEncoder {
+        tokenizer,
+        template: &template,
+        max_len: loaded.config.context_window(),
+        truncation: Truncation::Left,
+        eos: eos_id(&loaded.config, tokenizer),
+        eos_after_answers: false,
+    };
+    let (examples, report) = encode_file(&args.data, &encoder)?;
+    let examples: Vec<Example> = examples.into_iter().map(|(e, _)| e).collect();
+    let pad = pad_id(&loaded.config, tokenizer);
+    let (loss, targets) = mean_loss(&loaded.model, &examples, pad, device);
+    let report = json!({
+        "loss": loss,
+        "perplexity": loss.exp(),
+        "rows": examples.len(),
+        "target_tokens": targets,
+        "truncated": report.truncated,
+        "dropped": report.dropped,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("loss        {loss:.4}");
+        println!("perplexity  {:.3}", loss.exp());
+        println!("rows        {} ({targets} target tokens)", examples.len());
+    }
+    Ok(())
+}
+
+/// The model a run starts from, and for `--resume` where it stopped.
+struct Start {
+    model: CausalLm,
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    /// Where the tokenizer files (and the `model` chat template) come from.
+    tokenizer_dir: PathBuf,
+    parent: Option<Source>,
+    resumed: Option<(RunProgress, Lineage)>,
+}
+
+impl Start {
+    fn open(config: &SftConfig, resume: bool, ad: &Device) -> Result<Self> {
+        let source = &config.model;
+        if resume {
+            let dir = &config.output.dir;
+            let loaded = load_causal_lm(dir, ad)?;
+            let lineage = Lineage::read(dir).map_err(|e| bad_input!("--resume: {e:#}"))?;
+            let progress = RunProgress::read(&dir.join(STATE_DIR))
+                .map_err(|e| bad_input!("--resume: {e:#}"))?;
+            let tokenizer = loaded
+                .tokenizer
+                .ok_or_else(|| bad_input!("{}: no tokenizer.json", dir.display()))?;
+            return Ok(Self {
+                model: loaded.model,
+                config: loaded.config,
+                tokenizer,
+                tokenizer_dir: dir.clone(),
+                parent: lineage.parent.clone(),
+                resumed: Some((progress, lineage)),
+            });
+        }
+        if let Some(base) = &source.base {
+            let loaded = load_causal_lm(base, ad)?;
+            let tokenizer = loaded.tokenizer.ok_or_else(|| {
+                bad_input!(
+                    "{}: no tokenizer.json\nhint: SFT needs the base model's tokenizer",
+                    base.display()
+                )
+            })?;
+            return Ok(Self {
+                model: loaded.model,
+                config: loaded.config,
+                tokenizer,
+                tokenizer_dir: base.clone(),
+                parent: Some(Source::model_dir(base)?),
+                resumed: None,
+            });
+        }
+        let (preset_name, tokenizer_path) = (
+            source.init.as_deref().expect("validated: init or base"),
+            source.tokenizer.as_ref().expect("validated: init comes with tokenizer"),
+        );
+        let tokenizer = tokenizer::read(tokenizer_path)?;
+        let tokenizer_dir = if tokenizer_path.is_dir() {
+            tokenizer_path.clone()
+        } else {
+            tokenizer_path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+        };
+        let model_config = preset::resolve(preset_name, &[], &tokenizer, &tokenizer_dir)?;
+        ad.seed(config.train.seed);
+        let model = init_causal_lm(&model_config, ad)?;
+        Ok(Self {
+            model,
+            config: model_config,
+            tokenizer,
+            tokenizer_dir,
+            parent: None,
+            resumed: None,
+        })
+    }
+}
+
+/// Training and validation examples, encoded.
+struct Data {
+    train: Vec<Example>,
+    valid: Vec<Example>,
+    template: ChatTemplate,
+    files: Vec<Source>,
+}
+
+impl Data {
+    fn read(config: &SftConfig, start: &Start) -> Result<Self> {
+        let data = &config.data;
+        let window = start.config.context_window();
+        if data.max_len > window {
+            return Err(bad_input!(
+                "key `data.max_len` = {} exceeds the model's context window of {window} tokens",
+                data.max_len
+            ));
+        }
+        let template = ChatTemplate::resolve(Some(&data.template), &start.tokenizer_dir)?;
+        let encoder = SftEncoder {
+            tokenizer: &start.tokenizer,
+            template: &template,
+            max_len: data.max_len,
+            truncation: data.truncation,
+            eos: eos_id(&start.config, &start.tokenizer),
+            eos_after_answers: matches!(template, ChatTemplate::Hh),
+        };
+        let (mut train, mut report) = encode_file(&data.train, &encoder)?;
+        let mut files = vec![Source::file(&data.train)?];
+        let mut valid = match &data.valid {
+            Some(path) => {
+                let (valid, valid_report) = encode_file(path, &encoder)?;
+                files.push(Source::file(path)?);
+                report.truncated += valid_report.truncated;
+                report.dropped += valid_report.dropped;
+                valid
+            }
+            None if data.valid_fraction > 0.0 => {
+                let held_out = ((train.len() as f64 * data.valid_fraction).ceil() as usize)
+                    .min(train.len() - 1);
+                let order = permutation(train.len(), config.train.seed, u64::MAX);
+                let mut chosen = vec![false; train.len()];
+                order[..held_out].iter().for_each(|&i| chosen[i] = true);
+                let (valid, rest): (Vec<_>, Vec<_>) =
+                    train.into_iter().zip(chosen).partition(|(_, c)| *c);
+                train = rest.into_iter().map(|(e, _)| e).collect();
+                valid.into_iter().map(|(e, _)| e).collect()
+            }
+            None => Vec::new(),
+        };
+        if report.truncated + report.dropped > 0 {
+            eprintln!(
+                "sft: {} row(s) longer than data.max_len = {}: {} cut from the left of the prompt, {} dropped",
+                report.truncated + report.dropped,
+                data.max_len,
+                report.truncated,
+                report.dropped
+            );
+        }
+        let finish = |examples: Vec<(Example, bool)>| -> Vec<Example> {
+            if !data.packing {
+                return examples.into_iter().map(|(e, _)| e).collect();
+            }
+            let (text, chat): (Vec<_>, Vec<_>) =
+                examples.into_iter().partition(|(_, is_text)| *is_text);
+            let mut all: Vec<Example> = chat.into_iter().map(|(e, _)| e).collect();
+            all.extend(pack(text.into_iter().map(|(e, _)| e).collect(), data.max_len));
+            all
+        };
+        let (train, valid) = (finish(train), finish(std::mem::take(&mut valid)));
+        if train.is_empty() {
+            return Err(bad_input!(
+                "{}: no row fits data.max_len = {}",
+                data.train.display(),
+                data.max_len
+            ));
+        }
+        Ok(Self { train, valid, template, files })
+    }
+}
+
+/// Reads and encodes every row of `path`; errors name `FILE:LINE`. Each example comes with
+/// whether it is a `text` row (only those are packed).
+fn encode_file(path: &Path, encoder: &SftEncoder) -> Result<(Vec<(Example, bool)>, FitReport)> {
+    let mut report = FitReport::default();
+    let mut examples = Vec::new();
+    for row in read_rows(path)? {
+        let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
+        let parsed = SftRow::parse(&row.fields).map_err(at)?;
+        if let Some(example) = encoder.encode(&parsed, &mut report).map_err(at)? {
+            if example.target_count() > 0 {
+                examples.push((example, matches!(parsed, SftRow::Text(_))));
+            }
+        }
+    }
+    Ok((examples, report))
+}
+
+/// The token that ends a text: `eos_token_id` of `config.json`, else `<|endoftext|>`.
+fn eos_id(config: &ModelConfig, tokenizer: &Tokenizer) -> Option<u32> {
+    token_ids(config.json.get("eos_token_id"))
+        .first()
+        .copied()
+        .or_else(|| tokenizer.token_to_id(END_OF_TEXT))
+}
+
+fn pad_id(config: &ModelConfig, tokenizer: &Tokenizer) -> u32 {
+    token_ids(config.json.get("pad_token_id"))
+        .first()
+        .copied()
+        .or_else(|| eos_id(config, tokenizer))
+        .unwrap_or(0)
+}
+
+/// Mean next-token loss over every target of `examples`, and the number of targets; batches
+/// of similar lengths go together to pad less.
+fn mean_loss(model: &CausalLm, examples: &[Example], pad: u32, device: &Device) -> (f64, usize) {
+    let mut order: Vec<&Example> = examples.iter().collect();
+    order.sort_by_key(|e| e.ids.len());
+    let (mut sum, mut count) = (0.0, 0);
+    for chunk in order.chunks(EVAL_BATCH_SIZE) {
+        let batch = TokenBatch::new(chunk, pad, device);
+        let hidden = model.hidden(batch.input_ids, &PaddedBatch::new(batch.attention_mask), None);
+        let nll = selected_nll_sum(model, hidden, batch.predict_at, batch.targets);
+        sum += nll.into_scalar::<f32>() as f64;
+        count += batch.target_count;
+    }
+    (sum / count.max(1) as f64, count)
+}
+
+/// A training run in progress.
+struct Run {
+    config: SftConfig,
+    model: CausalLm,
+    model_config: ModelConfig,
+    tokenizer: Tokenizer,
+    tokenizer_dir: PathBuf,
+    data: Data,
+    adam: AdamW,
+    progress: RunProgress,
+    lineage: Lineage,
+    log: RunLog,
+    samples: Vec<Value>,
+    total_steps: usize,
+    pad: u32,
+    /// The plain (no autodiff) device, for evaluation and sampling.
+    device: Device,
+    /// Step of the last checkpoint on disk, if any.
+    saved_step: Option<usize>,
+}
+
+impl Run {
+    fn new(
+        config: SftConfig,
+        start: Start,
+        data: Data,
+        device: Device,
+        overrides: &[String],
+    ) -> Result<Self> {
+        let train = &config.train;
+        let batches_per_epoch = data.train.len().div_ceil(train.batch_size);
+        let total_steps = match train.max_steps {
+            0 => (train.epochs * batches_per_epoch).div_ceil(train.grad_accum),
+            n => n,
+        };
+        let adam_config = AdamWConfig {
+            beta1: train.adam_beta1,
+            beta2: train.adam_beta2,
+            epsilon: train.adam_epsilon,
+            weight_decay: train.weight_decay,
+        };
+        let resolved = serde_json::to_value(&config)?;
+        let mut lineage =
+            Lineage::new("sft", json!({ "config": resolved, "overrides": overrides }));
+        lineage.parent = start.parent.clone();
+        lineage.data = data.files.clone();
+        let out = &config.output.dir;
+        let (adam, progress, log, samples, saved_step) = match &start.resumed {
+            Some((progress, previous)) => {
+                if previous.data != lineage.data {
+                    return Err(bad_input!(
+                        "--resume: the data files differ from those {} was trained on (paths or contents)\nhint: resume with the same data, or start a new run in another output.dir",
+                        out.display()
+                    ));
+                }
+                let state = out.join(STATE_DIR);
+                let adam = AdamW::load(
+                    adam_config,
+                    progress.step as u64,
+                    &start.model,
+                    start.config.layout(),
+                    &state.join(OPTIMIZER_FILE),
+                    &device.clone().autodiff(),
+                )
+                .map_err(|e| bad_input!("--resume: {e:#}"))?;
+                let samples = read_jsonl(&out.join(SAMPLES_FILE));
+                (
+                    adam,
+                    progress.clone(),
+                    RunLog::new(progress.step, total_steps, read_jsonl(&out.join(METRICS_FILE))),
+                    samples,
+                    Some(progress.step),
+                )
+            }
+            None => (
+                AdamW::new(adam_config),
+                RunProgress::default(),
+                RunLog::new(0, total_steps, Vec::new()),
+                Vec::new(),
+                None,
+            ),
+        };
+        let pad = pad_id(&start.config, &start.tokenizer);
+        Ok(Self {
+            config,
+            model: start.model,
+            model_config: start.config,
+            tokenizer: start.tokenizer,
+            tokenizer_dir: start.tokenizer_dir,
+            data,
+            adam,
+            progress,
+            lineage,
+            log,
+            samples,
+            total_steps,
+            pad,
+            device,
+            saved_step,
+        })
+    }
+
+    fn train(&mut self) -> Result<()> {
+        let train = self.config.train.clone();
+        let out = self.config.output.dir.clone();
+        if self.progress.step >= self.total_steps {
+            self.log.say(&format!(
+                "sft: {} already has all {} steps",
+                out.display(),
+                self.total_steps
+            ));
+        } else if self.progress.step == 0 {
+            self.log.say(&format!(
+                "sft: {} examples ({} for validation), {} steps of {} × {} rows",
+                self.data.train.len(),
+                self.data.valid.len(),
+                self.total_steps,
+                train.grad_accum,
+                train.batch_size
+            ));
+        }
+        let started = Instant::now();
+        let (seconds_before, tokens_before) = (self.progress.seconds, self.progress.tokens);
+        let mut order = permutation(self.data.train.len(), train.seed, self.progress.epoch as u64);
+        let mut last_valid = None;
+        while self.progress.step < self.total_steps {
+            let step = self.progress.step;
+            let lr = learning_rate(&train, step, self.total_steps);
+
+            // One optimizer step over `grad_accum` micro-batches. The loss is a mean over every
+            // target token of the step, so each token weighs the same however it is batched.
+            let mut micro_batches = Vec::with_capacity(train.grad_accum);
+            for _ in 0..train.grad_accum {
+                let batch_size = train.batch_size;
+                let n = self.data.train.len();
+                if self.progress.batch_in_epoch * batch_size >= n {
+                    self.progress.epoch += 1;
+                    self.progress.batch_in_epoch = 0;
+                    order = permutation(n, train.seed, self.progress.epoch as u64);
+                }
+                let from = self.progress.batch_in_epoch * batch_size;
+                let rows: Vec<&Example> = order[from..(from + batch_size).min(n)]
+                    .iter()
+                    .map(|&i| &self.data.train[i])
+                    .collect();
+                micro_batches.push(TokenBatch::new(
+                    &rows,
+                    self.pad,
+                    &self.device.clone().autodiff(),
+                ));
+                self.progress.batch_in_epoch += 1;
+            }
+            let step_targets: usize = micro_batches.iter().map(|b| b.target_count).sum();
+            let mut accumulator = GradientsAccumulator::<CausalLm>::new();
+            let mut nll_sum = 0.0;
+            for batch in micro_batches {
+                self.progress.tokens += batch.token_count as u64;
+                let padded = PaddedBatch::new(batch.attention_mask);
+                let hidden = self.model.hidden(batch.input_ids, &padded, None);
+                let nll = selected_nll_sum(&self.model, hidden, batch.predict_at, batch.targets);
+                let loss = nll.clone().div_scalar(step_targets as f64);
+                accumulator.accumulate(
+                    &self.model,
+                    GradientsParams::from_grads(loss.backward(), &self.model),
+                );
+                nll_sum += nll.into_scalar::<f32>() as f64;
+            }
+            let mut grads = accumulator.grads();
+            let grad_norm = clip_global_norm(&self.model, &mut grads, train.max_grad_norm);
+            let loss = nll_sum / step_targets as f64;
+            if !loss.is_finite() || !grad_norm.is_finite() {
+                return Err(self.diverged(step, loss));
+            }
+            self.model = self.adam.step(self.model.clone(), grads, lr);
+            self.progress.step += 1;
+            self.progress.seconds = seconds_before + started.elapsed().as_secs_f64();
+
+            let step = self.progress.step;
+            let rate =
+                (self.progress.tokens - tokens_before) as f64 / started.elapsed().as_secs_f64();
+            let epoch = self.progress.epoch as f64
+                + (self.progress.batch_in_epoch * train.batch_size) as f64
+                    / self.data.train.len() as f64;
+            let logged = step % train.log_every == 0 || step == self.total_steps;
+            if logged {
+                self.log.record(json!({
+                    "step": step, "epoch": round(epoch, 3), "loss": round(loss, 5), "lr": lr,
+                    "grad_norm": round(grad_norm, 5), "tokens": self.progress.tokens,
+                    "tokens_per_s": round(rate, 1), "seconds": round(self.progress.seconds, 2),
+                }));
+            }
+            let message = format!("loss {loss:.4}  lr {lr:.2e}  {rate:.0} tok/s");
+            let line = format!("step {step}/{}  epoch {epoch:.2}  {message}", self.total_steps);
+            self.log.show(step, &message, logged.then_some(line.as_str()));
+
+            let last = step == self.total_steps;
+            if !self.data.valid.is_empty()
+                && (last || train.eval_every > 0 && step % train.eval_every == 0)
+            {
+                last_valid = Some(self.evaluate(step)?);
+            }
+            let interrupted = interrupt::requested();
+            if last || interrupted || train.save_every > 0 && step % train.save_every == 0 {
+                self.save(last_valid)?;
+            }
+            if interrupted {
+                self.log.finish();
+                return Err(Interrupted(format!(
+                    "sft: interrupted; step {step} is saved in {}\nhint: continue with the same command plus --resume",
+                    out.display()
+                ))
+                .into());
+            }
+        }
+        self.log.finish();
+        let seconds = self.progress.seconds;
+        let valid = last_valid.map_or(String::new(), |l: f64| {
+            format!(", valid loss {l:.4} (perplexity {:.2})", l.exp())
+        });
+        eprintln!(
+            "sft: {} steps, {} tokens in {seconds:.1} s ({:.0} tokens/s){valid}; saved {}",
+            self.progress.step,
+            self.progress.tokens,
+            self.progress.tokens as f64 / seconds.max(1e-9),
+            out.display()
+        );
+        Ok(())
+    }
+
+    /// Validation loss (recorded) and a few greedy samples (kept for `samples.jsonl`).
+    fn evaluate(&mut self, step: usize) -> Result<f64> {
+        let model = self.model.valid();
+        let (loss, _) = mean_loss(&model, &self.data.valid, self.pad, &self.device);
+        self.log.record(json!({ "step": step, "valid_loss": round(loss, 5), "valid_perplexity": round(loss.exp(), 4) }));
+        self.log.say(&format!("step {step}: valid loss {loss:.4}, perplexity {:.3}", loss.exp()));
+        let prompts: Vec<Vec<u32>> = self
+            .data
+            .valid
+            .iter()
+            .filter_map(|e| e.target.iter().skip(1).position(|&t| t).map(|i| e.ids[..=i].to_vec()))
+            .filter(|prompt| {
+                prompt.len() + self.config.samples.max_new_tokens
+                    <= self.model_config.context_window()
+            })
+            .take(self.config.samples.count)
+            .collect();
+        if !prompts.is_empty() {
+            let sampling = SamplingConfig {
+                max_new_tokens: self.config.samples.max_new_tokens,
+                ..SamplingConfig::default()
+            };
+            let generator =
+                Generator::new(&model, &self.tokenizer, &self.model_config, &self.device);
+            let generations = generator.generate(&prompts, &sampling, &mut |_, _| {})?;
+            for (prompt, generation) in prompts.iter().zip(generations) {
+                let decode = |ids: &[u32]| {
+                    self.tokenizer.decode(ids, false).map_err(|e| anyhow!("decoding a sample: {e}"))
+                };
+                self.samples.push(json!({ "step": step, "prompt": decode(prompt)?, "completion": decode(&generation.tokens)? }));
+            }
+        }
+        Ok(loss)
+    }
+
+    /// Writes the whole checkpoint atomically: model, tokenizer, lineage, metrics, state.
+    fn save(&mut self, valid_loss: Option<f64>) -> Result<()> {
+        self.lineage.metrics = json!({
+            "step": self.progress.step,
+            "tokens": self.progress.tokens,
+            "valid_loss": valid_loss,
+            "valid_perplexity": valid_loss.map(f64::exp),
+        });
+        let template_source = match &self.data.template {
+            ChatTemplate::ChatMl => Some(CHATML_TEMPLATE),
+            ChatTemplate::Hh => Some(HH_TEMPLATE),
+            _ => None, // `model`: the tokenizer files already carry it
+        };
+        save_atomically(&self.config.output.dir, |dir| {
+            save_causal_lm(&self.model, &self.model_config, Some(&self.tokenizer_dir), dir)?;
+            if let Some(source) = template_source {
+                tokenizer::set_chat_template(dir, source)?;
+            }
+            self.lineage.write(dir)?;
+            self.log.write(dir)?;
+            let samples: String = self.samples.iter().map(|s| format!("{s}\n")).collect();
+            std::fs::write(dir.join(SAMPLES_FILE), samples)?;
+            let state = dir.join(STATE_DIR);
+            std::fs::create_dir(&state)?;
+            self.progress.write(&state)?;
+            self.adam.save(&self.model, self.model_config.layout(), &state.join(OPTIMIZER_FILE))
+        })?;
+        self.saved_step = Some(self.progress.step);
+        Ok(())
+    }
+
+    fn diverged(&self, step: usize, loss: f64) -> anyhow::Error {
+        let kept = match self.saved_step {
+            Some(saved) => {
+                format!("{} keeps the checkpoint of step {saved}", self.config.output.dir.display())
+            }
+            None => "no checkpoint was written yet".to_string(),
+        };
+        anyhow!(
+            "sft: step {}: the loss is {loss} (or the gradient norm is not finite); stopped. {kept}\nhint: lower train.lr, keep train.max_grad_norm > 0, or check the data",
+            step + 1
+        )
+    }
+}
+
+fn round(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
+}

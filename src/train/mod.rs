@@ -1,0 +1,9 @@
+//! Training machinery the stages share: optimizer, schedule, clipping, data order, Ctrl-C,
+//! and the resumable state a checkpoint carries.
+
+pub mod adamw;
+pub mod grad_norm;
+pub mod interrupt;
+pub mod schedule;
+pub mod shuffle;
+pub mod state;

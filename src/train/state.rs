@@ -1,0 +1,46 @@
+//! `state/` in a checkpoint: where the run stands and the optimizer's moments, for `--resume`.
+//! The learning rate is a function of the step and the data order of (seed, epoch), so these
+//! few numbers are the whole state.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use crate::json_file;
+
+pub const STATE_DIR: &str = "state";
+const PROGRESS_FILE: &str = "trainer.json";
+pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+
+/// How far a run has come.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RunProgress {
+    /// Optimizer steps done.
+    pub step: usize,
+    /// The epoch being read (0-based) and how many of its micro-batches are consumed.
+    pub epoch: usize,
+    pub batch_in_epoch: usize,
+    /// Real tokens trained on so far.
+    pub tokens: u64,
+    /// Training time so far, seconds.
+    pub seconds: f64,
+}
+
+impl RunProgress {
+    pub fn write(&self, state_dir: &Path) -> Result<()> {
+        json_file::write(&state_dir.join(PROGRESS_FILE), self)
+    }
+
+    pub fn read(state_dir: &Path) -> Result<Self> {
+        let path = state_dir.join(PROGRESS_FILE);
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Whether `run_dir` holds a resumable state.
+    pub fn exists(run_dir: &Path) -> bool {
+        run_dir.join(STATE_DIR).join(PROGRESS_FILE).is_file()
+    }
+}

@@ -12,7 +12,7 @@ use burn::module::Param;
 use burn::nn::Linear;
 use burn::prelude::*;
 use common::*;
-use rlhf::model::loss::next_token_loss;
+use rlhf::model::loss::{next_token_loss, selected_nll_sum};
 use rlhf::model::naming::named_gradients;
 use rlhf::model::weights::NamedTensors;
 use rlhf::model::{
@@ -107,10 +107,20 @@ fn gradients_of_the_next_token_loss_match_torch() {
             vec![Tensor::zeros([io.batch, 1], &device), mask.clone().slice(s![.., 0..io.len - 1])],
             1,
         );
-        let logits = loaded.model.forward(ids.clone(), &batch);
-        let loss = next_token_loss(logits, ids, mask * predecessor);
-        let value: f32 = loss.clone().into_scalar();
+        let targets = mask * predecessor;
         let expected = floats(&io.tensors["loss"])[0];
+        // SFT's path: only the target positions go through the LM head.
+        let (at, next) = target_positions(&ids, &targets);
+        let count = at.dims()[0];
+        let hidden = loaded.model.hidden(ids.clone(), &batch, None);
+        let selected: f32 =
+            (selected_nll_sum(&loaded.model, hidden, at, next) / count as f64).into_scalar();
+        if (selected - expected).abs() > TOLERANCE {
+            return Err(format!("selected-position loss {selected} vs {expected}"));
+        }
+        let logits = loaded.model.forward(ids.clone(), &batch);
+        let loss = next_token_loss(logits, ids, targets);
+        let value: f32 = loss.clone().into_scalar();
         if (value - expected).abs() > TOLERANCE {
             return Err(format!("loss {value} vs {expected}"));
         }
@@ -127,6 +137,27 @@ fn gradients_of_the_next_token_loss_match_torch() {
         }
         if compared >= 6 { Ok(()) } else { Err(format!("only {compared} gradients compared")) }
     });
+}
+
+/// Flat positions (into `B·T`) whose next token is a target, and those tokens.
+fn target_positions(
+    ids: &Tensor<2, Int>,
+    targets: &Tensor<2, Int>,
+) -> (Tensor<1, Int>, Tensor<1, Int>) {
+    let [b, t] = ids.dims();
+    let ids: Vec<i64> = ids.to_data().convert::<i64>().try_to_vec().unwrap();
+    let targets: Vec<i64> = targets.to_data().convert::<i64>().try_to_vec().unwrap();
+    let (mut at, mut next) = (Vec::new(), Vec::new());
+    for i in (0..b * t).filter(|i| i % t > 0 && targets[*i] == 1) {
+        at.push(i as i64 - 1);
+        next.push(ids[i]);
+    }
+    let device = cpu().autodiff();
+    let n = at.len();
+    (
+        Tensor::from_data(TensorData::new(at, [n]), &device),
+        Tensor::from_data(TensorData::new(next, [n]), &device),
+    )
 }
 
 #[test]

@@ -52,3 +52,23 @@ impl TokenBatch {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_target_tokens_are_predicted_and_padding_is_masked() {
+        let device = crate::device::DeviceSpec::Cpu.device().unwrap();
+        let prompt_then_answer =
+            Example { ids: vec![5, 6, 7, 8], target: vec![false, false, true, true] };
+        let text = Example { ids: vec![9, 10], target: vec![true, true] };
+        let batch = TokenBatch::new(&[&prompt_then_answer, &text], 0, &device);
+        let ints = |t: Tensor<1, Int>| t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+        // Row 0 predicts 7 at position 1 and 8 at 2; row 1 (offset 4) predicts 10 at position 0.
+        assert_eq!(ints(batch.predict_at), [1, 2, 4]);
+        assert_eq!(ints(batch.targets), [7, 8, 10]);
+        assert_eq!(ints(batch.attention_mask.reshape([8])), [1, 1, 1, 1, 1, 1, 0, 0]);
+        assert_eq!((batch.target_count, batch.token_count), (3, 6));
+    }
+}

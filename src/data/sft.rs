@@ -211,7 +211,7 @@ pub fn pack(examples: Vec<Example>, max_len: usize) -> Vec<Example> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::tokenizer::{CHATML_TEMPLATE, IM_END, train_bpe};
+    use crate::data::tokenizer::{CHATML_TEMPLATE, HH_TEMPLATE, IM_END, train_bpe};
     use serde_json::json;
 
     fn tokenizer() -> Tokenizer {
@@ -308,6 +308,32 @@ mod tests {
             "\n\nHuman: hello\n\nAssistant: fine<|endoftext|>"
         );
         assert_eq!(decode_targets(&tok, &example), " fine<|endoftext|>");
+    }
+
+    #[test]
+    fn the_hh_template_saved_with_a_checkpoint_marks_the_same_tokens() {
+        let tok = tokenizer();
+        let chat = row(json!({"messages": [
+            {"role": "user", "content": "hello"},
+            {"role": "assistant", "content": "hello there"},
+            {"role": "user", "content": "how are you?"},
+            {"role": "assistant", "content": "fine"},
+        ]}))
+        .unwrap();
+        let mut rust = encoder(&tok, &ChatTemplate::Hh, 512);
+        rust.eos = Some(0);
+        rust.eos_after_answers = true;
+        let jinja = ChatTemplate::Model {
+            source: HH_TEMPLATE.into(),
+            bos_token: String::new(),
+            eos_token: "<|endoftext|>".into(),
+        };
+        let saved = encoder(&tok, &jinja, 512);
+        let mut report = FitReport::default();
+        assert_eq!(
+            rust.encode(&chat, &mut report).unwrap(),
+            saved.encode(&chat, &mut report).unwrap()
+        );
     }
 
     #[test]

@@ -1,0 +1,49 @@
+"""A plain PyTorch + transformers training loop with the same shapes and settings as the rlhf
+side of scripts/bench/sft: fp32, batch × length token blocks with every token a target,
+AdamW, global-norm clipping at 1.0. Prints training tokens/s and peak RSS (MiB)."""
+
+import argparse
+import resource
+import time
+
+import torch
+from transformers import AutoModelForCausalLM
+from transformers.utils import logging
+
+logging.set_verbosity_error()
+logging.disable_progress_bar()
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("model")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--length", type=int, default=128)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).train()
+    # Dropout off on both sides: rlhf trains without it, as RLHF trainers do.
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+    vocab = model.config.vocab_size
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        ids = torch.randint(0, vocab, (args.batch, args.length))
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    seconds = time.perf_counter() - start
+    tokens = args.steps * args.batch * args.length
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{tokens / seconds:.1f} {peak_mib:.0f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -109,20 +109,20 @@ fn gradients_of_the_next_token_loss_match_torch() {
         );
         let targets = mask * predecessor;
         let expected = floats(&io.tensors["loss"])[0];
-        // SFT's path: only the target positions go through the LM head.
-        let (at, next) = target_positions(&ids, &targets);
-        let count = at.dims()[0];
-        let hidden = loaded.model.hidden(ids.clone(), &batch, None);
-        let selected: f32 =
-            (selected_nll_sum(&loaded.model, hidden, at, next) / count as f64).into_scalar();
-        if (selected - expected).abs() > TOLERANCE {
-            return Err(format!("selected-position loss {selected} vs {expected}"));
-        }
         let logits = loaded.model.forward(ids.clone(), &batch);
-        let loss = next_token_loss(logits, ids, targets);
-        let value: f32 = loss.clone().into_scalar();
+        let value: f32 = next_token_loss(logits, ids.clone(), targets.clone()).into_scalar();
         if (value - expected).abs() > TOLERANCE {
             return Err(format!("loss {value} vs {expected}"));
+        }
+        // SFT's path, whose gradients are compared: only the target positions go through the LM
+        // head, and the cross-entropy is LibTorch's fused kernel.
+        let (at, next) = target_positions(&ids, &targets);
+        let count = at.dims()[0];
+        let hidden = loaded.model.hidden(ids, &batch, None);
+        let loss = selected_nll_sum(&loaded.model, hidden, at, next) / count as f64;
+        let selected: f32 = loss.clone().into_scalar();
+        if (selected - expected).abs() > TOLERANCE {
+            return Err(format!("selected-position loss {selected} vs {expected}"));
         }
         let grads = named_gradients(&loaded.model, &loss.backward(), loaded.config.layout());
         let mut compared = 0;

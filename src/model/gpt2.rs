@@ -8,13 +8,13 @@
 
 use anyhow::Result;
 use burn::module::Initializer;
-use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear};
+use burn::nn::{Embedding, EmbeddingConfig, Linear};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::attention::{attend, merge_heads, split_heads};
 use super::kv_cache::{KvCache, LayerSlot, with_cached};
-use super::layers::{Activation, linear_tokens, normal_linear};
+use super::layers::{Activation, LayerNorm, linear_tokens, normal_linear};
 use super::mask::PaddedBatch;
 use crate::bad_input;
 
@@ -99,8 +99,7 @@ impl Gpt2Config {
                 .with_initializer(Initializer::Normal { mean: 0.0, std })
                 .init(device)
         };
-        let layer_norm =
-            || LayerNormConfig::new(d).with_epsilon(self.layer_norm_epsilon).init(device);
+        let layer_norm = || LayerNorm::new(d, self.layer_norm_epsilon, device);
         let head_dim = d / self.n_head;
         let h = (0..self.n_layer)
             .map(|layer| {

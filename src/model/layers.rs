@@ -2,11 +2,12 @@
 //! and GPT-style initialisers.
 
 use anyhow::Result;
-use burn::module::Initializer;
+use burn::module::{Initializer, Param};
 use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation;
 
+use super::fused;
 use crate::bad_input;
 
 /// `linear(x)` for x `[B, T, D_in]`, run as one `[B·T, D_in] × [D_in, D_out]` GEMM.
@@ -24,6 +25,29 @@ pub fn normal_linear(d_in: usize, d_out: usize, bias: bool, std: f64, device: &D
     Linear {
         weight: Initializer::Normal { mean: 0.0, std }.init([d_in, d_out], device),
         bias: bias.then(|| Initializer::Zeros.init([d_out], device)),
+    }
+}
+
+/// LayerNorm over the last dimension with gain and bias (GPT-2, BERT), run as LibTorch's fused
+/// kernel in both directions (Burn composes it from element-wise operations).
+#[derive(Module, Debug)]
+pub struct LayerNorm {
+    pub gamma: Param<Tensor<1>>,
+    pub beta: Param<Tensor<1>>,
+    pub epsilon: f64,
+}
+
+impl LayerNorm {
+    pub fn new(d: usize, epsilon: f64, device: &Device) -> Self {
+        Self {
+            gamma: Initializer::Ones.init([d], device),
+            beta: Initializer::Zeros.init([d], device),
+            epsilon,
+        }
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        fused::layer_norm(x, self.gamma.val(), self.beta.val(), self.epsilon)
     }
 }
 
@@ -66,7 +90,7 @@ impl Activation {
 
     pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
-            Self::GeluTanh => activation::gelu_approximate(x),
+            Self::GeluTanh => fused::gelu_tanh(x),
             Self::Gelu => activation::gelu(x),
             Self::Relu => activation::relu(x),
             Self::Silu => activation::silu(x),

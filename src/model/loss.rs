@@ -3,6 +3,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
+use super::fused::cross_entropy;
 use super::heads::CausalLm;
 
 /// log p(target) at every position: logits `[B, T, V]`, targets `[B, T]` → `[B, T]`.
@@ -40,5 +41,7 @@ pub fn selected_nll_sum(
     let [b, t, d] = hidden.dims();
     let n = at.dims()[0];
     let rows = hidden.reshape([b * t, d]).select(0, at).reshape([1, n, d]);
-    -token_log_probs(lm.logits(rows), targets.reshape([1, n])).sum()
+    let logits = lm.logits(rows);
+    let v = logits.dims()[2];
+    cross_entropy(logits.reshape([n, v]), targets).sum()
 }

@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod config;
 pub mod decoder;
+pub mod fused;
 pub mod gpt2;
 pub mod heads;
 pub mod kv_cache;

@@ -368,7 +368,7 @@ impl Run {
                     &start.model,
                     start.config.layout(),
                     &state.join(OPTIMIZER_FILE),
-                    &device.clone().autodiff(),
+                    &device, // moments are plain tensors: they never track gradients
                 )
                 .map_err(|e| bad_input!("--resume: {e:#}"))?;
                 let samples = read_jsonl(&out.join(SAMPLES_FILE));

@@ -12,6 +12,7 @@ use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
+use crate::model::fused::adamw_update;
 use crate::model::naming::{HfLayout, param_names};
 use crate::model::weights::{self, NamedTensors};
 
@@ -65,7 +66,8 @@ impl AdamW {
         weights::write_file(path, &tensors)
     }
 
-    /// Restores what `save` wrote into the optimizer of a freshly loaded `model`.
+    /// Restores what `save` wrote into the optimizer of a freshly loaded `model`; `device` is
+    /// the plain (not autodiff) device.
     pub fn load<M: Module>(
         config: AdamWConfig,
         steps: u64,
@@ -116,22 +118,75 @@ impl ModuleMapper for Update<'_> {
         };
         let AdamWConfig { beta1, beta2, epsilon, weight_decay } = self.adam.config;
         let dims = tensor.dims();
+        let (m, v) = match self.adam.moments.remove(&id) {
+            Some((m, v)) => (m.reshape(dims), v.reshape(dims)),
+            None => (Tensor::zeros(dims, &grad.device()), Tensor::zeros(dims, &grad.device())),
+        };
+        let decay = if D >= 2 { weight_decay } else { 0.0 };
+        let hyper = [self.lr, beta1, beta2, epsilon, decay, self.bias1, self.bias2];
+        let [value, m, v] = adamw_update(tensor.inner(), grad, m, v, hyper);
         let n = dims.iter().product::<usize>();
-        let g = grad.reshape([n]);
-        let (m, v) = self.adam.moments.remove(&id).unwrap_or_else(|| {
-            let zeros = Tensor::<1>::zeros([n], &g.device());
-            (zeros.clone(), zeros)
-        });
-        let m = m.mul_scalar(beta1) + g.clone().mul_scalar(1.0 - beta1);
-        let v = v.mul_scalar(beta2) + g.square().mul_scalar(1.0 - beta2);
-        let denominator = v.clone().sqrt().div_scalar(self.bias2.sqrt()).add_scalar(epsilon);
-        let step = (m.clone() / denominator).mul_scalar(self.lr / self.bias1).reshape(dims);
-        let mut value = tensor.inner();
-        if D >= 2 && weight_decay > 0.0 {
-            value = value.mul_scalar(1.0 - self.lr * weight_decay);
-        }
-        let value = Tensor::from_inner(value - step).require_grad();
+        let (m, v) = (m.reshape([n]), v.reshape([n]));
+        let value = Tensor::from_inner(value).require_grad();
         self.adam.moments.insert(id, (m, v));
         Param::from_mapped_value(id, value, mapper)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::device::DeviceSpec;
+
+    #[derive(Module, Debug)]
+    struct Pair {
+        w: Param<Tensor<2>>,
+        b: Param<Tensor<1>>,
+    }
+
+    /// PyTorch's `torch.optim.AdamW` update, written out in f64.
+    fn reference(p: f64, g: f64, steps: i32, config: AdamWConfig, lr: f64) -> f64 {
+        let (mut p, mut m, mut v) = (p, 0.0, 0.0);
+        for t in 1..=steps {
+            p *= 1.0 - lr * config.weight_decay;
+            m = config.beta1 * m + (1.0 - config.beta1) * g;
+            v = config.beta2 * v + (1.0 - config.beta2) * g * g;
+            let (bias1, bias2) = (1.0 - config.beta1.powi(t), 1.0 - config.beta2.powi(t));
+            p -= lr / bias1 * m / ((v / bias2).sqrt() + config.epsilon);
+        }
+        p
+    }
+
+    #[test]
+    fn updates_as_pytorch_does_and_decays_matrices_only() {
+        let device = DeviceSpec::Cpu.device().unwrap().autodiff();
+        let config = AdamWConfig { beta1: 0.9, beta2: 0.95, epsilon: 1e-8, weight_decay: 0.1 };
+        let (w0, b0) = ([1.0, -2.0, 3.0, 0.5], [0.25, -0.75]);
+        let (gw, gb) = ([0.1, -0.4, 2.0, 0.0], [1.5, -0.01]);
+        let mut model = Pair {
+            w: Param::from_tensor(Tensor::<1>::from_floats(w0, &device).reshape([2, 2])),
+            b: Param::from_tensor(Tensor::from_floats(b0, &device)),
+        };
+        let mut adam = AdamW::new(config);
+        let lr = 0.01;
+        for _ in 0..3 {
+            // loss = Σ w·gw + Σ b·gb, so the gradients are gw and gb.
+            let loss = (model.w.val().reshape([4]) * Tensor::from_floats(gw, &device)).sum()
+                + (model.b.val() * Tensor::from_floats(gb, &device)).sum();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            model = adam.step(model, grads, lr);
+        }
+        let values = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        let w = values(model.w.val().reshape([4]));
+        let b = values(model.b.val());
+        for i in 0..4 {
+            let expected = reference(w0[i], gw[i], 3, config, lr);
+            assert!((w[i] as f64 - expected).abs() < 1e-6, "w[{i}]: {} vs {expected}", w[i]);
+        }
+        let no_decay = AdamWConfig { weight_decay: 0.0, ..config };
+        for i in 0..2 {
+            let expected = reference(b0[i], gb[i], 3, no_decay, lr);
+            assert!((b[i] as f64 - expected).abs() < 1e-6, "b[{i}]: {} vs {expected}", b[i]);
+        }
     }
 }

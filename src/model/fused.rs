@@ -1,0 +1,334 @@
+//! LibTorch's fused kernels as differentiable Burn operations.
+//!
+//! Burn composes GELU, LayerNorm and log-softmax out of element-wise operations, and under
+//! autodiff each one allocates and saves a tensor; PyTorch runs one kernel forward and one
+//! backward. These operations call LibTorch's kernels through a Burn backend extension and give
+//! the autodiff backend a hand-written backward pass, so training runs what PyTorch runs.
+//! The parity tests compare losses and gradients with `transformers` through them.
+#![allow(deprecated)] // Burn 0.22 marks the LibTorch backend deprecated; it is the one we run on.
+
+use burn::backend::autodiff::checkpoint::base::Checkpointer;
+use burn::backend::autodiff::checkpoint::strategy::CheckpointStrategy;
+use burn::backend::autodiff::grads::Gradients;
+use burn::backend::autodiff::ops::{Backward, Ops, OpsKind};
+use burn::backend::libtorch::TchTensor;
+use burn::backend::tensor::{FloatTensor, IntTensor};
+use burn::backend::{Autodiff, Backend, Dispatch, LibTorch, backend_extension};
+use burn::prelude::*;
+
+/// The kernels, forward and backward, on a concrete backend.
+pub trait FusedKernels: Backend {
+    fn gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn gelu_tanh_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
+    /// Output, and the row mean and reciprocal standard deviation the backward pass reads.
+    fn layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> [FloatTensor<Self>; 3];
+    /// Gradients of x, gamma and beta.
+    fn layer_norm_backward(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        mean: FloatTensor<Self>,
+        rstd: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3];
+    /// −log softmax(logits)[target] per row, and the log-softmax the backward pass reads.
+    fn cross_entropy(logits: FloatTensor<Self>, targets: IntTensor<Self>)
+    -> [FloatTensor<Self>; 2];
+    fn cross_entropy_backward(
+        log_probs: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+impl FusedKernels for LibTorch {
+    fn gelu_tanh(x: TchTensor) -> TchTensor {
+        TchTensor::new(x.tensor.gelu("tanh"))
+    }
+
+    fn gelu_tanh_backward(x: TchTensor, grad: TchTensor) -> TchTensor {
+        TchTensor::new(x.tensor.gelu_backward(&grad.tensor, "tanh"))
+    }
+
+    fn layer_norm(x: TchTensor, gamma: TchTensor, beta: TchTensor, epsilon: f64) -> [TchTensor; 3] {
+        let d = *x.tensor.size().last().expect("layer norm of a scalar");
+        let (y, mean, rstd) =
+            x.tensor.native_layer_norm([d], Some(&gamma.tensor), Some(&beta.tensor), epsilon);
+        [TchTensor::new(y), TchTensor::new(mean), TchTensor::new(rstd)]
+    }
+
+    fn layer_norm_backward(
+        x: TchTensor,
+        gamma: TchTensor,
+        mean: TchTensor,
+        rstd: TchTensor,
+        grad: TchTensor,
+    ) -> [TchTensor; 3] {
+        // x̂ = (x − μ)·r;  dγ = Σ dy·x̂;  dβ = Σ dy;  dx = r·(g − mean(g) − x̂·mean(g·x̂)), g = dy·γ
+        let (x, dy, rstd) = (&x.tensor, &grad.tensor, &rstd.tensor);
+        let rows = x.numel() as i64 / *x.size().last().expect("not a scalar");
+        let x_hat = (x - &mean.tensor) * rstd;
+        let d = *x.size().last().expect("not a scalar");
+        let dy_rows = dy.reshape([rows, d]);
+        let d_gamma = (&dy_rows * x_hat.reshape([rows, d])).sum_dim_intlist(0, false, None);
+        let d_beta = dy_rows.sum_dim_intlist(0, false, None);
+        let g = dy * &gamma.tensor;
+        let mean_g = g.mean_dim(-1, true, None);
+        let mean_gx = (&g * &x_hat).mean_dim(-1, true, None);
+        let dx = (g - mean_g - x_hat * mean_gx) * rstd;
+        [TchTensor::new(dx), TchTensor::new(d_gamma), TchTensor::new(d_beta)]
+    }
+
+    fn cross_entropy(logits: TchTensor, targets: TchTensor) -> [TchTensor; 2] {
+        let log_probs = logits.tensor.log_softmax(-1, None);
+        let nll = -log_probs.gather(1, &targets.tensor.unsqueeze(1), false).squeeze_dim(1);
+        [TchTensor::new(nll), TchTensor::new(log_probs)]
+    }
+
+    fn cross_entropy_backward(
+        log_probs: TchTensor,
+        targets: TchTensor,
+        grad: TchTensor,
+    ) -> TchTensor {
+        // d/dlogits of −log p[t] = softmax − onehot(t), scaled by each row's incoming gradient.
+        let grad = grad.tensor.unsqueeze(1);
+        let mut d_logits = log_probs.tensor.exp() * &grad;
+        let _ = d_logits.scatter_add_(1, &targets.tensor.unsqueeze(1), &-grad);
+        TchTensor::new(d_logits)
+    }
+}
+
+/// The differentiable operations, routed to LibTorch or to the autodiff backend over it.
+#[backend_extension(LibTorch, Autodiff)]
+pub trait FusedOps: Backend {
+    fn fused_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self>;
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self>;
+    fn fused_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+impl FusedOps for LibTorch {
+    fn fused_gelu_tanh(x: TchTensor) -> TchTensor {
+        Self::gelu_tanh(x)
+    }
+
+    fn fused_layer_norm(
+        x: TchTensor,
+        gamma: TchTensor,
+        beta: TchTensor,
+        epsilon: f64,
+    ) -> TchTensor {
+        let [y, _, _] = <Self as FusedKernels>::layer_norm(x, gamma, beta, epsilon);
+        y
+    }
+
+    fn fused_cross_entropy(logits: TchTensor, targets: TchTensor) -> TchTensor {
+        let [nll, _] = Self::cross_entropy(logits, targets);
+        nll
+    }
+}
+
+#[derive(Debug)]
+struct GeluTanhBackward;
+
+impl<B: FusedKernels> Backward<B, 1> for GeluTanhBackward {
+    type State = FloatTensor<B>;
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        if let [Some(parent)] = ops.parents {
+            grads.register::<B>(parent.id, B::gelu_tanh_backward(ops.state, grad));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct LayerNormBackward;
+
+impl<B: FusedKernels> Backward<B, 3> for LayerNormBackward {
+    /// x, γ, μ, 1/σ.
+    type State = [FloatTensor<B>; 4];
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let [x, gamma, mean, rstd] = ops.state;
+        let [dx, d_gamma, d_beta] = B::layer_norm_backward(x, gamma, mean, rstd, grad);
+        for (parent, grad) in ops.parents.into_iter().zip([dx, d_gamma, d_beta]) {
+            if let Some(parent) = parent {
+                grads.register::<B>(parent.id, grad);
+            }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct CrossEntropyBackward;
+
+impl<B: FusedKernels> Backward<B, 1> for CrossEntropyBackward {
+    /// log-softmax of the logits, targets.
+    type State = (FloatTensor<B>, IntTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let (log_probs, targets) = ops.state;
+        if let [Some(parent)] = ops.parents {
+            grads.register::<B>(parent.id, B::cross_entropy_backward(log_probs, targets, grad));
+        }
+    }
+}
+
+impl<B: Backend + FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, C> {
+    fn fused_gelu_tanh(x: FloatTensor<Self>) -> FloatTensor<Self> {
+        match GeluTanhBackward.prepare::<C>([x.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let input = x.primitive().clone();
+                prep.finish(input.clone(), B::gelu_tanh(input))
+            }
+            OpsKind::UnTracked(prep) => prep.finish(B::gelu_tanh(x.into_primitive())),
+        }
+    }
+
+    fn fused_layer_norm(
+        x: FloatTensor<Self>,
+        gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
+        epsilon: f64,
+    ) -> FloatTensor<Self> {
+        let parents = [x.node(), gamma.node(), beta.node()];
+        match LayerNormBackward.prepare::<C>(parents).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let (x, gamma) = (x.primitive().clone(), gamma.primitive().clone());
+                let [y, mean, rstd] = <B as FusedKernels>::layer_norm(
+                    x.clone(),
+                    gamma.clone(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                prep.finish([x, gamma, mean, rstd], y)
+            }
+            OpsKind::UnTracked(prep) => {
+                let [y, _, _] = <B as FusedKernels>::layer_norm(
+                    x.into_primitive(),
+                    gamma.into_primitive(),
+                    beta.into_primitive(),
+                    epsilon,
+                );
+                prep.finish(y)
+            }
+        }
+    }
+
+    fn fused_cross_entropy(
+        logits: FloatTensor<Self>,
+        targets: IntTensor<Self>,
+    ) -> FloatTensor<Self> {
+        match CrossEntropyBackward.prepare::<C>([logits.node()]).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let [nll, log_probs] = B::cross_entropy(logits.into_primitive(), targets.clone());
+                prep.finish((log_probs, targets), nll)
+            }
+            OpsKind::UnTracked(prep) => {
+                let [nll, _] = B::cross_entropy(logits.into_primitive(), targets);
+                prep.finish(nll)
+            }
+        }
+    }
+}
+
+/// GELU with the tanh approximation (`gelu_new`), one kernel each way.
+pub fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_gelu_tanh(x.into_dispatch()))
+}
+
+/// LayerNorm over the last dimension with gain `gamma` and bias `beta` (`[D]`).
+pub fn layer_norm<const D: usize>(
+    x: Tensor<D>,
+    gamma: Tensor<1>,
+    beta: Tensor<1>,
+    epsilon: f64,
+) -> Tensor<D> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_layer_norm(
+        x.into_dispatch(),
+        gamma.into_dispatch(),
+        beta.into_dispatch(),
+        epsilon,
+    ))
+}
+
+/// −log softmax(logits)[target] for each row: logits `[N, V]`, targets `[N]` → `[N]`.
+pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_cross_entropy(
+        logits.into_dispatch(),
+        targets.into_dispatch(),
+    ))
+}
+
+/// One AdamW update of a parameter and its moments, as PyTorch's single-tensor AdamW runs it:
+/// in place wherever the tensors are not shared.
+#[backend_extension(LibTorch)]
+pub trait AdamWKernel: Backend {
+    /// `[lr, beta1, beta2, epsilon, weight_decay, bias_correction1, bias_correction2]`.
+    fn adamw_update(
+        param: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+        exp_avg: FloatTensor<Self>,
+        exp_avg_sq: FloatTensor<Self>,
+        hyper: [f64; 7],
+    ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+}
+
+impl AdamWKernel for LibTorch {
+    fn adamw_update(
+        param: TchTensor,
+        grad: TchTensor,
+        exp_avg: TchTensor,
+        exp_avg_sq: TchTensor,
+        hyper: [f64; 7],
+    ) -> (TchTensor, TchTensor, TchTensor) {
+        let [lr, beta1, beta2, epsilon, weight_decay, bias1, bias2] = hyper;
+        let writable = |t: TchTensor| if t.can_mut() { t } else { TchTensor::new(t.tensor.copy()) };
+        let (mut p, mut m, mut v) = (writable(param), writable(exp_avg), writable(exp_avg_sq));
+        let g = &grad.tensor;
+        if weight_decay > 0.0 {
+            let _ = p.tensor.g_mul_scalar_(1.0 - lr * weight_decay);
+        }
+        let _ = m.tensor.lerp_(g, 1.0 - beta1);
+        let _ = v.tensor.lerp_(&g.square(), 1.0 - beta2);
+        // p −= lr/bc1 · m / (√(v/bc2) + ε), as one addcdiv with the step folded into the divisor.
+        let mut denominator = v.tensor.sqrt();
+        let _ = denominator.g_div_scalar_(bias2.sqrt());
+        let _ = denominator.g_add_scalar_(epsilon);
+        let _ = denominator.g_mul_scalar_(-bias1 / lr);
+        let _ = p.tensor.addcdiv_(&m.tensor, &denominator);
+        (p, m, v)
+    }
+}
+
+/// AdamW on plain (non-autodiff) tensors of any rank; returns the new parameter and moments.
+pub fn adamw_update<const D: usize>(
+    param: Tensor<D>,
+    grad: Tensor<D>,
+    exp_avg: Tensor<D>,
+    exp_avg_sq: Tensor<D>,
+    hyper: [f64; 7],
+) -> [Tensor<D>; 3] {
+    let (param, exp_avg, exp_avg_sq) = <Dispatch as AdamWKernel>::adamw_update(
+        param.into_dispatch(),
+        grad.into_dispatch(),
+        exp_avg.into_dispatch(),
+        exp_avg_sq.into_dispatch(),
+        hyper,
+    );
+    [param, exp_avg, exp_avg_sq].map(Tensor::from_dispatch)
+}

@@ -1,6 +1,7 @@
 """A plain PyTorch + transformers training loop with the same shapes and settings as the rlhf
 side of scripts/bench/sft: fp32, batch × length token blocks with every token a target,
-AdamW, global-norm clipping at 1.0. Prints training tokens/s and peak RSS (MiB)."""
+AdamW, global-norm clipping at 1.0. Prints training tokens/s after the first (warm-up) step,
+and peak RSS (MiB)."""
 
 import argparse
 import resource
@@ -31,8 +32,9 @@ def main():
             module.p = 0.0
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
     vocab = model.config.vocab_size
-    start = time.perf_counter()
-    for _ in range(args.steps):
+    for step in range(args.steps):
+        if step == 1:
+            start = time.perf_counter()
         ids = torch.randint(0, vocab, (args.batch, args.length))
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
@@ -40,7 +42,7 @@ def main():
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     seconds = time.perf_counter() - start
-    tokens = args.steps * args.batch * args.length
+    tokens = (args.steps - 1) * args.batch * args.length
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{tokens / seconds:.1f} {peak_mib:.0f}")
 

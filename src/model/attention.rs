@@ -5,6 +5,8 @@ use burn::tensor::activation::softmax;
 use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
+use super::fused;
+
 /// Score of a blocked key in the explicit path: finite, so a fully blocked row could never
 /// turn into NaN (`transformers` uses the dtype's minimum for the same reason).
 const BLOCKED: f32 = f32::MIN;
@@ -25,8 +27,9 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 /// KV dividing H (grouped-query attention: query head i reads kv head i / (H/KV), as
 /// `transformers`' `repeat_kv`), `blocked` `[B, 1, T, S]`.
 ///
-/// Inference runs LibTorch's fused `scaled_dot_product_attention`; under autodiff Burn would
-/// run its composed fallback anyway, so training takes the explicit path, whose graph we control.
+/// Inference runs LibTorch's fused `scaled_dot_product_attention`. Under autodiff Burn would
+/// compose it from element-wise operations, so training calls LibTorch's flash-attention kernel
+/// and its backward directly (`fused::attention`).
 pub fn attend(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -36,7 +39,9 @@ pub fn attend(
 ) -> Tensor<4> {
     if q.is_autodiff() {
         let n_rep = q.dims()[1] / k.dims()[1];
-        explicit(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), blocked, scale)
+        let bias =
+            Tensor::<4>::zeros(blocked.dims(), &q.device()).mask_fill(blocked.clone(), BLOCKED);
+        fused::attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), bias, scale)
     } else {
         fused(q, k, v, blocked, scale)
     }
@@ -125,5 +130,34 @@ mod tests {
         let reference = explicit(q, repeat_kv(k, 2), repeat_kv(v, 2), &batch.blocked, 0.3);
         let diff: f32 = (ours - reference).abs().max().into_scalar();
         assert!(diff < 1e-5, "fused and explicit attention differ by {diff}");
+    }
+
+    #[test]
+    fn training_attention_and_its_gradients_match_explicit() {
+        let device = Device::default().autodiff();
+        device.seed(4);
+        let mask = Tensor::<2, Int>::from_ints([[0, 0, 1, 1, 1], [1, 1, 1, 1, 0]], &device);
+        let batch = PaddedBatch::new(mask);
+        let normal = |shape: [usize; 4]| {
+            Tensor::<4>::random(shape, Distribution::Normal(0.0, 1.0), &device).require_grad()
+        };
+        let (q, k, v) = (normal([2, 4, 5, 8]), normal([2, 2, 5, 8]), normal([2, 2, 5, 8]));
+        let weights = Tensor::<4>::random([2, 4, 5, 8], Distribution::Normal(0.0, 1.0), &device);
+        let loss = |out: Tensor<4>| (out * weights.clone()).sum();
+        let fused_grads =
+            loss(attend(q.clone(), k.clone(), v.clone(), &batch.blocked, 0.3)).backward();
+        let explicit_grads = loss(explicit(
+            q.clone(),
+            repeat_kv(k.clone(), 2),
+            repeat_kv(v.clone(), 2),
+            &batch.blocked,
+            0.3,
+        ))
+        .backward();
+        for (name, x) in [("q", &q), ("k", &k), ("v", &v)] {
+            let (a, b) = (x.grad(&fused_grads).unwrap(), x.grad(&explicit_grads).unwrap());
+            let diff: f32 = (a - b).abs().max().into_scalar();
+            assert!(diff < 1e-5, "d{name} differs by {diff}");
+        }
     }
 }

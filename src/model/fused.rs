@@ -43,6 +43,27 @@ pub trait FusedKernels: Backend {
         targets: IntTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> FloatTensor<Self>;
+    /// softmax(q·kᵀ·scale + bias)·v for `[B, H, T, hd]` inputs and an additive `bias`
+    /// broadcast from `[B, 1, T, S]`; also the row log-sum-exp the backward pass reads.
+    fn attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+    ) -> [FloatTensor<Self>; 2];
+    /// Gradients of q, k and v.
+    #[allow(clippy::too_many_arguments)]
+    fn attention_backward(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+        out: FloatTensor<Self>,
+        logsumexp: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> [FloatTensor<Self>; 3];
 }
 
 impl FusedKernels for LibTorch {
@@ -100,6 +121,51 @@ impl FusedKernels for LibTorch {
         let _ = d_logits.scatter_add_(1, &targets.tensor.unsqueeze(1), &-grad);
         TchTensor::new(d_logits)
     }
+
+    fn attention(
+        q: TchTensor,
+        k: TchTensor,
+        v: TchTensor,
+        bias: TchTensor,
+        scale: f64,
+    ) -> [TchTensor; 2] {
+        let (out, logsumexp) = tch::Tensor::internal_scaled_dot_product_flash_attention_for_cpu(
+            &q.tensor,
+            &k.tensor,
+            &v.tensor,
+            0.0,
+            false,
+            Some(&bias.tensor),
+            scale,
+        );
+        [TchTensor::new(out), TchTensor::new(logsumexp)]
+    }
+
+    fn attention_backward(
+        q: TchTensor,
+        k: TchTensor,
+        v: TchTensor,
+        bias: TchTensor,
+        scale: f64,
+        out: TchTensor,
+        logsumexp: TchTensor,
+        grad: TchTensor,
+    ) -> [TchTensor; 3] {
+        let (dq, dk, dv) =
+            tch::Tensor::internal_scaled_dot_product_flash_attention_for_cpu_backward(
+                &grad.tensor.contiguous(),
+                &q.tensor,
+                &k.tensor,
+                &v.tensor,
+                &out.tensor,
+                &logsumexp.tensor,
+                0.0,
+                false,
+                Some(&bias.tensor),
+                scale,
+            );
+        [TchTensor::new(dq), TchTensor::new(dk), TchTensor::new(dv)]
+    }
 }
 
 /// The differentiable operations, routed to LibTorch or to the autodiff backend over it.
@@ -115,6 +181,13 @@ pub trait FusedOps: Backend {
     fn fused_cross_entropy(
         logits: FloatTensor<Self>,
         targets: IntTensor<Self>,
+    ) -> FloatTensor<Self>;
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
     ) -> FloatTensor<Self>;
 }
 
@@ -136,6 +209,17 @@ impl FusedOps for LibTorch {
     fn fused_cross_entropy(logits: TchTensor, targets: TchTensor) -> TchTensor {
         let [nll, _] = Self::cross_entropy(logits, targets);
         nll
+    }
+
+    fn fused_attention(
+        q: TchTensor,
+        k: TchTensor,
+        v: TchTensor,
+        bias: TchTensor,
+        scale: f64,
+    ) -> TchTensor {
+        let [out, _] = <Self as FusedKernels>::attention(q, k, v, bias, scale);
+        out
     }
 }
 
@@ -184,6 +268,25 @@ impl<B: FusedKernels> Backward<B, 1> for CrossEntropyBackward {
         let (log_probs, targets) = ops.state;
         if let [Some(parent)] = ops.parents {
             grads.register::<B>(parent.id, B::cross_entropy_backward(log_probs, targets, grad));
+        }
+    }
+}
+
+#[derive(Debug)]
+struct AttentionBackward;
+
+impl<B: FusedKernels> Backward<B, 3> for AttentionBackward {
+    /// q, k, v, bias, scale, output, log-sum-exp.
+    type State = ([FloatTensor<B>; 3], FloatTensor<B>, f64, FloatTensor<B>, FloatTensor<B>);
+
+    fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let ([q, k, v], bias, scale, out, logsumexp) = ops.state;
+        let d_qkv = B::attention_backward(q, k, v, bias, scale, out, logsumexp, grad);
+        for (parent, grad) in ops.parents.into_iter().zip(d_qkv) {
+            if let Some(parent) = parent {
+                grads.register::<B>(parent.id, grad);
+            }
         }
     }
 }
@@ -244,6 +347,33 @@ impl<B: Backend + FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, 
             }
         }
     }
+
+    fn fused_attention(
+        q: FloatTensor<Self>,
+        k: FloatTensor<Self>,
+        v: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        scale: f64,
+    ) -> FloatTensor<Self> {
+        let parents = [q.node(), k.node(), v.node()];
+        let [q, k, v, bias] = [q, k, v, bias].map(|t| t.into_primitive());
+        match AttentionBackward.prepare::<C>(parents).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let [out, logsumexp] = <B as FusedKernels>::attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    bias.clone(),
+                    scale,
+                );
+                prep.finish(([q, k, v], bias, scale, out.clone(), logsumexp), out)
+            }
+            OpsKind::UnTracked(prep) => {
+                let [out, _] = <B as FusedKernels>::attention(q, k, v, bias, scale);
+                prep.finish(out)
+            }
+        }
+    }
 }
 
 /// GELU with the tanh approximation (`gelu_new`), one kernel each way.
@@ -263,6 +393,24 @@ pub fn layer_norm<const D: usize>(
         gamma.into_dispatch(),
         beta.into_dispatch(),
         epsilon,
+    ))
+}
+
+/// softmax(q·kᵀ·scale + bias)·v with LibTorch's flash-attention kernel (CPU) in both directions:
+/// q, k, v `[B, H, T, hd]` (k and v with all H heads), `bias` additive, `[B, 1, T, S]`.
+pub fn attention(
+    q: Tensor<4>,
+    k: Tensor<4>,
+    v: Tensor<4>,
+    bias: Tensor<4>,
+    scale: f64,
+) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_attention(
+        q.into_dispatch(),
+        k.into_dispatch(),
+        v.into_dispatch(),
+        bias.into_dispatch(),
+        scale,
     ))
 }
 

@@ -62,6 +62,11 @@ impl DeviceSpec {
     }
 }
 
+/// Whether `device` is LibTorch's CPU (autodiff or not).
+pub fn is_cpu(device: &Device) -> bool {
+    *device == Device::libtorch()
+}
+
 /// Sets LibTorch's intra-op thread count (`--threads`); `None` keeps LibTorch's default.
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
@@ -76,6 +81,12 @@ pub fn set_threads(threads: Option<usize>) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_is_recognised_with_or_without_autodiff() {
+        let cpu = DeviceSpec::Cpu.device().unwrap();
+        assert!(is_cpu(&cpu) && is_cpu(&cpu.clone().autodiff()));
+    }
 
     #[test]
     fn parses_device_names() {

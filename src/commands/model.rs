@@ -11,7 +11,9 @@ use crate::bad_input;
 use crate::checkpoint::{Lineage, save_atomically};
 use crate::cli::{ModelInitArgs, ModelInspectArgs};
 use crate::data::tokenizer;
+use crate::model::config::Arch;
 use crate::model::pretrained::init_causal_lm;
+use crate::model::pretrained::load_encoder_classifier;
 use crate::model::{
     HeadKind, ModelConfig, load_causal_lm, load_scalar_model, preset, save_causal_lm,
 };
@@ -53,21 +55,40 @@ pub fn init(args: &ModelInitArgs, device: &Device) -> Result<()> {
 
 pub fn inspect(args: &ModelInspectArgs, device: &Device) -> Result<()> {
     let config = ModelConfig::read(&args.model)?;
-    let (params, tokenizer) = match config.head_kind() {
-        HeadKind::CausalLm => {
+    let head = config.head_kind();
+    let (params, tokenizer) = match (&config.arch, head) {
+        (Arch::Bert(_), HeadKind::Encoder) => {
+            let loaded = load_encoder_classifier(&args.model, Some(1), device)?;
+            (loaded.model.body.num_params(), loaded.tokenizer)
+        }
+        (Arch::Bert(_), _) => {
+            let loaded = load_encoder_classifier(&args.model, None, device)?;
+            (loaded.model.num_params(), loaded.tokenizer)
+        }
+        (_, HeadKind::Scalar) => {
+            let loaded = load_scalar_model(&args.model, device)?;
+            (loaded.model.num_params(), loaded.tokenizer)
+        }
+        (_, HeadKind::CausalLm) => {
             let loaded = load_causal_lm(&args.model, device)?;
             (loaded.model.num_params(), loaded.tokenizer)
         }
-        HeadKind::Scalar => {
-            let loaded = load_scalar_model(&args.model, device)?;
-            (loaded.model.num_params(), loaded.tokenizer)
+        (_, HeadKind::Classifier | HeadKind::Encoder) => {
+            return Err(bad_input!(
+                "{}: a {} classifier with {} labels is not supported (decoders carry one score)",
+                args.model.display(),
+                config.model_type(),
+                config.num_labels()
+            ));
         }
     };
     let lineage = Lineage::read(&args.model).ok();
     let (layers, heads, kv_heads) = config.depth_and_heads();
-    let head = match config.head_kind() {
+    let head = match head {
         HeadKind::CausalLm => "causal-lm",
         HeadKind::Scalar => "scalar",
+        HeadKind::Classifier => "classifier",
+        HeadKind::Encoder => "encoder",
     };
     let report = json!({
         "model": args.model.display().to_string(),

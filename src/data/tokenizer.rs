@@ -21,8 +21,15 @@ pub fn read(path: &Path) -> Result<Tokenizer> {
             path.display()
         ));
     }
-    Tokenizer::from_file(&file)
-        .map_err(|e| bad_input!("{}: cannot load tokenizer: {e}", file.display()))
+    let mut tokenizer = Tokenizer::from_file(&file)
+        .map_err(|e| bad_input!("{}: cannot load tokenizer: {e}", file.display()))?;
+    // As `transformers` does: padding and truncation saved in tokenizer.json (MiniLM's pads
+    // every text to 128) are the caller's choice, not the file's.
+    tokenizer.with_padding(None);
+    tokenizer
+        .with_truncation(None)
+        .map_err(|e| bad_input!("{}: cannot load tokenizer: {e}", file.display()))?;
+    Ok(tokenizer)
 }
 
 /// Every id the tokenizer can produce must index a row of the embedding.

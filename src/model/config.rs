@@ -6,6 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{Map, Value, json};
 
+use super::bert::BertConfig;
 use super::decoder::Decoder;
 use super::gpt2::Gpt2Config;
 use super::llama::{Flavor, LlamaConfig};
@@ -13,7 +14,7 @@ use super::naming::HfLayout;
 use crate::bad_input;
 
 /// The `model_type`s `rlhf` loads.
-pub const SUPPORTED: &str = "gpt2, llama, mistral, qwen2";
+pub const SUPPORTED: &str = "gpt2, llama, mistral, qwen2, bert";
 
 /// The architectures `rlhf` can load, by `model_type`.
 #[derive(Debug, Clone, PartialEq)]
@@ -21,6 +22,8 @@ pub enum Arch {
     Gpt2(Gpt2Config),
     /// `llama`, `mistral` and `qwen2` (the flavour is inside).
     Llama(LlamaConfig),
+    /// An encoder: classifiers and cross-encoder reward models only.
+    Bert(BertConfig),
 }
 
 /// Which head a checkpoint carries, from `config.json`'s `architectures`.
@@ -30,6 +33,10 @@ pub enum HeadKind {
     CausalLm,
     /// `*ForSequenceClassification` with `num_labels = 1`: a reward or value model.
     Scalar,
+    /// `*ForSequenceClassification` with several labels (the moderation classifier).
+    Classifier,
+    /// A bare encoder (`BertModel`), to put a classifier head on.
+    Encoder,
 }
 
 #[derive(Debug, Clone)]
@@ -70,6 +77,11 @@ impl ModelConfig {
             config.flavor = flavor;
             config.validate()?;
             Arch::Llama(config)
+        } else if model_type == "bert" {
+            let config: BertConfig =
+                serde_json::from_value(Value::Object(json.clone())).map_err(parse_error)?;
+            config.validate()?;
+            Arch::Bert(config)
         } else if model_type.is_empty() {
             return Err(bad_input!("no `model_type` (supported: {SUPPORTED})"));
         } else {
@@ -84,6 +96,7 @@ impl ModelConfig {
         match &self.arch {
             Arch::Gpt2(_) => "gpt2",
             Arch::Llama(c) => c.flavor.model_type(),
+            Arch::Bert(_) => "bert",
         }
     }
 
@@ -91,6 +104,7 @@ impl ModelConfig {
         match &self.arch {
             Arch::Gpt2(c) => c.vocab_size,
             Arch::Llama(c) => c.vocab_size,
+            Arch::Bert(c) => c.vocab_size,
         }
     }
 
@@ -98,6 +112,7 @@ impl ModelConfig {
         match &self.arch {
             Arch::Gpt2(c) => c.n_embd,
             Arch::Llama(c) => c.hidden_size,
+            Arch::Bert(c) => c.hidden_size,
         }
     }
 
@@ -106,6 +121,7 @@ impl ModelConfig {
         match &self.arch {
             Arch::Gpt2(c) => (c.n_layer, c.n_head, c.n_head),
             Arch::Llama(c) => (c.num_hidden_layers, c.num_attention_heads, c.kv_heads()),
+            Arch::Bert(c) => (c.num_hidden_layers, c.num_attention_heads, c.num_attention_heads),
         }
     }
 
@@ -113,6 +129,7 @@ impl ModelConfig {
         match &self.arch {
             Arch::Gpt2(c) => c.n_positions,
             Arch::Llama(c) => c.max_position_embeddings,
+            Arch::Bert(c) => c.max_position_embeddings,
         }
     }
 
@@ -120,6 +137,7 @@ impl ModelConfig {
         match &self.arch {
             Arch::Gpt2(c) => c.initializer_range,
             Arch::Llama(c) => c.initializer_range,
+            Arch::Bert(c) => c.initializer_range,
         }
     }
 
@@ -136,13 +154,35 @@ impl ModelConfig {
             .flatten()
             .filter_map(Value::as_str)
             .any(|a| a.ends_with("ForSequenceClassification"));
-        if is_classifier { HeadKind::Scalar } else { HeadKind::CausalLm }
+        match (is_classifier, &self.arch) {
+            (true, _) if self.num_labels() == 1 => HeadKind::Scalar,
+            (true, _) => HeadKind::Classifier,
+            (false, Arch::Bert(_)) => HeadKind::Encoder,
+            (false, _) => HeadKind::CausalLm,
+        }
+    }
+
+    /// `num_labels` of a classifier: the size of `id2label` (or the key itself).
+    pub fn num_labels(&self) -> usize {
+        match self.json.get("id2label").and_then(Value::as_object) {
+            Some(labels) => labels.len(),
+            None => self.json.get("num_labels").and_then(Value::as_u64).unwrap_or(2) as usize,
+        }
     }
 
     pub fn layout(&self) -> HfLayout {
         match self.arch {
-            Arch::Gpt2(_) => HfLayout { body_prefix: "transformer", body_is_conv1d: true },
-            Arch::Llama(_) => HfLayout { body_prefix: "model", body_is_conv1d: false },
+            Arch::Gpt2(_) => {
+                HfLayout { body_prefix: "transformer", body_is_conv1d: true, renames: &[] }
+            }
+            Arch::Llama(_) => {
+                HfLayout { body_prefix: "model", body_is_conv1d: false, renames: &[] }
+            }
+            Arch::Bert(_) => HfLayout {
+                body_prefix: "bert",
+                body_is_conv1d: false,
+                renames: &[("self_attention", "self"), ("layer_norm", "LayerNorm")],
+            },
         }
     }
 
@@ -151,6 +191,7 @@ impl ModelConfig {
         match self.arch {
             Arch::Gpt2(_) => key.ends_with(".attn.bias") || key.ends_with(".attn.masked_bias"),
             Arch::Llama(_) => key.ends_with(".rotary_emb.inv_freq"),
+            Arch::Bert(_) => key.ends_with("embeddings.position_ids"),
         }
     }
 
@@ -159,6 +200,11 @@ impl ModelConfig {
         Ok(match &self.arch {
             Arch::Gpt2(c) => Decoder::Gpt2(c.init(device)?),
             Arch::Llama(c) => Decoder::Llama(c.init(device)?),
+            Arch::Bert(_) => {
+                return Err(bad_input!(
+                    "bert is an encoder: it can be a classifier or a cross-encoder reward model, not a language model"
+                ));
+            }
         })
     }
 
@@ -170,11 +216,15 @@ impl ModelConfig {
         let stem = match &self.arch {
             Arch::Gpt2(_) => "GPT2",
             Arch::Llama(c) => c.flavor.class_stem(),
+            Arch::Bert(_) => "Bert",
         };
         let architecture = match (head, &self.arch) {
             (HeadKind::CausalLm, Arch::Gpt2(_)) => "GPT2LMHeadModel".to_string(),
             (HeadKind::CausalLm, _) => format!("{stem}ForCausalLM"),
-            (HeadKind::Scalar, _) => format!("{stem}ForSequenceClassification"),
+            (HeadKind::Scalar | HeadKind::Classifier, _) => {
+                format!("{stem}ForSequenceClassification")
+            }
+            (HeadKind::Encoder, _) => format!("{stem}Model"),
         };
         json.insert("architectures".into(), json!([architecture]));
         json.insert("model_type".into(), json!(self.model_type()));
@@ -192,7 +242,8 @@ impl ModelConfig {
                 json.insert("id2label".into(), json!({"0": "LABEL_0"}));
                 json.insert("label2id".into(), json!({"LABEL_0": 0}));
             }
-            HeadKind::CausalLm => {
+            HeadKind::Classifier => {} // labels and problem_type are set by the classifier's trainer
+            HeadKind::CausalLm | HeadKind::Encoder => {
                 for key in ["num_labels", "id2label", "label2id", "problem_type"] {
                     json.remove(key);
                 }

@@ -6,6 +6,7 @@ use anyhow::Result;
 use burn::nn::Linear;
 use burn::prelude::*;
 
+use super::bert::Bert;
 use super::decoder::Decoder;
 use super::kv_cache::KvCache;
 use super::layers::{linear_tokens, normal_linear};
@@ -91,6 +92,32 @@ impl ScalarModel {
     /// e.g. an SFT policy turned into a reward model.
     pub fn from_decoder(body: Decoder, d_model: usize, std: f64, device: &Device) -> Self {
         Self { body, score: normal_linear(d_model, 1, false, std, device) }
+    }
+}
+
+/// An encoder with a classification head, as `BertForSequenceClassification`: logits
+/// `[B, num_labels]` from the pooled `[CLS]` vector (one label: a cross-encoder reward model).
+#[derive(Module, Debug)]
+pub struct EncoderClassifier {
+    pub body: Bert,
+    pub classifier: Linear,
+}
+
+impl EncoderClassifier {
+    pub fn forward(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+    ) -> Tensor<2> {
+        let t = input_ids.dims()[1];
+        assert!(
+            t <= self.body.max_positions(),
+            "{t} tokens exceed the encoder's {} positions",
+            self.body.max_positions()
+        );
+        let hidden = self.body.forward(input_ids, token_type_ids, attention_mask);
+        self.classifier.forward(self.body.pool(hidden))
     }
 }
 

@@ -1,6 +1,7 @@
 //! Transformer families, their heads, and Hugging Face checkpoint I/O.
 
 pub mod attention;
+pub mod bert;
 pub mod config;
 pub mod decoder;
 pub mod fused;

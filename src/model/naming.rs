@@ -21,16 +21,28 @@ pub struct HfLayout {
     pub body_prefix: &'static str,
     /// Body projections are Conv1D (`[in, out]`), as in GPT-2.
     pub body_is_conv1d: bool,
+    /// Module field names stored under another name (`self_attention` → `self`: BERT's names
+    /// include a Rust keyword and capitals).
+    pub renames: &'static [(&'static str, &'static str)],
 }
 
 impl HfLayout {
     /// The checkpoint key for a module path, and whether the stored tensor is the transpose
     /// of Burn's. `path` holds (field, container type) pairs from the module root.
     fn key(&self, path: &[(String, String)]) -> (String, bool) {
-        let mut names: Vec<&str> = path.iter().map(|(name, _)| name.as_str()).collect();
+        let mut names: Vec<&str> = path
+            .iter()
+            .map(|(name, _)| {
+                let renamed = self.renames.iter().find(|(field, _)| field == name);
+                renamed.map_or(name.as_str(), |(_, stored)| stored)
+            })
+            .collect();
         let in_body = names.first() == Some(&"body");
         if in_body {
-            names.splice(0..2, [self.body_prefix]); // `body.Gpt2.h.0` → `transformer.h.0`
+            // `body.Gpt2.h.0` → `transformer.h.0` (an enum of families adds a level);
+            // `body.encoder.layer.0` → `bert.encoder.layer.0`.
+            let is_enum = path[0].1.starts_with("Enum");
+            names.splice(0..if is_enum { 2 } else { 1 }, [self.body_prefix]);
         }
         let (last, container) =
             path.last().map(|(n, c)| (n.as_str(), c.as_str())).unwrap_or_default();
@@ -57,7 +69,19 @@ pub fn load_module<M: Module>(
     layout: HfLayout,
     device: &Device,
 ) -> Result<M> {
-    let mut loader = Loader { layout, tensors, device, path: Vec::new(), errors: Vec::new() };
+    load_module_keeping(module, tensors, layout, device, &|_| false)
+}
+
+/// `load_module`, where parameters whose checkpoint name satisfies `keep` may be missing and
+/// then keep their initial value (a fresh head on a pretrained body).
+pub fn load_module_keeping<M: Module>(
+    module: M,
+    tensors: &mut NamedTensors,
+    layout: HfLayout,
+    device: &Device,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<M> {
+    let mut loader = Loader { layout, tensors, device, keep, path: Vec::new(), errors: Vec::new() };
     let module = module.map(&mut loader);
     if loader.errors.is_empty() {
         Ok(module)
@@ -110,6 +134,7 @@ struct Loader<'a> {
     layout: HfLayout,
     tensors: &'a mut NamedTensors,
     device: &'a Device,
+    keep: &'a dyn Fn(&str) -> bool,
     path: Vec<(String, String)>,
     errors: Vec<String>,
 }
@@ -127,7 +152,9 @@ impl ModuleMapper for Loader<'_> {
         let (key, transposed) = self.layout.key(&self.path);
         let expected = param.lazy_shape().dims::<D>().to_vec();
         let Some(data) = self.tensors.remove(&key) else {
-            self.errors.push(format!("missing tensor `{key}` (shape {expected:?})"));
+            if !(self.keep)(&key) {
+                self.errors.push(format!("missing tensor `{key}` (shape {expected:?})"));
+            }
             return param;
         };
         let mut stored = data.shape().to_vec();

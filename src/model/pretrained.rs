@@ -13,10 +13,10 @@ use burn::prelude::*;
 use serde_json::{Map, Value};
 use tokenizers::Tokenizer;
 
-use super::config::{HeadKind, ModelConfig};
-use super::heads::{CausalLm, ScalarModel};
+use super::config::{Arch, HeadKind, ModelConfig};
+use super::heads::{CausalLm, EncoderClassifier, ScalarModel};
 use super::layers::normal_linear;
-use super::naming::{load_module, named_tensors};
+use super::naming::{load_module_keeping, named_tensors};
 use super::weights::{self, NamedTensors};
 use crate::data::tokenizer;
 use crate::{bad_input, json_file};
@@ -70,6 +70,82 @@ pub fn load_scalar_model(dir: &Path, device: &Device) -> Result<Pretrained<Scala
     let model = ScalarModel::from_decoder(config.init_decoder(device)?, d, std, device);
     let model = fill(model, &config, &mut tensors, device, dir)?;
     Ok(Pretrained { model, config, tokenizer })
+}
+
+/// Loads an encoder classifier (`BertForSequenceClassification`), or a bare encoder
+/// (`BertModel`, e.g. all-MiniLM-L6-v2) with a fresh head of `num_labels` outputs
+/// (N(0, initializer_range) weights, zero bias, as `transformers` initialises `classifier`).
+pub fn load_encoder_classifier(
+    dir: &Path,
+    num_labels: Option<usize>,
+    device: &Device,
+) -> Result<Pretrained<EncoderClassifier>> {
+    let (config, tokenizer, mut tensors) = open(dir)?;
+    let Arch::Bert(bert) = &config.arch else {
+        return Err(bad_input!(
+            "{}: a {} model is not an encoder\nhint: pass a BERT-family directory (e.g. models/minilm)",
+            dir.display(),
+            config.model_type()
+        ));
+    };
+    let labels = match (config.head_kind(), num_labels) {
+        (HeadKind::Encoder, Some(n)) => n,
+        (HeadKind::Encoder, None) => {
+            return Err(bad_input!("{}: a bare encoder has no classifier head", dir.display()));
+        }
+        (_, wanted) => {
+            let has = config.num_labels();
+            if wanted.is_some_and(|n| n != has) {
+                return Err(bad_input!(
+                    "{}: the classifier has {has} labels, not {}",
+                    dir.display(),
+                    wanted.unwrap_or_default()
+                ));
+            }
+            has
+        }
+    };
+    let (d, std) = (config.hidden_size(), config.initializer_range());
+    let model = EncoderClassifier {
+        body: bert.init(device)?,
+        classifier: normal_linear(d, labels, true, std, device),
+    };
+    let headless = config.head_kind() == HeadKind::Encoder;
+    let model = fill_keeping(model, &config, &mut tensors, device, dir, &|key| {
+        headless && key.starts_with("classifier.")
+    })?;
+    Ok(Pretrained { model, config, tokenizer })
+}
+
+/// Writes an encoder classifier into `dir` with its labels (`id2label` order) and
+/// `problem_type` (`multi_label_classification`, or `None` for a scalar reward model).
+pub fn save_encoder_classifier(
+    model: &EncoderClassifier,
+    config: &ModelConfig,
+    labels: &[String],
+    problem_type: Option<&str>,
+    tokenizer_from: Option<&Path>,
+    dir: &Path,
+) -> Result<()> {
+    let head = if labels.len() == 1 { HeadKind::Scalar } else { HeadKind::Classifier };
+    let mut json = config.to_json(head);
+    let id2label: Map<String, Value> =
+        labels.iter().enumerate().map(|(i, l)| (i.to_string(), Value::from(l.as_str()))).collect();
+    let label2id: Map<String, Value> =
+        labels.iter().enumerate().map(|(i, l)| (l.clone(), Value::from(i))).collect();
+    json.insert("num_labels".into(), labels.len().into());
+    json.insert("id2label".into(), id2label.into());
+    json.insert("label2id".into(), label2id.into());
+    match problem_type {
+        Some(kind) => json.insert("problem_type".into(), kind.into()),
+        None => json.remove("problem_type"),
+    };
+    json_file::write(&dir.join("config.json"), &json)?;
+    weights::write_file(&dir.join(weights::SINGLE_FILE), &named_tensors(model, config.layout()))?;
+    if let Some(source) = tokenizer_from {
+        tokenizer::copy_files(source, dir, config.context_window())?;
+    }
+    Ok(())
 }
 
 /// Writes a causal LM into `dir` (which must exist; see `checkpoint::save_atomically`).
@@ -134,7 +210,7 @@ fn open(dir: &Path) -> Result<(ModelConfig, Option<Tokenizer>, NamedTensors)> {
 /// `transformer.` prefix that the head models use; `transformers` accepts both, and so do we.
 fn add_body_prefix(tensors: &mut NamedTensors, config: &ModelConfig) {
     let prefix = format!("{}.", config.layout().body_prefix);
-    let heads = ["lm_head.", "score."];
+    let heads = ["lm_head.", "score.", "classifier."];
     if tensors.keys().any(|k| k.starts_with(&prefix)) {
         return;
     }
@@ -154,7 +230,19 @@ fn fill<M: Module>(
     device: &Device,
     dir: &Path,
 ) -> Result<M> {
-    let model = load_module(model, tensors, config.layout(), device)
+    fill_keeping(model, config, tensors, device, dir, &|_| false)
+}
+
+/// `fill`, where tensors named so that `keep` holds may be missing (a fresh head).
+fn fill_keeping<M: Module>(
+    model: M,
+    config: &ModelConfig,
+    tensors: &mut NamedTensors,
+    device: &Device,
+    dir: &Path,
+    keep: &dyn Fn(&str) -> bool,
+) -> Result<M> {
+    let model = load_module_keeping(model, tensors, config.layout(), device, keep)
         .map_err(|e| bad_input!("{}: weights do not match config.json:\n{e:#}", dir.display()))?;
     let tied = config.tied_embeddings();
     let unexpected: Vec<&String> = tensors

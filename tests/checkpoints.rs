@@ -51,7 +51,7 @@ fn unsupported_model_type() {
     });
     assert_rejected(
         &dir,
-        "unsupported model_type `bloom` (supported: gpt2, llama, mistral, qwen2)",
+        "unsupported model_type `bloom` (supported: gpt2, llama, mistral, qwen2, bert)",
     );
 }
 

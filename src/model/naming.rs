@@ -41,7 +41,7 @@ impl HfLayout {
         if in_body {
             // `body.Gpt2.h.0` → `transformer.h.0` (an enum of families adds a level);
             // `body.encoder.layer.0` → `bert.encoder.layer.0`.
-            let is_enum = path[0].1.starts_with("Enum");
+            let is_enum = path.get(1).is_some_and(|(_, container)| container.starts_with("Enum"));
             names.splice(0..if is_enum { 2 } else { 1 }, [self.body_prefix]);
         }
         let (last, container) =

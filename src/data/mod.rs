@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod chat;
 pub mod jsonl;
+pub mod pair;
 pub mod sft;
 pub mod template;
 pub mod text;

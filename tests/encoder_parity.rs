@@ -160,6 +160,10 @@ fn bad_encoder_directories_are_clear_errors() {
     let out = rlhf(&["model", "inspect", "--model", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("intermediate.dense.weight` has shape"), "{}", stderr(&out));
+    let minilm = root().join("models/minilm");
+    let out = rlhf(&["generate", "--model", minilm.to_str().unwrap(), "--data", "x.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("a BERT encoder is not a language model"), "{}", stderr(&out));
     config["model_type"] = serde_json::json!("deberta-v2");
     std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
     let out = rlhf(&["model", "inspect", "--model", dir.to_str().unwrap()]);

@@ -91,9 +91,9 @@ impl FusedKernels for LibTorch {
     ) -> [TchTensor; 3] {
         // x̂ = (x − μ)·r;  dγ = Σ dy·x̂;  dβ = Σ dy;  dx = r·(g − mean(g) − x̂·mean(g·x̂)), g = dy·γ
         let (x, dy, rstd) = (&x.tensor, &grad.tensor, &rstd.tensor);
-        let rows = x.numel() as i64 / *x.size().last().expect("not a scalar");
+        let d = *x.size().last().expect("layer norm of a scalar");
+        let rows = x.numel() as i64 / d;
         let x_hat = (x - &mean.tensor) * rstd;
-        let d = *x.size().last().expect("not a scalar");
         let dy_rows = dy.reshape([rows, d]);
         let d_gamma = (&dy_rows * x_hat.reshape([rows, d])).sum_dim_intlist(0, false, None);
         let d_beta = dy_rows.sum_dim_intlist(0, false, None);

@@ -38,6 +38,12 @@ pub fn load_causal_lm(dir: &Path, device: &Device) -> Result<Pretrained<CausalLm
             dir.display()
         ));
     }
+    if let Arch::Bert(_) = config.arch {
+        return Err(bad_input!(
+            "{}: a BERT encoder is not a language model\nhint: pass a GPT-2 or Llama-family directory; encoders serve as reward and moderation backbones",
+            dir.display()
+        ));
+    }
     let model = fill(init_causal_lm(&config, device)?, &config, &mut tensors, device, dir)?;
     Ok(Pretrained { model, config, tokenizer })
 }
@@ -140,12 +146,7 @@ pub fn save_encoder_classifier(
         Some(kind) => json.insert("problem_type".into(), kind.into()),
         None => json.remove("problem_type"),
     };
-    json_file::write(&dir.join("config.json"), &json)?;
-    weights::write_file(&dir.join(weights::SINGLE_FILE), &named_tensors(model, config.layout()))?;
-    if let Some(source) = tokenizer_from {
-        tokenizer::copy_files(source, dir, config.context_window())?;
-    }
-    Ok(())
+    write_model(model, config, json, tokenizer_from, dir)
 }
 
 /// Writes a causal LM into `dir` (which must exist; see `checkpoint::save_atomically`).
@@ -156,7 +157,7 @@ pub fn save_causal_lm(
     tokenizer_from: Option<&Path>,
     dir: &Path,
 ) -> Result<()> {
-    write_model(model, config, HeadKind::CausalLm, tokenizer_from, dir)?;
+    write_model(model, config, config.to_json(HeadKind::CausalLm), tokenizer_from, dir)?;
     let mut generation = Map::new();
     for key in ["bos_token_id", "eos_token_id", "pad_token_id"] {
         if let Some(id) = config.json.get(key).filter(|v| !v.is_null()) {
@@ -173,17 +174,18 @@ pub fn save_scalar_model(
     tokenizer_from: Option<&Path>,
     dir: &Path,
 ) -> Result<()> {
-    write_model(model, config, HeadKind::Scalar, tokenizer_from, dir)
+    write_model(model, config, config.to_json(HeadKind::Scalar), tokenizer_from, dir)
 }
 
+/// `config.json` (`json`), the weights, and the tokenizer files of `tokenizer_from`.
 fn write_model<M: Module>(
     model: &M,
     config: &ModelConfig,
-    head: HeadKind,
+    json: Map<String, Value>,
     tokenizer_from: Option<&Path>,
     dir: &Path,
 ) -> Result<()> {
-    json_file::write(&dir.join("config.json"), &config.to_json(head))?;
+    json_file::write(&dir.join("config.json"), &json)?;
     weights::write_file(&dir.join(weights::SINGLE_FILE), &named_tensors(model, config.layout()))?;
     if let Some(source) = tokenizer_from {
         tokenizer::copy_files(source, dir, config.context_window())?;

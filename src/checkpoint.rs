@@ -123,10 +123,7 @@ impl Lineage {
     }
 
     pub fn read(dir: &Path) -> Result<Self> {
-        let path = dir.join(LINEAGE_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        crate::json_file::read(&dir.join(LINEAGE_FILE))
     }
 }
 

@@ -65,10 +65,14 @@ impl RunLog {
 
     /// Writes every record so far to `dir/metrics.jsonl`.
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let text: String = self.records.iter().map(|r| format!("{r}\n")).collect();
-        let path = dir.join(METRICS_FILE);
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))
+        write_jsonl(&dir.join(METRICS_FILE), &self.records)
     }
+}
+
+/// Writes `records` as JSON lines.
+pub fn write_jsonl(path: &Path, records: &[Value]) -> Result<()> {
+    let text: String = records.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
 /// The JSON lines of a file a checkpoint holds (a resumed run continues them); none when

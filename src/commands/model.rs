@@ -1,7 +1,4 @@
 //! `rlhf model init` and `rlhf model inspect`.
-
-use std::path::Path;
-
 use anyhow::Result;
 use burn::module::Module;
 use burn::prelude::*;
@@ -26,11 +23,7 @@ pub fn init(args: &ModelInitArgs, device: &Device) -> Result<()> {
         ));
     }
     let tok = tokenizer::read(&args.tokenizer)?;
-    let tokenizer_dir = if args.tokenizer.is_dir() {
-        args.tokenizer.as_path()
-    } else {
-        args.tokenizer.parent().unwrap_or(Path::new("."))
-    };
+    let tokenizer_dir = tokenizer::files_dir(&args.tokenizer);
     let config = preset::resolve(&args.preset, &args.overrides, &tok, tokenizer_dir)?;
     device.seed(args.seed);
     let model = init_causal_lm(&config, device)?;

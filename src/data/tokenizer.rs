@@ -32,6 +32,12 @@ pub fn read(path: &Path) -> Result<Tokenizer> {
     Ok(tokenizer)
 }
 
+/// The directory holding a tokenizer's files (`tokenizer_config.json`, a chat template), given
+/// that directory or its `tokenizer.json`.
+pub fn files_dir(path: &Path) -> &Path {
+    if path.is_dir() { path } else { path.parent().unwrap_or(Path::new(".")) }
+}
+
 /// Every id the tokenizer can produce must index a row of the embedding.
 pub fn check_fits(tokenizer: &Tokenizer, vocab_size: usize, dir: &Path) -> Result<()> {
     let needed = tokenizer.get_vocab_size(true);

@@ -65,8 +65,7 @@ pub fn init_causal_lm(config: &ModelConfig, device: &Device) -> Result<CausalLm>
 /// Loads a scalar model (`*ForSequenceClassification` with `num_labels = 1`).
 pub fn load_scalar_model(dir: &Path, device: &Device) -> Result<Pretrained<ScalarModel>> {
     let (config, tokenizer, mut tensors) = open(dir)?;
-    let num_labels = config.json.get("id2label").and_then(Value::as_object).map_or(1, Map::len);
-    if config.head_kind() != HeadKind::Scalar || num_labels != 1 {
+    if config.head_kind() != HeadKind::Scalar {
         return Err(bad_input!(
             "{}: not a scalar model (expected architectures = [\"*ForSequenceClassification\"] with one label)\nhint: pass a directory written by `rlhf reward train`",
             dir.display()

@@ -24,7 +24,7 @@ use crate::data::tokenizer::{self, CHATML_TEMPLATE, END_OF_TEXT, HH_TEMPLATE};
 use crate::error::Interrupted;
 use crate::generate::engine::token_ids;
 use crate::generate::{Generator, SamplingConfig};
-use crate::metrics::{METRICS_FILE, RunLog, read_jsonl};
+use crate::metrics::{METRICS_FILE, RunLog, read_jsonl, write_jsonl};
 use crate::model::loss::selected_nll_sum;
 use crate::model::mask::PaddedBatch;
 use crate::model::pretrained::init_causal_lm;
@@ -158,11 +158,7 @@ impl Start {
             source.tokenizer.as_ref().expect("validated: init comes with tokenizer"),
         );
         let tokenizer = tokenizer::read(tokenizer_path)?;
-        let tokenizer_dir = if tokenizer_path.is_dir() {
-            tokenizer_path.clone()
-        } else {
-            tokenizer_path.parent().map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-        };
+        let tokenizer_dir = tokenizer::files_dir(tokenizer_path).to_path_buf();
         let model_config = preset::resolve(preset_name, &[], &tokenizer, &tokenizer_dir)?;
         ad.seed(config.train.seed);
         let model = init_causal_lm(&model_config, ad)?;
@@ -299,12 +295,16 @@ fn mean_loss(model: &CausalLm, examples: &[Example], pad: u32, device: &Device) 
     let (mut sum, mut count) = (0.0, 0);
     for chunk in order.chunks(EVAL_BATCH_SIZE) {
         let batch = TokenBatch::new(chunk, pad, device);
-        let hidden = model.hidden(batch.input_ids, &PaddedBatch::new(batch.attention_mask), None);
-        let nll = selected_nll_sum(model, hidden, batch.predict_at, batch.targets);
-        sum += nll.into_scalar::<f32>() as f64;
         count += batch.target_count;
+        sum += batch_nll(model, batch).into_scalar::<f32>() as f64;
     }
     (sum / count.max(1) as f64, count)
+}
+
+/// Σ −log p(target) over a batch's targets (the LM head runs at those positions only).
+fn batch_nll(model: &CausalLm, batch: TokenBatch) -> Tensor<1> {
+    let hidden = model.hidden(batch.input_ids, &PaddedBatch::new(batch.attention_mask), None);
+    selected_nll_sum(model, hidden, batch.predict_at, batch.targets)
 }
 
 /// A training run in progress.
@@ -509,9 +509,7 @@ impl Run {
         let mut nll_sum = 0.0;
         for batch in micro_batches {
             self.progress.tokens += batch.token_count as u64;
-            let padded = PaddedBatch::new(batch.attention_mask);
-            let hidden = self.model.hidden(batch.input_ids, &padded, None);
-            let nll = selected_nll_sum(&self.model, hidden, batch.predict_at, batch.targets);
+            let nll = batch_nll(&self.model, batch);
             let loss = nll.clone().div_scalar(step_targets as f64);
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             accumulator.accumulate(&self.model, grads);
@@ -582,8 +580,7 @@ impl Run {
             }
             self.lineage.write(dir)?;
             self.log.write(dir)?;
-            let samples: String = self.samples.iter().map(|s| format!("{s}\n")).collect();
-            std::fs::write(dir.join(SAMPLES_FILE), samples)?;
+            write_jsonl(&dir.join(SAMPLES_FILE), &self.samples)?;
             let state = dir.join(STATE_DIR);
             std::fs::create_dir(&state)?;
             self.progress.write(&state)?;

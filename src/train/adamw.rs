@@ -39,10 +39,6 @@ impl AdamW {
         Self { config, steps: 0, moments: HashMap::new() }
     }
 
-    pub fn steps(&self) -> u64 {
-        self.steps
-    }
-
     /// One update of every parameter that has a gradient in `grads` (consumed).
     pub fn step<M: Module>(&mut self, model: M, grads: GradientsParams, lr: f64) -> M {
         self.steps += 1;

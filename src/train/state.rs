@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::{Deserialize, Serialize};
 
 use crate::json_file;
@@ -33,10 +33,7 @@ impl RunProgress {
     }
 
     pub fn read(state_dir: &Path) -> Result<Self> {
-        let path = state_dir.join(PROGRESS_FILE);
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+        json_file::read(&state_dir.join(PROGRESS_FILE))
     }
 
     /// Whether `run_dir` holds a resumable state.

@@ -102,9 +102,10 @@ pub struct ScoreArgs {
     /// Model directory.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// JSONL data file.
+    /// JSONL rows: `prompt` + `response` (or `completion`), `messages` ending with the
+    /// assistant's turn, or comparison rows (every response is scored).
     #[arg(long, value_name = "FILE")]
-    pub data: Option<PathBuf>,
+    pub data: PathBuf,
     /// Where to write JSONL (default: stdout).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,

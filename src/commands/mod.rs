@@ -6,7 +6,7 @@ mod tokenizer;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, ModelCommand, SftCommand, TokenizerCommand};
+use crate::cli::{Cli, Command, ModelCommand, RewardCommand, SftCommand, TokenizerCommand};
 use crate::error::NotYetAvailable;
 use crate::{device, stages};
 
@@ -17,7 +17,15 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Model(ModelCommand::Inspect(args)) => model::inspect(&args, &cli.device.device()?),
         Command::Sft(SftCommand::Train(args)) => stages::sft::train(&args, &cli.device.device()?),
         Command::Sft(SftCommand::Eval(args)) => stages::sft::eval(&args, &cli.device.device()?),
-        Command::Reward(_) => not_yet("reward"),
+        Command::Reward(RewardCommand::Train(args)) => {
+            stages::reward::train(&args, &cli.device.device()?)
+        }
+        Command::Reward(RewardCommand::Eval(args)) => {
+            stages::reward::eval(&args, &cli.device.device()?)
+        }
+        Command::Reward(RewardCommand::Score(args)) => {
+            stages::reward::score(&args, &cli.device.device()?)
+        }
         Command::Ppo(_) => not_yet("ppo"),
         Command::Moderate(_) => not_yet("moderate"),
         Command::Chat(_) => not_yet("chat"),

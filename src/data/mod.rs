@@ -4,6 +4,8 @@ pub mod batch;
 pub mod chat;
 pub mod jsonl;
 pub mod pair;
+pub mod preference;
+pub mod scoring;
 pub mod sft;
 pub mod template;
 pub mod text;

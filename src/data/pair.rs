@@ -11,6 +11,8 @@ use tokenizers::{EncodeInput, Tokenizer};
 pub struct PairIds {
     pub ids: Vec<u32>,
     pub type_ids: Vec<u32>,
+    /// Some tokens were cut to fit.
+    pub truncated: bool,
 }
 
 pub struct PairEncoder {
@@ -41,7 +43,11 @@ impl PairEncoder {
             .encode(input(), true)
             .or_else(|_| self.balanced.encode(input(), true))
             .map_err(|e| anyhow::anyhow!("encoding a prompt/response pair: {e}"))?;
-        Ok(PairIds { ids: encoding.get_ids().to_vec(), type_ids: encoding.get_type_ids().to_vec() })
+        Ok(PairIds {
+            ids: encoding.get_ids().to_vec(),
+            type_ids: encoding.get_type_ids().to_vec(),
+            truncated: !encoding.get_overflowing().is_empty(),
+        })
     }
 }
 
@@ -63,9 +69,11 @@ mod tests {
         let text = tokenizer.decode(&short.ids, false).unwrap();
         assert_eq!(text, "[CLS] how are you [SEP] fine thanks [SEP]");
         assert_eq!(short.type_ids, [0, 0, 0, 0, 0, 1, 1, 1]);
+        assert!(!short.truncated);
 
         let long = encoder.encode(&"one two three ".repeat(10), "fine thanks").unwrap();
         assert_eq!(long.ids.len(), 16);
+        assert!(long.truncated);
         let text = tokenizer.decode(&long.ids, false).unwrap();
         assert!(
             text.starts_with("[CLS] two three one") && text.ends_with("[SEP] fine thanks [SEP]"),

@@ -10,7 +10,7 @@ use anyhow::Result;
 use serde_json::Value;
 
 use super::chat::{Message, Role};
-use super::tokenizer::{IM_END, IM_START, configured_token};
+use super::tokenizer::{CHATML_TEMPLATE, HH_TEMPLATE, IM_END, IM_START, configured_token};
 use crate::{bad_input, json_file};
 
 #[derive(Debug, Clone)]
@@ -44,6 +44,17 @@ impl ChatTemplate {
                 ));
             }
         })
+    }
+
+    /// The Jinja source to save with a checkpoint trained with a built-in template, so that
+    /// `model` (and `transformers`) later format prompts the same way; `None` for the model's
+    /// own template (already in its tokenizer files) and `raw`.
+    pub fn builtin_source(&self) -> Option<&'static str> {
+        match self {
+            Self::ChatMl => Some(CHATML_TEMPLATE),
+            Self::Hh => Some(HH_TEMPLATE),
+            Self::Model { .. } | Self::Raw => None,
+        }
     }
 
     /// The text for `messages`, ending with the assistant's cue when `add_generation_prompt`.

@@ -11,7 +11,11 @@ use super::decoder::Decoder;
 use super::gpt2::Gpt2Config;
 use super::llama::{Flavor, LlamaConfig};
 use super::naming::HfLayout;
+use tokenizers::Tokenizer;
+
 use crate::bad_input;
+use crate::data::tokenizer::END_OF_TEXT;
+use crate::generate::engine::token_ids;
 
 /// The `model_type`s `rlhf` loads.
 pub const SUPPORTED: &str = "gpt2, llama, mistral, qwen2, bert";
@@ -139,6 +143,23 @@ impl ModelConfig {
             Arch::Llama(c) => c.initializer_range,
             Arch::Bert(c) => c.initializer_range,
         }
+    }
+
+    /// The token that ends a text: `eos_token_id`, else the tokenizer's `<|endoftext|>`.
+    pub fn eos_id(&self, tokenizer: &Tokenizer) -> Option<u32> {
+        token_ids(self.json.get("eos_token_id"))
+            .first()
+            .copied()
+            .or_else(|| tokenizer.token_to_id(END_OF_TEXT))
+    }
+
+    /// Padding: `pad_token_id`, else end-of-text, else 0 (padding is masked out anyway).
+    pub fn pad_id(&self, tokenizer: &Tokenizer) -> u32 {
+        token_ids(self.json.get("pad_token_id"))
+            .first()
+            .copied()
+            .or_else(|| self.eos_id(tokenizer))
+            .unwrap_or(0)
     }
 
     /// Whether the LM head reuses the token embedding. A missing key means true: `transformers`

@@ -1,3 +1,4 @@
 //! The training stages, one file each.
 
+pub mod reward;
 pub mod sft;

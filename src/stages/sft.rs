@@ -15,26 +15,22 @@ use tokenizers::Tokenizer;
 use crate::checkpoint::{Lineage, Source, save_atomically};
 use crate::cli::{EvalArgs, TrainArgs};
 use crate::config::sft::{SftConfig, Truncation};
-use crate::config::train::TrainConfig;
 use crate::data::batch::TokenBatch;
 use crate::data::jsonl::read_rows;
 use crate::data::sft::{Example, FitReport, SftEncoder, SftRow, pack};
 use crate::data::template::ChatTemplate;
-use crate::data::tokenizer::{self, CHATML_TEMPLATE, END_OF_TEXT, HH_TEMPLATE};
-use crate::error::Interrupted;
-use crate::generate::engine::token_ids;
+use crate::data::tokenizer;
 use crate::generate::{Generator, SamplingConfig};
-use crate::metrics::{METRICS_FILE, RunLog, read_jsonl, write_jsonl};
+use crate::metrics::{read_jsonl, write_jsonl};
 use crate::model::loss::selected_nll_sum;
 use crate::model::mask::PaddedBatch;
 use crate::model::pretrained::init_causal_lm;
 use crate::model::{CausalLm, ModelConfig, load_causal_lm, preset, save_causal_lm};
-use crate::train::adamw::{AdamW, AdamWConfig};
 use crate::train::grad_norm::clip_global_norm;
 use crate::train::interrupt;
+use crate::train::run::{self, Trainer, round};
 use crate::train::schedule::learning_rate;
-use crate::train::shuffle::permutation;
-use crate::train::state::{OPTIMIZER_FILE, RunProgress, STATE_DIR};
+use crate::train::state::{RunProgress, STATE_DIR};
 use crate::{bad_input, config};
 
 const SAMPLES_FILE: &str = "samples.jsonl";
@@ -44,19 +40,7 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
     let config: SftConfig = config::load(&args.config, &args.overrides)?;
     let origin = args.config.display();
     config.validate().map_err(|e| bad_input!("{origin}: {e}"))?;
-    let out = config.output.dir.clone();
-    if args.resume && !RunProgress::exists(&out) {
-        return Err(bad_input!(
-            "--resume: {} holds no resumable run (no {STATE_DIR}/)\nhint: drop --resume to start a new run",
-            out.display()
-        ));
-    }
-    if !args.resume && out.exists() && !config.output.overwrite {
-        return Err(bad_input!(
-            "{} already exists\nhint: pass --resume to continue that run, or --set output.overwrite=true to replace it",
-            out.display()
-        ));
-    }
+    run::check_output("sft", &config.output, args.resume)?;
 
     // Everything is loaded and checked before the first step, so bad input writes nothing.
     let ad = device.clone().autodiff();
@@ -79,12 +63,12 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
         template: &template,
         max_len: loaded.config.context_window(),
         truncation: Truncation::Left,
-        eos: eos_id(&loaded.config, tokenizer),
+        eos: loaded.config.eos_id(tokenizer),
         eos_after_answers: false,
     };
     let (examples, report) = encode_file(&args.data, &encoder)?;
     let examples: Vec<Example> = examples.into_iter().map(|(e, _)| e).collect();
-    let pad = pad_id(&loaded.config, tokenizer);
+    let pad = loaded.config.pad_id(tokenizer);
     let (loss, targets) = mean_loss(&loaded.model, &examples, pad, device);
     let report = json!({
         "loss": loss,
@@ -197,7 +181,7 @@ impl Data {
             template: &template,
             max_len: data.max_len,
             truncation: data.truncation,
-            eos: eos_id(&start.config, &start.tokenizer),
+            eos: start.config.eos_id(&start.tokenizer),
             eos_after_answers: matches!(template, ChatTemplate::Hh),
         };
         let (mut train, mut report) = encode_file(&data.train, &encoder)?;
@@ -211,11 +195,7 @@ impl Data {
                 valid
             }
             None if data.valid_fraction > 0.0 => {
-                let held_out = ((train.len() as f64 * data.valid_fraction).ceil() as usize)
-                    .min(train.len() - 1);
-                let order = permutation(train.len(), config.train.seed, u64::MAX);
-                let mut chosen = vec![false; train.len()];
-                order[..held_out].iter().for_each(|&i| chosen[i] = true);
+                let chosen = run::held_out(train.len(), data.valid_fraction, config.train.seed);
                 let (valid, rest): (Vec<_>, Vec<_>) =
                     train.into_iter().zip(chosen).partition(|(_, c)| *c);
                 train = rest.into_iter().map(|(e, _)| e).collect();
@@ -271,22 +251,6 @@ fn encode_file(path: &Path, encoder: &SftEncoder) -> Result<(Vec<(Example, bool)
     Ok((examples, report))
 }
 
-/// The token that ends a text: `eos_token_id` of `config.json`, else `<|endoftext|>`.
-fn eos_id(config: &ModelConfig, tokenizer: &Tokenizer) -> Option<u32> {
-    token_ids(config.json.get("eos_token_id"))
-        .first()
-        .copied()
-        .or_else(|| tokenizer.token_to_id(END_OF_TEXT))
-}
-
-fn pad_id(config: &ModelConfig, tokenizer: &Tokenizer) -> u32 {
-    token_ids(config.json.get("pad_token_id"))
-        .first()
-        .copied()
-        .or_else(|| eos_id(config, tokenizer))
-        .unwrap_or(0)
-}
-
 /// Mean next-token loss over every target of `examples`, and the number of targets; batches
 /// of similar lengths go together to pad less.
 fn mean_loss(model: &CausalLm, examples: &[Example], pad: u32, device: &Device) -> (f64, usize) {
@@ -315,17 +279,11 @@ struct Run {
     tokenizer: Tokenizer,
     tokenizer_dir: PathBuf,
     data: Data,
-    adam: AdamW,
-    progress: RunProgress,
-    lineage: Lineage,
-    log: RunLog,
+    trainer: Trainer,
     samples: Vec<Value>,
-    total_steps: usize,
     pad: u32,
     /// The plain (no autodiff) device, for evaluation and sampling.
     device: Device,
-    /// Step of the last checkpoint on disk, if any.
-    saved_step: Option<usize>,
 }
 
 impl Run {
@@ -336,60 +294,25 @@ impl Run {
         device: Device,
         overrides: &[String],
     ) -> Result<Self> {
-        let train = &config.train;
-        let batches_per_epoch = data.train.len().div_ceil(train.batch_size);
-        let total_steps = match train.max_steps {
-            0 => (train.epochs * batches_per_epoch).div_ceil(train.grad_accum),
-            n => n,
-        };
-        let adam_config = AdamWConfig {
-            beta1: train.adam_beta1,
-            beta2: train.adam_beta2,
-            epsilon: train.adam_epsilon,
-            weight_decay: train.weight_decay,
-        };
-        let resolved = serde_json::to_value(&config)?;
-        let mut lineage =
-            Lineage::new("sft", json!({ "config": resolved, "overrides": overrides }));
-        lineage.parent = start.parent.clone();
-        lineage.data = data.files.clone();
+        let lineage =
+            run::lineage("sft", &config, overrides, start.parent.clone(), data.files.clone())?;
         let out = &config.output.dir;
-        let (adam, progress, log, samples, saved_step) = match &start.resumed {
-            Some((progress, previous)) => {
-                if previous.data != lineage.data {
-                    return Err(bad_input!(
-                        "--resume: the data files differ from those {} was trained on (paths or contents)\nhint: resume with the same data, or start a new run in another output.dir",
-                        out.display()
-                    ));
-                }
-                let state = out.join(STATE_DIR);
-                let adam = AdamW::load(
-                    adam_config,
-                    progress.step as u64,
-                    &start.model,
-                    start.config.layout(),
-                    &state.join(OPTIMIZER_FILE),
-                    &device, // moments are plain tensors: they never track gradients
-                )
-                .map_err(|e| bad_input!("--resume: {e:#}"))?;
-                let samples = read_jsonl(&out.join(SAMPLES_FILE));
-                (
-                    adam,
-                    progress.clone(),
-                    RunLog::new(progress.step, total_steps, read_jsonl(&out.join(METRICS_FILE))),
-                    samples,
-                    Some(progress.step),
-                )
-            }
-            None => (
-                AdamW::new(adam_config),
-                RunProgress::default(),
-                RunLog::new(0, total_steps, Vec::new()),
-                Vec::new(),
-                None,
-            ),
+        let samples = match start.resumed {
+            Some(_) => read_jsonl(&out.join(SAMPLES_FILE)),
+            None => Vec::new(),
         };
-        let pad = pad_id(&start.config, &start.tokenizer);
+        let trainer = Trainer::new(
+            "sft",
+            &config.train,
+            out,
+            data.train.len(),
+            lineage,
+            start.resumed,
+            &start.model,
+            start.config.layout(),
+            &device,
+        )?;
+        let pad = start.config.pad_id(&start.tokenizer);
         Ok(Self {
             config,
             model: start.model,
@@ -397,97 +320,70 @@ impl Run {
             tokenizer: start.tokenizer,
             tokenizer_dir: start.tokenizer_dir,
             data,
-            adam,
-            progress,
-            lineage,
-            log,
+            trainer,
             samples,
-            total_steps,
             pad,
             device,
-            saved_step,
         })
     }
 
     fn train(&mut self) -> Result<()> {
         let train = self.config.train.clone();
-        let out = self.config.output.dir.clone();
-        if self.progress.step >= self.total_steps {
-            self.log.say(&format!(
-                "sft: {} already has all {} steps",
-                out.display(),
-                self.total_steps
-            ));
-        } else if self.progress.step == 0 {
-            self.log.say(&format!(
-                "sft: {} examples ({} for validation), {} steps of {} × {} rows",
-                self.data.train.len(),
+        let n = self.data.train.len();
+        let t = &self.trainer;
+        if t.progress.step >= t.total_steps {
+            t.log.say(&format!("sft: {} already has all {} steps", t.out.display(), t.total_steps));
+        } else if t.progress.step == 0 {
+            t.log.say(&format!(
+                "sft: {n} examples ({} for validation), {} steps of {} × {} rows",
                 self.data.valid.len(),
-                self.total_steps,
+                t.total_steps,
                 train.grad_accum,
                 train.batch_size
             ));
         }
         let started = Instant::now();
-        let (seconds_before, tokens_before) = (self.progress.seconds, self.progress.tokens);
+        let (seconds_before, tokens_before) = (t.progress.seconds, t.progress.tokens);
         let mut last_valid = None;
         let ad = self.device.clone().autodiff();
-        while self.progress.step < self.total_steps {
-            let step = self.progress.step;
-            let lr = learning_rate(&train, step, self.total_steps);
-
+        while self.trainer.progress.step < self.trainer.total_steps {
+            let lr = learning_rate(&train, self.trainer.progress.step, self.trainer.total_steps);
             let (loss, grad_norm) = self.optimizer_step(lr, &ad)?;
-            self.progress.step += 1;
-            self.progress.seconds = seconds_before + started.elapsed().as_secs_f64();
-
-            let step = self.progress.step;
-            let rate =
-                (self.progress.tokens - tokens_before) as f64 / started.elapsed().as_secs_f64();
-            let epoch = self.progress.epoch as f64
-                + (self.progress.batch_in_epoch * train.batch_size) as f64
-                    / self.data.train.len() as f64;
-            let logged = step % train.log_every == 0 || step == self.total_steps;
-            if logged {
-                self.log.record(json!({
-                    "step": step, "epoch": round(epoch, 3), "loss": round(loss, 5), "lr": lr,
-                    "grad_norm": round(grad_norm, 5), "tokens": self.progress.tokens,
-                    "tokens_per_s": round(rate, 1), "seconds": round(self.progress.seconds, 2),
-                }));
-            }
+            let progress = &mut self.trainer.progress;
+            progress.step += 1;
+            progress.seconds = seconds_before + started.elapsed().as_secs_f64();
+            let rate = (progress.tokens - tokens_before) as f64 / started.elapsed().as_secs_f64();
+            let record = json!({
+                "loss": round(loss, 5), "lr": lr, "grad_norm": round(grad_norm, 5),
+                "tokens": progress.tokens, "tokens_per_s": round(rate, 1),
+                "seconds": round(progress.seconds, 2),
+            });
             let message = format!("loss {loss:.4}  lr {lr:.2e}  {rate:.0} tok/s");
-            let line = format!("step {step}/{}  epoch {epoch:.2}  {message}", self.total_steps);
-            self.log.show(step, &message, logged.then_some(line.as_str()));
+            self.trainer.report_step(record, &message, n);
 
-            let last = step == self.total_steps;
-            if !self.data.valid.is_empty()
-                && (last || train.eval_every > 0 && step % train.eval_every == 0)
-            {
-                last_valid = Some(self.evaluate(step)?);
+            if !self.data.valid.is_empty() && self.trainer.evaluates_now() {
+                last_valid = Some(self.evaluate(self.trainer.progress.step)?);
             }
             let interrupted = interrupt::requested();
-            if last || interrupted || train.save_every > 0 && step % train.save_every == 0 {
+            if interrupted || self.trainer.saves_now() {
                 self.save(last_valid)?;
             }
             if interrupted {
-                self.log.finish();
-                return Err(Interrupted(format!(
-                    "sft: interrupted; step {step} is saved in {}\nhint: continue with the same command plus --resume",
-                    out.display()
-                ))
-                .into());
+                return Err(self.trainer.interrupted());
             }
         }
-        self.log.finish();
-        let seconds = self.progress.seconds;
+        self.trainer.log.finish();
+        let progress = &self.trainer.progress;
         let valid = last_valid.map_or(String::new(), |l: f64| {
             format!(", valid loss {l:.4} (perplexity {:.2})", l.exp())
         });
         eprintln!(
-            "sft: {} steps, {} tokens in {seconds:.1} s ({:.0} tokens/s){valid}; saved {}",
-            self.progress.step,
-            self.progress.tokens,
-            self.progress.tokens as f64 / seconds.max(1e-9),
-            out.display()
+            "sft: {} steps, {} tokens in {:.1} s ({:.0} tokens/s){valid}; saved {}",
+            progress.step,
+            progress.tokens,
+            progress.seconds,
+            progress.tokens as f64 / progress.seconds.max(1e-9),
+            self.trainer.out.display()
         );
         Ok(())
     }
@@ -496,10 +392,10 @@ impl Run {
     /// norm before clipping. The loss is a mean over every target token of the step, so each
     /// token weighs the same however the rows are batched.
     fn optimizer_step(&mut self, lr: f64, ad: &Device) -> Result<(f64, f64)> {
-        let train = &self.config.train;
-        let micro_batches: Vec<TokenBatch> = (0..train.grad_accum)
+        let n = self.data.train.len();
+        let micro_batches: Vec<TokenBatch> = (0..self.config.train.grad_accum)
             .map(|_| {
-                let rows = next_batch(&mut self.progress, self.data.train.len(), train);
+                let rows = self.trainer.next_batch(n);
                 let rows: Vec<&Example> = rows.iter().map(|&i| &self.data.train[i]).collect();
                 TokenBatch::new(&rows, self.pad, ad)
             })
@@ -508,7 +404,7 @@ impl Run {
         let mut accumulator = GradientsAccumulator::<CausalLm>::new();
         let mut nll_sum = 0.0;
         for batch in micro_batches {
-            self.progress.tokens += batch.token_count as u64;
+            self.trainer.progress.tokens += batch.token_count as u64;
             let nll = batch_nll(&self.model, batch);
             let loss = nll.clone().div_scalar(step_targets as f64);
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
@@ -516,12 +412,12 @@ impl Run {
             nll_sum += nll.into_scalar::<f32>() as f64;
         }
         let mut grads = accumulator.grads();
-        let grad_norm = clip_global_norm(&self.model, &mut grads, train.max_grad_norm);
+        let grad_norm = clip_global_norm(&self.model, &mut grads, self.config.train.max_grad_norm);
         let loss = nll_sum / step_targets as f64;
         if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(self.diverged(self.progress.step, loss));
+            return Err(self.trainer.diverged(loss));
         }
-        self.model = self.adam.step(self.model.clone(), grads, lr);
+        self.model = self.trainer.adam.step(self.model.clone(), grads, lr);
         Ok((loss, grad_norm))
     }
 
@@ -529,8 +425,10 @@ impl Run {
     fn evaluate(&mut self, step: usize) -> Result<f64> {
         let model = self.model.valid();
         let (loss, _) = mean_loss(&model, &self.data.valid, self.pad, &self.device);
-        self.log.record(json!({ "step": step, "valid_loss": round(loss, 5), "valid_perplexity": round(loss.exp(), 4) }));
-        self.log.say(&format!("step {step}: valid loss {loss:.4}, perplexity {:.3}", loss.exp()));
+        self.trainer.log.record(json!({ "step": step, "valid_loss": round(loss, 5), "valid_perplexity": round(loss.exp(), 4) }));
+        self.trainer
+            .log
+            .say(&format!("step {step}: valid loss {loss:.4}, perplexity {:.3}", loss.exp()));
         let prompts: Vec<Vec<u32>> = self
             .data
             .valid
@@ -562,83 +460,21 @@ impl Run {
 
     /// Writes the whole checkpoint atomically: model, tokenizer, lineage, metrics, state.
     fn save(&mut self, valid_loss: Option<f64>) -> Result<()> {
-        self.lineage.metrics = json!({
-            "step": self.progress.step,
-            "tokens": self.progress.tokens,
+        let metrics = json!({
+            "step": self.trainer.progress.step,
+            "tokens": self.trainer.progress.tokens,
             "valid_loss": valid_loss,
             "valid_perplexity": valid_loss.map(f64::exp),
         });
-        let template_source = match &self.data.template {
-            ChatTemplate::ChatMl => Some(CHATML_TEMPLATE),
-            ChatTemplate::Hh => Some(HH_TEMPLATE),
-            _ => None, // `model`: the tokenizer files already carry it
-        };
         save_atomically(&self.config.output.dir, |dir| {
             save_causal_lm(&self.model, &self.model_config, Some(&self.tokenizer_dir), dir)?;
-            if let Some(source) = template_source {
+            if let Some(source) = self.data.template.builtin_source() {
                 tokenizer::set_chat_template(dir, source)?;
             }
-            self.lineage.write(dir)?;
-            self.log.write(dir)?;
             write_jsonl(&dir.join(SAMPLES_FILE), &self.samples)?;
-            let state = dir.join(STATE_DIR);
-            std::fs::create_dir(&state)?;
-            self.progress.write(&state)?;
-            self.adam.save(&self.model, self.model_config.layout(), &state.join(OPTIMIZER_FILE))
+            self.trainer.write_state(metrics, &self.model, self.model_config.layout(), dir)
         })?;
-        self.saved_step = Some(self.progress.step);
+        self.trainer.saved_step = Some(self.trainer.progress.step);
         Ok(())
-    }
-
-    fn diverged(&self, step: usize, loss: f64) -> anyhow::Error {
-        let kept = match self.saved_step {
-            Some(saved) => {
-                format!("{} keeps the checkpoint of step {saved}", self.config.output.dir.display())
-            }
-            None => "no checkpoint was written yet".to_string(),
-        };
-        anyhow!(
-            "sft: step {}: the loss is {loss} (or the gradient norm is not finite); stopped. {kept}\nhint: lower train.lr, keep train.max_grad_norm > 0, or check the data",
-            step + 1
-        )
-    }
-}
-
-/// The rows of the next micro-batch, advancing the run's position: epochs are read in the
-/// order `permutation(n, seed, epoch)`, so a position is all `--resume` needs.
-fn next_batch(progress: &mut RunProgress, n: usize, train: &TrainConfig) -> Vec<usize> {
-    if progress.batch_in_epoch * train.batch_size >= n {
-        progress.epoch += 1;
-        progress.batch_in_epoch = 0;
-    }
-    let order = permutation(n, train.seed, progress.epoch as u64);
-    let from = progress.batch_in_epoch * train.batch_size;
-    progress.batch_in_epoch += 1;
-    order[from..(from + train.batch_size).min(n)].to_vec()
-}
-
-fn round(value: f64, digits: i32) -> f64 {
-    let scale = 10f64.powi(digits);
-    (value * scale).round() / scale
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn each_epoch_reads_every_row_once_in_a_new_order() {
-        let train = TrainConfig { batch_size: 4, ..TrainConfig::default() };
-        let mut progress = RunProgress::default();
-        let mut epochs = vec![Vec::new(); 2];
-        for _ in 0..6 {
-            let rows = next_batch(&mut progress, 10, &train);
-            epochs[progress.epoch].extend(rows);
-        }
-        assert_ne!(epochs[0], epochs[1]);
-        for rows in &mut epochs {
-            rows.sort_unstable();
-            assert_eq!(*rows, (0..10).collect::<Vec<_>>(), "batches of 4, 4 and 2 cover the epoch");
-        }
     }
 }

@@ -1,0 +1,224 @@
+//! Reward models: one score per (prompt, response). Two kinds of network give it — a decoder
+//! with a scalar head read at the last token (InstructGPT's RM, initialised from the SFT
+//! model) and a cross-encoder (`BertForSequenceClassification` with one label, as
+//! OpenAssistant's reward models) — and [`RewardModel`] loads either for scoring.
+
+use std::path::Path;
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use tokenizers::Tokenizer;
+
+use super::config::{Arch, ModelConfig};
+use super::heads::{EncoderClassifier, ScalarModel};
+use super::mask::PaddedBatch;
+use super::pretrained::{load_encoder_classifier, load_scalar_model};
+use crate::config::sft::Truncation;
+use crate::data::chat::Message;
+use crate::data::pair::PairEncoder;
+use crate::data::scoring::{ResponseEncoder, Sequence, SequenceBatch};
+use crate::data::sft::{FitReport, SftEncoder};
+use crate::data::template::ChatTemplate;
+use crate::{bad_input, json_file};
+
+/// Mean and spread of the rewards a model gives its training responses, saved beside it so
+/// PPO can normalise rewards to zero mean and unit variance.
+pub const STATS_FILE: &str = "reward_stats.json";
+
+/// Sequences scored together at inference.
+const SCORE_BATCH_SIZE: usize = 16;
+
+/// A network that scores token sequences.
+pub trait Scorer: Module {
+    /// One score per row `[B]`.
+    fn scores(&self, batch: &SequenceBatch) -> Tensor<1>;
+    /// Longest sequence it reads.
+    fn max_len(&self) -> usize;
+}
+
+impl Scorer for ScalarModel {
+    fn scores(&self, batch: &SequenceBatch) -> Tensor<1> {
+        self.forward(batch.input_ids.clone(), &PaddedBatch::new(batch.attention_mask.clone()))
+    }
+
+    fn max_len(&self) -> usize {
+        self.body.max_positions()
+    }
+}
+
+impl Scorer for EncoderClassifier {
+    fn scores(&self, batch: &SequenceBatch) -> Tensor<1> {
+        let logits = self.forward(
+            batch.input_ids.clone(),
+            batch.token_type_ids.clone(),
+            batch.attention_mask.clone(),
+        );
+        let rows = logits.dims()[0];
+        logits.reshape([rows])
+    }
+
+    fn max_len(&self) -> usize {
+        self.body.max_positions()
+    }
+}
+
+/// Scores `sequences` in batches of similar length (less padding); results in input order.
+pub fn score_all<M: Scorer>(
+    model: &M,
+    sequences: &[&Sequence],
+    pad: u32,
+    device: &Device,
+) -> Vec<f32> {
+    let mut order: Vec<usize> = (0..sequences.len()).collect();
+    order.sort_by_key(|&i| sequences[i].ids.len());
+    let mut scores = vec![0.0; sequences.len()];
+    for chunk in order.chunks(SCORE_BATCH_SIZE) {
+        let rows: Vec<&Sequence> = chunk.iter().map(|&i| sequences[i]).collect();
+        let batch = SequenceBatch::new(&rows, pad, device);
+        let values = model.scores(&batch).into_data().convert::<f32>().try_to_vec::<f32>();
+        for (&i, value) in chunk.iter().zip(values.expect("f32 scores")) {
+            scores[i] = value;
+        }
+    }
+    scores
+}
+
+/// How a backbone's sequences are built: decoders render the conversation with `template`,
+/// cross-encoders (no template) pair the prompt with the response.
+pub fn response_encoder<'a>(
+    config: &ModelConfig,
+    tokenizer: &'a Tokenizer,
+    template: Option<&'a ChatTemplate>,
+    max_len: usize,
+    truncation: Truncation,
+) -> Result<ResponseEncoder<'a>> {
+    Ok(match template {
+        Some(template) => ResponseEncoder::Decoder(SftEncoder {
+            tokenizer,
+            template,
+            max_len,
+            truncation,
+            eos: config.eos_id(tokenizer),
+            eos_after_answers: matches!(template, ChatTemplate::Hh),
+        }),
+        None => ResponseEncoder::CrossEncoder(
+            Box::new(PairEncoder::new(tokenizer, max_len)?),
+            truncation,
+        ),
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RewardStats {
+    pub mean: f64,
+    pub std: f64,
+    /// Responses the statistics were taken over.
+    pub count: usize,
+}
+
+impl RewardStats {
+    pub fn of(scores: &[f32]) -> Self {
+        let n = scores.len().max(1) as f64;
+        let mean = scores.iter().map(|&s| s as f64).sum::<f64>() / n;
+        let var = scores.iter().map(|&s| (s as f64 - mean).powi(2)).sum::<f64>() / n;
+        Self { mean, std: var.sqrt(), count: scores.len() }
+    }
+
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        json_file::write(&dir.join(STATS_FILE), self)
+    }
+}
+
+/// Either network.
+#[allow(clippy::large_enum_variant)] // one per process
+pub enum RewardNet {
+    Decoder(ScalarModel),
+    CrossEncoder(EncoderClassifier),
+}
+
+/// A reward model directory loaded for scoring.
+pub struct RewardModel {
+    pub net: RewardNet,
+    pub config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    /// Decoders only: the chat template saved with the model.
+    pub template: Option<ChatTemplate>,
+    /// `reward_stats.json`, when the directory has one.
+    pub stats: Option<RewardStats>,
+}
+
+impl RewardModel {
+    pub fn load(dir: &Path, device: &Device) -> Result<Self> {
+        let config = ModelConfig::read(dir)?;
+        let no_tokenizer =
+            || bad_input!("{}: no tokenizer.json, so text cannot be scored", dir.display());
+        let (net, tokenizer, template) = match config.arch {
+            Arch::Bert(_) => {
+                let loaded = load_encoder_classifier(dir, Some(1), device).map_err(|e| {
+                    bad_input!("{e:#}\nhint: a reward model has one output (written by `rlhf reward train`)")
+                })?;
+                (
+                    RewardNet::CrossEncoder(loaded.model),
+                    loaded.tokenizer.ok_or_else(no_tokenizer)?,
+                    None,
+                )
+            }
+            _ => {
+                let loaded = load_scalar_model(dir, device)?;
+                let template = ChatTemplate::resolve(None, dir)?;
+                (
+                    RewardNet::Decoder(loaded.model),
+                    loaded.tokenizer.ok_or_else(no_tokenizer)?,
+                    Some(template),
+                )
+            }
+        };
+        let stats_file = dir.join(STATS_FILE);
+        let stats = match stats_file.is_file() {
+            true => Some(json_file::read(&stats_file).map_err(|e| bad_input!("{e:#}"))?),
+            false => None,
+        };
+        Ok(Self { net, config, tokenizer, template, stats })
+    }
+
+    /// The encoder for this model's sequences, cutting prompts to fit its window.
+    pub fn encoder(&self) -> Result<ResponseEncoder<'_>> {
+        let max_len = match &self.net {
+            RewardNet::Decoder(m) => m.max_len(),
+            RewardNet::CrossEncoder(m) => m.max_len(),
+        };
+        response_encoder(
+            &self.config,
+            &self.tokenizer,
+            self.template.as_ref(),
+            max_len,
+            Truncation::Left,
+        )
+    }
+
+    /// Scores each (prompt, response); the error names the item that cannot be encoded.
+    pub fn score(&self, items: &[(&[Message], &str)], device: &Device) -> Result<Vec<f32>> {
+        let encoder = self.encoder()?;
+        let mut report = FitReport::default();
+        let sequences = items
+            .iter()
+            .map(|(prompt, response)| {
+                encoder.encode(prompt, response, &mut report)?.ok_or_else(|| {
+                    "the response alone is longer than the model's context window".to_string()
+                })
+            })
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| bad_input!("{e}"))?;
+        Ok(self.score_sequences(&sequences.iter().collect::<Vec<_>>(), device))
+    }
+
+    pub fn score_sequences(&self, sequences: &[&Sequence], device: &Device) -> Vec<f32> {
+        let pad = self.config.pad_id(&self.tokenizer);
+        match &self.net {
+            RewardNet::Decoder(m) => score_all(m, sequences, pad, device),
+            RewardNet::CrossEncoder(m) => score_all(m, sequences, pad, device),
+        }
+    }
+}

@@ -1,0 +1,688 @@
+//! Stage 2, `rlhf reward`: a reward model from human comparisons. The Bradley–Terry loss
+//! `−log σ(r_better − r_worse − margin)` over every ranked pair of a prompt, the pairs of one
+//! prompt weighing as much as one comparison (InstructGPT), plus a small pull of the scores
+//! toward zero; validation pairwise accuracy and margin; the final model saved with the mean
+//! and spread of its training rewards for PPO to normalise with.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::log_sigmoid;
+use serde_json::{Map, Value, json};
+use tokenizers::Tokenizer;
+
+use crate::checkpoint::{Lineage, Source, save_atomically};
+use crate::cli::{EvalArgs, TrainArgs};
+use crate::config::reward::RewardConfig;
+use crate::data::chat::{Message, Role, parse_messages};
+use crate::data::jsonl::read_rows;
+use crate::data::preference::{Comparison, prompt_field};
+use crate::data::scoring::{ResponseEncoder, Sequence, SequenceBatch};
+use crate::data::sft::FitReport;
+use crate::data::template::ChatTemplate;
+use crate::data::tokenizer;
+use crate::model::config::{Arch, HeadKind};
+use crate::model::heads::{EncoderClassifier, ScalarModel};
+use crate::model::pretrained::{init_causal_lm, load_encoder_classifier, save_encoder_classifier};
+use crate::model::reward::{
+    RewardModel, RewardNet, RewardStats, Scorer, response_encoder, score_all,
+};
+use crate::model::{ModelConfig, load_causal_lm, load_scalar_model, preset, save_scalar_model};
+use crate::train::grad_norm::clip_global_norm;
+use crate::train::interrupt;
+use crate::train::run::{self, Trainer, round};
+use crate::train::schedule::learning_rate;
+use crate::train::state::{RunProgress, STATE_DIR};
+use crate::{bad_input, config};
+
+/// A comparison encoded: its responses' sequences, best first.
+#[derive(Debug, Clone)]
+struct Encoded {
+    sequences: Vec<Sequence>,
+    comparison: Comparison,
+}
+
+pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
+    let config: RewardConfig = config::load(&args.config, &args.overrides)?;
+    let origin = args.config.display();
+    config.validate().map_err(|e| bad_input!("{origin}: {e}"))?;
+    run::check_output("reward", &config.output, args.resume)?;
+
+    // Everything is loaded and checked before the first step, so bad input writes nothing.
+    let ad = device.clone().autodiff();
+    let start = Start::open(&config, args.resume, &ad)?;
+    interrupt::install();
+    match start.net {
+        RewardNet::Decoder(model) => {
+            Run::new(config, model, start.info, device, &args.overrides)?.train()
+        }
+        RewardNet::CrossEncoder(model) => {
+            Run::new(config, model, start.info, device, &args.overrides)?.train()
+        }
+    }
+}
+
+/// `rlhf reward eval`: pairwise accuracy and mean margin on comparisons.
+pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
+    let model = RewardModel::load(&args.model, device)?;
+    let encoder = model.encoder()?;
+    let (encoded, report) = encode_file(&args.data, &encoder)?;
+    let sequences: Vec<&Sequence> = encoded.iter().flat_map(|e| &e.sequences).collect();
+    let scores = model.score_sequences(&sequences, device);
+    let metrics = PairMetrics::of(&encoded, &scores, 0.0);
+    let report = json!({
+        "accuracy": metrics.accuracy,
+        "mean_margin": metrics.mean_margin,
+        "loss": metrics.loss,
+        "comparisons": encoded.len(),
+        "pairs": metrics.pairs,
+        "truncated": report.truncated,
+        "dropped": report.dropped,
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("accuracy     {:.4}", metrics.accuracy);
+        println!("mean margin  {:.4}", metrics.mean_margin);
+        println!("loss         {:.4}", metrics.loss);
+        println!("count        {} comparisons, {} pairs", encoded.len(), metrics.pairs);
+    }
+    Ok(())
+}
+
+/// `rlhf reward score`: each row of `data` with its reward added — `score` for a single
+/// response (`prompt` + `response`/`completion`, or `messages` ending with the assistant),
+/// `scores` (best first) for comparison rows.
+pub fn score(args: &crate::cli::ScoreArgs, device: &Device) -> Result<()> {
+    let model = RewardModel::load(&args.model, device)?;
+    let encoder = model.encoder()?;
+    let path = &args.data;
+    let rows = read_rows(path)?;
+    let mut sequences = Vec::new();
+    let mut counts = Vec::with_capacity(rows.len());
+    for row in &rows {
+        let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
+        let (prompt, responses) = scored_row(&row.fields).map_err(at)?;
+        for response in &responses {
+            let sequence =
+                encoder.encode(&prompt, response, &mut FitReport::default()).map_err(at)?;
+            sequences.push(sequence.ok_or_else(|| {
+                at("the response alone is longer than the model's context window".into())
+            })?);
+        }
+        counts.push(responses.len());
+    }
+    let scores = model.score_sequences(&sequences.iter().collect::<Vec<_>>(), device);
+    let mut out: Box<dyn Write> = match &args.out {
+        Some(file) => Box::new(std::io::BufWriter::new(
+            std::fs::File::create(file)
+                .map_err(|e| bad_input!("cannot write {}: {e}", file.display()))?,
+        )),
+        None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
+    };
+    let mut next = scores.into_iter();
+    for (row, count) in rows.into_iter().zip(counts) {
+        let mut fields = row.fields;
+        let mine: Vec<f32> = next.by_ref().take(count).collect();
+        let single = !(fields.contains_key("chosen") || fields.contains_key("responses"));
+        match single {
+            true => fields.insert("score".into(), json!(mine[0])),
+            false => fields.insert("scores".into(), json!(mine)),
+        };
+        writeln!(out, "{}", Value::Object(fields))?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+/// A row to score: its prompt and the response(s).
+fn scored_row(row: &Map<String, Value>) -> Result<(Vec<Message>, Vec<String>), String> {
+    if row.contains_key("chosen") || row.contains_key("responses") {
+        let comparison = Comparison::parse(row)?;
+        return Ok((comparison.prompt, comparison.responses));
+    }
+    if let Some(messages) = row.get("messages") {
+        let mut messages = parse_messages(messages, "messages")?;
+        return match messages.pop() {
+            Some(last) if last.role == Role::Assistant && !messages.is_empty() => {
+                Ok((messages, vec![last.content]))
+            }
+            _ => Err("field `messages` must end with the assistant turn to score".into()),
+        };
+    }
+    let response = match (row.get("response"), row.get("completion")) {
+        (Some(Value::String(r)), None) | (None, Some(Value::String(r))) => r.clone(),
+        (None, None) => {
+            return Err(
+                "expected `prompt` + `response` (or `completion`), `messages`, or a comparison row"
+                    .into(),
+            );
+        }
+        _ => return Err("field `response` (or `completion`) must be one string".into()),
+    };
+    let prompt = prompt_field(row)?.ok_or("field `prompt` is missing")?;
+    Ok((prompt, vec![response]))
+}
+
+/// Reads and encodes every comparison of `path`; errors name `FILE:LINE`. A comparison one of
+/// whose responses does not fit is dropped whole (and counted).
+fn encode_file(path: &Path, encoder: &ResponseEncoder) -> Result<(Vec<Encoded>, FitReport)> {
+    let mut report = FitReport::default();
+    let mut encoded = Vec::new();
+    for row in read_rows(path)? {
+        let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
+        let comparison = Comparison::parse(&row.fields).map_err(at)?;
+        let mut sequences = Vec::new();
+        let mut fit = FitReport::default();
+        for response in &comparison.responses {
+            if let Some(sequence) =
+                encoder.encode(&comparison.prompt, response, &mut fit).map_err(at)?
+            {
+                sequences.push(sequence);
+            }
+        }
+        if sequences.len() == comparison.responses.len() {
+            report.truncated += usize::from(fit.truncated > 0);
+            encoded.push(Encoded { sequences, comparison });
+        } else {
+            report.dropped += 1;
+        }
+    }
+    Ok((encoded, report))
+}
+
+/// Accuracy, margin and loss over every pair of some comparisons.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct PairMetrics {
+    /// Pairs whose better response scores strictly higher.
+    accuracy: f64,
+    /// Mean r_better − r_worse.
+    mean_margin: f64,
+    /// Mean over comparisons of the weighted pair loss.
+    loss: f64,
+    pairs: usize,
+}
+
+impl PairMetrics {
+    /// `scores` holds each comparison's responses in order.
+    fn of(encoded: &[Encoded], scores: &[f32], default_margin: f64) -> Self {
+        let (mut right, mut pairs, mut margin_sum, mut loss_sum) = (0, 0, 0.0, 0.0);
+        let mut at = 0;
+        for e in encoded {
+            let s = &scores[at..at + e.sequences.len()];
+            at += e.sequences.len();
+            let margin = e.comparison.margin.unwrap_or(default_margin);
+            for pair in e.comparison.pairs() {
+                let gap = (s[pair.better] - s[pair.worse]) as f64;
+                right += usize::from(gap > 0.0);
+                pairs += 1;
+                margin_sum += gap;
+                loss_sum += pair.weight * softplus(-(gap - margin));
+            }
+        }
+        let n = pairs.max(1) as f64;
+        Self {
+            accuracy: right as f64 / n,
+            mean_margin: margin_sum / n,
+            loss: loss_sum / encoded.len().max(1) as f64,
+            pairs,
+        }
+    }
+}
+
+/// log(1 + eˣ), stable: −log σ(d) = softplus(−d).
+fn softplus(x: f64) -> f64 {
+    x.max(0.0) + (-x.abs()).exp().ln_1p()
+}
+
+/// The network a run trains, with how to save it.
+trait Backbone: Scorer + Clone {
+    fn write(&self, config: &ModelConfig, tokenizer_dir: &Path, dir: &Path) -> Result<()>;
+}
+
+impl Backbone for ScalarModel {
+    fn write(&self, config: &ModelConfig, tokenizer_dir: &Path, dir: &Path) -> Result<()> {
+        save_scalar_model(self, config, Some(tokenizer_dir), dir)
+    }
+}
+
+impl Backbone for EncoderClassifier {
+    fn write(&self, config: &ModelConfig, tokenizer_dir: &Path, dir: &Path) -> Result<()> {
+        save_encoder_classifier(self, config, &["LABEL_0".into()], None, Some(tokenizer_dir), dir)
+    }
+}
+
+/// What a run starts from, besides the network.
+struct StartInfo {
+    config: ModelConfig,
+    tokenizer: Tokenizer,
+    /// Where the tokenizer files (and a decoder's chat template) come from.
+    tokenizer_dir: PathBuf,
+    parent: Option<Source>,
+    resumed: Option<(RunProgress, Lineage)>,
+}
+
+struct Start {
+    net: RewardNet,
+    info: StartInfo,
+}
+
+impl Start {
+    fn open(config: &RewardConfig, resume: bool, ad: &Device) -> Result<Self> {
+        let (dir, parent, resumed) = match (&config.model.base, resume) {
+            (_, true) => {
+                let dir = &config.output.dir;
+                let lineage = Lineage::read(dir).map_err(|e| bad_input!("--resume: {e:#}"))?;
+                let progress = RunProgress::read(&dir.join(STATE_DIR))
+                    .map_err(|e| bad_input!("--resume: {e:#}"))?;
+                (dir.clone(), lineage.parent.clone(), Some((progress, lineage)))
+            }
+            (Some(base), false) => (base.clone(), Some(Source::model_dir(base)?), None),
+            (None, false) => return Self::from_preset(config, ad),
+        };
+        ad.seed(config.train.seed); // a fresh head draws its initial weights
+        let model_config = ModelConfig::read(&dir)?;
+        let (net, tokenizer) = match (&model_config.arch, model_config.head_kind()) {
+            (Arch::Bert(_), _) => {
+                let loaded = load_encoder_classifier(&dir, Some(1), ad)?;
+                (RewardNet::CrossEncoder(loaded.model), loaded.tokenizer)
+            }
+            (_, HeadKind::Scalar) => {
+                let loaded = load_scalar_model(&dir, ad)?;
+                (RewardNet::Decoder(loaded.model), loaded.tokenizer)
+            }
+            (_, HeadKind::CausalLm) => {
+                // InstructGPT: the RM starts as the SFT model with its LM head replaced.
+                let loaded = load_causal_lm(&dir, ad)?;
+                let (d, std) = (model_config.hidden_size(), model_config.initializer_range());
+                let model = ScalarModel::from_decoder(loaded.model.body, d, std, ad);
+                (RewardNet::Decoder(model), loaded.tokenizer)
+            }
+            (_, HeadKind::Classifier | HeadKind::Encoder) => {
+                return Err(bad_input!(
+                    "{}: a classifier with {} labels cannot become a reward model\nhint: start from an SFT checkpoint, a base model or an encoder",
+                    dir.display(),
+                    model_config.num_labels()
+                ));
+            }
+        };
+        let tokenizer = tokenizer.ok_or_else(|| {
+            bad_input!(
+                "{}: no tokenizer.json\nhint: the reward model needs the base model's tokenizer",
+                dir.display()
+            )
+        })?;
+        let info =
+            StartInfo { config: model_config, tokenizer, tokenizer_dir: dir, parent, resumed };
+        Ok(Self { net, info })
+    }
+
+    fn from_preset(config: &RewardConfig, ad: &Device) -> Result<Self> {
+        let source = &config.model;
+        let (preset_name, tokenizer_path) = (
+            source.init.as_deref().expect("validated: init or base"),
+            source.tokenizer.as_ref().expect("validated: init comes with tokenizer"),
+        );
+        let tokenizer = tokenizer::read(tokenizer_path)?;
+        let tokenizer_dir = tokenizer::files_dir(tokenizer_path).to_path_buf();
+        let model_config = preset::resolve(preset_name, &[], &tokenizer, &tokenizer_dir)?;
+        ad.seed(config.train.seed);
+        let body = init_causal_lm(&model_config, ad)?.body;
+        let (d, std) = (model_config.hidden_size(), model_config.initializer_range());
+        let net = RewardNet::Decoder(ScalarModel::from_decoder(body, d, std, ad));
+        let info = StartInfo {
+            config: model_config,
+            tokenizer,
+            tokenizer_dir,
+            parent: None,
+            resumed: None,
+        };
+        Ok(Self { net, info })
+    }
+}
+
+/// Training and validation comparisons, encoded.
+struct Data {
+    train: Vec<Encoded>,
+    valid: Vec<Encoded>,
+    files: Vec<Source>,
+}
+
+impl Data {
+    fn read(config: &RewardConfig, encoder: &ResponseEncoder) -> Result<Self> {
+        let data = &config.data;
+        let (mut train, mut report) = encode_file(&data.train, encoder)?;
+        let mut files = vec![Source::file(&data.train)?];
+        let valid = match &data.valid {
+            Some(path) => {
+                let (valid, valid_report) = encode_file(path, encoder)?;
+                files.push(Source::file(path)?);
+                report.truncated += valid_report.truncated;
+                report.dropped += valid_report.dropped;
+                valid
+            }
+            None if data.valid_fraction > 0.0 => {
+                let chosen = run::held_out(train.len(), data.valid_fraction, config.train.seed);
+                let (valid, rest): (Vec<_>, Vec<_>) =
+                    train.into_iter().zip(chosen).partition(|(_, c)| *c);
+                train = rest.into_iter().map(|(e, _)| e).collect();
+                valid.into_iter().map(|(e, _)| e).collect()
+            }
+            None => Vec::new(),
+        };
+        if report.truncated + report.dropped > 0 {
+            eprintln!(
+                "reward: {} comparison(s) longer than data.max_len = {}: {} with prompts cut from the left, {} dropped",
+                report.truncated + report.dropped,
+                data.max_len,
+                report.truncated,
+                report.dropped
+            );
+        }
+        if train.is_empty() {
+            return Err(bad_input!(
+                "{}: no comparison fits data.max_len = {}",
+                data.train.display(),
+                data.max_len
+            ));
+        }
+        Ok(Self { train, valid, files })
+    }
+}
+
+/// A training run in progress.
+struct Run<M: Backbone> {
+    config: RewardConfig,
+    model: M,
+    info: StartInfo,
+    /// Decoders only.
+    template: Option<ChatTemplate>,
+    data: Data,
+    trainer: Trainer,
+    pad: u32,
+    /// The plain (no autodiff) device, for evaluation.
+    device: Device,
+}
+
+impl<M: Backbone> Run<M> {
+    fn new(
+        config: RewardConfig,
+        model: M,
+        mut info: StartInfo,
+        device: &Device,
+        overrides: &[String],
+    ) -> Result<Self> {
+        let window = model.max_len();
+        if config.data.max_len > window {
+            return Err(bad_input!(
+                "key `data.max_len` = {} exceeds the model's context window of {window} tokens",
+                config.data.max_len
+            ));
+        }
+        let template = match (&info.config.arch, &config.data.template) {
+            (Arch::Bert(_), Some(_)) => {
+                return Err(bad_input!(
+                    "key `data.template` applies to decoder backbones; a cross-encoder reads [CLS] prompt [SEP] response [SEP]\nhint: remove it"
+                ));
+            }
+            (Arch::Bert(_), None) => None,
+            (_, name) => Some(ChatTemplate::resolve(name.as_deref(), &info.tokenizer_dir)?),
+        };
+        let encoder = response_encoder(
+            &info.config,
+            &info.tokenizer,
+            template.as_ref(),
+            config.data.max_len,
+            config.data.truncation,
+        )?;
+        let data = Data::read(&config, &encoder)?;
+        drop(encoder);
+        let lineage =
+            run::lineage("reward", &config, overrides, info.parent.clone(), data.files.clone())?;
+        let trainer = Trainer::new(
+            "reward",
+            &config.train,
+            &config.output.dir,
+            data.train.len(),
+            lineage,
+            info.resumed.take(),
+            &model,
+            info.config.layout(),
+            device,
+        )?;
+        let pad = info.config.pad_id(&info.tokenizer);
+        Ok(Self { config, model, info, template, data, trainer, pad, device: device.clone() })
+    }
+
+    fn train(&mut self) -> Result<()> {
+        let train = self.config.train.clone();
+        let n = self.data.train.len();
+        let t = &self.trainer;
+        if t.progress.step >= t.total_steps {
+            t.log.say(&format!(
+                "reward: {} already has all {} steps",
+                t.out.display(),
+                t.total_steps
+            ));
+        } else if t.progress.step == 0 {
+            t.log.say(&format!(
+                "reward: {n} comparisons ({} for validation), {} steps of {} × {} comparisons",
+                self.data.valid.len(),
+                t.total_steps,
+                train.grad_accum,
+                train.batch_size
+            ));
+        }
+        let started = Instant::now();
+        let seconds_before = t.progress.seconds;
+        let mut last_valid = None;
+        let ad = self.device.clone().autodiff();
+        let mut comparisons_done = 0;
+        while self.trainer.progress.step < self.trainer.total_steps {
+            let lr = learning_rate(&train, self.trainer.progress.step, self.trainer.total_steps);
+            let (loss, accuracy, grad_norm, comparisons) = self.optimizer_step(lr, &ad)?;
+            comparisons_done += comparisons;
+            let progress = &mut self.trainer.progress;
+            progress.step += 1;
+            progress.seconds = seconds_before + started.elapsed().as_secs_f64();
+            let rate = comparisons_done as f64 / started.elapsed().as_secs_f64();
+            let record = json!({
+                "loss": round(loss, 5), "accuracy": round(accuracy, 4), "lr": lr,
+                "grad_norm": round(grad_norm, 5), "tokens": progress.tokens,
+                "comparisons_per_s": round(rate, 2), "seconds": round(progress.seconds, 2),
+            });
+            let message =
+                format!("loss {loss:.4}  acc {accuracy:.3}  lr {lr:.2e}  {rate:.1} cmp/s");
+            self.trainer.report_step(record, &message, n);
+
+            if !self.data.valid.is_empty() && self.trainer.evaluates_now() {
+                last_valid = Some(self.evaluate());
+            }
+            let interrupted = interrupt::requested();
+            if interrupted || self.trainer.saves_now() {
+                self.save(last_valid)?;
+            }
+            if interrupted {
+                return Err(self.trainer.interrupted());
+            }
+        }
+        self.trainer.log.finish();
+        let valid = last_valid.map_or(String::new(), |v: PairMetrics| {
+            format!(", valid accuracy {:.4} (mean margin {:.3})", v.accuracy, v.mean_margin)
+        });
+        eprintln!(
+            "reward: {} steps in {:.1} s{valid}; saved {}",
+            self.trainer.progress.step,
+            self.trainer.progress.seconds,
+            self.trainer.out.display()
+        );
+        Ok(())
+    }
+
+    /// One optimizer step over `grad_accum` micro-batches of comparisons; returns the loss,
+    /// the pairwise accuracy, the gradient norm before clipping, and the comparisons used.
+    /// The loss is a mean over the step's comparisons, each the weighted sum of its pairs.
+    fn optimizer_step(&mut self, lr: f64, ad: &Device) -> Result<(f64, f64, f64, usize)> {
+        let n = self.data.train.len();
+        let micro_batches: Vec<Vec<usize>> =
+            (0..self.config.train.grad_accum).map(|_| self.trainer.next_batch(n)).collect();
+        let comparisons: usize = micro_batches.iter().map(Vec::len).sum();
+        let sequences: usize =
+            micro_batches.iter().flatten().map(|&i| self.data.train[i].sequences.len()).sum();
+        let mut accumulator = GradientsAccumulator::<M>::new();
+        let (mut loss_sum, mut right, mut pairs) = (0.0, 0, 0);
+        for rows in micro_batches {
+            let examples: Vec<&Encoded> = rows.iter().map(|&i| &self.data.train[i]).collect();
+            let step = PairBatch::new(&examples, self.config.loss.margin, self.pad, ad);
+            self.trainer.progress.tokens += step.batch.token_count as u64;
+            let scores = self.model.scores(&step.batch);
+            let gaps = scores.clone().select(0, step.better) - scores.clone().select(0, step.worse);
+            let pair_loss = -log_sigmoid(gaps.clone() - step.margins);
+            let loss = (pair_loss * step.weights).sum().div_scalar(comparisons as f64)
+                + scores
+                    .powi_scalar(2)
+                    .sum()
+                    .mul_scalar(self.config.loss.center_coefficient / sequences as f64);
+            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            accumulator.accumulate(&self.model, grads);
+            loss_sum += loss.into_scalar::<f32>() as f64;
+            let gaps = gaps.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 gaps");
+            right += gaps.iter().filter(|&&g| g > 0.0).count();
+            pairs += gaps.len();
+        }
+        let mut grads = accumulator.grads();
+        let grad_norm = clip_global_norm(&self.model, &mut grads, self.config.train.max_grad_norm);
+        if !loss_sum.is_finite() || !grad_norm.is_finite() {
+            return Err(self.trainer.diverged(loss_sum));
+        }
+        self.model = self.trainer.adam.step(self.model.clone(), grads, lr);
+        Ok((loss_sum, right as f64 / pairs as f64, grad_norm, comparisons))
+    }
+
+    fn scores(&self, examples: &[Encoded]) -> Vec<f32> {
+        let sequences: Vec<&Sequence> = examples.iter().flat_map(|e| &e.sequences).collect();
+        score_all(&self.model.valid(), &sequences, self.pad, &self.device)
+    }
+
+    /// Validation accuracy, margin and loss (recorded).
+    fn evaluate(&mut self) -> PairMetrics {
+        let scores = self.scores(&self.data.valid);
+        let metrics = PairMetrics::of(&self.data.valid, &scores, self.config.loss.margin);
+        let step = self.trainer.progress.step;
+        self.trainer.log.record(json!({
+            "step": step, "valid_accuracy": round(metrics.accuracy, 5),
+            "valid_mean_margin": round(metrics.mean_margin, 5), "valid_loss": round(metrics.loss, 5),
+        }));
+        self.trainer.log.say(&format!(
+            "step {step}: valid accuracy {:.4}, mean margin {:.4}, loss {:.4}",
+            metrics.accuracy, metrics.mean_margin, metrics.loss
+        ));
+        metrics
+    }
+
+    /// Writes the whole checkpoint atomically; the last one also gets the reward statistics
+    /// of the training set.
+    fn save(&mut self, valid: Option<PairMetrics>) -> Result<()> {
+        let last = self.trainer.progress.step == self.trainer.total_steps;
+        let stats = last.then(|| RewardStats::of(&self.scores(&self.data.train)));
+        let metrics = json!({
+            "step": self.trainer.progress.step,
+            "valid_accuracy": valid.map(|v| v.accuracy),
+            "valid_mean_margin": valid.map(|v| v.mean_margin),
+            "reward_mean": stats.map(|s| s.mean),
+            "reward_std": stats.map(|s| s.std),
+        });
+        let info = &self.info;
+        save_atomically(&self.config.output.dir, |dir| {
+            self.model.write(&info.config, &info.tokenizer_dir, dir)?;
+            if let Some(source) = self.template.as_ref().and_then(ChatTemplate::builtin_source) {
+                tokenizer::set_chat_template(dir, source)?;
+            }
+            if let Some(stats) = stats {
+                stats.write(dir)?;
+            }
+            self.trainer.write_state(metrics, &self.model, info.config.layout(), dir)
+        })?;
+        self.trainer.saved_step = Some(self.trainer.progress.step);
+        Ok(())
+    }
+}
+
+/// A micro-batch of comparisons: all their responses in one batch, and the pairs as indices
+/// into it with their weights and margins.
+struct PairBatch {
+    batch: SequenceBatch,
+    better: Tensor<1, Int>,
+    worse: Tensor<1, Int>,
+    weights: Tensor<1>,
+    margins: Tensor<1>,
+}
+
+impl PairBatch {
+    fn new(examples: &[&Encoded], default_margin: f64, pad: u32, device: &Device) -> Self {
+        let mut sequences = Vec::new();
+        let (mut better, mut worse, mut weights, mut margins) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for e in examples {
+            let offset = sequences.len() as i64;
+            sequences.extend(&e.sequences);
+            let margin = e.comparison.margin.unwrap_or(default_margin) as f32;
+            for pair in e.comparison.pairs() {
+                better.push(offset + pair.better as i64);
+                worse.push(offset + pair.worse as i64);
+                weights.push(pair.weight as f32);
+                margins.push(margin);
+            }
+        }
+        let p = better.len();
+        let ints = |v: Vec<i64>| Tensor::from_data(TensorData::new(v, [p]), device);
+        let floats = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, [p]), device);
+        Self {
+            batch: SequenceBatch::new(&sequences, pad, device),
+            better: ints(better),
+            worse: ints(worse),
+            weights: floats(weights),
+            margins: floats(margins),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::preference::Comparison;
+    use serde_json::json;
+
+    fn encoded(row: Value) -> Encoded {
+        let comparison = Comparison::parse(row.as_object().unwrap()).unwrap();
+        let sequences =
+            vec![Sequence { ids: vec![1], type_ids: vec![0] }; comparison.responses.len()];
+        Encoded { sequences, comparison }
+    }
+
+    #[test]
+    fn metrics_count_pairs_and_weigh_each_prompt_once() {
+        let ranking = encoded(json!({"prompt": "p", "responses": ["a", "b", "c"]}));
+        let pair = encoded(json!({"prompt": "p", "chosen": "a", "rejected": "b"}));
+        // Ranking scored 3, 1, 2: pairs (0,1) ✓, (0,2) ✓, (1,2) ✗. Pair scored 0, 1: ✗.
+        let scores = [3.0, 1.0, 2.0, 0.0, 1.0];
+        let m = PairMetrics::of(&[ranking, pair], &scores, 0.0);
+        assert_eq!(m.pairs, 4);
+        assert!((m.accuracy - 0.5).abs() < 1e-12);
+        assert!((m.mean_margin - (2.0 + 1.0 - 1.0 - 1.0) / 4.0).abs() < 1e-9);
+        let ranking_loss = (softplus(-2.0) + softplus(-1.0) + softplus(1.0)) / 3.0;
+        assert!((m.loss - (ranking_loss + softplus(1.0)) / 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn softplus_is_minus_log_sigmoid_of_minus_x() {
+        for x in [-30.0, -1.0, 0.0, 2.0, 40.0] {
+            let reference = -(1.0 / (1.0 + f64::exp(x))).ln();
+            assert!((softplus(x) - reference).abs() < 1e-9, "{x}");
+        }
+    }
+}

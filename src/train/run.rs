@@ -1,0 +1,267 @@
+//! The bookkeeping every training stage shares: the output directory rules, the optimizer and
+//! where the run stands, the metrics log and lineage, and how a run ends (saved, interrupted,
+//! diverged). A stage supplies the model and what one step computes.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, anyhow};
+use burn::module::Module;
+use burn::prelude::*;
+use serde_json::{Value, json};
+
+use super::adamw::{AdamW, AdamWConfig};
+use super::shuffle::permutation;
+use super::state::{OPTIMIZER_FILE, RunProgress, STATE_DIR};
+use crate::bad_input;
+use crate::checkpoint::{Lineage, Source};
+use crate::config::train::{OutputConfig, TrainConfig};
+use crate::error::Interrupted;
+use crate::metrics::{METRICS_FILE, RunLog, read_jsonl};
+use crate::model::naming::HfLayout;
+
+/// Refuses to start over an existing run unless told to, and to resume where there is none.
+pub fn check_output(stage: &str, output: &OutputConfig, resume: bool) -> Result<()> {
+    let out = &output.dir;
+    if resume && !RunProgress::exists(out) {
+        return Err(bad_input!(
+            "--resume: {} holds no resumable {stage} run (no {STATE_DIR}/)\nhint: drop --resume to start a new run",
+            out.display()
+        ));
+    }
+    if !resume && out.exists() && !output.overwrite {
+        return Err(bad_input!(
+            "{} already exists\nhint: pass --resume to continue that run, or --set output.overwrite=true to replace it",
+            out.display()
+        ));
+    }
+    Ok(())
+}
+
+/// A run's state between steps.
+pub struct Trainer {
+    pub stage: &'static str,
+    pub train: TrainConfig,
+    pub out: PathBuf,
+    pub adam: AdamW,
+    pub progress: RunProgress,
+    pub lineage: Lineage,
+    pub log: RunLog,
+    pub total_steps: usize,
+    /// Step of the last checkpoint on disk, if any.
+    pub saved_step: Option<usize>,
+}
+
+impl Trainer {
+    /// A fresh run, or (with `resumed`, the progress read from `out/state`) the continuation
+    /// of one, whose optimizer moments are restored into `model`. `device` is the plain one.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new<M: Module>(
+        stage: &'static str,
+        train: &TrainConfig,
+        out: &Path,
+        examples: usize,
+        lineage: Lineage,
+        resumed: Option<(RunProgress, Lineage)>,
+        model: &M,
+        layout: HfLayout,
+        device: &Device,
+    ) -> Result<Self> {
+        let batches_per_epoch = examples.div_ceil(train.batch_size);
+        let total_steps = match train.max_steps {
+            0 => (train.epochs * batches_per_epoch).div_ceil(train.grad_accum),
+            n => n,
+        };
+        let adam_config = AdamWConfig {
+            beta1: train.adam_beta1,
+            beta2: train.adam_beta2,
+            epsilon: train.adam_epsilon,
+            weight_decay: train.weight_decay,
+        };
+        let mut trainer = Self {
+            stage,
+            train: train.clone(),
+            out: out.to_path_buf(),
+            adam: AdamW::new(adam_config),
+            progress: RunProgress::default(),
+            lineage,
+            log: RunLog::new(0, total_steps, Vec::new()),
+            total_steps,
+            saved_step: None,
+        };
+        let Some((progress, previous)) = resumed else {
+            return Ok(trainer);
+        };
+        if previous.data != trainer.lineage.data {
+            return Err(bad_input!(
+                "--resume: the data files differ from those {} was trained on (paths or contents)\nhint: resume with the same data, or start a new run in another output.dir",
+                out.display()
+            ));
+        }
+        let state = out.join(STATE_DIR).join(OPTIMIZER_FILE);
+        // Moments are plain tensors: they never track gradients.
+        trainer.adam =
+            AdamW::load(adam_config, progress.step as u64, model, layout, &state, device)
+                .map_err(|e| bad_input!("--resume: {e:#}"))?;
+        trainer.log = RunLog::new(progress.step, total_steps, read_jsonl(&out.join(METRICS_FILE)));
+        trainer.saved_step = Some(progress.step);
+        trainer.progress = progress;
+        Ok(trainer)
+    }
+
+    /// The rows of the next micro-batch among `n`, advancing the run's position: epochs are
+    /// read in the order `permutation(n, seed, epoch)`, so a position is all `--resume` needs.
+    pub fn next_batch(&mut self, n: usize) -> Vec<usize> {
+        let progress = &mut self.progress;
+        let batch_size = self.train.batch_size;
+        if progress.batch_in_epoch * batch_size >= n {
+            progress.epoch += 1;
+            progress.batch_in_epoch = 0;
+        }
+        let order = permutation(n, self.train.seed, progress.epoch as u64);
+        let from = progress.batch_in_epoch * batch_size;
+        progress.batch_in_epoch += 1;
+        order[from..(from + batch_size).min(n)].to_vec()
+    }
+
+    /// Fractional epoch of the run's position over `n` examples.
+    pub fn epoch(&self, n: usize) -> f64 {
+        self.progress.epoch as f64
+            + (self.progress.batch_in_epoch * self.train.batch_size) as f64 / n as f64
+    }
+
+    /// Records `record` (a metrics line, with `step` added) when the step is one to log, and
+    /// updates the live display with `message`.
+    pub fn report_step(&mut self, mut record: Value, message: &str, n: usize) {
+        let step = self.progress.step;
+        let logged = step % self.train.log_every == 0 || step == self.total_steps;
+        if logged {
+            record["step"] = step.into();
+            record["epoch"] = round(self.epoch(n), 3).into();
+            self.log.record(record);
+        }
+        let line =
+            format!("step {step}/{}  epoch {:.2}  {message}", self.total_steps, self.epoch(n));
+        self.log.show(step, message, logged.then_some(line.as_str()));
+    }
+
+    /// Whether this step ends with an evaluation / a save.
+    pub fn evaluates_now(&self) -> bool {
+        let (step, every) = (self.progress.step, self.train.eval_every);
+        step == self.total_steps || every > 0 && step % every == 0
+    }
+
+    pub fn saves_now(&self) -> bool {
+        let (step, every) = (self.progress.step, self.train.save_every);
+        step == self.total_steps || every > 0 && step % every == 0
+    }
+
+    /// Writes lineage, metrics and `state/` into a checkpoint being saved (`dir`), with the
+    /// run's final `metrics` in the lineage.
+    pub fn write_state<M: Module>(
+        &mut self,
+        metrics: Value,
+        model: &M,
+        layout: HfLayout,
+        dir: &Path,
+    ) -> Result<()> {
+        self.lineage.metrics = metrics;
+        self.lineage.write(dir)?;
+        self.log.write(dir)?;
+        let state = dir.join(STATE_DIR);
+        std::fs::create_dir(&state)?;
+        self.progress.write(&state)?;
+        self.adam.save(model, layout, &state.join(OPTIMIZER_FILE))
+    }
+
+    /// The error that ends an interrupted run (after its save).
+    pub fn interrupted(&self) -> anyhow::Error {
+        self.log.finish();
+        Interrupted(format!(
+            "{}: interrupted; step {} is saved in {}\nhint: continue with the same command plus --resume",
+            self.stage,
+            self.progress.step,
+            self.out.display()
+        ))
+        .into()
+    }
+
+    /// The error for a step whose loss or gradient norm is not finite (no update was made).
+    pub fn diverged(&self, loss: f64) -> anyhow::Error {
+        self.log.finish();
+        let kept = match self.saved_step {
+            Some(saved) => format!("{} keeps the checkpoint of step {saved}", self.out.display()),
+            None => "no checkpoint was written yet".to_string(),
+        };
+        anyhow!(
+            "{}: step {}: the loss is {loss} (or the gradient norm is not finite); stopped. {kept}\nhint: lower train.lr, keep train.max_grad_norm > 0, or check the data",
+            self.stage,
+            self.progress.step + 1
+        )
+    }
+}
+
+/// A lineage for a new run of `stage` with its resolved config, parent and data files.
+pub fn lineage<C: serde::Serialize>(
+    stage: &str,
+    config: &C,
+    overrides: &[String],
+    parent: Option<Source>,
+    data: Vec<Source>,
+) -> Result<Lineage> {
+    let resolved = serde_json::to_value(config)?;
+    let mut lineage = Lineage::new(stage, json!({ "config": resolved, "overrides": overrides }));
+    lineage.parent = parent;
+    lineage.data = data;
+    Ok(lineage)
+}
+
+/// Holds `fraction` of `n` examples out for validation (at least one, and never all), chosen
+/// by `seed`: returns which are held out.
+pub fn held_out(n: usize, fraction: f64, seed: u64) -> Vec<bool> {
+    let count = ((n as f64 * fraction).ceil() as usize).min(n.saturating_sub(1));
+    let mut chosen = vec![false; n];
+    permutation(n, seed, u64::MAX)[..count].iter().for_each(|&i| chosen[i] = true);
+    chosen
+}
+
+pub fn round(value: f64, digits: i32) -> f64 {
+    let scale = 10f64.powi(digits);
+    (value * scale).round() / scale
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::RunLog;
+
+    #[test]
+    fn each_epoch_reads_every_row_once_in_a_new_order() {
+        let train = TrainConfig { batch_size: 4, ..TrainConfig::default() };
+        let mut trainer = Trainer {
+            stage: "test",
+            train,
+            out: PathBuf::new(),
+            adam: AdamW::new(AdamWConfig {
+                beta1: 0.9,
+                beta2: 0.999,
+                epsilon: 1e-8,
+                weight_decay: 0.0,
+            }),
+            progress: RunProgress::default(),
+            lineage: Lineage::new("test", Value::Null),
+            log: RunLog::new(0, 1, Vec::new()),
+            total_steps: 1,
+            saved_step: None,
+        };
+        let mut epochs = vec![Vec::new(); 2];
+        for _ in 0..6 {
+            let rows = trainer.next_batch(10);
+            epochs[trainer.progress.epoch].extend(rows);
+        }
+        assert_ne!(epochs[0], epochs[1]);
+        for rows in &mut epochs {
+            rows.sort_unstable();
+            assert_eq!(*rows, (0..10).collect::<Vec<_>>(), "batches of 4, 4 and 2 cover the epoch");
+        }
+    }
+}

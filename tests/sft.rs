@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use common::*;
 use serde_json::{Value, json};
@@ -188,26 +188,9 @@ fn ctrl_c_saves_a_checkpoint_and_resuming_matches_an_uninterrupted_run() {
     for set in sets.iter().chain(&["output.dir=runs/stopped"]) {
         args.extend(["--set".to_string(), set.to_string()]);
     }
-    let mut child = ws
-        .command(&args.iter().map(String::as_str).collect::<Vec<_>>())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
     // Wait for training to be under way (a logged step), then press Ctrl-C.
-    let mut stderr_lines =
-        std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
-    let mut seen = String::new();
-    for line in stderr_lines.by_ref() {
-        let line = line.unwrap();
-        seen.push_str(&line);
-        seen.push('\n');
-        if line.starts_with("step 10/") {
-            break;
-        }
-    }
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
-    seen.extend(stderr_lines.map(|l| l.unwrap() + "\n"));
-    let status = child.wait().unwrap();
+    let command = ws.command(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let (status, seen) = interrupt_at(command, "step 10/");
     assert_eq!(status.code(), Some(130), "{seen}");
     assert!(seen.contains("--resume"), "{seen}");
     let stopped: Value = serde_json::from_str(

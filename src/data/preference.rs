@@ -41,7 +41,7 @@ impl Comparison {
             Some(Value::Number(n)) => n.as_f64(),
             Some(_) => return Err("field `margin` must be a number".into()),
         };
-        let comparison = if let Some(responses) = row.get("responses") {
+        if let Some(responses) = row.get("responses") {
             if row.contains_key("chosen") || row.contains_key("rejected") {
                 return Err(
                     "a row has `responses` (a ranking) or `chosen` + `rejected`, not both".into()
@@ -66,36 +66,32 @@ impl Comparison {
             if responses.len() < 2 {
                 return Err("field `responses` must rank at least two responses".into());
             }
-            Self { prompt, responses, margin }
-        } else {
-            let (chosen, rejected) = match (row.get("chosen"), row.get("rejected")) {
-                (Some(c), Some(r)) => (c, r),
-                (None, _) => return Err("field `chosen` is missing (or give `responses`)".into()),
-                (_, None) => return Err("field `rejected` is missing".into()),
-            };
-            let (prompt, responses) = match (prompt_field(row)?, chosen, rejected) {
-                (Some(prompt), Value::String(c), Value::String(r)) => {
-                    (prompt, vec![c.clone(), r.clone()])
-                }
-                (None, Value::String(c), Value::String(r)) => split_transcripts(c, r)?,
-                (prompt, Value::Array(_), Value::Array(_)) => {
-                    let chosen = parse_messages(chosen, "chosen")?;
-                    let rejected = parse_messages(rejected, "rejected")?;
-                    split_conversations(prompt, chosen, rejected)?
-                }
-                _ => {
-                    return Err(
-                        "fields `chosen` and `rejected` must both be strings or both message lists"
-                            .into(),
-                    );
-                }
-            };
-            Self { prompt, responses, margin }
-        };
-        if let Some(i) = comparison.responses.iter().position(|r| r.trim().is_empty()) {
-            return Err(format!("response {} is empty", i + 1));
+            return Ok(Self { prompt, responses, margin });
         }
-        Ok(comparison)
+        let (chosen, rejected) = match (row.get("chosen"), row.get("rejected")) {
+            (Some(c), Some(r)) => (c, r),
+            (None, _) => return Err("field `chosen` is missing (or give `responses`)".into()),
+            (_, None) => return Err("field `rejected` is missing".into()),
+        };
+        let (prompt, responses) = match (prompt_field(row)?, chosen, rejected) {
+            (Some(prompt), Value::String(c), Value::String(r)) => {
+                (prompt, vec![c.clone(), r.clone()])
+            }
+            (None, Value::String(c), Value::String(r)) => split_transcripts(c, r)?,
+            (prompt, Value::Array(_), Value::Array(_)) => {
+                let chosen = parse_messages(chosen, "chosen")?;
+                let rejected = parse_messages(rejected, "rejected")?;
+                split_conversations(prompt, chosen, rejected)?
+            }
+            _ => {
+                return Err(
+                    "fields `chosen` and `rejected` must both be strings or both message lists"
+                        .into(),
+                );
+            }
+        };
+        // An empty response is allowed: HH-RLHF prefers saying nothing to some harmful answers.
+        Ok(Self { prompt, responses, margin })
     }
 
     /// Every (better, worse) pair of the ranking, weighted so the pairs of one prompt sum to 1.
@@ -302,10 +298,6 @@ mod tests {
         assert!(error(json!({"prompt": "p", "responses": ["a"]})).contains("at least two"));
         assert!(error(json!({"prompt": "p", "responses": ["a", 3]})).contains("`responses[1]`"));
         assert!(error(json!({"chosen": "x", "rejected": "y"})).contains("share no"));
-        assert!(
-            error(json!({"prompt": "p", "chosen": "a", "rejected": " "}))
-                .contains("response 2 is empty")
-        );
         assert!(
             error(json!({"prompt": "p", "chosen": "a", "rejected": "b", "margin": "1"}))
                 .contains("`margin`")

@@ -79,6 +79,10 @@ pub struct SequenceBatch {
     pub input_ids: Tensor<2, Int>,
     pub token_type_ids: Tensor<2, Int>,
     pub attention_mask: Tensor<2, Int>,
+    /// `[B]` each row's last position whose id is not the padding id: where
+    /// `*ForSequenceClassification` in `transformers` reads a decoder's score. With pad = eos,
+    /// a sequence closed by eos is read at its last token before it.
+    pub last_non_pad: Tensor<1, Int>,
     /// Real (non-padding) tokens.
     pub token_count: usize,
 }
@@ -90,6 +94,10 @@ impl SequenceBatch {
         let mut ids = vec![pad_id as i64; b * t];
         let mut types = vec![0i64; b * t];
         let mut mask = vec![0i64; b * t];
+        let last_non_pad: Vec<i64> = sequences
+            .iter()
+            .map(|s| s.ids.iter().rposition(|&id| id != pad_id).unwrap_or(0) as i64)
+            .collect();
         for (row, sequence) in sequences.iter().enumerate() {
             let start = row * t;
             for (i, (&id, &kind)) in sequence.ids.iter().zip(&sequence.type_ids).enumerate() {
@@ -103,6 +111,7 @@ impl SequenceBatch {
             input_ids: tensor(ids),
             token_type_ids: tensor(types),
             attention_mask: tensor(mask),
+            last_non_pad: Tensor::from_data(TensorData::new(last_non_pad, [b]), device),
             token_count: sequences.iter().map(|s| s.ids.len()).sum(),
         }
     }

@@ -73,11 +73,21 @@ pub struct ScalarModel {
 }
 
 impl ScalarModel {
-    /// Scores `[B]`.
+    /// Scores `[B]`, read at each row's last real token.
     pub fn forward(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<1> {
+        self.forward_at(input_ids, batch, batch.last_index.clone())
+    }
+
+    /// Scores `[B]` read at position `at` `[B]` of each row.
+    pub fn forward_at(
+        &self,
+        input_ids: Tensor<2, Int>,
+        batch: &PaddedBatch,
+        at: Tensor<1, Int>,
+    ) -> Tensor<1> {
         let per_token = self.forward_tokens(input_ids, batch); // [B, T]
         let [b, _] = per_token.dims();
-        per_token.gather(1, batch.last_index.clone().reshape([b, 1])).reshape([b])
+        per_token.gather(1, at.reshape([b, 1])).reshape([b])
     }
 
     /// A score at every position `[B, T]` (PPO's value model reads all of them).

@@ -40,7 +40,8 @@ pub trait Scorer: Module {
 
 impl Scorer for ScalarModel {
     fn scores(&self, batch: &SequenceBatch) -> Tensor<1> {
-        self.forward(batch.input_ids.clone(), &PaddedBatch::new(batch.attention_mask.clone()))
+        let padded = PaddedBatch::new(batch.attention_mask.clone());
+        self.forward_at(batch.input_ids.clone(), &padded, batch.last_non_pad.clone())
     }
 
     fn max_len(&self) -> usize {

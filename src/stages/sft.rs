@@ -40,7 +40,7 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
     let config: SftConfig = config::load(&args.config, &args.overrides)?;
     let origin = args.config.display();
     config.validate().map_err(|e| bad_input!("{origin}: {e}"))?;
-    run::check_output("sft", &config.output, args.resume)?;
+    run::check_output(&config.output, args.resume)?;
 
     // Everything is loaded and checked before the first step, so bad input writes nothing.
     let ad = device.clone().autodiff();

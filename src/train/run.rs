@@ -20,11 +20,11 @@ use crate::metrics::{METRICS_FILE, RunLog, read_jsonl};
 use crate::model::naming::HfLayout;
 
 /// Refuses to start over an existing run unless told to, and to resume where there is none.
-pub fn check_output(stage: &str, output: &OutputConfig, resume: bool) -> Result<()> {
+pub fn check_output(output: &OutputConfig, resume: bool) -> Result<()> {
     let out = &output.dir;
     if resume && !RunProgress::exists(out) {
         return Err(bad_input!(
-            "--resume: {} holds no resumable {stage} run (no {STATE_DIR}/)\nhint: drop --resume to start a new run",
+            "--resume: {} holds no resumable run (no {STATE_DIR}/)\nhint: drop --resume to start a new run",
             out.display()
         ));
     }

@@ -110,3 +110,23 @@ pub fn init_model(preset: &str, tokenizer: &Path, out: &Path, extra: &[&str]) ->
 pub fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
 }
+
+/// Starts `command`, presses Ctrl-C once stderr shows a line starting with `line_start`, and
+/// returns the exit status with everything the run printed to stderr.
+pub fn interrupt_at(mut command: Command, line_start: &str) -> (std::process::ExitStatus, String) {
+    use std::io::BufRead;
+    let mut child = command.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push_str(&line);
+        seen.push('\n');
+        if line.starts_with(line_start) {
+            break;
+        }
+    }
+    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    seen.extend(lines.map(|l| l.unwrap() + "\n"));
+    (child.wait().unwrap(), seen)
+}

@@ -1,0 +1,345 @@
+//! `rlhf reward` end to end: a learnable preference, every row form, decoder and cross-encoder
+//! backbones whose saved scores `transformers` reproduces, resuming, and bad input.
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use common::*;
+use serde_json::{Value, json};
+
+const TOPICS: [&str; 8] =
+    ["cats", "the sea", "bread", "trains", "music", "the moon", "chess", "gardens"];
+const KIND: [&str; 3] = [
+    "Sure, happy to help with {t}. Here is a clear and friendly answer.",
+    "Of course! Let me explain {t} gently and clearly.",
+    "Glad you asked about {t}; here is a helpful overview.",
+];
+const NEUTRAL: [&str; 2] = ["I do not know much about {t}.", "{t}? I have no opinion."];
+const RUDE: [&str; 3] = [
+    "No. {t} is boring, figure it out yourself.",
+    "Stop asking me about {t}, it is a dumb question.",
+    "Whatever. {t}? Go away.",
+];
+
+/// `n` comparisons in all four forms where kind beats neutral beats rude; `seed` varies the
+/// combinations so a validation file differs from the training file.
+fn preferences(n: usize, seed: usize) -> Vec<Value> {
+    let pick = |list: &[&str], i: usize, t: &str| list[i % list.len()].replace("{t}", t);
+    (0..n)
+        .map(|i| {
+            let j = i * 7 + seed * 13;
+            let t = TOPICS[(j / 3) % TOPICS.len()];
+            let prompt = format!("Can you tell me about {t}?");
+            let (kind, rude) = (pick(&KIND, j, t), pick(&RUDE, j / 2, t));
+            let turn = |answer: &str| {
+                json!([{"role": "user", "content": prompt}, {"role": "assistant", "content": answer}])
+            };
+            match i % 4 {
+                0 => json!({"prompt": prompt, "chosen": kind, "rejected": rude}),
+                1 => json!({
+                    "chosen": format!("\n\nHuman: {prompt}\n\nAssistant: {kind}"),
+                    "rejected": format!("\n\nHuman: {prompt}\n\nAssistant: {rude}"),
+                }),
+                2 => json!({"prompt": prompt, "responses": [kind, pick(&NEUTRAL, j, t), rude]}),
+                _ => json!({"chosen": turn(&kind), "rejected": turn(&rude)}),
+            }
+        })
+        .collect()
+}
+
+/// A temporary directory with comparisons, a tokenizer trained on them and a reward config
+/// that starts a `tiny` decoder from scratch.
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Self {
+        let ws = Self { dir: tempfile::tempdir().unwrap() };
+        ws.write_jsonl("prefs.jsonl", &preferences(160, 0));
+        ws.write_jsonl("valid.jsonl", &preferences(40, 1));
+        let out = ws.run(&[
+            "tokenizer",
+            "train",
+            "--data",
+            "prefs.jsonl",
+            "--vocab-size",
+            "400",
+            "--out",
+            "tok",
+        ]);
+        assert_ok(&out);
+        let config = r#"
+[model]
+init = "tiny"
+tokenizer = "tok"
+[data]
+train = "prefs.jsonl"
+valid = "valid.jsonl"
+max_len = 96
+[train]
+max_steps = 60
+batch_size = 8
+lr = 1e-3
+warmup_steps = 5
+eval_every = 30
+save_every = 0
+log_every = 5
+[output]
+dir = "runs/rm"
+"#;
+        std::fs::write(ws.path("reward.toml"), config).unwrap();
+        ws
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write_jsonl(&self, name: &str, rows: &[Value]) {
+        let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(self.path(name), text).unwrap();
+    }
+
+    /// `rlhf --threads 1 ARGS…` in the workspace (tests run side by side).
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf"));
+        cmd.args(["--threads", "1"]).args(args).current_dir(self.dir.path());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    /// `rlhf reward train --config reward.toml --set …`
+    fn train(&self, sets: &[&str], extra: &[&str]) -> Output {
+        let mut args = vec!["reward", "train", "--config", "reward.toml"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        args.extend(extra);
+        self.run(&args)
+    }
+
+    fn json(&self, name: &str) -> Value {
+        serde_json::from_str(&std::fs::read_to_string(self.path(name)).unwrap()).unwrap()
+    }
+
+    /// `rlhf reward eval --json` on `data`.
+    fn eval(&self, model: &str, data: &str) -> Value {
+        let out = self.run(&["reward", "eval", "--model", model, "--data", data, "--json"]);
+        assert_ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// `rlhf reward score` and `transformers` on the same (prompt, response) rows.
+    fn assert_transformers_agrees(&self, model: &str) {
+        let rows: Vec<Value> = preferences(6, 2)
+            .iter()
+            .filter_map(|r| r.get("prompt").zip(r.get("chosen").or(r.get("responses"))))
+            .map(|(p, answer)| {
+                let answer = answer.as_array().map_or(answer, |a| &a[0]);
+                json!({"prompt": p, "response": answer})
+            })
+            .collect();
+        self.write_jsonl("score.jsonl", &rows);
+        let out = self.run(&["reward", "score", "--model", model, "--data", "score.jsonl"]);
+        assert_ok(&out);
+        let ours: Vec<f64> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["score"].as_f64().unwrap())
+            .collect();
+        let script = root().join("scripts/fixtures/hf_reward_score.py");
+        let out = Command::new(python())
+            .arg(script)
+            .args([self.path(model), self.path("score.jsonl")])
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        let theirs: Vec<f64> = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(ours.len(), theirs.len());
+        for (a, b) in ours.iter().zip(&theirs) {
+            assert!((a - b).abs() < 1e-4, "{model}: rlhf {ours:?} vs transformers {theirs:?}");
+        }
+    }
+}
+
+fn assert_ok(out: &Output) {
+    assert!(out.status.success(), "exit {:?}:\n{}", out.status.code(), stderr(out));
+}
+
+#[test]
+fn a_tiny_reward_model_learns_the_preference_and_transformers_reads_the_same_scores() {
+    let ws = Workspace::new();
+    let out = ws.train(&[], &[]);
+    assert_ok(&out);
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "chat_template.jinja",
+        "reward_stats.json",
+        "rlhf.json",
+        "metrics.jsonl",
+        "state/optimizer.safetensors",
+    ] {
+        assert!(ws.path("runs/rm").join(file).is_file(), "missing {file}");
+    }
+    let config = ws.json("runs/rm/config.json");
+    assert_eq!(config["architectures"][0], "GPT2ForSequenceClassification");
+    assert_eq!(config["num_labels"], 1);
+
+    let report = ws.eval("runs/rm", "valid.jsonl");
+    println!("held-out comparisons: {report}");
+    assert!(report["accuracy"].as_f64().unwrap() >= 0.95, "{report}");
+    assert!(report["mean_margin"].as_f64().unwrap() > 0.5, "{report}");
+    // 40 rows: 10 rankings of 3 (3 pairs each) and 30 pairs.
+    assert_eq!((report["comparisons"].as_u64(), report["pairs"].as_u64()), (Some(40), Some(60)));
+
+    // The centring term keeps rewards near zero mean; their spread is saved for PPO.
+    let stats = ws.json("runs/rm/reward_stats.json");
+    assert!(stats["mean"].as_f64().unwrap().abs() < 1.0, "{stats}");
+    assert!(stats["std"].as_f64().unwrap() > 0.1, "{stats}");
+    assert_eq!(stats["count"], 160 * 2 + 40); // 40 rankings of 3, 120 pairs
+    let lineage = ws.json("runs/rm/rlhf.json");
+    assert_eq!(lineage["stage"], "reward");
+    assert!(lineage["metrics"]["valid_accuracy"].as_f64().unwrap() >= 0.95);
+    assert!(stderr(&out).contains("valid accuracy"), "{}", stderr(&out));
+
+    ws.assert_transformers_agrees("runs/rm");
+
+    // Comparison rows get one score per response, best first.
+    let out = ws.run(&["reward", "score", "--model", "runs/rm", "--data", "valid.jsonl"]);
+    assert_ok(&out);
+    let first: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    let scores = first["scores"].as_array().unwrap();
+    assert!(scores[0].as_f64() > scores[1].as_f64(), "{first}");
+}
+
+#[test]
+fn an_sft_model_with_the_hh_template_becomes_a_reward_model() {
+    let ws = Workspace::new();
+    let sft = r#"
+[model]
+init = "tiny"
+tokenizer = "tok"
+[data]
+train = "sft.jsonl"
+template = "hh"
+max_len = 96
+[train]
+max_steps = 3
+[output]
+dir = "runs/sft"
+"#;
+    std::fs::write(ws.path("sft.toml"), sft).unwrap();
+    let rows: Vec<Value> = preferences(8, 0)
+        .iter()
+        .filter_map(|r| Some(json!({"prompt": r.get("prompt")?, "completion": r.get("chosen")?})))
+        .collect();
+    ws.write_jsonl("sft.jsonl", &rows);
+    assert_ok(&ws.run(&["sft", "train", "--config", "sft.toml"]));
+
+    let config = std::fs::read_to_string(ws.path("reward.toml"))
+        .unwrap()
+        .replace("init = \"tiny\"\ntokenizer = \"tok\"", "base = \"runs/sft\"");
+    std::fs::write(ws.path("reward.toml"), config).unwrap();
+    assert_ok(&ws.train(&["train.max_steps=20"], &[]));
+    let lineage = ws.json("runs/rm/rlhf.json");
+    assert_eq!(lineage["parent"]["path"], "runs/sft");
+    let template = std::fs::read_to_string(ws.path("runs/rm/chat_template.jinja")).unwrap();
+    assert!(template.contains("Human: "), "the SFT model's template travels with the RM");
+    // HH answers end with eos = pad: both read the score at the last token before it.
+    ws.assert_transformers_agrees("runs/rm");
+    assert!(ws.eval("runs/rm", "valid.jsonl")["accuracy"].as_f64().unwrap() > 0.5);
+}
+
+#[test]
+fn a_minilm_cross_encoder_trains_and_transformers_reads_the_same_scores() {
+    let ws = Workspace::new();
+    let minilm = root().join("models/minilm");
+    let config = std::fs::read_to_string(ws.path("reward.toml")).unwrap().replace(
+        "init = \"tiny\"\ntokenizer = \"tok\"",
+        &format!("base = \"{}\"", minilm.display()),
+    );
+    std::fs::write(ws.path("reward.toml"), config).unwrap();
+    let out = ws.train(&["train.max_steps=12", "train.batch_size=4", "train.lr=5e-5"], &[]);
+    assert_ok(&out);
+    let config = ws.json("runs/rm/config.json");
+    assert_eq!(config["architectures"][0], "BertForSequenceClassification");
+    assert_eq!(config["num_labels"], 1);
+    ws.assert_transformers_agrees("runs/rm");
+
+    let out = ws.train(&["data.template=hh", "output.overwrite=true"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("applies to decoder backbones"), "{}", stderr(&out));
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_resuming_matches_an_uninterrupted_run() {
+    let ws = Workspace::new();
+    let sets = ["train.max_steps=200", "train.eval_every=0"];
+    assert_ok(&ws.train(&[&sets[..], &["output.dir=runs/straight"]].concat(), &[]));
+
+    let mut args = vec!["reward", "train", "--config", "reward.toml"];
+    for set in sets.iter().chain(&["output.dir=runs/stopped"]) {
+        args.extend(["--set", set]);
+    }
+    let (status, seen) = interrupt_at(ws.command(&args), "step 10/");
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert!(seen.contains("--resume"), "{seen}");
+    assert!(ws.path("runs/stopped/state/trainer.json").is_file());
+    assert!(!ws.path("runs/stopped/reward_stats.json").exists(), "statistics come with the end");
+
+    assert_ok(&ws.train(&[&sets[..], &["output.dir=runs/stopped"]].concat(), &["--resume"]));
+    let a = read(&ws.path("runs/straight/model.safetensors"));
+    let b = read(&ws.path("runs/stopped/model.safetensors"));
+    for (name, expected) in &a {
+        let diff = max_abs_diff(&floats(&b[name]), &floats(expected), |_| true);
+        assert!(diff <= 1e-6, "{name}: resumed run differs by {diff}");
+    }
+    assert_eq!(
+        ws.json("runs/stopped/reward_stats.json"),
+        ws.json("runs/straight/reward_stats.json")
+    );
+}
+
+#[test]
+fn bad_comparisons_name_file_line_and_field_and_write_nothing() {
+    let ws = Workspace::new();
+    let good = std::fs::read_to_string(ws.path("prefs.jsonl")).unwrap();
+    let cases = [
+        ("{\"prompt\": \"q\", \"chosen\": \"a\"}", "bad.jsonl:2: field `rejected` is missing"),
+        (
+            "{\"prompt\": \"q\", \"responses\": [\"a\"]}",
+            "bad.jsonl:2: field `responses` must rank at least two",
+        ),
+        (
+            "{\"chosen\": \"\\n\\nHuman: a\", \"rejected\": \"\\n\\nHuman: b\"}",
+            "bad.jsonl:2: fields `chosen` and `rejected` share no `\\n\\nAssistant:` turn",
+        ),
+        (
+            "{\"prompt\": \"q\", \"chosen\": \"a\", \"rejected\": \"b\", \"margin\": \"big\"}",
+            "bad.jsonl:2: field `margin` must be a number",
+        ),
+        ("[1, 2]", "bad.jsonl:2: expected a JSON object"),
+    ];
+    for (bad_line, expected) in cases {
+        let lines: Vec<&str> = good.lines().take(1).chain([bad_line]).collect();
+        std::fs::write(ws.path("bad.jsonl"), lines.join("\n")).unwrap();
+        let out = ws.train(&["data.train=bad.jsonl"], &[]);
+        assert_eq!(out.status.code(), Some(2), "{bad_line}: {}", stderr(&out));
+        assert!(stderr(&out).contains(expected), "expected `{expected}` in:\n{}", stderr(&out));
+        assert!(!ws.path("runs").exists(), "an output directory was created");
+    }
+    let out = ws.train(&["loss.center_coefficient=-1"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("loss.center_coefficient"), "{}", stderr(&out));
+    let out = ws.run(&["reward", "eval", "--model", "tok", "--data", "valid.jsonl"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(!ws.path("runs").exists());
+}

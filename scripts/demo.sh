@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # Runs the pipeline on the built-in demo data (data/demo/), as far as the stages exist:
-# a tokenizer, a tiny model fine-tuned on demonstrations (sft), and answers from it.
+# a tokenizer, a tiny model fine-tuned on demonstrations (sft), answers from it, and a reward
+# model initialised from it and trained on comparisons.
 # Everything goes to runs/ (git-ignored); re-running starts over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x target/release/rlhf ] || scripts/setup.sh
 RLHF=target/release/rlhf
-rm -rf runs/tokenizer runs/sft
+rm -rf runs/tokenizer runs/sft runs/reward
 
 echo "== tokenizer: byte-level BPE on the demo data"
 $RLHF tokenizer train --data data/demo/sft.jsonl --vocab-size 1024 --out runs/tokenizer
@@ -21,7 +22,16 @@ echo "== answers (greedy)"
 printf '%s\n' '{"prompt": "What is the capital of Japan?"}' '{"prompt": "Give me a tip for sleeping better."}' >runs/demo-prompts.jsonl
 $RLHF generate --model runs/sft --data runs/demo-prompts.jsonl --max-new-tokens 48
 
+echo "== reward: the SFT model with a scalar head, on data/demo/prefs.jsonl (configs/reward.toml)"
+$RLHF reward train --config configs/reward.toml
+
+echo "== reward eval and scores"
+$RLHF reward eval --model runs/reward --data data/demo/prefs.jsonl
+printf '%s\n' '{"prompt": "What is the capital of Japan?", "response": "The capital of Japan is Tokyo."}' \
+    '{"prompt": "What is the capital of Japan?", "response": "Look it up, I am busy."}' >runs/demo-responses.jsonl
+$RLHF reward score --model runs/reward --data runs/demo-responses.jsonl
+
 cat >&2 <<'MSG'
-demo: tokenizer → sft → generate done. Still to land: reward, ppo, moderate, chat
+demo: tokenizer → sft → generate → reward done. Still to land: ppo, moderate, chat
 (see the README's status table).
 MSG

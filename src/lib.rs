@@ -13,5 +13,6 @@ pub mod generate;
 pub mod json_file;
 pub mod metrics;
 pub mod model;
+pub mod moderation;
 pub mod stages;
 pub mod train;

@@ -6,7 +6,9 @@ mod tokenizer;
 
 use anyhow::Result;
 
-use crate::cli::{Cli, Command, ModelCommand, RewardCommand, SftCommand, TokenizerCommand};
+use crate::cli::{
+    Cli, Command, ModelCommand, ModerateCommand, RewardCommand, SftCommand, TokenizerCommand,
+};
 use crate::error::NotYetAvailable;
 use crate::{device, stages};
 
@@ -27,7 +29,15 @@ pub fn run(cli: Cli) -> Result<()> {
             stages::reward::score(&args, &cli.device.device()?)
         }
         Command::Ppo(_) => not_yet("ppo"),
-        Command::Moderate(_) => not_yet("moderate"),
+        Command::Moderate(ModerateCommand::Train(args)) => {
+            stages::moderate::train(&args, &cli.device.device()?)
+        }
+        Command::Moderate(ModerateCommand::Eval(args)) => {
+            stages::moderate::eval(&args, &cli.device.device()?)
+        }
+        Command::Moderate(ModerateCommand::Score(args)) => {
+            stages::moderate::score(&args, &cli.device.device()?)
+        }
         Command::Chat(_) => not_yet("chat"),
         Command::Generate(args) => generate::generate(&args, &cli.device.device()?),
         Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer::train(&args),

@@ -2,6 +2,7 @@
 //! overrides, then deserialize into the stage's typed struct (`deny_unknown_fields`, documented
 //! defaults). Every failure names the file and the key, and is bad input (exit code 2).
 
+pub mod moderate;
 pub mod reward;
 pub mod sft;
 pub mod train;

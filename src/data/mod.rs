@@ -3,6 +3,7 @@
 pub mod batch;
 pub mod chat;
 pub mod jsonl;
+pub mod moderation;
 pub mod pair;
 pub mod preference;
 pub mod scoring;

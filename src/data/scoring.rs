@@ -117,6 +117,32 @@ impl SequenceBatch {
     }
 }
 
+/// Runs `forward` over `sequences` in batches of similar length (less padding) and returns
+/// its rows `[B, K]` in input order.
+pub fn run_sorted(
+    sequences: &[&Sequence],
+    pad: u32,
+    device: &Device,
+    forward: impl Fn(&SequenceBatch) -> Tensor<2>,
+) -> Vec<Vec<f32>> {
+    let mut order: Vec<usize> = (0..sequences.len()).collect();
+    order.sort_by_key(|&i| sequences[i].ids.len());
+    let mut rows = vec![Vec::new(); sequences.len()];
+    for chunk in order.chunks(INFERENCE_BATCH_SIZE) {
+        let batch: Vec<&Sequence> = chunk.iter().map(|&i| sequences[i]).collect();
+        let output = forward(&SequenceBatch::new(&batch, pad, device));
+        let k = output.dims()[1];
+        let values = output.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 output");
+        for (&i, row) in chunk.iter().zip(values.chunks(k)) {
+            rows[i] = row.to_vec();
+        }
+    }
+    rows
+}
+
+/// Sequences per forward pass at inference.
+const INFERENCE_BATCH_SIZE: usize = 16;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,24 +11,20 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use super::config::{Arch, ModelConfig};
+use super::config::{Arch, HeadKind, ModelConfig};
 use super::heads::{EncoderClassifier, ScalarModel};
 use super::mask::PaddedBatch;
 use super::pretrained::{load_encoder_classifier, load_scalar_model};
 use crate::config::sft::Truncation;
-use crate::data::chat::Message;
 use crate::data::pair::PairEncoder;
-use crate::data::scoring::{ResponseEncoder, Sequence, SequenceBatch};
-use crate::data::sft::{FitReport, SftEncoder};
+use crate::data::scoring::{ResponseEncoder, Sequence, SequenceBatch, run_sorted};
+use crate::data::sft::SftEncoder;
 use crate::data::template::ChatTemplate;
 use crate::{bad_input, json_file};
 
 /// Mean and spread of the rewards a model gives its training responses, saved beside it so
 /// PPO can normalise rewards to zero mean and unit variance.
 pub const STATS_FILE: &str = "reward_stats.json";
-
-/// Sequences scored together at inference.
-const SCORE_BATCH_SIZE: usize = 16;
 
 /// A network that scores token sequences.
 pub trait Scorer: Module {
@@ -65,25 +61,15 @@ impl Scorer for EncoderClassifier {
     }
 }
 
-/// Scores `sequences` in batches of similar length (less padding); results in input order.
+/// Scores `sequences` in batches of similar length; results in input order.
 pub fn score_all<M: Scorer>(
     model: &M,
     sequences: &[&Sequence],
     pad: u32,
     device: &Device,
 ) -> Vec<f32> {
-    let mut order: Vec<usize> = (0..sequences.len()).collect();
-    order.sort_by_key(|&i| sequences[i].ids.len());
-    let mut scores = vec![0.0; sequences.len()];
-    for chunk in order.chunks(SCORE_BATCH_SIZE) {
-        let rows: Vec<&Sequence> = chunk.iter().map(|&i| sequences[i]).collect();
-        let batch = SequenceBatch::new(&rows, pad, device);
-        let values = model.scores(&batch).into_data().convert::<f32>().try_to_vec::<f32>();
-        for (&i, value) in chunk.iter().zip(values.expect("f32 scores")) {
-            scores[i] = value;
-        }
-    }
-    scores
+    let rows = run_sorted(sequences, pad, device, |batch| model.scores(batch).unsqueeze_dim(1));
+    rows.into_iter().map(|row| row[0]).collect()
 }
 
 /// How a backbone's sequences are built: decoders render the conversation with `template`,
@@ -156,6 +142,12 @@ impl RewardModel {
         let no_tokenizer =
             || bad_input!("{}: no tokenizer.json, so text cannot be scored", dir.display());
         let (net, tokenizer, template) = match config.arch {
+            Arch::Bert(_) if config.head_kind() == HeadKind::Encoder => {
+                return Err(bad_input!(
+                    "{}: a bare encoder has no reward head\nhint: train one with `rlhf reward train` (model.base = this directory)",
+                    dir.display()
+                ));
+            }
             Arch::Bert(_) => {
                 let loaded = load_encoder_classifier(dir, Some(1), device).map_err(|e| {
                     bad_input!("{e:#}\nhint: a reward model has one output (written by `rlhf reward train`)")
@@ -199,22 +191,7 @@ impl RewardModel {
         )
     }
 
-    /// Scores each (prompt, response); the error names the item that cannot be encoded.
-    pub fn score(&self, items: &[(&[Message], &str)], device: &Device) -> Result<Vec<f32>> {
-        let encoder = self.encoder()?;
-        let mut report = FitReport::default();
-        let sequences = items
-            .iter()
-            .map(|(prompt, response)| {
-                encoder.encode(prompt, response, &mut report)?.ok_or_else(|| {
-                    "the response alone is longer than the model's context window".to_string()
-                })
-            })
-            .collect::<Result<Vec<_>, String>>()
-            .map_err(|e| bad_input!("{e}"))?;
-        Ok(self.score_sequences(&sequences.iter().collect::<Vec<_>>(), device))
-    }
-
+    /// Scores sequences made by `encoder()`, in order.
     pub fn score_sequences(&self, sequences: &[&Sequence], device: &Device) -> Vec<f32> {
         let pad = self.config.pad_id(&self.tokenizer);
         match &self.net {

@@ -100,6 +100,7 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
 pub fn score(args: &crate::cli::ScoreArgs, device: &Device) -> Result<()> {
     let model = RewardModel::load(&args.model, device)?;
     let encoder = model.encoder()?;
+    let started = Instant::now(); // scoring speed: tokenization and forward passes
     let path = &args.data;
     let rows = read_rows(path)?;
     let mut sequences = Vec::new();
@@ -117,6 +118,12 @@ pub fn score(args: &crate::cli::ScoreArgs, device: &Device) -> Result<()> {
         counts.push(responses.len());
     }
     let scores = model.score_sequences(&sequences.iter().collect::<Vec<_>>(), device);
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "reward: scored {} responses in {seconds:.2} s ({:.1} responses/s)",
+        scores.len(),
+        scores.len() as f64 / seconds
+    );
     let mut out: Box<dyn Write> = match &args.out {
         Some(file) => Box::new(std::io::BufWriter::new(
             std::fs::File::create(file)

@@ -1,0 +1,139 @@
+//! Binary-classification arithmetic for one category: average precision (area under the
+//! precision-recall curve, as scikit-learn's `average_precision_score`), precision, recall
+//! and F1 at a threshold, and the choice of threshold on validation data.
+
+use serde::{Deserialize, Serialize};
+
+/// How a category's decision threshold is chosen on validation data.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdRule {
+    /// The threshold with the highest F1.
+    BestF1,
+    /// The lowest threshold whose precision reaches the target (most recall at that
+    /// precision); the best-F1 one when none does.
+    Precision,
+}
+
+/// Σₙ (Rₙ − Rₙ₋₁)·Pₙ over the thresholds at each distinct score, highest first. `None`
+/// without positives (undefined).
+pub fn average_precision(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let positives = labels.iter().filter(|&&l| l).count();
+    if positives == 0 {
+        return None;
+    }
+    let mut ap = 0.0;
+    let mut previous_recall = 0.0;
+    for point in curve(scores, labels) {
+        let recall = point.true_positives as f64 / positives as f64;
+        ap += (recall - previous_recall) * point.precision();
+        previous_recall = recall;
+    }
+    Some(ap)
+}
+
+/// Precision, recall and F1 when `score ≥ threshold` means positive.
+pub fn precision_recall_f1(scores: &[f32], labels: &[bool], threshold: f32) -> (f64, f64, f64) {
+    let (mut tp, mut fp, mut fn_) = (0usize, 0usize, 0usize);
+    for (&s, &l) in scores.iter().zip(labels) {
+        match (s >= threshold, l) {
+            (true, true) => tp += 1,
+            (true, false) => fp += 1,
+            (false, true) => fn_ += 1,
+            (false, false) => {}
+        }
+    }
+    let precision = if tp + fp == 0 { 0.0 } else { tp as f64 / (tp + fp) as f64 };
+    let recall = if tp + fn_ == 0 { 0.0 } else { tp as f64 / (tp + fn_) as f64 };
+    (precision, recall, f1(precision, recall))
+}
+
+/// The decision threshold for one category; 0.5 when the validation data has no positives.
+pub fn choose_threshold(
+    scores: &[f32],
+    labels: &[bool],
+    rule: ThresholdRule,
+    target_precision: f64,
+) -> f32 {
+    let positives = labels.iter().filter(|&&l| l).count();
+    if positives == 0 {
+        return 0.5;
+    }
+    let points = curve(scores, labels);
+    let best_f1 = points
+        .iter()
+        .max_by(|a, b| {
+            let f = |p: &CurvePoint| f1(p.precision(), p.true_positives as f64 / positives as f64);
+            f(a).total_cmp(&f(b))
+        })
+        .map(|p| p.threshold);
+    let reaching = points.iter().rev().find(|p| p.precision() >= target_precision);
+    let chosen = match rule {
+        ThresholdRule::BestF1 => best_f1,
+        ThresholdRule::Precision => reaching.map(|p| p.threshold).or(best_f1),
+    };
+    chosen.unwrap_or(0.5)
+}
+
+fn f1(precision: f64, recall: f64) -> f64 {
+    if precision + recall == 0.0 { 0.0 } else { 2.0 * precision * recall / (precision + recall) }
+}
+
+/// One point of the precision-recall curve: everything scoring ≥ `threshold` is positive.
+struct CurvePoint {
+    threshold: f32,
+    true_positives: usize,
+    predicted: usize,
+}
+
+impl CurvePoint {
+    fn precision(&self) -> f64 {
+        self.true_positives as f64 / self.predicted as f64
+    }
+}
+
+/// The curve's points at each distinct score, highest threshold first.
+fn curve(scores: &[f32], labels: &[bool]) -> Vec<CurvePoint> {
+    let mut order: Vec<usize> = (0..scores.len()).collect();
+    order.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    let mut points = Vec::new();
+    let mut true_positives = 0;
+    for (rank, &i) in order.iter().enumerate() {
+        true_positives += usize::from(labels[i]);
+        let last_of_tie = order.get(rank + 1).is_none_or(|&next| scores[next] != scores[i]);
+        if last_of_tie {
+            points.push(CurvePoint { threshold: scores[i], true_positives, predicted: rank + 1 });
+        }
+    }
+    points
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn average_precision_matches_scikit_learn() {
+        // sklearn.metrics.average_precision_score([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]) = 0.8333…
+        let ap = average_precision(&[0.1, 0.4, 0.35, 0.8], &[false, false, true, true]).unwrap();
+        assert!((ap - 0.833_333_333).abs() < 1e-6, "{ap}");
+        // Ties are one threshold: ([1, 0, 1], [0.5, 0.5, 0.2]) = 0.5·0.5 + 0.5·(2/3) = 0.5833…
+        let ap = average_precision(&[0.5, 0.5, 0.2], &[true, false, true]).unwrap();
+        assert!((ap - 0.583_333_333).abs() < 1e-6, "{ap}");
+        assert_eq!(average_precision(&[0.3], &[false]), None);
+    }
+
+    #[test]
+    fn thresholds_by_f1_or_by_precision() {
+        let scores = [0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2];
+        let labels = [true, true, false, true, false, true, false];
+        // F1 by threshold: 0.9 → .4, 0.8 → .67, 0.7 → .57, 0.6 → .75, 0.3 → .8 (tp 4, predicted 6)
+        assert_eq!(choose_threshold(&scores, &labels, ThresholdRule::BestF1, 0.0), 0.3);
+        // Precision ≥ 0.75 first holds down to 0.6 (3 of 4).
+        assert_eq!(choose_threshold(&scores, &labels, ThresholdRule::Precision, 0.75), 0.6);
+        let (p, r, f) = precision_recall_f1(&scores, &labels, 0.6);
+        assert_eq!((p, r), (0.75, 0.75));
+        assert!((f - 0.75).abs() < 1e-12);
+        assert_eq!(choose_threshold(&scores, &[false; 7], ThresholdRule::BestF1, 0.0), 0.5);
+    }
+}

@@ -1,0 +1,584 @@
+//! `rlhf moderate`: the moderation classifier — a multi-label head over an encoder trained with
+//! binary cross-entropy on the known labels only, positives weighted against class imbalance;
+//! per-category thresholds chosen on validation; OpenAI-shaped verdicts.
+
+use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Result;
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::softplus;
+use serde_json::{Value, json};
+use tokenizers::Tokenizer;
+
+use crate::checkpoint::{Lineage, Source, save_atomically};
+use crate::cli::{EvalArgs, ModerateScoreArgs, TrainArgs};
+use crate::config::moderate::{ModerateConfig, PosWeight};
+use crate::data::jsonl::read_rows;
+use crate::data::moderation::{CATEGORIES, LabeledText, NUM_CATEGORIES, row_text};
+use crate::data::scoring::{Sequence, SequenceBatch};
+use crate::model::ModelConfig;
+use crate::model::config::{Arch, HeadKind};
+use crate::model::heads::EncoderClassifier;
+use crate::model::pretrained::{load_encoder_classifier, save_encoder_classifier};
+use crate::moderation::metrics::{average_precision, choose_threshold, precision_recall_f1};
+use crate::moderation::{Chunker, Moderation, ModerationSettings, Moderator, category_scores};
+use crate::train::grad_norm::clip_global_norm;
+use crate::train::interrupt;
+use crate::train::run::{self, Trainer, round};
+use crate::train::schedule::learning_rate;
+use crate::train::state::{RunProgress, STATE_DIR};
+use crate::{bad_input, config};
+
+pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
+    let config: ModerateConfig = config::load(&args.config, &args.overrides)?;
+    let origin = args.config.display();
+    config.validate().map_err(|e| bad_input!("{origin}: {e}"))?;
+    run::check_output(&config.output, args.resume)?;
+    let ad = device.clone().autodiff();
+    let mut run = Run::open(config, args.resume, &ad, device, &args.overrides)?;
+    interrupt::install();
+    run.train()
+}
+
+/// `rlhf moderate eval`: per-category AUPRC, and precision, recall and F1 at the saved
+/// thresholds, over the known labels of a labelled file.
+pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
+    let moderator = Moderator::load(&args.model, device)?;
+    let rows = read_labeled(&args.data)?;
+    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
+    let verdicts = moderator.moderate(&texts)?;
+    let report = evaluate(&rows, &verdicts);
+    if args.json {
+        println!("{report}");
+        return Ok(());
+    }
+    println!(
+        "{:<18} {:>7} {:>9} {:>7} {:>9} {:>7} {:>6} {:>9}",
+        "category", "AUPRC", "precision", "recall", "F1", "known", "pos", "threshold"
+    );
+    for ((_, name), row) in
+        CATEGORIES.iter().zip(report["categories"].as_array().expect("built above"))
+    {
+        let f = |key: &str| row[key].as_f64().map_or("-".to_string(), |v| format!("{v:.3}"));
+        println!(
+            "{name:<18} {:>7} {:>9} {:>7} {:>9} {:>7} {:>6} {:>9}",
+            f("auprc"),
+            f("precision"),
+            f("recall"),
+            f("f1"),
+            row["known"],
+            row["positives"],
+            format!("{:.3}", moderator.settings.thresholds[*name].as_f64().unwrap_or(0.5))
+        );
+    }
+    let any = &report["any"];
+    println!(
+        "any category: AUPRC {}  ({} texts, {} positive)",
+        any["auprc"].as_f64().map_or("-".into(), |v| format!("{v:.3}")),
+        any["known"],
+        any["positives"]
+    );
+    Ok(())
+}
+
+/// Metrics of verdicts against labels (see `eval`). "Any category" is positive when a known
+/// label is, its score the highest category score.
+fn evaluate(rows: &[LabeledText], verdicts: &[Moderation]) -> Value {
+    let mut categories = Vec::new();
+    let (mut any_scores, mut any_labels) = (Vec::new(), Vec::new());
+    for (c, (code, name)) in CATEGORIES.iter().enumerate() {
+        let (mut scores, mut labels, mut decisions) = (Vec::new(), Vec::new(), Vec::new());
+        for (row, verdict) in rows.iter().zip(verdicts) {
+            if let Some(label) = row.labels[c] {
+                scores.push(verdict.scores[c]);
+                labels.push(label);
+                decisions.push(if verdict.categories[c] { 1.0f32 } else { 0.0 });
+            }
+        }
+        let (precision, recall, f1) = precision_recall_f1(&decisions, &labels, 0.5);
+        let positives = labels.iter().filter(|&&l| l).count();
+        let defined = positives > 0;
+        categories.push(json!({
+            "category": name, "code": code,
+            "auprc": average_precision(&scores, &labels),
+            "precision": defined.then_some(precision), "recall": defined.then_some(recall), "f1": defined.then_some(f1),
+            "known": labels.len(), "positives": positives,
+        }));
+    }
+    for (row, verdict) in rows.iter().zip(verdicts) {
+        any_labels.push(row.labels.contains(&Some(true)));
+        any_scores.push(verdict.scores.iter().copied().fold(0.0, f32::max));
+    }
+    let auprcs: Vec<f64> = categories.iter().filter_map(|c| c["auprc"].as_f64()).collect();
+    json!({
+        "categories": categories,
+        "macro_auprc": auprcs.iter().sum::<f64>() / auprcs.len().max(1) as f64,
+        "any": {
+            "auprc": average_precision(&any_scores, &any_labels),
+            "known": rows.len(),
+            "positives": any_labels.iter().filter(|&&l| l).count(),
+        },
+    })
+}
+
+/// `rlhf moderate score`: one OpenAI-shaped verdict per text — the TEXT arguments, the rows of
+/// `--data` (`text` or `prompt`), or else the lines of stdin.
+pub fn score(args: &ModerateScoreArgs, device: &Device) -> Result<()> {
+    let moderator = Moderator::load(&args.model, device)?;
+    let texts: Vec<String> = match (&args.data, args.text.is_empty()) {
+        (Some(_), false) => return Err(bad_input!("give texts as arguments or --data, not both")),
+        (Some(path), true) => read_rows(path)?
+            .iter()
+            .map(|row| {
+                row_text(&row.fields)
+                    .map_err(|e| bad_input!("{}:{}: {e}", path.display(), row.line))
+            })
+            .collect::<Result<_>>()?,
+        (None, false) => args.text.clone(),
+        (None, true) => std::io::stdin().lock().lines().collect::<std::io::Result<_>>()?,
+    };
+    let started = Instant::now();
+    let verdicts = moderator.moderate(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
+    let seconds = started.elapsed().as_secs_f64();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for verdict in &verdicts {
+        writeln!(out, "{}", verdict.to_json())?;
+    }
+    out.flush()?;
+    eprintln!(
+        "moderate: {} texts in {seconds:.2} s ({:.1} texts/s)",
+        texts.len(),
+        texts.len() as f64 / seconds
+    );
+    Ok(())
+}
+
+fn read_labeled(path: &Path) -> Result<Vec<LabeledText>> {
+    read_rows(path)?
+        .iter()
+        .map(|row| {
+            LabeledText::parse(&row.fields)
+                .map_err(|e| bad_input!("{}:{}: {e}", path.display(), row.line))
+        })
+        .collect()
+}
+
+/// A labelled text encoded for training: the head of the text, its labels as targets and
+/// which of them are known.
+struct Example {
+    sequence: Sequence,
+    row: LabeledText,
+}
+
+/// A training run in progress.
+struct Run {
+    config: ModerateConfig,
+    model: EncoderClassifier,
+    model_config: ModelConfig,
+    tokenizer_dir: PathBuf,
+    chunker: Chunker,
+    train: Vec<Example>,
+    valid: Vec<LabeledText>,
+    /// Per category, the weight of a positive label.
+    pos_weight: [f32; NUM_CATEGORIES],
+    trainer: Trainer,
+    device: Device,
+}
+
+impl Run {
+    fn open(
+        config: ModerateConfig,
+        resume: bool,
+        ad: &Device,
+        device: &Device,
+        overrides: &[String],
+    ) -> Result<Self> {
+        let (dir, parent, resumed) = if resume {
+            let dir = config.output.dir.clone();
+            let lineage = Lineage::read(&dir).map_err(|e| bad_input!("--resume: {e:#}"))?;
+            let progress = RunProgress::read(&dir.join(STATE_DIR))
+                .map_err(|e| bad_input!("--resume: {e:#}"))?;
+            (dir, lineage.parent.clone(), Some((progress, lineage)))
+        } else {
+            let base = config.model.base.clone();
+            let parent = Source::model_dir(&base)?;
+            (base, Some(parent), None)
+        };
+        let model_config = ModelConfig::read(&dir)?;
+        if !matches!(model_config.arch, Arch::Bert(_)) {
+            return Err(bad_input!(
+                "{}: a {} model; the moderation classifier needs a BERT-family encoder\nhint: model.base = \"models/minilm\"",
+                dir.display(),
+                model_config.model_type()
+            ));
+        }
+        if model_config.head_kind() == HeadKind::Classifier {
+            check_labels(&model_config, &dir)?;
+        }
+        ad.seed(config.train.seed); // a fresh head draws its initial weights
+        let loaded = load_encoder_classifier(&dir, Some(NUM_CATEGORIES), ad)?;
+        let tokenizer: Tokenizer =
+            loaded.tokenizer.ok_or_else(|| bad_input!("{}: no tokenizer.json", dir.display()))?;
+        let window = loaded.model.body.max_positions();
+        if config.data.max_len > window {
+            return Err(bad_input!(
+                "key `data.max_len` = {} exceeds the encoder's {window} positions",
+                config.data.max_len
+            ));
+        }
+        let chunker = Chunker::new(&tokenizer, config.data.max_len)?;
+
+        let data = &config.data;
+        let mut train = read_labeled(&data.train)?;
+        let mut files = vec![Source::file(&data.train)?];
+        let valid = match &data.valid {
+            Some(path) => {
+                files.push(Source::file(path)?);
+                read_labeled(path)?
+            }
+            None if data.valid_fraction > 0.0 => {
+                let held = run::held_out(train.len(), data.valid_fraction, config.train.seed);
+                let (valid, rest): (Vec<_>, Vec<_>) =
+                    train.into_iter().zip(held).partition(|(_, h)| *h);
+                train = rest.into_iter().map(|(r, _)| r).collect();
+                valid.into_iter().map(|(r, _)| r).collect()
+            }
+            None => Vec::new(),
+        };
+        if valid.is_empty() {
+            eprintln!(
+                "moderate: no validation data, so every threshold stays 0.5\nhint: set data.valid or data.valid_fraction"
+            );
+        }
+        let pos_weight = positive_weights(&train, &config);
+        let train = train
+            .into_iter()
+            .map(|row| Ok(Example { sequence: chunker.head(&row.text)?, row }))
+            .collect::<Result<Vec<_>>>()?;
+        let lineage = run::lineage("moderate", &config, overrides, parent, files)?;
+        let trainer = Trainer::new(
+            "moderate",
+            &config.train,
+            &config.output.dir,
+            train.len(),
+            lineage,
+            resumed,
+            &loaded.model,
+            model_config.layout(),
+            device,
+        )?;
+        Ok(Self {
+            config,
+            model: loaded.model,
+            model_config,
+            tokenizer_dir: dir,
+            chunker,
+            train,
+            valid,
+            pos_weight,
+            trainer,
+            device: device.clone(),
+        })
+    }
+
+    fn train(&mut self) -> Result<()> {
+        let train = self.config.train.clone();
+        let n = self.train.len();
+        let t = &self.trainer;
+        if t.progress.step >= t.total_steps {
+            t.log.say(&format!(
+                "moderate: {} already has all {} steps",
+                t.out.display(),
+                t.total_steps
+            ));
+        } else if t.progress.step == 0 {
+            let weights: Vec<String> = CATEGORIES
+                .iter()
+                .zip(self.pos_weight)
+                .map(|((code, _), w)| format!("{code} {w:.1}"))
+                .collect();
+            t.log.say(&format!(
+                "moderate: {n} texts ({} for validation), {} steps of {} × {} texts; positive weights {}",
+                self.valid.len(), t.total_steps, train.grad_accum, train.batch_size, weights.join(", ")
+            ));
+        }
+        let started = Instant::now();
+        let seconds_before = t.progress.seconds;
+        let ad = self.device.clone().autodiff();
+        let mut texts_done = 0;
+        let mut last_valid = None;
+        while self.trainer.progress.step < self.trainer.total_steps {
+            let lr = learning_rate(&train, self.trainer.progress.step, self.trainer.total_steps);
+            let (loss, grad_norm, texts) = self.optimizer_step(lr, &ad)?;
+            texts_done += texts;
+            let progress = &mut self.trainer.progress;
+            progress.step += 1;
+            progress.seconds = seconds_before + started.elapsed().as_secs_f64();
+            let rate = texts_done as f64 / started.elapsed().as_secs_f64();
+            let record = json!({
+                "loss": round(loss, 5), "lr": lr, "grad_norm": round(grad_norm, 5),
+                "tokens": progress.tokens, "texts_per_s": round(rate, 2), "seconds": round(progress.seconds, 2),
+            });
+            self.trainer.report_step(
+                record,
+                &format!("loss {loss:.4}  lr {lr:.2e}  {rate:.1} texts/s"),
+                n,
+            );
+            if !self.valid.is_empty() && self.trainer.evaluates_now() {
+                last_valid = Some(self.evaluate()?);
+            }
+            let interrupted = interrupt::requested();
+            if interrupted || self.trainer.saves_now() {
+                self.save(last_valid)?;
+            }
+            if interrupted {
+                return Err(self.trainer.interrupted());
+            }
+        }
+        self.trainer.log.finish();
+        let valid = last_valid.map_or(String::new(), |(auprc, _): (f64, _)| {
+            format!(", valid macro AUPRC {auprc:.4}")
+        });
+        eprintln!(
+            "moderate: {} steps in {:.1} s{valid}; saved {}",
+            self.trainer.progress.step,
+            self.trainer.progress.seconds,
+            self.trainer.out.display()
+        );
+        Ok(())
+    }
+
+    /// One optimizer step; returns the loss (weighted BCE averaged over the step's known
+    /// labels), the gradient norm before clipping, and the texts used.
+    fn optimizer_step(&mut self, lr: f64, ad: &Device) -> Result<(f64, f64, usize)> {
+        let n = self.train.len();
+        let micro_batches: Vec<Vec<usize>> =
+            (0..self.config.train.grad_accum).map(|_| self.trainer.next_batch(n)).collect();
+        let known: usize = micro_batches
+            .iter()
+            .flatten()
+            .map(|&i| self.train[i].row.labels.iter().flatten().count())
+            .sum();
+        let texts = micro_batches.iter().map(Vec::len).sum();
+        let mut accumulator = GradientsAccumulator::<EncoderClassifier>::new();
+        let mut loss_sum = 0.0;
+        for rows in micro_batches {
+            let examples: Vec<&Example> = rows.iter().map(|&i| &self.train[i]).collect();
+            let (batch, targets, weights) = self.batch(&examples, ad);
+            self.trainer.progress.tokens += batch.token_count as u64;
+            let logits =
+                self.model.forward(batch.input_ids, batch.token_type_ids, batch.attention_mask);
+            let loss = weighted_bce_sum(logits, targets, weights).div_scalar(known.max(1) as f64);
+            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
+            accumulator.accumulate(&self.model, grads);
+            loss_sum += loss.into_scalar::<f32>() as f64;
+        }
+        let mut grads = accumulator.grads();
+        let grad_norm = clip_global_norm(&self.model, &mut grads, self.config.train.max_grad_norm);
+        if !loss_sum.is_finite() || !grad_norm.is_finite() {
+            return Err(self.trainer.diverged(loss_sum));
+        }
+        self.model = self.trainer.adam.step(self.model.clone(), grads, lr);
+        Ok((loss_sum, grad_norm, texts))
+    }
+
+    /// The batch with its targets and weights (see `label_targets`), `[B, C]` each.
+    fn batch(
+        &self,
+        examples: &[&Example],
+        device: &Device,
+    ) -> (SequenceBatch, Tensor<2>, Tensor<2>) {
+        let sequences: Vec<&Sequence> = examples.iter().map(|e| &e.sequence).collect();
+        let batch = SequenceBatch::new(&sequences, self.chunker.pad, device);
+        let rows: Vec<&LabeledText> = examples.iter().map(|e| &e.row).collect();
+        let (targets, weights) = label_targets(&rows, &self.pos_weight);
+        let shape = [examples.len(), NUM_CATEGORIES];
+        let tensor = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, shape), device);
+        (batch, tensor(targets), tensor(weights))
+    }
+
+    /// Validation scores of every category (raw, per text).
+    fn valid_scores(&self) -> Result<Vec<[f32; NUM_CATEGORIES]>> {
+        let texts: Vec<&str> = self.valid.iter().map(|r| r.text.as_str()).collect();
+        category_scores(&self.model.valid(), &self.chunker, &texts, &self.device)
+    }
+
+    /// Validation AUPRC per category (recorded) and the thresholds chosen on it.
+    fn evaluate(&mut self) -> Result<(f64, [f32; NUM_CATEGORIES])> {
+        let scores = self.valid_scores()?;
+        let rule = &self.config.thresholds;
+        let mut record = json!({ "step": self.trainer.progress.step });
+        let mut thresholds = [0.5; NUM_CATEGORIES];
+        let mut auprcs = Vec::new();
+        for (c, (code, _)) in CATEGORIES.iter().enumerate() {
+            let (s, l): (Vec<f32>, Vec<bool>) = self
+                .valid
+                .iter()
+                .zip(&scores)
+                .filter_map(|(row, s)| row.labels[c].map(|l| (s[c], l)))
+                .unzip();
+            thresholds[c] = choose_threshold(&s, &l, rule.rule, rule.target_precision);
+            if let Some(ap) = average_precision(&s, &l) {
+                record[format!("valid_auprc_{code}")] = round(ap, 4).into();
+                auprcs.push(ap);
+            }
+        }
+        let macro_auprc = auprcs.iter().sum::<f64>() / auprcs.len().max(1) as f64;
+        record["valid_macro_auprc"] = round(macro_auprc, 4).into();
+        self.trainer.log.record(record);
+        self.trainer.log.say(&format!(
+            "step {}: valid macro AUPRC {macro_auprc:.4}",
+            self.trainer.progress.step
+        ));
+        Ok((macro_auprc, thresholds))
+    }
+
+    /// Writes the checkpoint atomically, with the thresholds of the last evaluation.
+    fn save(&mut self, valid: Option<(f64, [f32; NUM_CATEGORIES])>) -> Result<()> {
+        let (auprc, thresholds) = valid.unzip();
+        let thresholds = thresholds.unwrap_or([0.5; NUM_CATEGORIES]);
+        let rule = &self.config.thresholds;
+        let settings = ModerationSettings::new(
+            &thresholds,
+            rule.rule,
+            rule.target_precision,
+            self.config.data.max_len,
+        );
+        let metrics = json!({ "step": self.trainer.progress.step, "valid_macro_auprc": auprc, "thresholds": settings.thresholds });
+        let names: Vec<String> = CATEGORIES.iter().map(|(_, name)| name.to_string()).collect();
+        save_atomically(&self.config.output.dir, |dir| {
+            save_encoder_classifier(
+                &self.model,
+                &self.model_config,
+                &names,
+                Some("multi_label_classification"),
+                Some(&self.tokenizer_dir),
+                dir,
+            )?;
+            settings.write(dir)?;
+            self.trainer.write_state(metrics, &self.model, self.model_config.layout(), dir)
+        })?;
+        self.trainer.saved_step = Some(self.trainer.progress.step);
+        Ok(())
+    }
+}
+
+/// Row-major targets (1 for a positive label, else 0) and loss weights: 0 where the label is
+/// unknown, the category's positive weight on a positive, 1 on a negative.
+fn label_targets(
+    rows: &[&LabeledText],
+    pos_weight: &[f32; NUM_CATEGORIES],
+) -> (Vec<f32>, Vec<f32>) {
+    let labels = rows.iter().flat_map(|r| r.labels.iter().enumerate());
+    labels
+        .map(|(c, label)| match label {
+            None => (0.0, 0.0),
+            Some(true) => (1.0, pos_weight[c]),
+            Some(false) => (0.0, 1.0),
+        })
+        .unzip()
+}
+
+/// Σ w·[y·softplus(−x) + (1 − y)·softplus(x)] = Σ −w·[y·log σ(x) + (1 − y)·log(1 − σ(x))].
+fn weighted_bce_sum(logits: Tensor<2>, targets: Tensor<2>, weights: Tensor<2>) -> Tensor<1> {
+    let per_label = targets.clone() * softplus(-logits.clone(), 1.0)
+        + (targets.neg() + 1.0) * softplus(logits, 1.0);
+    (per_label * weights).sum()
+}
+
+/// negatives / positives among each category's known training labels, in [1, max].
+fn positive_weights(rows: &[LabeledText], config: &ModerateConfig) -> [f32; NUM_CATEGORIES] {
+    std::array::from_fn(|c| {
+        if config.loss.pos_weight == PosWeight::None {
+            return 1.0;
+        }
+        let known: Vec<bool> = rows.iter().filter_map(|r| r.labels[c]).collect();
+        let positives = known.iter().filter(|&&l| l).count();
+        let ratio = (known.len() - positives) as f64 / positives.max(1) as f64;
+        ratio.clamp(1.0, config.loss.max_pos_weight) as f32
+    })
+}
+
+/// A classifier to train further must have the eight categories as its labels, in order.
+fn check_labels(config: &ModelConfig, dir: &Path) -> Result<()> {
+    let labels = config.json.get("id2label").and_then(Value::as_object);
+    let names: Vec<&str> =
+        (0..config.num_labels()).filter_map(|i| labels?.get(&i.to_string())?.as_str()).collect();
+    let expected: Vec<&str> = CATEGORIES.iter().map(|(_, n)| *n).collect();
+    if names != expected {
+        return Err(bad_input!(
+            "{}: a classifier with labels {names:?}, not the moderation categories {expected:?}\nhint: start from a bare encoder (models/minilm) or a `rlhf moderate train` checkpoint",
+            dir.display()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn unknown_labels_weigh_nothing_and_positives_are_weighted() {
+        let rows: Vec<LabeledText> = [
+            json!({"text": "a", "S": 1, "H": 0}),
+            json!({"text": "b", "S": 0, "H": 0}),
+            json!({"text": "c", "S": 0}),
+            json!({"text": "d", "S": 0, "H": 1}),
+        ]
+        .iter()
+        .map(|r| LabeledText::parse(r.as_object().unwrap()).unwrap())
+        .collect();
+        let config = ModerateConfig::default();
+        let w = positive_weights(&rows, &config);
+        assert_eq!(w[0], 3.0); // S: 3 negatives, 1 positive
+        assert_eq!(w[1], 2.0); // H: known on 3 rows, 1 positive
+        assert_eq!(w[2], 1.0); // V: never known
+        let none = ModerateConfig {
+            loss: crate::config::moderate::ModerateLoss {
+                pos_weight: PosWeight::None,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        assert_eq!(positive_weights(&rows, &none), [1.0; NUM_CATEGORIES]);
+    }
+
+    #[test]
+    fn unknown_labels_do_not_change_the_loss_or_get_a_gradient() {
+        let device = crate::device::DeviceSpec::Cpu.device().unwrap().autodiff();
+        let row =
+            LabeledText::parse(json!({"text": "a", "S": 1, "H": 0}).as_object().unwrap()).unwrap();
+        let (targets, weights) = label_targets(&[&row], &[2.0; NUM_CATEGORIES]);
+        assert_eq!(&weights[..3], [2.0, 1.0, 0.0]);
+        let tensor =
+            |v: Vec<f32>| Tensor::<2>::from_data(TensorData::new(v, [1, NUM_CATEGORIES]), &device);
+        let loss = |unknown_logit: f32| {
+            let mut logits = vec![0.5, -0.5, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0];
+            logits[2..].fill(unknown_logit);
+            let logits = tensor(logits).require_grad();
+            let loss =
+                weighted_bce_sum(logits.clone(), tensor(targets.clone()), tensor(weights.clone()));
+            let grads = loss.backward();
+            let grad = logits
+                .grad(&grads)
+                .unwrap()
+                .into_data()
+                .convert::<f32>()
+                .try_into_vec::<f32>()
+                .unwrap();
+            (loss.into_scalar::<f32>(), grad)
+        };
+        let ((a, grad), (b, _)) = (loss(-3.0), loss(7.0));
+        assert_eq!(a, b);
+        assert!(grad[2..].iter().all(|&g| g == 0.0), "{grad:?}");
+        // Known: 2·softplus(−0.5) + softplus(−0.5) (S positive at 0.5, H negative at −0.5).
+        let softplus = |x: f32| (1.0 + x.exp()).ln();
+        assert!((a - 3.0 * softplus(-0.5)).abs() < 1e-5, "{a}");
+    }
+}

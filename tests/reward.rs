@@ -152,14 +152,15 @@ dir = "runs/rm"
             .lines()
             .map(|l| serde_json::from_str::<Value>(l).unwrap()["score"].as_f64().unwrap())
             .collect();
-        let script = root().join("scripts/fixtures/hf_reward_score.py");
+        let script = root().join("scripts/fixtures/hf_classify.py");
         let out = Command::new(python())
             .arg(script)
             .args([self.path(model), self.path("score.jsonl")])
             .output()
             .unwrap();
         assert_ok(&out);
-        let theirs: Vec<f64> = serde_json::from_slice(&out.stdout).unwrap();
+        let logits: Vec<Vec<f64>> = serde_json::from_slice(&out.stdout).unwrap();
+        let theirs: Vec<f64> = logits.iter().map(|row| row[0]).collect();
         assert_eq!(ours.len(), theirs.len());
         for (a, b) in ours.iter().zip(&theirs) {
             assert!((a - b).abs() < 1e-4, "{model}: rlhf {ours:?} vs transformers {theirs:?}");

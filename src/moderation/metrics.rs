@@ -49,6 +49,9 @@ pub fn precision_recall_f1(scores: &[f32], labels: &[bool], threshold: f32) -> (
 }
 
 /// The decision threshold for one category; 0.5 when the validation data has no positives.
+/// The chosen cut lies halfway between the lowest score it accepts and the next lower score,
+/// not on a validation score itself, so a new text scoring a little under the lowest accepted
+/// positive is still flagged.
 pub fn choose_threshold(
     scores: &[f32],
     labels: &[bool],
@@ -60,19 +63,19 @@ pub fn choose_threshold(
         return 0.5;
     }
     let points = curve(scores, labels);
-    let best_f1 = points
-        .iter()
-        .max_by(|a, b| {
-            let f = |p: &CurvePoint| f1(p.precision(), p.true_positives as f64 / positives as f64);
-            f(a).total_cmp(&f(b))
-        })
-        .map(|p| p.threshold);
-    let reaching = points.iter().rev().find(|p| p.precision() >= target_precision);
+    let f1_at = |p: &CurvePoint| f1(p.precision(), p.true_positives as f64 / positives as f64);
+    let best_f1 =
+        (0..points.len()).max_by(|&a, &b| f1_at(&points[a]).total_cmp(&f1_at(&points[b])));
+    let reaching = (0..points.len()).rev().find(|&i| points[i].precision() >= target_precision);
     let chosen = match rule {
         ThresholdRule::BestF1 => best_f1,
-        ThresholdRule::Precision => reaching.map(|p| p.threshold).or(best_f1),
+        ThresholdRule::Precision => reaching.or(best_f1),
     };
-    chosen.unwrap_or(0.5)
+    let Some(i) = chosen else { return 0.5 };
+    match points.get(i + 1) {
+        Some(lower) => (points[i].threshold + lower.threshold) / 2.0,
+        None => points[i].threshold,
+    }
 }
 
 fn f1(precision: f64, recall: f64) -> f64 {
@@ -127,10 +130,11 @@ mod tests {
     fn thresholds_by_f1_or_by_precision() {
         let scores = [0.9, 0.8, 0.7, 0.6, 0.4, 0.3, 0.2];
         let labels = [true, true, false, true, false, true, false];
-        // F1 by threshold: 0.9 → .4, 0.8 → .67, 0.7 → .57, 0.6 → .75, 0.3 → .8 (tp 4, predicted 6)
-        assert_eq!(choose_threshold(&scores, &labels, ThresholdRule::BestF1, 0.0), 0.3);
-        // Precision ≥ 0.75 first holds down to 0.6 (3 of 4).
-        assert_eq!(choose_threshold(&scores, &labels, ThresholdRule::Precision, 0.75), 0.6);
+        // F1 by threshold: 0.9 → .4, 0.8 → .67, 0.7 → .57, 0.6 → .75, 0.3 → .8 (tp 4, predicted 6);
+        // the cut goes halfway to the next lower score.
+        assert_eq!(choose_threshold(&scores, &labels, ThresholdRule::BestF1, 0.0), 0.25);
+        // Precision ≥ 0.75 holds down to 0.6 (3 of 4); the next score is 0.4.
+        assert_eq!(choose_threshold(&scores, &labels, ThresholdRule::Precision, 0.75), 0.5);
         let (p, r, f) = precision_recall_f1(&scores, &labels, 0.6);
         assert_eq!((p, r), (0.75, 0.75));
         assert!((f - 0.75).abs() < 1e-12);

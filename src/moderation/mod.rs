@@ -29,7 +29,8 @@ const CHUNK_OVERLAP: usize = 32;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModerationSettings {
-    /// Decision threshold per category name.
+    /// Decision threshold per category name; `null` for a category that had no positive
+    /// training example, which is never flagged.
     pub thresholds: Map<String, Value>,
     pub threshold_rule: ThresholdRule,
     pub target_precision: f64,
@@ -39,7 +40,7 @@ pub struct ModerationSettings {
 
 impl ModerationSettings {
     pub fn new(
-        thresholds: &[f32; NUM_CATEGORIES],
+        thresholds: &[Option<f32>; NUM_CATEGORIES],
         rule: ThresholdRule,
         target: f64,
         max_len: usize,
@@ -47,20 +48,20 @@ impl ModerationSettings {
         let thresholds = CATEGORIES
             .iter()
             .zip(thresholds)
-            .map(|((_, name), &t)| (name.to_string(), t.into()))
+            .map(|((_, name), t)| (name.to_string(), t.map(f64::from).into()))
             .collect();
         Self { thresholds, threshold_rule: rule, target_precision: target, max_len }
     }
 
+    /// Thresholds in category order; a disabled category's is +∞.
     pub fn threshold_values(&self) -> Result<[f32; NUM_CATEGORIES]> {
         let mut values = [0.5; NUM_CATEGORIES];
         for (value, (_, name)) in values.iter_mut().zip(CATEGORIES) {
-            *value = self
-                .thresholds
-                .get(name)
-                .and_then(Value::as_f64)
-                .ok_or_else(|| anyhow!("{SETTINGS_FILE}: no threshold for `{name}`"))?
-                as f32;
+            *value = match self.thresholds.get(name) {
+                Some(Value::Null) => f32::INFINITY,
+                Some(Value::Number(n)) => n.as_f64().unwrap_or(0.5) as f32,
+                _ => return Err(anyhow!("{SETTINGS_FILE}: no threshold for `{name}`")),
+            };
         }
         Ok(values)
     }

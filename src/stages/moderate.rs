@@ -72,7 +72,9 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
             f("f1"),
             row["known"],
             row["positives"],
-            format!("{:.3}", moderator.settings.thresholds[*name].as_f64().unwrap_or(0.5))
+            moderator.settings.thresholds[*name]
+                .as_f64()
+                .map_or("never".into(), |t| format!("{t:.3}"))
         );
     }
     let any = &report["any"];
@@ -185,6 +187,8 @@ struct Run {
     valid: Vec<LabeledText>,
     /// Per category, the weight of a positive label.
     pos_weight: [f32; NUM_CATEGORIES],
+    /// Categories with a positive training example (the others are never flagged).
+    learnable: [bool; NUM_CATEGORIES],
     trainer: Trainer,
     device: Device,
 }
@@ -255,6 +259,7 @@ impl Run {
             );
         }
         let pos_weight = positive_weights(&train, &config);
+        let learnable = std::array::from_fn(|c| train.iter().any(|r| r.labels[c] == Some(true)));
         let train = train
             .into_iter()
             .map(|row| Ok(Example { sequence: chunker.head(&row.text)?, row }))
@@ -280,6 +285,7 @@ impl Run {
             train,
             valid,
             pos_weight,
+            learnable,
             trainer,
             device: device.clone(),
         })
@@ -408,11 +414,11 @@ impl Run {
     }
 
     /// Validation AUPRC per category (recorded) and the thresholds chosen on it.
-    fn evaluate(&mut self) -> Result<(f64, [f32; NUM_CATEGORIES])> {
+    fn evaluate(&mut self) -> Result<(f64, [Option<f32>; NUM_CATEGORIES])> {
         let scores = self.valid_scores()?;
         let rule = &self.config.thresholds;
         let mut record = json!({ "step": self.trainer.progress.step });
-        let mut thresholds = [0.5; NUM_CATEGORIES];
+        let mut thresholds = self.default_thresholds();
         let mut auprcs = Vec::new();
         for (c, (code, _)) in CATEGORIES.iter().enumerate() {
             let (s, l): (Vec<f32>, Vec<bool>) = self
@@ -421,7 +427,9 @@ impl Run {
                 .zip(&scores)
                 .filter_map(|(row, s)| row.labels[c].map(|l| (s[c], l)))
                 .unzip();
-            thresholds[c] = choose_threshold(&s, &l, rule.rule, rule.target_precision);
+            if self.learnable[c] {
+                thresholds[c] = Some(choose_threshold(&s, &l, rule.rule, rule.target_precision));
+            }
             if let Some(ap) = average_precision(&s, &l) {
                 record[format!("valid_auprc_{code}")] = round(ap, 4).into();
                 auprcs.push(ap);
@@ -437,10 +445,15 @@ impl Run {
         Ok((macro_auprc, thresholds))
     }
 
+    /// 0.5, or none for a category without positive training examples.
+    fn default_thresholds(&self) -> [Option<f32>; NUM_CATEGORIES] {
+        self.learnable.map(|learnable| learnable.then_some(0.5))
+    }
+
     /// Writes the checkpoint atomically, with the thresholds of the last evaluation.
-    fn save(&mut self, valid: Option<(f64, [f32; NUM_CATEGORIES])>) -> Result<()> {
+    fn save(&mut self, valid: Option<(f64, [Option<f32>; NUM_CATEGORIES])>) -> Result<()> {
         let (auprc, thresholds) = valid.unzip();
-        let thresholds = thresholds.unwrap_or([0.5; NUM_CATEGORIES]);
+        let thresholds = thresholds.unwrap_or_else(|| self.default_thresholds());
         let rule = &self.config.thresholds;
         let settings = ModerationSettings::new(
             &thresholds,

@@ -1,0 +1,280 @@
+//! `rlhf moderate` end to end on MiniLM: training on labelled texts with unknown labels,
+//! thresholds, evaluation, OpenAI-shaped verdicts (arguments, files, stdin, long texts), a
+//! saved classifier that `transformers` reads with the same scores, and bad input.
+
+mod common;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+use common::*;
+use serde_json::{Value, json};
+
+const SAFE: [&str; 8] = [
+    "What a lovely morning for a walk in the park.",
+    "Can you recommend a good book about history?",
+    "I baked fresh bread today with my family.",
+    "The train was late, but the view was nice.",
+    "Thanks for your help with the homework.",
+    "Our team won the football match last night.",
+    "I am learning to play the guitar slowly.",
+    "Let us meet for coffee next week.",
+];
+const HARASSMENT: [&str; 4] = [
+    "You are a worthless idiot and everyone laughs at you.",
+    "Nobody likes you, you pathetic stupid loser.",
+    "Shut up, you idiot, you are too stupid to talk.",
+    "You disgusting loser, you should be ashamed.",
+];
+const SELF_HARM: [&str; 4] = [
+    "I want to hurt myself tonight.",
+    "I keep thinking about cutting myself again.",
+    "I feel like hurting myself, nothing matters.",
+    "Tonight I will harm myself again.",
+];
+
+/// Labelled rows: safe texts, harassment and self-harm, with some labels left unknown.
+fn rows(copies: usize) -> Vec<Value> {
+    let mut rows = Vec::new();
+    for k in 0..copies {
+        let prefix = ["", "Well, ", "Honestly, ", "Listen: "][k % 4];
+        for text in SAFE {
+            rows.push(json!({"text": format!("{prefix}{text}"), "S": 0, "H": 0, "V": 0, "HR": 0, "SH": 0}));
+        }
+        for text in HARASSMENT {
+            rows.push(json!({"prompt": format!("{prefix}{text}"), "HR": 1, "SH": 0, "S": 0}));
+        }
+        for text in SELF_HARM {
+            rows.push(json!({"text": format!("{prefix}{text}"), "labels": {"self-harm": 1, "harassment": 0}}));
+        }
+    }
+    rows
+}
+
+struct Workspace {
+    dir: tempfile::TempDir,
+}
+
+impl Workspace {
+    fn new() -> Self {
+        let ws = Self { dir: tempfile::tempdir().unwrap() };
+        ws.write_jsonl("train.jsonl", &rows(4));
+        ws.write_jsonl("valid.jsonl", &rows(2)[8..].to_vec());
+        let config = format!(
+            r#"
+[model]
+base = "{}"
+[data]
+train = "train.jsonl"
+valid = "valid.jsonl"
+valid_fraction = 0.0
+max_len = 48
+[train]
+epochs = 6
+batch_size = 8
+lr = 1e-4
+warmup_steps = 4
+eval_every = 0
+log_every = 5
+[output]
+dir = "runs/mod"
+"#,
+            root().join("models/minilm").display()
+        );
+        std::fs::write(ws.path("moderate.toml"), config).unwrap();
+        ws
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn write_jsonl(&self, name: &str, rows: &[Value]) {
+        let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(self.path(name), text).unwrap();
+    }
+
+    /// `rlhf --threads 1 ARGS…` in the workspace (tests run side by side).
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf"));
+        cmd.args(["--threads", "1"]).args(args).current_dir(self.dir.path());
+        cmd
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.command(args).output().unwrap()
+    }
+
+    fn train(&self, sets: &[&str]) -> Output {
+        let mut args = vec!["moderate", "train", "--config", "moderate.toml"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        self.run(&args)
+    }
+}
+
+fn assert_ok(out: &Output) {
+    assert!(out.status.success(), "exit {:?}:\n{}", out.status.code(), stderr(out));
+}
+
+fn json_lines(out: &Output) -> Vec<Value> {
+    String::from_utf8_lossy(&out.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+const NAMES: [&str; 8] = [
+    "sexual",
+    "hate",
+    "harassment",
+    "self-harm",
+    "sexual/minors",
+    "hate/threatening",
+    "violence/graphic",
+    "violence",
+];
+
+#[test]
+fn trains_evaluates_and_scores_in_openais_shape() {
+    let ws = Workspace::new();
+    let out = ws.train(&[]);
+    assert_ok(&out);
+    let run = ws.path("runs/mod");
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "moderation.json",
+        "rlhf.json",
+        "metrics.jsonl",
+    ] {
+        assert!(run.join(file).is_file(), "missing {file}");
+    }
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["problem_type"], "multi_label_classification");
+    assert_eq!(config["id2label"]["4"], "self-harm");
+
+    // eval: the two learnable categories are found; unknown-only ones have no AUPRC.
+    let out =
+        ws.run(&["moderate", "eval", "--model", "runs/mod", "--data", "valid.jsonl", "--json"]);
+    assert_ok(&out);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    println!("{report}");
+    let category = |code: &str| {
+        report["categories"].as_array().unwrap().iter().find(|c| c["code"] == code).unwrap().clone()
+    };
+    assert!(category("HR")["auprc"].as_f64().unwrap() > 0.9, "{report}");
+    assert!(category("SH")["auprc"].as_f64().unwrap() > 0.9, "{report}");
+    assert!(category("SH")["f1"].as_f64().unwrap() > 0.8, "{report}");
+    assert_eq!(category("V2")["known"], 0);
+    assert!(category("V2")["auprc"].is_null());
+    // HR is known on safe and harassment rows and on self-harm rows (labels form).
+    assert_eq!(category("HR")["known"], 24);
+    assert_eq!(category("HR")["positives"], 8);
+    assert!(report["any"]["auprc"].as_f64().unwrap() > 0.9, "{report}");
+
+    // score: arguments, a file, stdin — one verdict per text, in OpenAI's shape.
+    let out = ws.run(&["moderate", "score", "--model", "runs/mod", SELF_HARM[0], SAFE[0]]);
+    assert_ok(&out);
+    let verdicts = json_lines(&out);
+    assert_eq!(verdicts.len(), 2);
+    for verdict in &verdicts {
+        let keys: Vec<&String> = verdict.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["flagged", "categories", "category_scores"]);
+        let categories: Vec<&String> = verdict["categories"].as_object().unwrap().keys().collect();
+        assert_eq!(categories, NAMES);
+        assert!(verdict["categories"].as_object().unwrap().values().all(Value::is_boolean));
+        let scores: Vec<&String> = verdict["category_scores"].as_object().unwrap().keys().collect();
+        assert_eq!(scores, NAMES);
+    }
+    assert_eq!(verdicts[0]["flagged"], true);
+    assert_eq!(verdicts[0]["categories"]["self-harm"], true);
+    assert_eq!(verdicts[1]["flagged"], false);
+
+    let mut child = ws
+        .command(&["moderate", "score", "--model", "runs/mod"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{}\n{}", HARASSMENT[1], SAFE[2]).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_ok(&out);
+    let verdicts = json_lines(&out);
+    assert_eq!(verdicts.len(), 2);
+    assert_eq!(verdicts[0]["categories"]["harassment"], true);
+    assert_eq!(verdicts[1]["flagged"], false);
+
+    // A long text is read whole: a harmful sentence past the first window still flags it.
+    let long = format!("{} {}", SAFE.join(" ").repeat(4), SELF_HARM[1].repeat(6));
+    ws.write_jsonl(
+        "long.jsonl",
+        &[json!({"text": long}), json!({"text": SAFE.join(" ").repeat(4)})],
+    );
+    let out = ws.run(&["moderate", "score", "--model", "runs/mod", "--data", "long.jsonl"]);
+    assert_ok(&out);
+    let verdicts = json_lines(&out);
+    assert_eq!(verdicts[0]["categories"]["self-harm"], true, "{:?}", verdicts[0]);
+    assert_eq!(verdicts[1]["flagged"], false, "{:?}", verdicts[1]);
+
+    // transformers reads the saved classifier with the same scores (short texts: one window).
+    let texts = [SAFE[3], HARASSMENT[2], SELF_HARM[3]];
+    ws.write_jsonl("texts.jsonl", &texts.iter().map(|t| json!({"text": t})).collect::<Vec<_>>());
+    let out = ws.run(&["moderate", "score", "--model", "runs/mod", "--data", "texts.jsonl"]);
+    assert_ok(&out);
+    let ours = json_lines(&out);
+    let out = Command::new(python())
+        .arg(root().join("scripts/fixtures/hf_classify.py"))
+        .args([run.clone(), ws.path("texts.jsonl")])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    let logits: Vec<Vec<f64>> = serde_json::from_slice(&out.stdout).unwrap();
+    for (verdict, row) in ours.iter().zip(&logits) {
+        // Outputs in id2label order; parents (sexual, hate, violence) may take a child's score.
+        let unmodified = [
+            (3, "harassment"),
+            (4, "self-harm"),
+            (5, "sexual/minors"),
+            (6, "hate/threatening"),
+            (7, "violence/graphic"),
+        ];
+        for (i, name) in unmodified {
+            let theirs = 1.0 / (1.0 + (-row[i]).exp());
+            let mine = verdict["category_scores"][name].as_f64().unwrap();
+            assert!((mine - theirs).abs() < 1e-4, "{name}: rlhf {mine} vs transformers {theirs}");
+        }
+    }
+}
+
+#[test]
+fn bad_rows_and_models_are_clear_errors() {
+    let ws = Workspace::new();
+    let cases = [
+        (json!({"S": 1}), "bad.jsonl:2: field `text` (or `prompt`) is missing"),
+        (json!({"text": "x", "HR": 3}), "bad.jsonl:2: field `HR` must be 0 or 1"),
+        (
+            json!({"text": "x", "labels": {"spam": 1}}),
+            "bad.jsonl:2: field `labels.spam`: unknown category",
+        ),
+        (json!({"text": "x"}), "bad.jsonl:2: no category is labelled"),
+    ];
+    for (bad, expected) in cases {
+        ws.write_jsonl("bad.jsonl", &[rows(1)[0].clone(), bad]);
+        let out = ws.train(&["data.train=bad.jsonl"]);
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(stderr(&out).contains(expected), "expected `{expected}` in:\n{}", stderr(&out));
+        assert!(!ws.path("runs").exists(), "an output directory was created");
+    }
+    let out = ws.run(&[
+        "moderate",
+        "score",
+        "--model",
+        root().join("models/minilm").to_str().unwrap(),
+        "hi",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("not a moderation model"), "{}", stderr(&out));
+}

@@ -60,7 +60,7 @@ impl Workspace {
     fn new() -> Self {
         let ws = Self { dir: tempfile::tempdir().unwrap() };
         ws.write_jsonl("train.jsonl", &rows(4));
-        ws.write_jsonl("valid.jsonl", &rows(2)[8..].to_vec());
+        ws.write_jsonl("valid.jsonl", &rows(2)[8..]);
         let config = format!(
             r#"
 [model]

@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs the pipeline on the built-in demo data (data/demo/), as far as the stages exist:
 # a tokenizer, a tiny model fine-tuned on demonstrations (sft), answers from it, and a reward
-# model initialised from it and trained on comparisons.
+# model initialised from it and trained on comparisons, and a moderation classifier on MiniLM.
 # Everything goes to runs/ (git-ignored); re-running starts over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -x target/release/rlhf ] || scripts/setup.sh
 RLHF=target/release/rlhf
-rm -rf runs/tokenizer runs/sft runs/reward
+rm -rf runs/tokenizer runs/sft runs/reward runs/moderate
 
 echo "== tokenizer: byte-level BPE on the demo data"
 $RLHF tokenizer train --data data/demo/sft.jsonl --vocab-size 1024 --out runs/tokenizer
@@ -31,7 +31,11 @@ printf '%s\n' '{"prompt": "What is the capital of Japan?", "response": "The capi
     '{"prompt": "What is the capital of Japan?", "response": "Look it up, I am busy."}' >runs/demo-responses.jsonl
 $RLHF reward score --model runs/reward --data runs/demo-responses.jsonl
 
+echo "== moderate: MiniLM on data/demo/moderation.jsonl (configs/moderate.toml)"
+$RLHF moderate train --config configs/moderate.toml
+$RLHF moderate score --model runs/moderate "I will hurt you if you come here again." "Let's meet for coffee next week."
+
 cat >&2 <<'MSG'
-demo: tokenizer → sft → generate → reward done. Still to land: ppo, moderate, chat
+demo: tokenizer → sft → generate → reward → moderate done. Still to land: ppo, chat
 (see the README's status table).
 MSG

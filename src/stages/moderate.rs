@@ -28,8 +28,7 @@ use crate::moderation::metrics::{average_precision, choose_threshold, precision_
 use crate::moderation::{Chunker, Moderation, ModerationSettings, Moderator, category_scores};
 use crate::train::grad_norm::clip_global_norm;
 use crate::train::interrupt;
-use crate::train::run::{self, Trainer, round};
-use crate::train::schedule::learning_rate;
+use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::state::{RunProgress, STATE_DIR};
 use crate::{bad_input, config};
 
@@ -190,6 +189,8 @@ struct Run {
     /// Categories with a positive training example (the others are never flagged).
     learnable: [bool; NUM_CATEGORIES],
     trainer: Trainer,
+    /// Macro AUPRC and thresholds of the last evaluation.
+    valid_result: Option<(f64, [Option<f32>; NUM_CATEGORIES])>,
     device: Device,
 }
 
@@ -245,11 +246,9 @@ impl Run {
                 read_labeled(path)?
             }
             None if data.valid_fraction > 0.0 => {
-                let held = run::held_out(train.len(), data.valid_fraction, config.train.seed);
-                let (valid, rest): (Vec<_>, Vec<_>) =
-                    train.into_iter().zip(held).partition(|(_, h)| *h);
-                train = rest.into_iter().map(|(r, _)| r).collect();
-                valid.into_iter().map(|(r, _)| r).collect()
+                let (rest, valid) = run::hold_out(train, data.valid_fraction, config.train.seed);
+                train = rest;
+                valid
             }
             None => Vec::new(),
         };
@@ -287,12 +286,13 @@ impl Run {
             pos_weight,
             learnable,
             trainer,
+            valid_result: None,
             device: device.clone(),
         })
     }
 
     fn train(&mut self) -> Result<()> {
-        let train = self.config.train.clone();
+        let train = &self.config.train;
         let n = self.train.len();
         let t = &self.trainer;
         if t.progress.step >= t.total_steps {
@@ -312,43 +312,10 @@ impl Run {
                 self.valid.len(), t.total_steps, train.grad_accum, train.batch_size, weights.join(", ")
             ));
         }
-        let started = Instant::now();
-        let seconds_before = t.progress.seconds;
-        let ad = self.device.clone().autodiff();
-        let mut texts_done = 0;
-        let mut last_valid = None;
-        while self.trainer.progress.step < self.trainer.total_steps {
-            let lr = learning_rate(&train, self.trainer.progress.step, self.trainer.total_steps);
-            let (loss, grad_norm, texts) = self.optimizer_step(lr, &ad)?;
-            texts_done += texts;
-            let progress = &mut self.trainer.progress;
-            progress.step += 1;
-            progress.seconds = seconds_before + started.elapsed().as_secs_f64();
-            let rate = texts_done as f64 / started.elapsed().as_secs_f64();
-            let record = json!({
-                "loss": round(loss, 5), "lr": lr, "grad_norm": round(grad_norm, 5),
-                "tokens": progress.tokens, "texts_per_s": round(rate, 2), "seconds": round(progress.seconds, 2),
-            });
-            self.trainer.report_step(
-                record,
-                &format!("loss {loss:.4}  lr {lr:.2e}  {rate:.1} texts/s"),
-                n,
-            );
-            if !self.valid.is_empty() && self.trainer.evaluates_now() {
-                last_valid = Some(self.evaluate()?);
-            }
-            let interrupted = interrupt::requested();
-            if interrupted || self.trainer.saves_now() {
-                self.save(last_valid)?;
-            }
-            if interrupted {
-                return Err(self.trainer.interrupted());
-            }
-        }
-        self.trainer.log.finish();
-        let valid = last_valid.map_or(String::new(), |(auprc, _): (f64, _)| {
-            format!(", valid macro AUPRC {auprc:.4}")
-        });
+        run::run(self)?;
+        let valid = self
+            .valid_result
+            .map_or(String::new(), |(auprc, _)| format!(", valid macro AUPRC {auprc:.4}"));
         eprintln!(
             "moderate: {} steps in {:.1} s{valid}; saved {}",
             self.trainer.progress.step,
@@ -359,8 +326,9 @@ impl Run {
     }
 
     /// One optimizer step; returns the loss (weighted BCE averaged over the step's known
-    /// labels), the gradient norm before clipping, and the texts used.
-    fn optimizer_step(&mut self, lr: f64, ad: &Device) -> Result<(f64, f64, usize)> {
+    /// labels) and the gradient norm before clipping.
+    fn optimizer_step(&mut self, lr: f64) -> Result<(f64, f64)> {
+        let ad = &self.device.clone().autodiff();
         let n = self.train.len();
         let micro_batches: Vec<Vec<usize>> =
             (0..self.config.train.grad_accum).map(|_| self.trainer.next_batch(n)).collect();
@@ -369,7 +337,6 @@ impl Run {
             .flatten()
             .map(|&i| self.train[i].row.labels.iter().flatten().count())
             .sum();
-        let texts = micro_batches.iter().map(Vec::len).sum();
         let mut accumulator = GradientsAccumulator::<EncoderClassifier>::new();
         let mut loss_sum = 0.0;
         for rows in micro_batches {
@@ -389,7 +356,7 @@ impl Run {
             return Err(self.trainer.diverged(loss_sum));
         }
         self.model = self.trainer.adam.step(self.model.clone(), grads, lr);
-        Ok((loss_sum, grad_norm, texts))
+        Ok((loss_sum, grad_norm))
     }
 
     /// The batch with its targets and weights (see `label_targets`), `[B, C]` each.
@@ -414,7 +381,7 @@ impl Run {
     }
 
     /// Validation AUPRC per category (recorded) and the thresholds chosen on it.
-    fn evaluate(&mut self) -> Result<(f64, [Option<f32>; NUM_CATEGORIES])> {
+    fn validate(&mut self) -> Result<(f64, [Option<f32>; NUM_CATEGORIES])> {
         let scores = self.valid_scores()?;
         let rule = &self.config.thresholds;
         let mut record = json!({ "step": self.trainer.progress.step });
@@ -451,8 +418,8 @@ impl Run {
     }
 
     /// Writes the checkpoint atomically, with the thresholds of the last evaluation.
-    fn save(&mut self, valid: Option<(f64, [Option<f32>; NUM_CATEGORIES])>) -> Result<()> {
-        let (auprc, thresholds) = valid.unzip();
+    fn write_checkpoint(&mut self) -> Result<()> {
+        let (auprc, thresholds) = self.valid_result.unzip();
         let thresholds = thresholds.unwrap_or_else(|| self.default_thresholds());
         let rule = &self.config.thresholds;
         let settings = ModerationSettings::new(
@@ -477,6 +444,37 @@ impl Run {
         })?;
         self.trainer.saved_step = Some(self.trainer.progress.step);
         Ok(())
+    }
+}
+
+impl Stage for Run {
+    fn trainer(&mut self) -> &mut Trainer {
+        &mut self.trainer
+    }
+
+    fn examples(&self) -> usize {
+        self.train.len()
+    }
+
+    fn step(&mut self, lr: f64) -> Result<(Value, String)> {
+        let (loss, grad_norm) = self.optimizer_step(lr)?;
+        let rate = self.trainer.rows_per_second();
+        let record = json!({
+            "loss": round(loss, 5), "grad_norm": round(grad_norm, 5),
+            "tokens": self.trainer.progress.tokens, "texts_per_s": round(rate, 2),
+        });
+        Ok((record, format!("loss {loss:.4}  lr {lr:.2e}  {rate:.1} texts/s")))
+    }
+
+    fn evaluate(&mut self) -> Result<()> {
+        if !self.valid.is_empty() {
+            self.valid_result = Some(self.validate()?);
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.write_checkpoint()
     }
 }
 

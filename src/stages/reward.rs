@@ -34,8 +34,7 @@ use crate::model::reward::{
 use crate::model::{ModelConfig, load_causal_lm, load_scalar_model, preset, save_scalar_model};
 use crate::train::grad_norm::clip_global_norm;
 use crate::train::interrupt;
-use crate::train::run::{self, Trainer, round};
-use crate::train::schedule::learning_rate;
+use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::state::{RunProgress, STATE_DIR};
 use crate::{bad_input, config};
 
@@ -373,11 +372,9 @@ impl Data {
                 valid
             }
             None if data.valid_fraction > 0.0 => {
-                let chosen = run::held_out(train.len(), data.valid_fraction, config.train.seed);
-                let (valid, rest): (Vec<_>, Vec<_>) =
-                    train.into_iter().zip(chosen).partition(|(_, c)| *c);
-                train = rest.into_iter().map(|(e, _)| e).collect();
-                valid.into_iter().map(|(e, _)| e).collect()
+                let (rest, valid) = run::hold_out(train, data.valid_fraction, config.train.seed);
+                train = rest;
+                valid
             }
             None => Vec::new(),
         };
@@ -410,6 +407,8 @@ struct Run<M: Backbone> {
     template: Option<ChatTemplate>,
     data: Data,
     trainer: Trainer,
+    /// Validation metrics at the last evaluation.
+    valid: Option<PairMetrics>,
     pad: u32,
     /// The plain (no autodiff) device, for evaluation.
     device: Device,
@@ -462,12 +461,21 @@ impl<M: Backbone> Run<M> {
             device,
         )?;
         let pad = info.config.pad_id(&info.tokenizer);
-        Ok(Self { config, model, info, template, data, trainer, pad, device: device.clone() })
+        Ok(Self {
+            config,
+            model,
+            info,
+            template,
+            data,
+            trainer,
+            valid: None,
+            pad,
+            device: device.clone(),
+        })
     }
 
     fn train(&mut self) -> Result<()> {
-        let train = self.config.train.clone();
-        let n = self.data.train.len();
+        let train = &self.config.train;
         let t = &self.trainer;
         if t.progress.step >= t.total_steps {
             t.log.say(&format!(
@@ -477,48 +485,16 @@ impl<M: Backbone> Run<M> {
             ));
         } else if t.progress.step == 0 {
             t.log.say(&format!(
-                "reward: {n} comparisons ({} for validation), {} steps of {} × {} comparisons",
+                "reward: {} comparisons ({} for validation), {} steps of {} × {} comparisons",
+                self.data.train.len(),
                 self.data.valid.len(),
                 t.total_steps,
                 train.grad_accum,
                 train.batch_size
             ));
         }
-        let started = Instant::now();
-        let seconds_before = t.progress.seconds;
-        let mut last_valid = None;
-        let ad = self.device.clone().autodiff();
-        let mut comparisons_done = 0;
-        while self.trainer.progress.step < self.trainer.total_steps {
-            let lr = learning_rate(&train, self.trainer.progress.step, self.trainer.total_steps);
-            let (loss, accuracy, grad_norm, comparisons) = self.optimizer_step(lr, &ad)?;
-            comparisons_done += comparisons;
-            let progress = &mut self.trainer.progress;
-            progress.step += 1;
-            progress.seconds = seconds_before + started.elapsed().as_secs_f64();
-            let rate = comparisons_done as f64 / started.elapsed().as_secs_f64();
-            let record = json!({
-                "loss": round(loss, 5), "accuracy": round(accuracy, 4), "lr": lr,
-                "grad_norm": round(grad_norm, 5), "tokens": progress.tokens,
-                "comparisons_per_s": round(rate, 2), "seconds": round(progress.seconds, 2),
-            });
-            let message =
-                format!("loss {loss:.4}  acc {accuracy:.3}  lr {lr:.2e}  {rate:.1} cmp/s");
-            self.trainer.report_step(record, &message, n);
-
-            if !self.data.valid.is_empty() && self.trainer.evaluates_now() {
-                last_valid = Some(self.evaluate());
-            }
-            let interrupted = interrupt::requested();
-            if interrupted || self.trainer.saves_now() {
-                self.save(last_valid)?;
-            }
-            if interrupted {
-                return Err(self.trainer.interrupted());
-            }
-        }
-        self.trainer.log.finish();
-        let valid = last_valid.map_or(String::new(), |v: PairMetrics| {
+        run::run(self)?;
+        let valid = self.valid.map_or(String::new(), |v| {
             format!(", valid accuracy {:.4} (mean margin {:.3})", v.accuracy, v.mean_margin)
         });
         eprintln!(
@@ -531,9 +507,10 @@ impl<M: Backbone> Run<M> {
     }
 
     /// One optimizer step over `grad_accum` micro-batches of comparisons; returns the loss,
-    /// the pairwise accuracy, the gradient norm before clipping, and the comparisons used.
+    /// the pairwise accuracy, and the gradient norm before clipping.
     /// The loss is a mean over the step's comparisons, each the weighted sum of its pairs.
-    fn optimizer_step(&mut self, lr: f64, ad: &Device) -> Result<(f64, f64, f64, usize)> {
+    fn optimizer_step(&mut self, lr: f64) -> Result<(f64, f64, f64)> {
+        let ad = &self.device.clone().autodiff();
         let n = self.data.train.len();
         let micro_batches: Vec<Vec<usize>> =
             (0..self.config.train.grad_accum).map(|_| self.trainer.next_batch(n)).collect();
@@ -567,7 +544,7 @@ impl<M: Backbone> Run<M> {
             return Err(self.trainer.diverged(loss_sum));
         }
         self.model = self.trainer.adam.step(self.model.clone(), grads, lr);
-        Ok((loss_sum, right as f64 / pairs as f64, grad_norm, comparisons))
+        Ok((loss_sum, right as f64 / pairs as f64, grad_norm))
     }
 
     fn scores(&self, examples: &[Encoded]) -> Vec<f32> {
@@ -576,7 +553,7 @@ impl<M: Backbone> Run<M> {
     }
 
     /// Validation accuracy, margin and loss (recorded).
-    fn evaluate(&mut self) -> PairMetrics {
+    fn validate(&mut self) -> PairMetrics {
         let scores = self.scores(&self.data.valid);
         let metrics = PairMetrics::of(&self.data.valid, &scores, self.config.loss.margin);
         let step = self.trainer.progress.step;
@@ -593,7 +570,8 @@ impl<M: Backbone> Run<M> {
 
     /// Writes the whole checkpoint atomically; the last one also gets the reward statistics
     /// of the training set.
-    fn save(&mut self, valid: Option<PairMetrics>) -> Result<()> {
+    fn write_checkpoint(&mut self) -> Result<()> {
+        let valid = self.valid;
         let last = self.trainer.progress.step == self.trainer.total_steps;
         let stats = last.then(|| RewardStats::of(&self.scores(&self.data.train)));
         let metrics = json!({
@@ -616,6 +594,37 @@ impl<M: Backbone> Run<M> {
         })?;
         self.trainer.saved_step = Some(self.trainer.progress.step);
         Ok(())
+    }
+}
+
+impl<M: Backbone> Stage for Run<M> {
+    fn trainer(&mut self) -> &mut Trainer {
+        &mut self.trainer
+    }
+
+    fn examples(&self) -> usize {
+        self.data.train.len()
+    }
+
+    fn step(&mut self, lr: f64) -> Result<(Value, String)> {
+        let (loss, accuracy, grad_norm) = self.optimizer_step(lr)?;
+        let rate = self.trainer.rows_per_second();
+        let record = json!({
+            "loss": round(loss, 5), "accuracy": round(accuracy, 4), "grad_norm": round(grad_norm, 5),
+            "tokens": self.trainer.progress.tokens, "comparisons_per_s": round(rate, 2),
+        });
+        Ok((record, format!("loss {loss:.4}  acc {accuracy:.3}  lr {lr:.2e}  {rate:.1} cmp/s")))
+    }
+
+    fn evaluate(&mut self) -> Result<()> {
+        if !self.data.valid.is_empty() {
+            self.valid = Some(self.validate());
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.write_checkpoint()
     }
 }
 

@@ -3,7 +3,6 @@
 //! global-norm clipping, periodic validation and atomic, resumable checkpoints.
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Result, anyhow};
 use burn::module::Module;
@@ -28,8 +27,7 @@ use crate::model::pretrained::init_causal_lm;
 use crate::model::{CausalLm, ModelConfig, load_causal_lm, preset, save_causal_lm};
 use crate::train::grad_norm::clip_global_norm;
 use crate::train::interrupt;
-use crate::train::run::{self, Trainer, round};
-use crate::train::schedule::learning_rate;
+use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::state::{RunProgress, STATE_DIR};
 use crate::{bad_input, config};
 
@@ -195,11 +193,9 @@ impl Data {
                 valid
             }
             None if data.valid_fraction > 0.0 => {
-                let chosen = run::held_out(train.len(), data.valid_fraction, config.train.seed);
-                let (valid, rest): (Vec<_>, Vec<_>) =
-                    train.into_iter().zip(chosen).partition(|(_, c)| *c);
-                train = rest.into_iter().map(|(e, _)| e).collect();
-                valid.into_iter().map(|(e, _)| e).collect()
+                let (rest, valid) = run::hold_out(train, data.valid_fraction, config.train.seed);
+                train = rest;
+                valid
             }
             None => Vec::new(),
         };
@@ -281,6 +277,8 @@ struct Run {
     data: Data,
     trainer: Trainer,
     samples: Vec<Value>,
+    /// Validation loss at the last evaluation.
+    valid_loss: Option<f64>,
     pad: u32,
     /// The plain (no autodiff) device, for evaluation and sampling.
     device: Device,
@@ -322,59 +320,30 @@ impl Run {
             data,
             trainer,
             samples,
+            valid_loss: None,
             pad,
             device,
         })
     }
 
     fn train(&mut self) -> Result<()> {
-        let train = self.config.train.clone();
-        let n = self.data.train.len();
+        let train = &self.config.train;
         let t = &self.trainer;
         if t.progress.step >= t.total_steps {
             t.log.say(&format!("sft: {} already has all {} steps", t.out.display(), t.total_steps));
         } else if t.progress.step == 0 {
             t.log.say(&format!(
-                "sft: {n} examples ({} for validation), {} steps of {} × {} rows",
+                "sft: {} examples ({} for validation), {} steps of {} × {} rows",
+                self.data.train.len(),
                 self.data.valid.len(),
                 t.total_steps,
                 train.grad_accum,
                 train.batch_size
             ));
         }
-        let started = Instant::now();
-        let (seconds_before, tokens_before) = (t.progress.seconds, t.progress.tokens);
-        let mut last_valid = None;
-        let ad = self.device.clone().autodiff();
-        while self.trainer.progress.step < self.trainer.total_steps {
-            let lr = learning_rate(&train, self.trainer.progress.step, self.trainer.total_steps);
-            let (loss, grad_norm) = self.optimizer_step(lr, &ad)?;
-            let progress = &mut self.trainer.progress;
-            progress.step += 1;
-            progress.seconds = seconds_before + started.elapsed().as_secs_f64();
-            let rate = (progress.tokens - tokens_before) as f64 / started.elapsed().as_secs_f64();
-            let record = json!({
-                "loss": round(loss, 5), "lr": lr, "grad_norm": round(grad_norm, 5),
-                "tokens": progress.tokens, "tokens_per_s": round(rate, 1),
-                "seconds": round(progress.seconds, 2),
-            });
-            let message = format!("loss {loss:.4}  lr {lr:.2e}  {rate:.0} tok/s");
-            self.trainer.report_step(record, &message, n);
-
-            if !self.data.valid.is_empty() && self.trainer.evaluates_now() {
-                last_valid = Some(self.evaluate(self.trainer.progress.step)?);
-            }
-            let interrupted = interrupt::requested();
-            if interrupted || self.trainer.saves_now() {
-                self.save(last_valid)?;
-            }
-            if interrupted {
-                return Err(self.trainer.interrupted());
-            }
-        }
-        self.trainer.log.finish();
+        run::run(self)?;
         let progress = &self.trainer.progress;
-        let valid = last_valid.map_or(String::new(), |l: f64| {
+        let valid = self.valid_loss.map_or(String::new(), |l: f64| {
             format!(", valid loss {l:.4} (perplexity {:.2})", l.exp())
         });
         eprintln!(
@@ -391,7 +360,8 @@ impl Run {
     /// One optimizer step over `grad_accum` micro-batches; returns the loss and the gradient
     /// norm before clipping. The loss is a mean over every target token of the step, so each
     /// token weighs the same however the rows are batched.
-    fn optimizer_step(&mut self, lr: f64, ad: &Device) -> Result<(f64, f64)> {
+    fn optimizer_step(&mut self, lr: f64) -> Result<(f64, f64)> {
+        let ad = &self.device.clone().autodiff();
         let n = self.data.train.len();
         let micro_batches: Vec<TokenBatch> = (0..self.config.train.grad_accum)
             .map(|_| {
@@ -422,7 +392,8 @@ impl Run {
     }
 
     /// Validation loss (recorded) and a few greedy samples (kept for `samples.jsonl`).
-    fn evaluate(&mut self, step: usize) -> Result<f64> {
+    fn validate(&mut self) -> Result<()> {
+        let step = self.trainer.progress.step;
         let model = self.model.valid();
         let (loss, _) = mean_loss(&model, &self.data.valid, self.pad, &self.device);
         self.trainer.log.record(json!({ "step": step, "valid_loss": round(loss, 5), "valid_perplexity": round(loss.exp(), 4) }));
@@ -455,11 +426,13 @@ impl Run {
                 self.samples.push(json!({ "step": step, "prompt": decode(prompt)?, "completion": decode(&generation.tokens)? }));
             }
         }
-        Ok(loss)
+        self.valid_loss = Some(loss);
+        Ok(())
     }
 
     /// Writes the whole checkpoint atomically: model, tokenizer, lineage, metrics, state.
-    fn save(&mut self, valid_loss: Option<f64>) -> Result<()> {
+    fn write_checkpoint(&mut self) -> Result<()> {
+        let valid_loss = self.valid_loss;
         let metrics = json!({
             "step": self.trainer.progress.step,
             "tokens": self.trainer.progress.tokens,
@@ -476,5 +449,33 @@ impl Run {
         })?;
         self.trainer.saved_step = Some(self.trainer.progress.step);
         Ok(())
+    }
+}
+
+impl Stage for Run {
+    fn trainer(&mut self) -> &mut Trainer {
+        &mut self.trainer
+    }
+
+    fn examples(&self) -> usize {
+        self.data.train.len()
+    }
+
+    fn step(&mut self, lr: f64) -> Result<(Value, String)> {
+        let (loss, grad_norm) = self.optimizer_step(lr)?;
+        let (tokens, rate) = (self.trainer.progress.tokens, self.trainer.tokens_per_second());
+        let record = json!({
+            "loss": round(loss, 5), "grad_norm": round(grad_norm, 5),
+            "tokens": tokens, "tokens_per_s": round(rate, 1),
+        });
+        Ok((record, format!("loss {loss:.4}  lr {lr:.2e}  {rate:.0} tok/s")))
+    }
+
+    fn evaluate(&mut self) -> Result<()> {
+        if self.data.valid.is_empty() { Ok(()) } else { self.validate() }
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.write_checkpoint()
     }
 }

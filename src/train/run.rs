@@ -3,6 +3,7 @@
 //! diverged). A stage supplies the model and what one step computes.
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use anyhow::{Result, anyhow};
 use burn::module::Module;
@@ -10,6 +11,8 @@ use burn::prelude::*;
 use serde_json::{Value, json};
 
 use super::adamw::{AdamW, AdamWConfig};
+use super::interrupt;
+use super::schedule::learning_rate;
 use super::shuffle::permutation;
 use super::state::{OPTIMIZER_FILE, RunProgress, STATE_DIR};
 use crate::bad_input;
@@ -49,6 +52,61 @@ pub struct Trainer {
     pub total_steps: usize,
     /// Step of the last checkpoint on disk, if any.
     pub saved_step: Option<usize>,
+    /// This process's share of the run, for rates: when it started, where the run stood then,
+    /// and the rows it has read.
+    started: Instant,
+    seconds_before: f64,
+    tokens_before: u64,
+    rows_read: usize,
+}
+
+/// A stage's part in the shared training loop ([`run`]).
+pub trait Stage {
+    fn trainer(&mut self) -> &mut Trainer;
+    /// Training examples (for the epoch count).
+    fn examples(&self) -> usize;
+    /// One optimizer step at `lr`: its metrics (`loss`, …) and the progress message.
+    fn step(&mut self, lr: f64) -> Result<(Value, String)>;
+    /// Validation, when due (nothing without validation data).
+    fn evaluate(&mut self) -> Result<()>;
+    /// Writes the whole checkpoint.
+    fn save(&mut self) -> Result<()>;
+}
+
+/// Steps until the last, logging each, evaluating and saving when due; Ctrl-C saves and ends
+/// the run with [`Trainer::interrupted`].
+pub fn run<S: Stage>(stage: &mut S) -> Result<()> {
+    loop {
+        let n = stage.examples();
+        let t = stage.trainer();
+        if t.progress.step >= t.total_steps {
+            break;
+        }
+        let lr = learning_rate(&t.train, t.progress.step, t.total_steps);
+        let (metrics, message) = stage.step(lr)?;
+        let t = stage.trainer();
+        t.progress.step += 1;
+        t.progress.seconds = t.seconds_before + t.started.elapsed().as_secs_f64();
+        let mut record = json!({ "step": t.progress.step, "epoch": round(t.epoch(n), 3) });
+        if let (Value::Object(line), Value::Object(metrics)) = (&mut record, metrics) {
+            line.extend(metrics);
+        }
+        record["lr"] = lr.into();
+        record["seconds"] = round(t.progress.seconds, 2).into();
+        t.report_step(record, &message, n);
+        if t.evaluates_now() {
+            stage.evaluate()?;
+        }
+        let interrupted = interrupt::requested();
+        if interrupted || stage.trainer().saves_now() {
+            stage.save()?;
+        }
+        if interrupted {
+            return Err(stage.trainer().interrupted());
+        }
+    }
+    stage.trainer().log.finish();
+    Ok(())
 }
 
 impl Trainer {
@@ -87,6 +145,10 @@ impl Trainer {
             log: RunLog::new(0, total_steps, Vec::new()),
             total_steps,
             saved_step: None,
+            started: Instant::now(),
+            seconds_before: 0.0,
+            tokens_before: 0,
+            rows_read: 0,
         };
         let Some((progress, previous)) = resumed else {
             return Ok(trainer);
@@ -104,6 +166,7 @@ impl Trainer {
                 .map_err(|e| bad_input!("--resume: {e:#}"))?;
         trainer.log = RunLog::new(progress.step, total_steps, read_jsonl(&out.join(METRICS_FILE)));
         trainer.saved_step = Some(progress.step);
+        (trainer.seconds_before, trainer.tokens_before) = (progress.seconds, progress.tokens);
         trainer.progress = progress;
         Ok(trainer)
     }
@@ -120,7 +183,19 @@ impl Trainer {
         let order = permutation(n, self.train.seed, progress.epoch as u64);
         let from = progress.batch_in_epoch * batch_size;
         progress.batch_in_epoch += 1;
-        order[from..(from + batch_size).min(n)].to_vec()
+        let rows = order[from..(from + batch_size).min(n)].to_vec();
+        self.rows_read += rows.len();
+        rows
+    }
+
+    /// Rows per second read by this process.
+    pub fn rows_per_second(&self) -> f64 {
+        self.rows_read as f64 / self.started.elapsed().as_secs_f64()
+    }
+
+    /// Tokens per second trained on by this process.
+    pub fn tokens_per_second(&self) -> f64 {
+        (self.progress.tokens - self.tokens_before) as f64 / self.started.elapsed().as_secs_f64()
     }
 
     /// Fractional epoch of the run's position over `n` examples.
@@ -129,14 +204,12 @@ impl Trainer {
             + (self.progress.batch_in_epoch * self.train.batch_size) as f64 / n as f64
     }
 
-    /// Records `record` (a metrics line, with `step` added) when the step is one to log, and
-    /// updates the live display with `message`.
-    pub fn report_step(&mut self, mut record: Value, message: &str, n: usize) {
+    /// Records `record` (a metrics line) when the step is one to log, and updates the live
+    /// display with `message`.
+    pub fn report_step(&mut self, record: Value, message: &str, n: usize) {
         let step = self.progress.step;
         let logged = step % self.train.log_every == 0 || step == self.total_steps;
         if logged {
-            record["step"] = step.into();
-            record["epoch"] = round(self.epoch(n), 3).into();
             self.log.record(record);
         }
         let line =
@@ -215,13 +288,15 @@ pub fn lineage<C: serde::Serialize>(
     Ok(lineage)
 }
 
-/// Holds `fraction` of `n` examples out for validation (at least one, and never all), chosen
-/// by `seed`: returns which are held out.
-pub fn held_out(n: usize, fraction: f64, seed: u64) -> Vec<bool> {
+/// Moves `fraction` of `examples` (at least one, never all) into a validation set, chosen by
+/// `seed`; returns (train, valid).
+pub fn hold_out<T>(examples: Vec<T>, fraction: f64, seed: u64) -> (Vec<T>, Vec<T>) {
+    let n = examples.len();
     let count = ((n as f64 * fraction).ceil() as usize).min(n.saturating_sub(1));
     let mut chosen = vec![false; n];
     permutation(n, seed, u64::MAX)[..count].iter().for_each(|&i| chosen[i] = true);
-    chosen
+    let (valid, train): (Vec<_>, Vec<_>) = examples.into_iter().zip(chosen).partition(|(_, c)| *c);
+    (train.into_iter().map(|(e, _)| e).collect(), valid.into_iter().map(|(e, _)| e).collect())
 }
 
 pub fn round(value: f64, digits: i32) -> f64 {
@@ -252,6 +327,10 @@ mod tests {
             log: RunLog::new(0, 1, Vec::new()),
             total_steps: 1,
             saved_step: None,
+            started: Instant::now(),
+            seconds_before: 0.0,
+            tokens_before: 0,
+            rows_read: 0,
         };
         let mut epochs = vec![Vec::new(); 2];
         for _ in 0..6 {

@@ -31,9 +31,10 @@ printf '%s\n' '{"prompt": "What is the capital of Japan?", "response": "The capi
     '{"prompt": "What is the capital of Japan?", "response": "Look it up, I am busy."}' >runs/demo-responses.jsonl
 $RLHF reward score --model runs/reward --data runs/demo-responses.jsonl
 
-echo "== moderate: MiniLM on data/demo/moderation.jsonl (configs/moderate.toml)"
-$RLHF moderate train --config configs/moderate.toml
-$RLHF moderate score --model runs/moderate "I will hurt you if you come here again." "Let's meet for coffee next week."
+echo "== moderate: MiniLM on data/demo/moderation.jsonl (configs/moderate.toml; 30 texts, so 15 epochs)"
+$RLHF moderate train --config configs/moderate.toml --set train.epochs=15 --set train.lr=1e-4
+$RLHF moderate score --model runs/moderate "I will hurt you if you come here again." \
+    "Let's meet for coffee next week." "I keep thinking about hurting myself."
 
 cat >&2 <<'MSG'
 demo: tokenizer → sft → generate → reward → moderate done. Still to land: ppo, chat

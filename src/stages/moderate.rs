@@ -238,20 +238,13 @@ impl Run {
         let chunker = Chunker::new(&tokenizer, config.data.max_len)?;
 
         let data = &config.data;
-        let mut train = read_labeled(&data.train)?;
-        let mut files = vec![Source::file(&data.train)?];
-        let valid = match &data.valid {
-            Some(path) => {
-                files.push(Source::file(path)?);
-                read_labeled(path)?
-            }
-            None if data.valid_fraction > 0.0 => {
-                let (rest, valid) = run::hold_out(train, data.valid_fraction, config.train.seed);
-                train = rest;
-                valid
-            }
-            None => Vec::new(),
-        };
+        let (train, valid, files) = run::read_splits(
+            &data.train,
+            data.valid.as_deref(),
+            data.valid_fraction,
+            config.train.seed,
+            read_labeled,
+        )?;
         if valid.is_empty() {
             eprintln!(
                 "moderate: no validation data, so every threshold stays 0.5\nhint: set data.valid or data.valid_fraction"
@@ -441,9 +434,7 @@ impl Run {
             )?;
             settings.write(dir)?;
             self.trainer.write_state(metrics, &self.model, self.model_config.layout(), dir)
-        })?;
-        self.trainer.saved_step = Some(self.trainer.progress.step);
-        Ok(())
+        })
     }
 }
 

@@ -361,23 +361,19 @@ struct Data {
 impl Data {
     fn read(config: &RewardConfig, encoder: &ResponseEncoder) -> Result<Self> {
         let data = &config.data;
-        let (mut train, mut report) = encode_file(&data.train, encoder)?;
-        let mut files = vec![Source::file(&data.train)?];
-        let valid = match &data.valid {
-            Some(path) => {
-                let (valid, valid_report) = encode_file(path, encoder)?;
-                files.push(Source::file(path)?);
-                report.truncated += valid_report.truncated;
-                report.dropped += valid_report.dropped;
-                valid
-            }
-            None if data.valid_fraction > 0.0 => {
-                let (rest, valid) = run::hold_out(train, data.valid_fraction, config.train.seed);
-                train = rest;
-                valid
-            }
-            None => Vec::new(),
-        };
+        let mut report = FitReport::default();
+        let (train, valid, files) = run::read_splits(
+            &data.train,
+            data.valid.as_deref(),
+            data.valid_fraction,
+            config.train.seed,
+            |path| {
+                let (encoded, fit) = encode_file(path, encoder)?;
+                report.truncated += fit.truncated;
+                report.dropped += fit.dropped;
+                Ok(encoded)
+            },
+        )?;
         if report.truncated + report.dropped > 0 {
             eprintln!(
                 "reward: {} comparison(s) longer than data.max_len = {}: {} with prompts cut from the left, {} dropped",
@@ -591,9 +587,7 @@ impl<M: Backbone> Run<M> {
                 stats.write(dir)?;
             }
             self.trainer.write_state(metrics, &self.model, info.config.layout(), dir)
-        })?;
-        self.trainer.saved_step = Some(self.trainer.progress.step);
-        Ok(())
+        })
     }
 }
 

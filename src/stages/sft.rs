@@ -182,23 +182,19 @@ impl Data {
             eos: start.config.eos_id(&start.tokenizer),
             eos_after_answers: matches!(template, ChatTemplate::Hh),
         };
-        let (mut train, mut report) = encode_file(&data.train, &encoder)?;
-        let mut files = vec![Source::file(&data.train)?];
-        let mut valid = match &data.valid {
-            Some(path) => {
-                let (valid, valid_report) = encode_file(path, &encoder)?;
-                files.push(Source::file(path)?);
-                report.truncated += valid_report.truncated;
-                report.dropped += valid_report.dropped;
-                valid
-            }
-            None if data.valid_fraction > 0.0 => {
-                let (rest, valid) = run::hold_out(train, data.valid_fraction, config.train.seed);
-                train = rest;
-                valid
-            }
-            None => Vec::new(),
-        };
+        let mut report = FitReport::default();
+        let (train, valid, files) = run::read_splits(
+            &data.train,
+            data.valid.as_deref(),
+            data.valid_fraction,
+            config.train.seed,
+            |path| {
+                let (examples, fit) = encode_file(path, &encoder)?;
+                report.truncated += fit.truncated;
+                report.dropped += fit.dropped;
+                Ok(examples)
+            },
+        )?;
         if report.truncated + report.dropped > 0 {
             eprintln!(
                 "sft: {} row(s) longer than data.max_len = {}: {} cut from the left of the prompt, {} dropped",
@@ -218,7 +214,7 @@ impl Data {
             all.extend(pack(text.into_iter().map(|(e, _)| e).collect(), data.max_len));
             all
         };
-        let (train, valid) = (finish(train), finish(std::mem::take(&mut valid)));
+        let (train, valid) = (finish(train), finish(valid));
         if train.is_empty() {
             return Err(bad_input!(
                 "{}: no row fits data.max_len = {}",
@@ -446,9 +442,7 @@ impl Run {
             }
             write_jsonl(&dir.join(SAMPLES_FILE), &self.samples)?;
             self.trainer.write_state(metrics, &self.model, self.model_config.layout(), dir)
-        })?;
-        self.trainer.saved_step = Some(self.trainer.progress.step);
-        Ok(())
+        })
     }
 }
 

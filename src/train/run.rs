@@ -100,6 +100,8 @@ pub fn run<S: Stage>(stage: &mut S) -> Result<()> {
         let interrupted = interrupt::requested();
         if interrupted || stage.trainer().saves_now() {
             stage.save()?;
+            let t = stage.trainer();
+            t.saved_step = Some(t.progress.step);
         }
         if interrupted {
             return Err(stage.trainer().interrupted());
@@ -286,6 +288,29 @@ pub fn lineage<C: serde::Serialize>(
     lineage.parent = parent;
     lineage.data = data;
     Ok(lineage)
+}
+
+/// Training and validation examples: `train` read with `read`, and `valid` read likewise when
+/// given, else `fraction` of `train` held out (see `hold_out`), else none. Also returns the files
+/// read, for the lineage.
+pub fn read_splits<T>(
+    train: &Path,
+    valid: Option<&Path>,
+    fraction: f64,
+    seed: u64,
+    mut read: impl FnMut(&Path) -> Result<Vec<T>>,
+) -> Result<(Vec<T>, Vec<T>, Vec<Source>)> {
+    let examples = read(train)?;
+    let mut files = vec![Source::file(train)?];
+    let (train, valid) = match valid {
+        Some(path) => {
+            files.push(Source::file(path)?);
+            (examples, read(path)?)
+        }
+        None if fraction > 0.0 => hold_out(examples, fraction, seed),
+        None => (examples, Vec::new()),
+    };
+    Ok((train, valid, files))
 }
 
 /// Moves `fraction` of `examples` (at least one, never all) into a validation set, chosen by

@@ -121,15 +121,29 @@ pub enum PpoCommand {
 
 #[derive(Debug, Args)]
 pub struct PpoEvalArgs {
-    /// Policy directory.
+    /// Policy directory (a PPO or SFT checkpoint).
     #[arg(long, value_name = "DIR")]
     pub policy: PathBuf,
     /// Reward model directory.
     #[arg(long, value_name = "DIR")]
     pub reward: PathBuf,
-    /// JSONL prompts.
+    /// JSONL prompts (`prompt` or `messages` rows).
     #[arg(long, value_name = "FILE")]
     pub data: PathBuf,
+    /// Reference policy for the KL (default: the SFT model a PPO checkpoint started from;
+    /// the policy itself otherwise).
+    #[arg(long, value_name = "DIR")]
+    pub reference: Option<PathBuf>,
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_new_tokens: usize,
+    /// Sampling temperature (responses are sampled, so the KL estimate is unbiased).
+    #[arg(long, default_value_t = 1.0)]
+    pub temperature: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Prompts per generation batch.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub batch_size: usize,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

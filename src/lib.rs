@@ -14,5 +14,6 @@ pub mod json_file;
 pub mod metrics;
 pub mod model;
 pub mod moderation;
+pub mod ppo;
 pub mod stages;
 pub mod train;

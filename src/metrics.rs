@@ -53,6 +53,13 @@ impl RunLog {
         }
     }
 
+    /// Changes the number of steps the display counts to.
+    pub fn set_total(&self, total: usize) {
+        if let Some(bar) = &self.bar {
+            bar.set_length(total as u64);
+        }
+    }
+
     pub fn record(&mut self, record: Value) {
         self.records.push(record);
     }

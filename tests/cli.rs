@@ -34,9 +34,9 @@ fn help_lists_every_subcommand_and_each_has_its_own() {
 
 #[test]
 fn stages_not_yet_built_say_so_and_exit_1() {
-    let out = rlhf(&["ppo", "train", "--config", "configs/ppo.toml"]);
+    let out = rlhf(&["chat", "--model", "runs/sft"]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("`rlhf ppo` is not available yet"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("`rlhf chat` is not available yet"), "{}", stderr(&out));
     assert!(out.stdout.is_empty(), "no fake output");
 }
 

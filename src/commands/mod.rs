@@ -7,7 +7,8 @@ mod tokenizer;
 use anyhow::Result;
 
 use crate::cli::{
-    Cli, Command, ModelCommand, ModerateCommand, RewardCommand, SftCommand, TokenizerCommand,
+    Cli, Command, ModelCommand, ModerateCommand, PpoCommand, RewardCommand, SftCommand,
+    TokenizerCommand,
 };
 use crate::error::NotYetAvailable;
 use crate::{device, stages};
@@ -28,7 +29,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reward(RewardCommand::Score(args)) => {
             stages::reward::score(&args, &cli.device.device()?)
         }
-        Command::Ppo(_) => not_yet("ppo"),
+        Command::Ppo(PpoCommand::Train(args)) => stages::ppo::train(&args, &cli.device.device()?),
+        Command::Ppo(PpoCommand::Eval(args)) => stages::ppo::eval(&args, &cli.device.device()?),
         Command::Moderate(ModerateCommand::Train(args)) => {
             stages::moderate::train(&args, &cli.device.device()?)
         }

@@ -3,6 +3,7 @@
 //! defaults). Every failure names the file and the key, and is bad input (exit code 2).
 
 pub mod moderate;
+pub mod ppo;
 pub mod reward;
 pub mod sft;
 pub mod train;

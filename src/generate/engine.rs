@@ -109,6 +109,11 @@ impl<'a> Generator<'a> {
         self
     }
 
+    /// The tokens that end a row.
+    pub fn eos(&self) -> &[u32] {
+        &self.eos
+    }
+
     /// Continues every prompt; `on_token(row, id)` sees each token as it is chosen.
     pub fn generate(
         &self,

@@ -49,6 +49,11 @@ impl AdamW {
         model.map(&mut update)
     }
 
+    /// Sets the update count (bias correction) where a stage makes several updates a step.
+    pub fn set_steps(&mut self, steps: u64) {
+        self.steps = steps;
+    }
+
     /// Writes the moments (named `exp_avg.<tensor>` / `exp_avg_sq.<tensor>`) to a safetensors
     /// file.
     pub fn save<M: Module>(&self, model: &M, layout: HfLayout, path: &Path) -> Result<()> {

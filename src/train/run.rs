@@ -52,6 +52,8 @@ pub struct Trainer {
     pub total_steps: usize,
     /// Step of the last checkpoint on disk, if any.
     pub saved_step: Option<usize>,
+    /// Skip an epoch's short last batch (see `drop_last`).
+    drop_last: bool,
     /// This process's share of the run, for rates: when it started, where the run stood then,
     /// and the rows it has read.
     started: Instant,
@@ -147,6 +149,7 @@ impl Trainer {
             log: RunLog::new(0, total_steps, Vec::new()),
             total_steps,
             saved_step: None,
+            drop_last: false,
             started: Instant::now(),
             seconds_before: 0.0,
             tokens_before: 0,
@@ -173,12 +176,24 @@ impl Trainer {
         Ok(trainer)
     }
 
+    /// Every batch full: an epoch's last rows that do not fill one are skipped, and with
+    /// `train.epochs` there are ⌊n / batch_size⌋ steps an epoch (PPO whitens advantages and
+    /// splits minibatches over a whole batch of rollouts). Needs `n ≥ batch_size`.
+    pub fn drop_last(&mut self, n: usize) {
+        self.drop_last = true;
+        if self.train.max_steps == 0 {
+            self.total_steps = self.train.epochs * (n / self.train.batch_size).max(1);
+            self.log.set_total(self.total_steps);
+        }
+    }
+
     /// The rows of the next micro-batch among `n`, advancing the run's position: epochs are
     /// read in the order `permutation(n, seed, epoch)`, so a position is all `--resume` needs.
     pub fn next_batch(&mut self, n: usize) -> Vec<usize> {
         let progress = &mut self.progress;
         let batch_size = self.train.batch_size;
-        if progress.batch_in_epoch * batch_size >= n {
+        let short = self.drop_last && (progress.batch_in_epoch + 1) * batch_size > n;
+        if progress.batch_in_epoch * batch_size >= n || short {
             progress.epoch += 1;
             progress.batch_in_epoch = 0;
         }
@@ -352,6 +367,7 @@ mod tests {
             log: RunLog::new(0, 1, Vec::new()),
             total_steps: 1,
             saved_step: None,
+            drop_last: false,
             started: Instant::now(),
             seconds_before: 0.0,
             tokens_before: 0,

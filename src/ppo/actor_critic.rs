@@ -1,0 +1,49 @@
+//! The trained pair: the policy and its critic (the value model), updated together by one
+//! optimizer as TRL and OpenRLHF do with a shared gradient clip.
+
+use burn::nn::Linear;
+use burn::prelude::*;
+
+use super::rollout::ResponseBatch;
+use crate::model::layers::linear_tokens;
+use crate::model::{CausalLm, ScalarModel};
+
+#[derive(Module, Debug)]
+pub struct ActorCritic {
+    pub policy: CausalLm,
+    pub critic: Critic,
+}
+
+#[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // one per run
+pub enum Critic {
+    /// A value model of its own (InstructGPT initialises it from the reward model).
+    Separate(ScalarModel),
+    /// A scalar head on the policy's hidden states.
+    Shared(Linear),
+}
+
+/// What the models say about the response tokens.
+pub struct Evaluation {
+    /// The policy's log-softmax `[B·R, V]` at the positions that predict them.
+    pub log_softmax: Tensor<2>,
+    /// V(state before each token) `[B, R]`.
+    pub values: Tensor<2>,
+}
+
+impl ActorCritic {
+    pub fn evaluate(&self, batch: &ResponseBatch, temperature: f64) -> Evaluation {
+        let hidden = self.policy.hidden(batch.input_ids.clone(), &batch.padded, None);
+        let per_position = match &self.critic {
+            Critic::Separate(model) => model.forward_tokens(batch.input_ids.clone(), &batch.padded),
+            Critic::Shared(head) => {
+                let [b, t, _] = hidden.dims();
+                linear_tokens(head, hidden.clone()).reshape([b, t])
+            }
+        };
+        Evaluation {
+            log_softmax: batch.log_softmax(&self.policy, hidden, temperature),
+            values: batch.at_responses(per_position),
+        }
+    }
+}

@@ -1,0 +1,162 @@
+//! What one rollout holds — a prompt, the sampled response, and the numbers PPO computes for
+//! each response token — and the batch tensors that models read them from.
+
+use burn::prelude::*;
+use burn::tensor::activation::log_softmax;
+
+use crate::model::{CausalLm, PaddedBatch};
+
+/// One sampled response and its per-token numbers (all as long as `response`).
+#[derive(Debug, Clone, Default)]
+pub struct Rollout {
+    pub prompt: Vec<u32>,
+    pub response: Vec<u32>,
+    /// log π_old(token): the policy that sampled, at the rollout temperature.
+    pub log_probs: Vec<f32>,
+    pub ref_log_probs: Vec<f32>,
+    /// V(state before the token).
+    pub values: Vec<f32>,
+    /// The shaped score of the whole response (reward model, normalised, penalties).
+    pub score: f32,
+    pub advantages: Vec<f32>,
+    pub returns: Vec<f32>,
+    /// The response ended with an end-of-turn token (not the length limit).
+    pub ended: bool,
+}
+
+/// Prompt + response sequences right-padded to `[B, T]`, with the flat positions (into `B·T`)
+/// that predict each response token, laid out `[B, R]` (R: the longest response; slots past a
+/// response's end point at position 0 of its row and are masked).
+pub struct ResponseBatch {
+    pub input_ids: Tensor<2, Int>,
+    pub padded: PaddedBatch,
+    pub predict_at: Tensor<1, Int>,
+    pub targets: Tensor<2, Int>,
+    /// 1 at real response tokens.
+    pub mask: Tensor<2>,
+    pub lengths: Vec<usize>,
+    device: Device,
+}
+
+impl ResponseBatch {
+    pub fn new(rows: &[(&[u32], &[u32])], pad_id: u32, device: &Device) -> Self {
+        let b = rows.len();
+        let t = rows.iter().map(|(p, r)| p.len() + r.len()).max().unwrap_or(1);
+        let r = rows.iter().map(|(_, r)| r.len()).max().unwrap_or(1).max(1);
+        let mut ids = vec![pad_id as i64; b * t];
+        let mut attention = vec![0i64; b * t];
+        let mut predict_at = vec![0i64; b * r];
+        let mut targets = vec![0i64; b * r];
+        let mut mask = vec![0f32; b * r];
+        for (row, (prompt, response)) in rows.iter().enumerate() {
+            let start = row * t;
+            for (i, &id) in prompt.iter().chain(response.iter()).enumerate() {
+                ids[start + i] = id as i64;
+                attention[start + i] = 1;
+            }
+            for (j, &id) in response.iter().enumerate() {
+                // The token at prompt.len() + j is predicted by the position just before it.
+                predict_at[row * r + j] = (start + prompt.len() + j - 1) as i64;
+                targets[row * r + j] = id as i64;
+                mask[row * r + j] = 1.0;
+            }
+            for j in response.len()..r {
+                predict_at[row * r + j] = start as i64;
+            }
+        }
+        let attention = Tensor::from_data(TensorData::new(attention, [b, t]), device);
+        Self {
+            input_ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
+            padded: PaddedBatch::new(attention),
+            predict_at: Tensor::from_data(TensorData::new(predict_at, [b * r]), device),
+            targets: Tensor::from_data(TensorData::new(targets, [b, r]), device),
+            mask: Tensor::from_data(TensorData::new(mask, [b, r]), device),
+            lengths: rows.iter().map(|(_, r)| r.len()).collect(),
+            device: device.clone(),
+        }
+    }
+
+    /// `[B, R]`.
+    pub fn shape(&self) -> [usize; 2] {
+        self.mask.dims()
+    }
+
+    /// A per-position quantity `[B, T]` read at the positions that predict response tokens.
+    pub fn at_responses(&self, per_position: Tensor<2>) -> Tensor<2> {
+        let [b, t] = per_position.dims();
+        per_position.reshape([b * t]).select(0, self.predict_at.clone()).reshape(self.shape())
+    }
+
+    /// log softmax(logits / temperature) `[B·R, V]` at the positions that predict response
+    /// tokens; only those rows of `hidden` go through the LM head.
+    pub fn log_softmax(&self, lm: &CausalLm, hidden: Tensor<3>, temperature: f64) -> Tensor<2> {
+        let [b, t, d] = hidden.dims();
+        let n = self.predict_at.dims()[0];
+        let rows = hidden.reshape([b * t, d]).select(0, self.predict_at.clone());
+        let logits = lm.logits(rows.reshape([1, n, d]));
+        let v = logits.dims()[2];
+        log_softmax(logits.reshape([n, v]) / temperature, 1)
+    }
+
+    /// log π of each response token `[B, R]`, from `log_softmax`'s output.
+    pub fn chosen(&self, log_softmax: Tensor<2>) -> Tensor<2> {
+        let [b, r] = self.shape();
+        log_softmax.gather(1, self.targets.clone().reshape([b * r, 1])).reshape([b, r])
+    }
+
+    /// Per-token values of `rows` (each as long as its response) as `[B, R]`, zero-padded.
+    pub fn per_token(&self, rows: &[&[f32]]) -> Tensor<2> {
+        let [b, r] = self.shape();
+        let mut values = vec![0f32; b * r];
+        for (row, xs) in rows.iter().enumerate() {
+            values[row * r..row * r + xs.len()].copy_from_slice(xs);
+        }
+        Tensor::from_data(TensorData::new(values, [b, r]), &self.device)
+    }
+
+    /// `[B, R]` tensors back to per-row vectors, each cut to its response's length, with one
+    /// copy from the device for all of them.
+    pub fn rows_of<const N: usize>(&self, xs: [Tensor<2>; N]) -> [Vec<Vec<f32>>; N] {
+        let [b, r] = self.shape();
+        let flat: Vec<f32> =
+            Tensor::cat(xs.to_vec(), 0).into_data().convert::<f32>().try_to_vec().expect("f32");
+        std::array::from_fn(|k| {
+            let rows = (0..b).zip(&self.lengths);
+            rows.map(|(i, &n)| flat[(k * b + i) * r..(k * b + i) * r + n].to_vec()).collect()
+        })
+    }
+}
+
+/// Entropy of each distribution `[B·R, V]` → `[B, R]`.
+pub fn entropy(log_softmax: Tensor<2>, shape: [usize; 2]) -> Tensor<2> {
+    let plogp = log_softmax.clone().exp() * log_softmax;
+    -plogp.sum_dim(1).reshape(shape)
+}
+
+/// log π_ref of each response token under a frozen model.
+pub fn reference_log_probs(lm: &CausalLm, batch: &ResponseBatch, temperature: f64) -> Tensor<2> {
+    let hidden = lm.hidden(batch.input_ids.clone(), &batch.padded, None);
+    batch.chosen(batch.log_softmax(lm, hidden, temperature))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_tokens_are_predicted_from_the_position_before_them() {
+        let device = crate::device::DeviceSpec::Cpu.device().unwrap();
+        let rows: [(&[u32], &[u32]); 2] = [(&[1, 2], &[3, 4, 5]), (&[6], &[7])];
+        let batch = ResponseBatch::new(&rows, 0, &device);
+        let ints = |t: Tensor<1, Int>| t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+        // T = 5: row 0 predicts 3, 4, 5 at 1, 2, 3; row 1 (offset 5) predicts 7 at 5.
+        assert_eq!(ints(batch.predict_at.clone()), [1, 2, 3, 5, 5, 5]);
+        assert_eq!(ints(batch.targets.clone().reshape([6])), [3, 4, 5, 7, 0, 0]);
+        let [mask] = batch.rows_of([batch.mask.clone()]);
+        assert_eq!(mask, [vec![1.0; 3], vec![1.0]]);
+        let positions = Tensor::<1, Int>::arange(0..10, &device).float().reshape([2, 5]);
+        let [read, mask] = batch.rows_of([batch.at_responses(positions), batch.mask.clone()]);
+        assert_eq!(read, [vec![1.0, 2.0, 3.0], vec![5.0]]);
+        assert_eq!(mask, [vec![1.0; 3], vec![1.0]]);
+    }
+}

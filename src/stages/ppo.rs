@@ -1,0 +1,857 @@
+//! Stage 3, `rlhf ppo`: InstructGPT's PPO. Each iteration samples responses to a batch of
+//! prompts with the KV-cache engine, scores them with the frozen reward model, charges every
+//! token −β·(log π − log π_ref) against the frozen SFT policy, estimates advantages with GAE,
+//! and makes `ppo_epochs` passes of clipped policy + value updates over minibatches.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Result, anyhow};
+use burn::module::Module;
+use burn::optim::GradientsParams;
+use burn::prelude::*;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use tokenizers::Tokenizer;
+
+use crate::checkpoint::{Lineage, Source, save_atomically};
+use crate::cli::{PpoEvalArgs, TrainArgs};
+use crate::config::ppo::{PpoConfig, ValueModel};
+use crate::config::sft::Truncation;
+use crate::data::batch::TokenBatch;
+use crate::data::chat::{Message, prompt_messages};
+use crate::data::jsonl::read_rows;
+use crate::data::sft::{Example, FitReport, SftEncoder, SftRow, pack};
+use crate::data::template::ChatTemplate;
+use crate::generate::{Finish, Generation, Generator, SamplingConfig};
+use crate::metrics::{read_jsonl, write_jsonl};
+use crate::model::layers::normal_linear;
+use crate::model::loss::selected_nll_sum;
+use crate::model::reward::{RewardModel, RewardNet, RewardStats};
+use crate::model::{
+    CausalLm, ModelConfig, PaddedBatch, ScalarModel, load_causal_lm, load_scalar_model,
+    save_causal_lm, save_scalar_model,
+};
+use crate::moderation::Moderator;
+use crate::ppo::actor_critic::{ActorCritic, Critic};
+use crate::ppo::advantage::{explained_variance, gae, token_rewards, whiten};
+use crate::ppo::kl::{KlController, token_kl};
+use crate::ppo::loss::{clipped_policy_loss, clipped_value_loss};
+use crate::ppo::rollout::{ResponseBatch, Rollout, entropy, reference_log_probs};
+use crate::train::grad_norm::clip_global_norm;
+use crate::train::interrupt;
+use crate::train::run::{self, Stage, Trainer, round};
+use crate::train::shuffle::permutation;
+use crate::train::state::{RunProgress, STATE_DIR};
+use crate::{bad_input, config, json_file};
+
+/// The value model inside a PPO checkpoint (a `*ForSequenceClassification` directory).
+pub const VALUE_DIR: &str = "value";
+const SAMPLES_FILE: &str = "samples.jsonl";
+/// PPO's own part of `state/`: β and the optimizer updates made.
+const PPO_STATE_FILE: &str = "ppo.json";
+/// Rows of `samples.jsonl` per logged iteration.
+const SAMPLES_PER_LOG: usize = 4;
+
+pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
+    let config: PpoConfig = config::load(&args.config, &args.overrides)?;
+    let origin = args.config.display();
+    config.validate().map_err(|e| bad_input!("{origin}: {e}"))?;
+    run::check_output(&config.output, args.resume)?;
+
+    // Everything is loaded and checked before the first rollout, so bad input writes nothing.
+    let models = Models::open(&config, args.resume, device)?;
+    let data = Data::read(&config, &models)?;
+    let mut run = Run::new(config, models, data, device.clone(), &args.overrides)?;
+    interrupt::install();
+    run.train()
+}
+
+/// A prompt as the reward model reads it (messages) and as the policy continues it (ids).
+struct Prompt {
+    messages: Vec<Message>,
+    ids: Vec<u32>,
+}
+
+/// Reads prompt rows, renders them with the policy's template (ending with the assistant cue)
+/// and keeps at most `max_len` tokens of each, cut from the left. Errors name `FILE:LINE`.
+fn read_prompts(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    max_len: usize,
+) -> Result<(Vec<Prompt>, usize)> {
+    let mut truncated = 0;
+    let mut prompts = Vec::new();
+    for row in read_rows(path)? {
+        let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
+        let messages = prompt_messages(&row.fields).map_err(at)?;
+        let text = template.render(&messages, true).map_err(|e| at(format!("{e:#}")))?;
+        let raw = matches!(template, ChatTemplate::Raw); // templates carry their own specials
+        let encoding = tokenizer.encode(text.as_str(), raw).map_err(|e| at(e.to_string()))?;
+        let mut ids = encoding.get_ids().to_vec();
+        if ids.is_empty() {
+            return Err(at("the prompt encodes to no tokens".into()));
+        }
+        if ids.len() > max_len {
+            ids.drain(..ids.len() - max_len);
+            truncated += 1;
+        }
+        prompts.push(Prompt { messages, ids });
+    }
+    if prompts.is_empty() {
+        return Err(bad_input!("{}: no prompts", path.display()));
+    }
+    Ok((prompts, truncated))
+}
+
+/// The models of a run: the trained pair and the frozen ones.
+struct Models {
+    actor_critic: ActorCritic,
+    policy_config: ModelConfig,
+    value_config: ModelConfig,
+    /// Where the policy's and the value model's tokenizer files are copied from on save.
+    policy_files: PathBuf,
+    value_files: PathBuf,
+    tokenizer: Tokenizer,
+    template: ChatTemplate,
+    reference: CausalLm,
+    reward: RewardModel,
+    moderator: Option<Moderator>,
+    resumed: Option<(RunProgress, Lineage, PpoState)>,
+}
+
+impl Models {
+    fn open(config: &PpoConfig, resume: bool, device: &Device) -> Result<Self> {
+        let ad = device.clone().autodiff();
+        let sft = &config.model.policy;
+        let reference = load_causal_lm(sft, device)?;
+        let tokenizer = reference.tokenizer.clone().ok_or_else(|| {
+            bad_input!(
+                "{}: no tokenizer.json\nhint: model.policy is the SFT checkpoint",
+                sft.display()
+            )
+        })?;
+        let template = ChatTemplate::resolve(None, sft)?;
+        let reward = RewardModel::load(&config.model.reward, device)?;
+        let moderator = match &config.reward.moderation {
+            Some(dir) => Some(Moderator::load(dir, device)?),
+            None => None,
+        };
+        let (d, std) = (reference.config.hidden_size(), reference.config.initializer_range());
+        let out = &config.output.dir;
+
+        let (policy, critic, value_config, files, resumed) = if resume {
+            let policy = load_causal_lm(out, &ad)?.model;
+            let value = load_scalar_model(&out.join(VALUE_DIR), &ad)?;
+            let lineage = Lineage::read(out).map_err(|e| bad_input!("--resume: {e:#}"))?;
+            let state_dir = out.join(STATE_DIR);
+            let progress =
+                RunProgress::read(&state_dir).map_err(|e| bad_input!("--resume: {e:#}"))?;
+            let state: PpoState = json_file::read(&state_dir.join(PPO_STATE_FILE))
+                .map_err(|e| bad_input!("--resume: {e:#}"))?;
+            let critic = match config.model.value_model {
+                ValueModel::Separate => Critic::Separate(value.model),
+                ValueModel::Shared => Critic::Shared(value.model.score),
+            };
+            let files = (out.clone(), out.join(VALUE_DIR));
+            (policy, critic, value.config, files, Some((progress, lineage, state)))
+        } else {
+            let policy = load_causal_lm(sft, &ad)?.model;
+            let (critic, value_config, value_files) = match config.model.value_model {
+                ValueModel::Shared => {
+                    let head = normal_linear(d, 1, false, std, &ad);
+                    (Critic::Shared(head), reference.config.clone(), sft.clone())
+                }
+                ValueModel::Separate if reads_like(&reward, &tokenizer) => {
+                    let value = load_scalar_model(&config.model.reward, &ad)?;
+                    (Critic::Separate(value.model), value.config, config.model.reward.clone())
+                }
+                ValueModel::Separate => {
+                    eprintln!(
+                        "ppo: the reward model does not read the policy's tokens (a cross-encoder or another tokenizer), so the value model starts from the SFT model with a fresh head"
+                    );
+                    let body = load_causal_lm(sft, &ad)?.model.body;
+                    let value = ScalarModel::from_decoder(body, d, std, &ad);
+                    (Critic::Separate(value), reference.config.clone(), sft.clone())
+                }
+            };
+            (policy, critic, value_config, (sft.clone(), value_files), None)
+        };
+        Ok(Self {
+            actor_critic: ActorCritic { policy, critic },
+            policy_config: reference.config,
+            value_config,
+            policy_files: files.0,
+            value_files: files.1,
+            tokenizer,
+            template,
+            reference: reference.model,
+            reward,
+            moderator,
+            resumed,
+        })
+    }
+}
+
+/// Whether the reward model is a decoder over the policy's own vocabulary, so a value model
+/// initialised from it reads the policy's tokens (InstructGPT's set-up).
+fn reads_like(reward: &RewardModel, tokenizer: &Tokenizer) -> bool {
+    matches!(reward.net, RewardNet::Decoder(_))
+        && reward.tokenizer.get_vocab(true) == tokenizer.get_vocab(true)
+}
+
+/// β and the optimizer updates made, saved in `state/` beside the trainer's progress.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct PpoState {
+    beta: f64,
+    updates: u64,
+}
+
+/// Prompts and the PPO-ptx text.
+struct Data {
+    prompts: Vec<Prompt>,
+    ptx: Vec<Example>,
+    files: Vec<Source>,
+}
+
+impl Data {
+    fn read(config: &PpoConfig, models: &Models) -> Result<Self> {
+        let window = models.policy_config.context_window();
+        let (max_prompt, new) = (config.data.max_prompt_len, config.rollout.max_new_tokens);
+        if max_prompt + new > window {
+            return Err(bad_input!(
+                "keys `data.max_prompt_len` ({max_prompt}) + `rollout.max_new_tokens` ({new}) exceed the policy's context window of {window} tokens"
+            ));
+        }
+        let path = &config.data.prompts;
+        let (prompts, truncated) =
+            read_prompts(path, &models.tokenizer, &models.template, max_prompt)?;
+        if truncated > 0 {
+            eprintln!(
+                "ppo: {truncated} prompt(s) longer than data.max_prompt_len = {max_prompt} cut from the left"
+            );
+        }
+        if prompts.len() < config.train.batch_size {
+            return Err(bad_input!(
+                "{}: {} prompts, fewer than one iteration's train.batch_size = {}",
+                path.display(),
+                prompts.len(),
+                config.train.batch_size
+            ));
+        }
+        let mut files = vec![Source::file(path)?];
+        let ptx = match &config.data.ptx {
+            Some(path) => {
+                files.push(Source::file(path)?);
+                read_ptx(path, models, max_prompt + new)?
+            }
+            None => Vec::new(),
+        };
+        Ok(Self { prompts, ptx, files })
+    }
+}
+
+/// PPO-ptx text: `{"text"}` rows packed into blocks of `max_len` tokens.
+fn read_ptx(path: &Path, models: &Models, max_len: usize) -> Result<Vec<Example>> {
+    let encoder = SftEncoder {
+        tokenizer: &models.tokenizer,
+        template: &models.template,
+        max_len,
+        truncation: Truncation::Left,
+        eos: models.policy_config.eos_id(&models.tokenizer),
+        eos_after_answers: false,
+    };
+    let mut texts = Vec::new();
+    for row in read_rows(path)? {
+        let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
+        let SftRow::Text(text) = SftRow::parse(&row.fields).map_err(at)? else {
+            return Err(at("PPO-ptx rows are `{\"text\": …}` (pre-training text)".into()));
+        };
+        let example = encoder.encode(&SftRow::Text(text), &mut FitReport::default()).map_err(at)?;
+        texts.extend(example);
+    }
+    let blocks = pack(texts, max_len);
+    if blocks.is_empty() {
+        return Err(bad_input!("{}: no text", path.display()));
+    }
+    Ok(blocks)
+}
+
+/// A training run in progress.
+struct Run {
+    config: PpoConfig,
+    models: Models,
+    data: Data,
+    trainer: Trainer,
+    kl: KlController,
+    /// Optimizer updates made (minibatches), which also place the PPO-ptx batches.
+    updates: u64,
+    samples: Vec<Value>,
+    /// The last iteration's metrics, for the lineage.
+    last: Value,
+    pad: u32,
+    /// Tokens that end a response: the SFT model's eos ids and end of turn.
+    eos: Vec<u32>,
+    device: Device,
+}
+
+impl Run {
+    fn new(
+        config: PpoConfig,
+        mut models: Models,
+        data: Data,
+        device: Device,
+        overrides: &[String],
+    ) -> Result<Self> {
+        let parent = Some(Source::model_dir(&config.model.policy)?);
+        let lineage = run::lineage("ppo", &config, overrides, parent, data.files.clone())?;
+        let out = &config.output.dir;
+        let resumed = models.resumed.take();
+        let state = resumed.as_ref().map(|(_, _, state)| *state);
+        let samples = match resumed {
+            Some(_) => read_jsonl(&out.join(SAMPLES_FILE)),
+            None => Vec::new(),
+        };
+        let mut trainer = Trainer::new(
+            "ppo",
+            &config.train,
+            out,
+            data.prompts.len(),
+            lineage,
+            resumed.map(|(progress, lineage, _)| (progress, lineage)),
+            &models.actor_critic,
+            models.policy_config.layout(),
+            &device,
+        )?;
+        trainer.drop_last(data.prompts.len());
+        let p = &config.ppo;
+        let mut kl = KlController {
+            beta: p.kl_coef,
+            target: p.adaptive_kl.then_some(p.target_kl),
+            horizon: p.kl_horizon,
+        };
+        let mut updates = 0;
+        if let Some(state) = state {
+            (kl.beta, updates) = (state.beta, state.updates);
+            trainer.adam.set_steps(updates);
+        }
+        if config.reward.normalize && models.reward.stats.is_none() {
+            eprintln!(
+                "ppo: {} has no reward_stats.json, so scores are used as they are (reward.normalize needs it)",
+                config.model.reward.display()
+            );
+        }
+        let pad = models.policy_config.pad_id(&models.tokenizer);
+        let eos = {
+            let generator = Generator::new(
+                &models.reference,
+                &models.tokenizer,
+                &models.policy_config,
+                &device,
+            )
+            .with_generation_config(&config.model.policy);
+            generator.eos().to_vec()
+        };
+        Ok(Self {
+            config,
+            models,
+            data,
+            trainer,
+            kl,
+            updates,
+            samples,
+            last: Value::Null,
+            pad,
+            eos,
+            device,
+        })
+    }
+
+    fn train(&mut self) -> Result<()> {
+        let t = &self.trainer;
+        if t.progress.step >= t.total_steps {
+            t.log.say(&format!(
+                "ppo: {} already has all {} iterations",
+                t.out.display(),
+                t.total_steps
+            ));
+        } else if t.progress.step == 0 {
+            let p = &self.config.ppo;
+            t.log.say(&format!(
+                "ppo: {} prompts, {} iterations of {} rollouts × {} epochs in minibatches of {}",
+                self.data.prompts.len(),
+                t.total_steps,
+                self.config.train.batch_size,
+                p.ppo_epochs,
+                p.mini_batch_size
+            ));
+        }
+        run::run(self)?;
+        let progress = &self.trainer.progress;
+        eprintln!(
+            "ppo: {} iterations, {} tokens sampled in {:.1} s; saved {}",
+            progress.step,
+            progress.tokens,
+            progress.seconds,
+            self.trainer.out.display()
+        );
+        Ok(())
+    }
+
+    /// Samples responses to the prompts `rows` and takes every per-token number PPO needs;
+    /// also returns the mean entropy of the sampling distributions.
+    fn roll_out(&self, rows: &[usize]) -> Result<(Vec<Rollout>, f64)> {
+        let models = &self.models;
+        let actor_critic = models.actor_critic.valid();
+        let prompts: Vec<Vec<u32>> =
+            rows.iter().map(|&i| self.data.prompts[i].ids.clone()).collect();
+        let temperature = self.config.rollout.temperature;
+        // A new draw every iteration, the same one again after --resume.
+        let seed = self.config.train.seed.wrapping_add(self.trainer.progress.step as u64);
+        let generator = Generator::new(
+            &actor_critic.policy,
+            &models.tokenizer,
+            &models.policy_config,
+            &self.device,
+        )
+        .with_eos(self.eos.iter().copied());
+        let sampling = self.sampling(seed);
+        let generations = generator.generate(&prompts, &sampling, &mut |_, _| {})?;
+        let mut rollouts: Vec<Rollout> = prompts
+            .into_iter()
+            .zip(generations)
+            .map(|(prompt, g)| Rollout {
+                prompt,
+                ended: g.finish == Finish::Eos,
+                response: g.tokens,
+                ..Rollout::default()
+            })
+            .collect();
+
+        let (mut entropy_sum, mut tokens) = (0.0, 0usize);
+        for chunk in rollouts.chunks_mut(self.config.ppo.mini_batch_size) {
+            let pairs: Vec<(&[u32], &[u32])> =
+                chunk.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
+            let batch = ResponseBatch::new(&pairs, self.pad, &self.device);
+            let evaluation = actor_critic.evaluate(&batch, temperature);
+            let log_probs = batch.chosen(evaluation.log_softmax.clone());
+            let entropy = entropy(evaluation.log_softmax, batch.shape());
+            let ref_log_probs = reference_log_probs(&models.reference, &batch, temperature);
+            let [mut log_probs, mut ref_log_probs, mut values, entropy] =
+                batch.rows_of([log_probs, ref_log_probs, evaluation.values, entropy]);
+            for (i, rollout) in chunk.iter_mut().enumerate() {
+                rollout.log_probs = std::mem::take(&mut log_probs[i]);
+                rollout.ref_log_probs = std::mem::take(&mut ref_log_probs[i]);
+                rollout.values = std::mem::take(&mut values[i]);
+            }
+            entropy_sum += entropy.iter().flatten().map(|&e| e as f64).sum::<f64>();
+            tokens += batch.lengths.iter().sum::<usize>();
+        }
+        Ok((rollouts, entropy_sum / tokens.max(1) as f64))
+    }
+
+    fn sampling(&self, seed: u64) -> SamplingConfig {
+        let r = &self.config.rollout;
+        SamplingConfig {
+            max_new_tokens: r.max_new_tokens,
+            do_sample: true,
+            temperature: r.temperature,
+            top_k: r.top_k,
+            top_p: r.top_p,
+            seed,
+            ..SamplingConfig::default()
+        }
+    }
+
+    /// Sets each rollout's shaped score: the reward model's score (normalised with its saved
+    /// statistics), less the penalties. Returns the raw scores and the response texts.
+    fn score(&self, rows: &[usize], rollouts: &mut [Rollout]) -> Result<(Vec<f32>, Vec<String>)> {
+        let texts = decode_all(&self.models.tokenizer, rollouts.iter().map(|r| &r.response))?;
+        let prompts: Vec<&[Message]> =
+            rows.iter().map(|&i| self.data.prompts[i].messages.as_slice()).collect();
+        let raw = reward_scores(&self.models.reward, &prompts, &texts, &self.device)?;
+        let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let moderation = match &self.models.moderator {
+            Some(moderator) => Some(moderator.scores(&text_refs)?),
+            None => None,
+        };
+        let shaping = &self.config.reward;
+        let stats = self.models.reward.stats.filter(|_| shaping.normalize);
+        for (i, rollout) in rollouts.iter_mut().enumerate() {
+            let mut score = raw[i] as f64;
+            if let Some(RewardStats { mean, std, .. }) = stats {
+                score = (score - mean) / std.max(1e-6);
+            }
+            if !rollout.ended {
+                score -= shaping.missing_eos_penalty;
+            }
+            if let Some(categories) = &moderation {
+                let worst = categories[i].iter().fold(0f32, |a, &b| a.max(b));
+                score -= shaping.moderation_penalty * worst as f64;
+            }
+            rollout.score = score as f32;
+        }
+        Ok((raw, texts))
+    }
+
+    /// Per-token rewards and GAE for every rollout; returns the mean KL to the reference per
+    /// response.
+    fn estimate_advantages(&self, rollouts: &mut [Rollout]) -> f64 {
+        let p = &self.config.ppo;
+        let mut kl_sum = 0.0;
+        for rollout in rollouts.iter_mut() {
+            let kl = token_kl(&rollout.log_probs, &rollout.ref_log_probs);
+            kl_sum += kl.iter().map(|&k| k as f64).sum::<f64>();
+            let rewards = token_rewards(&kl, self.kl.beta, rollout.score);
+            (rollout.advantages, rollout.returns) = gae(&rewards, &rollout.values, p.gamma, p.lam);
+        }
+        if p.whiten_advantages {
+            let mut all: Vec<Vec<f32>> =
+                rollouts.iter_mut().map(|r| std::mem::take(&mut r.advantages)).collect();
+            whiten(&mut all);
+            rollouts.iter_mut().zip(all).for_each(|(r, a)| r.advantages = a);
+        }
+        kl_sum / rollouts.len().max(1) as f64
+    }
+
+    /// `ppo_epochs` passes over the rollouts in shuffled minibatches, one optimizer update
+    /// each; returns the mean of each update's losses and statistics.
+    fn update(&mut self, rollouts: &[Rollout], lr: f64) -> Result<UpdateStats> {
+        let ad = self.device.clone().autodiff();
+        let p = self.config.ppo.clone();
+        let temperature = self.config.rollout.temperature;
+        let seed = self.config.train.seed.wrapping_add(self.trainer.progress.step as u64);
+        let mut stats = UpdateStats::default();
+        for epoch in 0..p.ppo_epochs {
+            for chunk in permutation(rollouts.len(), seed, epoch as u64).chunks(p.mini_batch_size) {
+                let rows: Vec<&Rollout> = chunk.iter().map(|&i| &rollouts[i]).collect();
+                let pairs: Vec<(&[u32], &[u32])> =
+                    rows.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
+                let batch = ResponseBatch::new(&pairs, self.pad, &ad);
+                let per_token = |field: fn(&Rollout) -> &[f32]| {
+                    batch.per_token(&rows.iter().map(|r| field(r)).collect::<Vec<_>>())
+                };
+                let evaluation = self.models.actor_critic.evaluate(&batch, temperature);
+                let policy = clipped_policy_loss(
+                    batch.chosen(evaluation.log_softmax),
+                    per_token(|r| &r.log_probs),
+                    per_token(|r| &r.advantages),
+                    batch.mask.clone(),
+                    p.clip_range,
+                );
+                let value_loss = clipped_value_loss(
+                    evaluation.values,
+                    per_token(|r| &r.values),
+                    per_token(|r| &r.returns),
+                    batch.mask.clone(),
+                    p.value_clip_range,
+                );
+                let mut loss = policy.loss.clone() + value_loss.clone() * p.vf_coef;
+                let mut parts =
+                    vec![policy.loss, value_loss, policy.clip_fraction, policy.approx_kl];
+                if p.ptx_coef > 0.0 {
+                    let ptx = self.ptx_loss(&ad);
+                    loss = loss + ptx.clone() * p.ptx_coef;
+                    parts.push(ptx);
+                }
+                let parts = Tensor::cat(parts, 0);
+                let mut grads =
+                    GradientsParams::from_grads(loss.backward(), &self.models.actor_critic);
+                let grad_norm = clip_global_norm(
+                    &self.models.actor_critic,
+                    &mut grads,
+                    self.config.train.max_grad_norm,
+                );
+                let parts: Vec<f32> = parts.into_data().convert::<f32>().try_to_vec().expect("f32");
+                let loss = parts[0] as f64 + p.vf_coef * parts[1] as f64;
+                if !loss.is_finite() || !grad_norm.is_finite() {
+                    return Err(self.trainer.diverged(loss));
+                }
+                self.models.actor_critic =
+                    self.trainer.adam.step(self.models.actor_critic.clone(), grads, lr);
+                self.updates += 1;
+                stats.add(&parts, grad_norm);
+            }
+        }
+        Ok(stats.mean())
+    }
+
+    /// PPO-ptx: the mean next-token loss of the policy on the next minibatch of text blocks
+    /// (their order is fixed by the seed, so `--resume` reads on where it stopped).
+    fn ptx_loss(&self, ad: &Device) -> Tensor<1> {
+        let (n, per) = (self.data.ptx.len(), self.config.ppo.mini_batch_size);
+        let start = self.updates as usize * per;
+        let rows: Vec<&Example> = (start..start + per)
+            .map(|k| &self.data.ptx[permutation(n, self.config.train.seed, (k / n) as u64)[k % n]])
+            .collect();
+        let batch = TokenBatch::new(&rows, self.pad, ad);
+        let policy = &self.models.actor_critic.policy;
+        let hidden = policy.hidden(batch.input_ids, &PaddedBatch::new(batch.attention_mask), None);
+        selected_nll_sum(policy, hidden, batch.predict_at, batch.targets)
+            / batch.target_count.max(1) as f64
+    }
+
+    /// Writes the whole checkpoint atomically: policy, `value/`, samples, lineage, metrics,
+    /// state (with β).
+    fn write_checkpoint(&mut self) -> Result<()> {
+        let state = PpoState { beta: self.kl.beta, updates: self.updates };
+        let (models, trainer, samples) = (&self.models, &mut self.trainer, &self.samples);
+        let metrics = self.last.clone();
+        save_atomically(&self.config.output.dir, |dir| {
+            let policy = &models.actor_critic.policy;
+            save_causal_lm(policy, &models.policy_config, Some(&models.policy_files), dir)?;
+            let value_dir = dir.join(VALUE_DIR);
+            std::fs::create_dir(&value_dir)?;
+            let value = match &models.actor_critic.critic {
+                Critic::Separate(model) => model.clone(),
+                Critic::Shared(head) => {
+                    ScalarModel { body: policy.body.clone(), score: head.clone() }
+                }
+            };
+            save_scalar_model(&value, &models.value_config, Some(&models.value_files), &value_dir)?;
+            write_jsonl(&dir.join(SAMPLES_FILE), samples)?;
+            trainer.write_state(
+                metrics,
+                &models.actor_critic,
+                models.policy_config.layout(),
+                dir,
+            )?;
+            json_file::write(&dir.join(STATE_DIR).join(PPO_STATE_FILE), &state)
+        })
+    }
+}
+
+/// Means over an iteration's updates.
+#[derive(Debug, Default)]
+struct UpdateStats {
+    /// policy loss, value loss, clip fraction, approx. KL, PPO-ptx loss, gradient norm.
+    sums: [f64; 6],
+    updates: usize,
+}
+
+impl UpdateStats {
+    fn add(&mut self, parts: &[f32], grad_norm: f64) {
+        for (sum, &x) in self.sums.iter_mut().zip(parts) {
+            *sum += x as f64;
+        }
+        self.sums[5] += grad_norm;
+        self.updates += 1;
+    }
+
+    fn mean(mut self) -> Self {
+        let n = self.updates.max(1) as f64;
+        self.sums.iter_mut().for_each(|s| *s /= n);
+        self
+    }
+}
+
+impl Stage for Run {
+    fn trainer(&mut self) -> &mut Trainer {
+        &mut self.trainer
+    }
+
+    fn examples(&self) -> usize {
+        self.data.prompts.len()
+    }
+
+    /// One PPO iteration: rollout, scoring, advantages, updates, β.
+    fn step(&mut self, lr: f64) -> Result<(Value, String)> {
+        let started = Instant::now();
+        let rows = self.trainer.next_batch(self.data.prompts.len());
+        let (mut rollouts, entropy) = self.roll_out(&rows)?;
+        let (raw_scores, texts) = self.score(&rows, &mut rollouts)?;
+        let rollout_seconds = started.elapsed().as_secs_f64();
+        let kl = self.estimate_advantages(&mut rollouts);
+        let beta = self.kl.beta;
+        let updated = Instant::now();
+        let update = self.update(&rollouts, lr)?;
+        let update_seconds = updated.elapsed().as_secs_f64();
+        self.kl.update(kl, rollouts.len());
+
+        let n = rollouts.len() as f64;
+        let lengths: Vec<f64> = rollouts.iter().map(|r| r.response.len() as f64).collect();
+        self.trainer.progress.tokens += lengths.iter().sum::<f64>() as u64;
+        let scores: Vec<f32> = rollouts.iter().map(|r| r.score).collect();
+        let score = RewardStats::of(&scores);
+        let values: Vec<f32> = rollouts.iter().flat_map(|r| r.values.clone()).collect();
+        let returns: Vec<f32> = rollouts.iter().flat_map(|r| r.returns.clone()).collect();
+        let [policy_loss, value_loss, clip_fraction, approx_kl, ptx_loss, grad_norm] = update.sums;
+        let rate = self.trainer.tokens_per_second();
+        let mut record = json!({
+            "score": round(score.mean, 4), "score_std": round(score.std, 4),
+            "rm_score": round(RewardStats::of(&raw_scores).mean, 4),
+            "kl": round(kl, 4), "beta": round(beta, 5), "non_score_reward": round(-beta * kl, 4),
+            "entropy": round(entropy, 4), "clip_fraction": round(clip_fraction, 4),
+            "approx_kl": round(approx_kl, 6), "policy_loss": round(policy_loss, 5),
+            "value_loss": round(value_loss, 5), "grad_norm": round(grad_norm, 4),
+            "explained_variance": round(explained_variance(&values, &returns), 4),
+            "response_length": round(lengths.iter().sum::<f64>() / n, 2),
+            "ended": round(rollouts.iter().filter(|r| r.ended).count() as f64 / n, 3),
+            "rollout_s": round(rollout_seconds, 3), "update_s": round(update_seconds, 3),
+            "tokens": self.trainer.progress.tokens, "tokens_per_s": round(rate, 1),
+        });
+        if self.config.ppo.ptx_coef > 0.0 {
+            record["ptx_loss"] = round(ptx_loss, 5).into();
+        }
+        let iteration = self.trainer.progress.step + 1;
+        if iteration == 1 || iteration % self.config.ppo.log_samples_every == 0 {
+            for (i, rollout) in rollouts.iter().enumerate().take(SAMPLES_PER_LOG) {
+                let messages = &self.data.prompts[rows[i]].messages;
+                let prompt = messages.last().map_or("", |m| m.content.as_str());
+                self.samples.push(json!({
+                    "step": iteration, "prompt": prompt, "response": texts[i],
+                    "rm_score": raw_scores[i], "score": rollout.score,
+                }));
+            }
+        }
+        self.last = record.clone();
+        let message = format!(
+            "score {:.3}  kl {kl:.2}  β {beta:.4}  len {:.1}  {rate:.0} tok/s",
+            score.mean,
+            lengths.iter().sum::<f64>() / n
+        );
+        Ok((record, message))
+    }
+
+    fn evaluate(&mut self) -> Result<()> {
+        Ok(()) // `rlhf ppo eval` measures a saved policy on held-out prompts
+    }
+
+    fn save(&mut self) -> Result<()> {
+        self.write_checkpoint()
+    }
+}
+
+/// Texts of token sequences (special tokens left out: the reward model reads the reply).
+fn decode_all<'a>(
+    tokenizer: &Tokenizer,
+    sequences: impl IntoIterator<Item = &'a Vec<u32>>,
+) -> Result<Vec<String>> {
+    sequences
+        .into_iter()
+        .map(|ids| tokenizer.decode(ids, true).map_err(|e| anyhow!("decoding a response: {e}")))
+        .collect()
+}
+
+/// The reward model's score of each (prompt, response), re-tokenised for the reward model
+/// (it may use another tokenizer, or be a cross-encoder).
+fn reward_scores(
+    reward: &RewardModel,
+    prompts: &[&[Message]],
+    responses: &[String],
+    device: &Device,
+) -> Result<Vec<f32>> {
+    let encoder = reward.encoder()?;
+    let mut report = FitReport::default();
+    let mut sequences = Vec::with_capacity(responses.len());
+    for (prompt, response) in prompts.iter().zip(responses) {
+        let sequence = encoder.encode(prompt, response, &mut report).map_err(|e| anyhow!(e))?;
+        sequences.push(sequence.ok_or_else(|| {
+            bad_input!("a response does not fit the reward model's context window")
+        })?);
+    }
+    Ok(reward.score_sequences(&sequences.iter().collect::<Vec<_>>(), device))
+}
+
+/// `rlhf ppo eval`: samples a response to every prompt from the policy and reports the
+/// reward model's mean score and the KL to a reference policy.
+pub fn eval(args: &PpoEvalArgs, device: &Device) -> Result<()> {
+    let policy = load_causal_lm(&args.policy, device)?;
+    let tokenizer = policy.tokenizer.as_ref().ok_or_else(|| {
+        bad_input!("{}: no tokenizer.json, so prompts cannot be encoded", args.policy.display())
+    })?;
+    let reference_dir = args.reference.clone().unwrap_or_else(|| default_reference(&args.policy));
+    let reference = load_causal_lm(&reference_dir, device)?;
+    if reference.config.vocab_size() != policy.config.vocab_size() {
+        return Err(bad_input!(
+            "{} and {} have different vocabularies ({} and {} tokens): the KL needs the same one",
+            args.policy.display(),
+            reference_dir.display(),
+            policy.config.vocab_size(),
+            reference.config.vocab_size()
+        ));
+    }
+    let reward = RewardModel::load(&args.reward, device)?;
+    let template = ChatTemplate::resolve(None, &args.policy)?;
+    let window = policy.config.context_window();
+    if args.max_new_tokens == 0 || args.max_new_tokens >= window {
+        return Err(bad_input!(
+            "--max-new-tokens must be between 1 and {} (the context window less one)",
+            window - 1
+        ));
+    }
+    let (prompts, _) =
+        read_prompts(&args.data, tokenizer, &template, window - args.max_new_tokens)?;
+    let sampling = SamplingConfig {
+        max_new_tokens: args.max_new_tokens,
+        do_sample: true,
+        temperature: args.temperature,
+        seed: args.seed,
+        ..SamplingConfig::default()
+    };
+    sampling.validate().map_err(|e| bad_input!("{e}"))?;
+    let generator = Generator::new(&policy.model, tokenizer, &policy.config, device)
+        .with_generation_config(&args.policy);
+    let pad = policy.config.pad_id(tokenizer);
+    let (mut scores, mut kls, mut lengths, mut ended) = (Vec::new(), Vec::new(), 0usize, 0usize);
+    for chunk in prompts.chunks(args.batch_size.max(1)) {
+        let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.ids.clone()).collect();
+        let generations: Vec<Generation> = generator.generate(&ids, &sampling, &mut |_, _| {})?;
+        let pairs: Vec<(&[u32], &[u32])> = ids
+            .iter()
+            .zip(&generations)
+            .map(|(p, g)| (p.as_slice(), g.tokens.as_slice()))
+            .collect();
+        let batch = ResponseBatch::new(&pairs, pad, device);
+        let [log_probs, ref_log_probs] = batch.rows_of([
+            reference_log_probs(&policy.model, &batch, args.temperature),
+            reference_log_probs(&reference.model, &batch, args.temperature),
+        ]);
+        for (p, r) in log_probs.iter().zip(&ref_log_probs) {
+            kls.push(token_kl(p, r).iter().map(|&k| k as f64).sum::<f64>() as f32);
+        }
+        let texts = decode_all(tokenizer, generations.iter().map(|g| &g.tokens))?;
+        let messages: Vec<&[Message]> = chunk.iter().map(|p| p.messages.as_slice()).collect();
+        scores.extend(reward_scores(&reward, &messages, &texts, device)?);
+        lengths += generations.iter().map(|g| g.tokens.len()).sum::<usize>();
+        ended += generations.iter().filter(|g| g.finish == Finish::Eos).count();
+    }
+    let (reward_stats, kl) = (RewardStats::of(&scores), RewardStats::of(&kls));
+    let n = prompts.len() as f64;
+    let report = json!({
+        "prompts": prompts.len(),
+        "reward_mean": reward_stats.mean,
+        "reward_std": reward_stats.std,
+        "kl_mean": kl.mean,
+        "response_length": lengths as f64 / n,
+        "ended": ended as f64 / n,
+        "policy": args.policy.display().to_string(),
+        "reference": reference_dir.display().to_string(),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("prompts          {}", prompts.len());
+        println!("reward           {:.4} ± {:.4}", reward_stats.mean, reward_stats.std);
+        println!("KL to reference  {:.4} nats per response ({})", kl.mean, reference_dir.display());
+        println!(
+            "response length  {:.1} tokens, {:.0}% ended",
+            lengths as f64 / n,
+            100.0 * ended as f64 / n
+        );
+    }
+    Ok(())
+}
+
+/// A PPO checkpoint's reference is the SFT policy it started from (its lineage parent); any
+/// other policy is compared with itself.
+fn default_reference(policy: &Path) -> PathBuf {
+    Lineage::read(policy)
+        .ok()
+        .filter(|lineage| lineage.stage == "ppo")
+        .and_then(|lineage| lineage.parent)
+        .map(|parent| PathBuf::from(parent.path))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| policy.to_path_buf())
+}

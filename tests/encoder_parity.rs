@@ -8,7 +8,7 @@ use std::path::Path;
 
 use burn::prelude::*;
 use common::*;
-use rlhf::model::pretrained::{load_encoder_classifier, save_encoder_classifier};
+use rlhf::model::pretrained::{load_encoder_classifier, save_classifier};
 use rlhf::model::weights::{NamedTensors, write_file};
 
 const TOLERANCE: f32 = 1e-4;
@@ -108,7 +108,7 @@ fn saved_classifiers_reload_in_transformers_with_the_same_logits() {
     let out = tmp.path().join("classifier");
     std::fs::create_dir(&out).unwrap();
     let labels: Vec<String> = ["sexual", "hate", "violence"].map(String::from).to_vec();
-    save_encoder_classifier(
+    save_classifier(
         &loaded.model,
         &loaded.config,
         &labels,

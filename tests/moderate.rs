@@ -219,15 +219,19 @@ fn trains_evaluates_and_scores_in_openais_shape() {
     assert_eq!(verdicts[0]["categories"]["self-harm"], true, "{:?}", verdicts[0]);
     assert_eq!(verdicts[1]["flagged"], false, "{:?}", verdicts[1]);
 
-    // transformers reads the saved classifier with the same scores (short texts: one window).
+    assert_transformers_agrees(&ws, "runs/mod");
+}
+
+/// `transformers` reads the saved classifier with the same scores (short texts: one window).
+fn assert_transformers_agrees(ws: &Workspace, run: &str) {
     let texts = [SAFE[3], HARASSMENT[2], SELF_HARM[3]];
     ws.write_jsonl("texts.jsonl", &texts.iter().map(|t| json!({"text": t})).collect::<Vec<_>>());
-    let out = ws.run(&["moderate", "score", "--model", "runs/mod", "--data", "texts.jsonl"]);
+    let out = ws.run(&["moderate", "score", "--model", run, "--data", "texts.jsonl"]);
     assert_ok(&out);
     let ours = json_lines(&out);
     let out = Command::new(python())
         .arg(root().join("scripts/fixtures/hf_classify.py"))
-        .args([run.clone(), ws.path("texts.jsonl")])
+        .args([ws.path(run), ws.path("texts.jsonl")])
         .output()
         .unwrap();
     assert_ok(&out);
@@ -244,9 +248,49 @@ fn trains_evaluates_and_scores_in_openais_shape() {
         for (i, name) in unmodified {
             let theirs = 1.0 / (1.0 + (-row[i]).exp());
             let mine = verdict["category_scores"][name].as_f64().unwrap();
-            assert!((mine - theirs).abs() < 1e-4, "{name}: rlhf {mine} vs transformers {theirs}");
+            assert!(
+                (mine - theirs).abs() < 1e-4,
+                "{run} {name}: rlhf {mine} vs transformers {theirs}"
+            );
         }
     }
+}
+
+#[test]
+fn a_decoder_backbone_learns_the_categories_and_transformers_reads_the_same_scores() {
+    let ws = Workspace::new();
+    let tokenizer =
+        ["tokenizer", "train", "--data", "train.jsonl", "--vocab-size", "300", "--out", "tok"];
+    assert_ok(&ws.run(&tokenizer));
+    assert_ok(&ws.run(&[
+        "model",
+        "init",
+        "--preset",
+        "tiny",
+        "--tokenizer",
+        "tok",
+        "--out",
+        "base",
+    ]));
+    let out =
+        ws.train(&["model.base=base", "train.epochs=30", "train.lr=3e-3", "output.dir=runs/dec"]);
+    assert_ok(&out);
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.path("runs/dec/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["architectures"][0], "GPT2ForSequenceClassification");
+    assert_eq!(config["problem_type"], "multi_label_classification");
+    assert_eq!(config["id2label"]["4"], "self-harm");
+
+    let out =
+        ws.run(&["moderate", "eval", "--model", "runs/dec", "--data", "valid.jsonl", "--json"]);
+    assert_ok(&out);
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (i, name) in [(3, "harassment"), (4, "self-harm")] {
+        let auprc = report["categories"][i]["auprc"].as_f64().unwrap();
+        assert!(auprc > 0.9, "{name}: AUPRC {auprc}");
+    }
+    assert_transformers_agrees(&ws, "runs/dec");
 }
 
 #[test]

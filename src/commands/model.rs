@@ -10,7 +10,7 @@ use crate::cli::{ModelInitArgs, ModelInspectArgs};
 use crate::data::tokenizer;
 use crate::model::config::Arch;
 use crate::model::pretrained::init_causal_lm;
-use crate::model::pretrained::load_encoder_classifier;
+use crate::model::pretrained::{load_decoder_classifier, load_encoder_classifier};
 use crate::model::{
     HeadKind, ModelConfig, load_causal_lm, load_scalar_model, preset, save_causal_lm,
 };
@@ -67,12 +67,8 @@ pub fn inspect(args: &ModelInspectArgs, device: &Device) -> Result<()> {
             (loaded.model.num_params(), loaded.tokenizer)
         }
         (_, HeadKind::Classifier | HeadKind::Encoder) => {
-            return Err(bad_input!(
-                "{}: a {} classifier with {} labels is not supported (decoders carry one score)",
-                args.model.display(),
-                config.model_type(),
-                config.num_labels()
-            ));
+            let loaded = load_decoder_classifier(&args.model, config.num_labels(), device)?;
+            (loaded.model.num_params(), loaded.tokenizer)
         }
     };
     let lineage = Lineage::read(&args.model).ok();

@@ -18,8 +18,8 @@ pub struct ModerateConfig {
     pub output: OutputConfig,
 }
 
-/// The backbone: a BERT-family encoder (a bare one gets a fresh eight-output head) or a
-/// moderation checkpoint to train further.
+/// The backbone: a BERT-family encoder or a causal language model (each gets a fresh
+/// eight-output head), or a moderation checkpoint to train further.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModerateModel {

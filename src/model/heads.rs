@@ -1,6 +1,6 @@
 //! Heads over a decoder's hidden states: the language-model head (`*ForCausalLM`) and the
-//! scalar head (`*ForSequenceClassification` with `num_labels = 1`) that reward and value
-//! models use.
+//! sequence-classification head (`*ForSequenceClassification`): one output for reward and
+//! value models, one per label for a classifier (moderation).
 
 use anyhow::Result;
 use burn::nn::Linear;
@@ -64,11 +64,12 @@ impl CausalLm {
 /// Up to this many rows, the tied head multiplies in the W·xᵀ orientation (see `logits`).
 const SKINNY_ROWS: usize = 64;
 
-/// A scalar model (reward or value): one number per sequence, read at its last real token.
+/// A decoder with a `score` head read at a sequence's last token: a scalar model (reward or
+/// value, one output) or a multi-label classifier (one output per label).
 #[derive(Module, Debug)]
 pub struct ScalarModel {
     pub body: Decoder,
-    /// `score`: D → 1, no bias, as in `GPT2ForSequenceClassification`.
+    /// `score`: D → labels, no bias, as in `GPT2ForSequenceClassification`.
     pub score: Linear,
 }
 
@@ -90,6 +91,21 @@ impl ScalarModel {
         per_token.gather(1, at.reshape([b, 1])).reshape([b])
     }
 
+    /// Logits `[B, labels]` of the head read at position `at` `[B]` of each row (the head runs
+    /// on those B positions only).
+    pub fn logits_at(
+        &self,
+        input_ids: Tensor<2, Int>,
+        batch: &PaddedBatch,
+        at: Tensor<1, Int>,
+    ) -> Tensor<2> {
+        check_length(&self.body, input_ids.dims()[1]);
+        let hidden = self.body.forward(input_ids, batch, None);
+        let [b, t, d] = hidden.dims();
+        let rows = Tensor::<1, Int>::arange(0..b as i64, &at.device()) * t as i64 + at;
+        self.score.forward(hidden.reshape([b * t, d]).select(0, rows))
+    }
+
     /// A score at every position `[B, T]` (PPO's value model reads all of them).
     pub fn forward_tokens(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<2> {
         check_length(&self.body, input_ids.dims()[1]);
@@ -98,10 +114,16 @@ impl ScalarModel {
         linear_tokens(&self.score, hidden).reshape([b, t])
     }
 
-    /// A fresh scalar head (N(0, std), as `transformers` initialises `score`) on a decoder,
-    /// e.g. an SFT policy turned into a reward model.
-    pub fn from_decoder(body: Decoder, d_model: usize, std: f64, device: &Device) -> Self {
-        Self { body, score: normal_linear(d_model, 1, false, std, device) }
+    /// A fresh head of `labels` outputs (N(0, std), as `transformers` initialises `score`) on
+    /// a decoder, e.g. an SFT policy turned into a reward model.
+    pub fn from_decoder(
+        body: Decoder,
+        d_model: usize,
+        labels: usize,
+        std: f64,
+        device: &Device,
+    ) -> Self {
+        Self { body, score: normal_linear(d_model, labels, false, std, device) }
     }
 }
 

@@ -64,15 +64,42 @@ pub fn init_causal_lm(config: &ModelConfig, device: &Device) -> Result<CausalLm>
 
 /// Loads a scalar model (`*ForSequenceClassification` with `num_labels = 1`).
 pub fn load_scalar_model(dir: &Path, device: &Device) -> Result<Pretrained<ScalarModel>> {
-    let (config, tokenizer, mut tensors) = open(dir)?;
+    let (config, tokenizer, tensors) = open(dir)?;
     if config.head_kind() != HeadKind::Scalar {
         return Err(bad_input!(
             "{}: not a scalar model (expected architectures = [\"*ForSequenceClassification\"] with one label)\nhint: pass a directory written by `rlhf reward train`",
             dir.display()
         ));
     }
+    fill_classifier(config, tokenizer, tensors, 1, device, dir)
+}
+
+/// Loads a decoder classifier (`*ForSequenceClassification`) with `labels` outputs.
+pub fn load_decoder_classifier(
+    dir: &Path,
+    labels: usize,
+    device: &Device,
+) -> Result<Pretrained<ScalarModel>> {
+    let (config, tokenizer, tensors) = open(dir)?;
+    if config.head_kind() != HeadKind::Classifier || config.num_labels() != labels {
+        return Err(bad_input!(
+            "{}: not a decoder classifier with {labels} labels (architectures = [\"*ForSequenceClassification\"])",
+            dir.display()
+        ));
+    }
+    fill_classifier(config, tokenizer, tensors, labels, device, dir)
+}
+
+fn fill_classifier(
+    config: ModelConfig,
+    tokenizer: Option<Tokenizer>,
+    mut tensors: NamedTensors,
+    labels: usize,
+    device: &Device,
+    dir: &Path,
+) -> Result<Pretrained<ScalarModel>> {
     let (d, std) = (config.hidden_size(), config.initializer_range());
-    let model = ScalarModel::from_decoder(config.init_decoder(device)?, d, std, device);
+    let model = ScalarModel::from_decoder(config.init_decoder(device)?, d, labels, std, device);
     let model = fill(model, &config, &mut tensors, device, dir)?;
     Ok(Pretrained { model, config, tokenizer })
 }
@@ -122,10 +149,11 @@ pub fn load_encoder_classifier(
     Ok(Pretrained { model, config, tokenizer })
 }
 
-/// Writes an encoder classifier into `dir` with its labels (`id2label` order) and
-/// `problem_type` (`multi_label_classification`, or `None` for a scalar reward model).
-pub fn save_encoder_classifier(
-    model: &EncoderClassifier,
+/// Writes a classifier (an encoder's or a decoder's) into `dir` with its labels (`id2label`
+/// order) and `problem_type` (`multi_label_classification`, or `None` for a scalar reward
+/// model).
+pub fn save_classifier<M: Module>(
+    model: &M,
     config: &ModelConfig,
     labels: &[String],
     problem_type: Option<&str>,

@@ -5,6 +5,7 @@
 //! flags its parent (`hate/threatening` implies `hate`).
 
 pub mod metrics;
+pub mod net;
 
 use std::path::Path;
 
@@ -16,10 +17,10 @@ use tokenizers::Tokenizer;
 
 use crate::data::moderation::{CATEGORIES, IMPLIES, NUM_CATEGORIES};
 use crate::data::scoring::{Sequence, SequenceBatch, run_sorted};
-use crate::model::heads::EncoderClassifier;
-use crate::model::pretrained::load_encoder_classifier;
+use crate::model::config::{Arch, ModelConfig};
 use crate::{bad_input, json_file};
 use metrics::ThresholdRule;
+use net::ModerationNet;
 
 /// Thresholds and reading settings saved with a moderation checkpoint.
 pub const SETTINGS_FILE: &str = "moderation.json";
@@ -34,7 +35,7 @@ pub struct ModerationSettings {
     pub thresholds: Map<String, Value>,
     pub threshold_rule: ThresholdRule,
     pub target_precision: f64,
-    /// Tokens per chunk, `[CLS]` and `[SEP]` included.
+    /// Tokens per chunk (an encoder's `[CLS]` and `[SEP]` included).
     pub max_len: usize,
 }
 
@@ -106,7 +107,7 @@ impl Moderation {
 
 /// A loaded moderation classifier.
 pub struct Moderator {
-    pub model: EncoderClassifier,
+    pub model: ModerationNet,
     pub tokenizer: Tokenizer,
     pub settings: ModerationSettings,
     thresholds: [f32; NUM_CATEGORIES],
@@ -127,18 +128,9 @@ impl Moderator {
             json_file::read(&settings_file).map_err(|e| bad_input!("{e:#}"))?;
         let thresholds =
             settings.threshold_values().map_err(|e| bad_input!("{}: {e}", dir.display()))?;
-        let loaded = load_encoder_classifier(dir, Some(NUM_CATEGORIES), device)?;
-        let tokenizer =
-            loaded.tokenizer.ok_or_else(|| bad_input!("{}: no tokenizer.json", dir.display()))?;
-        let chunker = Chunker::new(&tokenizer, settings.max_len)?;
-        Ok(Self {
-            model: loaded.model,
-            tokenizer,
-            settings,
-            thresholds,
-            chunker,
-            device: device.clone(),
-        })
+        let (model, config, tokenizer) = ModerationNet::load(dir, device)?;
+        let chunker = Chunker::new(&config, &tokenizer, settings.max_len)?;
+        Ok(Self { model, tokenizer, settings, thresholds, chunker, device: device.clone() })
     }
 
     /// A verdict per text.
@@ -155,7 +147,7 @@ impl Moderator {
 
 /// Per-category probabilities of each text: sigmoid of the logits, max over its chunks.
 pub fn category_scores(
-    model: &EncoderClassifier,
+    model: &ModerationNet,
     chunker: &Chunker,
     texts: &[&str],
     device: &Device,
@@ -170,11 +162,7 @@ pub fn category_scores(
     }
     let refs: Vec<&Sequence> = sequences.iter().collect();
     let logits = run_sorted(&refs, chunker.pad, device, |batch: &SequenceBatch| {
-        burn::tensor::activation::sigmoid(model.forward(
-            batch.input_ids.clone(),
-            batch.token_type_ids.clone(),
-            batch.attention_mask.clone(),
-        ))
+        burn::tensor::activation::sigmoid(model.logits(batch))
     });
     let mut scores = vec![[0.0f32; NUM_CATEGORIES]; texts.len()];
     for (row, i) in logits.into_iter().zip(owner) {
@@ -185,20 +173,22 @@ pub fn category_scores(
     Ok(scores)
 }
 
-/// Splits a text into `[CLS] … [SEP]` windows of at most `max_len` tokens.
+/// Splits a text into windows of at most `max_len` tokens: `[CLS] … [SEP]` for an encoder,
+/// plain token windows (the tokenizer's own specials, as `transformers` adds them) for a
+/// decoder.
 pub struct Chunker {
     tokenizer: Tokenizer,
     max_len: usize,
-    cls: u32,
-    sep: u32,
+    /// `[CLS]` and `[SEP]` (encoders only).
+    frame: Option<(u32, u32)>,
     pub pad: u32,
 }
 
 impl Chunker {
-    pub fn new(tokenizer: &Tokenizer, max_len: usize) -> Result<Self> {
+    pub fn new(config: &ModelConfig, tokenizer: &Tokenizer, max_len: usize) -> Result<Self> {
         let id = |token: &str| {
             tokenizer.token_to_id(token).ok_or_else(|| {
-                bad_input!("the tokenizer has no {token} token; moderation needs a BERT-style (WordPiece) tokenizer")
+                bad_input!("the tokenizer has no {token} token; a BERT encoder needs a BERT-style (WordPiece) tokenizer")
             })
         };
         if max_len <= CHUNK_OVERLAP + 2 {
@@ -207,13 +197,11 @@ impl Chunker {
                 CHUNK_OVERLAP + 3
             ));
         }
-        Ok(Self {
-            tokenizer: tokenizer.clone(),
-            max_len,
-            cls: id("[CLS]")?,
-            sep: id("[SEP]")?,
-            pad: id("[PAD]").unwrap_or(0),
-        })
+        let (frame, pad) = match config.arch {
+            Arch::Bert(_) => (Some((id("[CLS]")?, id("[SEP]")?)), id("[PAD]").unwrap_or(0)),
+            _ => (None, config.pad_id(tokenizer)),
+        };
+        Ok(Self { tokenizer: tokenizer.clone(), max_len, frame, pad })
     }
 
     /// The first window only (training reads the head of a long text).
@@ -222,18 +210,23 @@ impl Chunker {
     }
 
     pub fn chunks(&self, text: &str) -> Result<Vec<Sequence>> {
-        let encoding =
-            self.tokenizer.encode(text, false).map_err(|e| anyhow!("tokenizing: {e}"))?;
-        let ids = encoding.get_ids();
-        let body = self.max_len - 2;
+        let encoding = self
+            .tokenizer
+            .encode(text, self.frame.is_none())
+            .map_err(|e| anyhow!("tokenizing: {e}"))?;
+        let mut ids = encoding.get_ids();
+        if ids.is_empty() && self.frame.is_none() {
+            ids = std::slice::from_ref(&self.pad); // a decoder reads one token of an empty text
+        }
+        let body = self.max_len - if self.frame.is_some() { 2 } else { 0 };
         let mut chunks = Vec::new();
         let mut start = 0;
         loop {
             let end = (start + body).min(ids.len());
             let mut chunk = Vec::with_capacity(end - start + 2);
-            chunk.push(self.cls);
+            chunk.extend(self.frame.map(|(cls, _)| cls));
             chunk.extend_from_slice(&ids[start..end]);
-            chunk.push(self.sep);
+            chunk.extend(self.frame.map(|(_, sep)| sep));
             chunks.push(Sequence { type_ids: vec![0; chunk.len()], ids: chunk });
             if end == ids.len() {
                 return Ok(chunks);
@@ -280,7 +273,9 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/minilm");
         let tokenizer =
             crate::data::tokenizer::read(&dir).expect("models/minilm: run scripts/setup.sh");
-        let chunker = Chunker::new(&tokenizer, 40).unwrap();
+        let config = ModelConfig::read(&dir).unwrap();
+        let chunker = Chunker::new(&config, &tokenizer, 40).unwrap();
+        let (cls, sep) = chunker.frame.unwrap();
         let text = (0..100).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ");
         let all = tokenizer.encode(text.as_str(), false).unwrap().get_ids().to_vec();
         let chunks = chunker.chunks(&text).unwrap();
@@ -288,7 +283,7 @@ mod tests {
         let mut covered = 0;
         for chunk in &chunks {
             assert!(chunk.ids.len() <= 40);
-            assert_eq!((chunk.ids[0], *chunk.ids.last().unwrap()), (chunker.cls, chunker.sep));
+            assert_eq!((chunk.ids[0], *chunk.ids.last().unwrap()), (cls, sep));
             let inner = &chunk.ids[1..chunk.ids.len() - 1];
             let at = covered.max(CHUNK_OVERLAP) - CHUNK_OVERLAP;
             let at = if covered == 0 { 0 } else { at };

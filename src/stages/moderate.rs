@@ -1,6 +1,7 @@
-//! `rlhf moderate`: the moderation classifier — a multi-label head over an encoder trained with
-//! binary cross-entropy on the known labels only, positives weighted against class imbalance;
-//! per-category thresholds chosen on validation; OpenAI-shaped verdicts.
+//! `rlhf moderate`: the moderation classifier — a multi-label head over an encoder (or a
+//! decoder) trained with binary cross-entropy on the known labels only, positives weighted
+//! against class imbalance; per-category thresholds chosen on validation; OpenAI-shaped
+//! verdicts.
 
 use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,6 @@ use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::softplus;
 use serde_json::{Value, json};
-use tokenizers::Tokenizer;
 
 use crate::checkpoint::{Lineage, Source, save_atomically};
 use crate::cli::{EvalArgs, ModerateScoreArgs, TrainArgs};
@@ -21,10 +21,9 @@ use crate::data::jsonl::read_rows;
 use crate::data::moderation::{CATEGORIES, LabeledText, NUM_CATEGORIES, row_text};
 use crate::data::scoring::{Sequence, SequenceBatch};
 use crate::model::ModelConfig;
-use crate::model::config::{Arch, HeadKind};
-use crate::model::heads::EncoderClassifier;
-use crate::model::pretrained::{load_encoder_classifier, save_encoder_classifier};
+use crate::model::config::HeadKind;
 use crate::moderation::metrics::{average_precision, choose_threshold, precision_recall_f1};
+use crate::moderation::net::ModerationNet;
 use crate::moderation::{Chunker, Moderation, ModerationSettings, Moderator, category_scores};
 use crate::train::grad_norm::clip_global_norm;
 use crate::train::interrupt;
@@ -178,7 +177,7 @@ struct Example {
 /// A training run in progress.
 struct Run {
     config: ModerateConfig,
-    model: EncoderClassifier,
+    model: ModerationNet,
     model_config: ModelConfig,
     tokenizer_dir: PathBuf,
     chunker: Chunker,
@@ -214,28 +213,19 @@ impl Run {
             (base, Some(parent), None)
         };
         let model_config = ModelConfig::read(&dir)?;
-        if !matches!(model_config.arch, Arch::Bert(_)) {
-            return Err(bad_input!(
-                "{}: a {} model; the moderation classifier needs a BERT-family encoder\nhint: model.base = \"models/minilm\"",
-                dir.display(),
-                model_config.model_type()
-            ));
-        }
         if model_config.head_kind() == HeadKind::Classifier {
             check_labels(&model_config, &dir)?;
         }
         ad.seed(config.train.seed); // a fresh head draws its initial weights
-        let loaded = load_encoder_classifier(&dir, Some(NUM_CATEGORIES), ad)?;
-        let tokenizer: Tokenizer =
-            loaded.tokenizer.ok_or_else(|| bad_input!("{}: no tokenizer.json", dir.display()))?;
-        let window = loaded.model.body.max_positions();
+        let (model, model_config, tokenizer) = ModerationNet::load(&dir, ad)?;
+        let window = model.max_len();
         if config.data.max_len > window {
             return Err(bad_input!(
-                "key `data.max_len` = {} exceeds the encoder's {window} positions",
+                "key `data.max_len` = {} exceeds the model's {window} positions",
                 config.data.max_len
             ));
         }
-        let chunker = Chunker::new(&tokenizer, config.data.max_len)?;
+        let chunker = Chunker::new(&model_config, &tokenizer, config.data.max_len)?;
 
         let data = &config.data;
         let (train, valid, files) = run::read_splits(
@@ -264,13 +254,13 @@ impl Run {
             train.len(),
             lineage,
             resumed,
-            &loaded.model,
+            &model,
             model_config.layout(),
             device,
         )?;
         Ok(Self {
             config,
-            model: loaded.model,
+            model,
             model_config,
             tokenizer_dir: dir,
             chunker,
@@ -330,14 +320,13 @@ impl Run {
             .flatten()
             .map(|&i| self.train[i].row.labels.iter().flatten().count())
             .sum();
-        let mut accumulator = GradientsAccumulator::<EncoderClassifier>::new();
+        let mut accumulator = GradientsAccumulator::<ModerationNet>::new();
         let mut loss_sum = 0.0;
         for rows in micro_batches {
             let examples: Vec<&Example> = rows.iter().map(|&i| &self.train[i]).collect();
             let (batch, targets, weights) = self.batch(&examples, ad);
             self.trainer.progress.tokens += batch.token_count as u64;
-            let logits =
-                self.model.forward(batch.input_ids, batch.token_type_ids, batch.attention_mask);
+            let logits = self.model.logits(&batch);
             let loss = weighted_bce_sum(logits, targets, weights).div_scalar(known.max(1) as f64);
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             accumulator.accumulate(&self.model, grads);
@@ -422,16 +411,8 @@ impl Run {
             self.config.data.max_len,
         );
         let metrics = json!({ "step": self.trainer.progress.step, "valid_macro_auprc": auprc, "thresholds": settings.thresholds });
-        let names: Vec<String> = CATEGORIES.iter().map(|(_, name)| name.to_string()).collect();
         save_atomically(&self.config.output.dir, |dir| {
-            save_encoder_classifier(
-                &self.model,
-                &self.model_config,
-                &names,
-                Some("multi_label_classification"),
-                Some(&self.tokenizer_dir),
-                dir,
-            )?;
+            self.model.save(&self.model_config, &self.tokenizer_dir, dir)?;
             settings.write(dir)?;
             self.trainer.write_state(metrics, &self.model, self.model_config.layout(), dir)
         })
@@ -513,7 +494,7 @@ fn check_labels(config: &ModelConfig, dir: &Path) -> Result<()> {
     let expected: Vec<&str> = CATEGORIES.iter().map(|(_, n)| *n).collect();
     if names != expected {
         return Err(bad_input!(
-            "{}: a classifier with labels {names:?}, not the moderation categories {expected:?}\nhint: start from a bare encoder (models/minilm) or a `rlhf moderate train` checkpoint",
+            "{}: a classifier with labels {names:?}, not the moderation categories {expected:?}\nhint: start from a bare encoder (models/minilm), an SFT or base model, or a `rlhf moderate train` checkpoint",
             dir.display()
         ));
     }

@@ -172,7 +172,7 @@ impl Models {
                         "ppo: the reward model does not read the policy's tokens (a cross-encoder or another tokenizer), so the value model starts from the SFT model with a fresh head"
                     );
                     let body = load_causal_lm(sft, &ad)?.model.body;
-                    let value = ScalarModel::from_decoder(body, d, std, &ad);
+                    let value = ScalarModel::from_decoder(body, d, 1, std, &ad);
                     (Critic::Separate(value), reference.config.clone(), sft.clone())
                 }
             };

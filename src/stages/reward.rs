@@ -27,7 +27,7 @@ use crate::data::template::ChatTemplate;
 use crate::data::tokenizer;
 use crate::model::config::{Arch, HeadKind};
 use crate::model::heads::{EncoderClassifier, ScalarModel};
-use crate::model::pretrained::{init_causal_lm, load_encoder_classifier, save_encoder_classifier};
+use crate::model::pretrained::{init_causal_lm, load_encoder_classifier, save_classifier};
 use crate::model::reward::{
     RewardModel, RewardNet, RewardStats, Scorer, response_encoder, score_all,
 };
@@ -258,7 +258,7 @@ impl Backbone for ScalarModel {
 
 impl Backbone for EncoderClassifier {
     fn write(&self, config: &ModelConfig, tokenizer_dir: &Path, dir: &Path) -> Result<()> {
-        save_encoder_classifier(self, config, &["LABEL_0".into()], None, Some(tokenizer_dir), dir)
+        save_classifier(self, config, &["LABEL_0".into()], None, Some(tokenizer_dir), dir)
     }
 }
 
@@ -305,7 +305,7 @@ impl Start {
                 // InstructGPT: the RM starts as the SFT model with its LM head replaced.
                 let loaded = load_causal_lm(&dir, ad)?;
                 let (d, std) = (model_config.hidden_size(), model_config.initializer_range());
-                let model = ScalarModel::from_decoder(loaded.model.body, d, std, ad);
+                let model = ScalarModel::from_decoder(loaded.model.body, d, 1, std, ad);
                 (RewardNet::Decoder(model), loaded.tokenizer)
             }
             (_, HeadKind::Classifier | HeadKind::Encoder) => {
@@ -339,7 +339,7 @@ impl Start {
         ad.seed(config.train.seed);
         let body = init_causal_lm(&model_config, ad)?.body;
         let (d, std) = (model_config.hidden_size(), model_config.initializer_range());
-        let net = RewardNet::Decoder(ScalarModel::from_decoder(body, d, std, ad));
+        let net = RewardNet::Decoder(ScalarModel::from_decoder(body, d, 1, std, ad));
         let info = StartInfo {
             config: model_config,
             tokenizer,

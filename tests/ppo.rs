@@ -312,6 +312,21 @@ fn a_shared_value_head_trains_and_is_saved_as_a_scalar_model() {
 }
 
 #[test]
+fn a_cross_encoder_reward_model_reads_the_decoded_responses() {
+    let ws = workspace();
+    let minilm = root().join("models/minilm");
+    let base = format!("model.base={}", minilm.display());
+    let rm = ["reward", "train", "--config", "reward.toml", "--set", &base, "--set"];
+    let rm = [&rm[..], &["train.max_steps=2", "--set", "output.dir=runs/minilm-rm"]].concat();
+    assert_ok(&ws.run(&rm));
+    let sets = ["train.max_steps=1", "model.reward=runs/minilm-rm", "output.dir=runs/cross"];
+    let out = ws.run(&ws.ppo_args(&sets, &[]));
+    assert_ok(&out);
+    assert!(stderr(&out).contains("the value model starts from the SFT model"), "{}", stderr(&out));
+    assert!(ws.metrics("runs/cross")[0]["rm_score"].is_number());
+}
+
+#[test]
 fn bad_prompts_and_wrong_models_exit_2_and_write_nothing() {
     let ws = workspace();
     std::fs::write(

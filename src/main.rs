@@ -5,6 +5,7 @@ use clap::Parser;
 use rlhf::error::{EXIT_INTERRUPTED, EXIT_OK, exit_code};
 
 fn main() {
+    rlhf::device::keep_freed_memory();
     let cli = rlhf::cli::Cli::parse();
     let code = match rlhf::commands::run(cli) {
         Ok(()) => EXIT_OK,

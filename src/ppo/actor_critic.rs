@@ -25,8 +25,8 @@ pub enum Critic {
 
 /// What the models say about the response tokens.
 pub struct Evaluation {
-    /// The policy's log-softmax `[B·R, V]` at the positions that predict them.
-    pub log_softmax: Tensor<2>,
+    /// The policy's logits / temperature `[B·R, V]` at the positions that predict them.
+    pub logits: Tensor<2>,
     /// V(state before each token) `[B, R]`.
     pub values: Tensor<2>,
 }
@@ -42,7 +42,7 @@ impl ActorCritic {
             }
         };
         Evaluation {
-            log_softmax: batch.log_softmax(&self.policy, hidden, temperature),
+            logits: batch.logits(&self.policy, hidden, temperature),
             values: batch.at_responses(per_position),
         }
     }

@@ -4,6 +4,7 @@
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
+use crate::model::fused::cross_entropy;
 use crate::model::{CausalLm, PaddedBatch};
 
 /// One sampled response and its per-token numbers (all as long as `response`).
@@ -87,21 +88,23 @@ impl ResponseBatch {
         per_position.reshape([b * t]).select(0, self.predict_at.clone()).reshape(self.shape())
     }
 
-    /// log softmax(logits / temperature) `[B·R, V]` at the positions that predict response
-    /// tokens; only those rows of `hidden` go through the LM head.
-    pub fn log_softmax(&self, lm: &CausalLm, hidden: Tensor<3>, temperature: f64) -> Tensor<2> {
+    /// logits / temperature `[B·R, V]` at the positions that predict response tokens; only
+    /// those rows of `hidden` go through the LM head.
+    pub fn logits(&self, lm: &CausalLm, hidden: Tensor<3>, temperature: f64) -> Tensor<2> {
         let [b, t, d] = hidden.dims();
         let n = self.predict_at.dims()[0];
         let rows = hidden.reshape([b * t, d]).select(0, self.predict_at.clone());
         let logits = lm.logits(rows.reshape([1, n, d]));
         let v = logits.dims()[2];
-        log_softmax(logits.reshape([n, v]) / temperature, 1)
+        let logits = logits.reshape([n, v]);
+        if temperature == 1.0 { logits } else { logits / temperature }
     }
 
-    /// log π of each response token `[B, R]`, from `log_softmax`'s output.
-    pub fn chosen(&self, log_softmax: Tensor<2>) -> Tensor<2> {
+    /// log π of each response token `[B, R]` from `logits` (LibTorch's fused log-softmax and
+    /// its backward, as in SFT's loss).
+    pub fn chosen(&self, logits: Tensor<2>) -> Tensor<2> {
         let [b, r] = self.shape();
-        log_softmax.gather(1, self.targets.clone().reshape([b * r, 1])).reshape([b, r])
+        -cross_entropy(logits, self.targets.clone().reshape([b * r])).reshape([b, r])
     }
 
     /// Per-token values of `rows` (each as long as its response) as `[B, R]`, zero-padded.
@@ -127,16 +130,16 @@ impl ResponseBatch {
     }
 }
 
-/// Entropy of each distribution `[B·R, V]` → `[B, R]`.
-pub fn entropy(log_softmax: Tensor<2>, shape: [usize; 2]) -> Tensor<2> {
-    let plogp = log_softmax.clone().exp() * log_softmax;
-    -plogp.sum_dim(1).reshape(shape)
+/// Entropy of the distribution of each row of `logits` `[B·R, V]` → `[B, R]`.
+pub fn entropy(logits: Tensor<2>, shape: [usize; 2]) -> Tensor<2> {
+    let log_p = log_softmax(logits, 1);
+    -(log_p.clone().exp() * log_p).sum_dim(1).reshape(shape)
 }
 
 /// log π_ref of each response token under a frozen model.
 pub fn reference_log_probs(lm: &CausalLm, batch: &ResponseBatch, temperature: f64) -> Tensor<2> {
     let hidden = lm.hidden(batch.input_ids.clone(), &batch.padded, None);
-    batch.chosen(batch.log_softmax(lm, hidden, temperature))
+    batch.chosen(batch.logits(lm, hidden, temperature))
 }
 
 #[cfg(test)]

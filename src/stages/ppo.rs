@@ -435,8 +435,8 @@ impl Run {
                 chunk.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
             let batch = ResponseBatch::new(&pairs, self.pad, &self.device);
             let evaluation = actor_critic.evaluate(&batch, temperature);
-            let log_probs = batch.chosen(evaluation.log_softmax.clone());
-            let entropy = entropy(evaluation.log_softmax, batch.shape());
+            let log_probs = batch.chosen(evaluation.logits.clone());
+            let entropy = entropy(evaluation.logits, batch.shape());
             let ref_log_probs = reference_log_probs(&models.reference, &batch, temperature);
             let [mut log_probs, mut ref_log_probs, mut values, entropy] =
                 batch.rows_of([log_probs, ref_log_probs, evaluation.values, entropy]);
@@ -534,7 +534,7 @@ impl Run {
                 };
                 let evaluation = self.models.actor_critic.evaluate(&batch, temperature);
                 let policy = clipped_policy_loss(
-                    batch.chosen(evaluation.log_softmax),
+                    batch.chosen(evaluation.logits),
                     per_token(|r| &r.log_probs),
                     per_token(|r| &r.advantages),
                     batch.mask.clone(),

@@ -140,6 +140,13 @@ fn sft_learns_the_answers_and_greedy_decoding_reproduces_them() {
         serde_json::from_str(&std::fs::read_to_string(run.join("rlhf.json")).unwrap()).unwrap();
     assert_eq!(lineage["stage"], "sft");
     assert_eq!(lineage["data"][0]["path"], "sft.jsonl");
+    // `transformers`' generate stops at end of turn as well as end of text.
+    let generation: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("generation_config.json")).unwrap())
+            .unwrap();
+    let tokenizer = rlhf::data::tokenizer::read(&run).unwrap();
+    let im_end = tokenizer.token_to_id("<|im_end|>").unwrap();
+    assert!(generation["eos_token_id"].as_array().unwrap().contains(&json!(im_end)));
 
     // The model now answers each question exactly, through the ChatML template it was saved with.
     let prompts: Vec<Value> = QA.iter().map(|(q, _)| json!({"prompt": q})).collect();

@@ -19,6 +19,7 @@ use super::layers::normal_linear;
 use super::naming::{load_module_keeping, named_tensors};
 use super::weights::{self, NamedTensors};
 use crate::data::tokenizer;
+use crate::generate::engine::token_ids;
 use crate::{bad_input, json_file};
 
 /// A loaded model with the config and tokenizer of its directory.
@@ -189,6 +190,19 @@ pub fn save_causal_lm(
     for key in ["bos_token_id", "eos_token_id", "pad_token_id"] {
         if let Some(id) = config.json.get(key).filter(|v| !v.is_null()) {
             generation.insert(key.into(), id.clone());
+        }
+    }
+    // A chat model ends its turn with `<|im_end|>`; `generate` in `transformers` should stop
+    // there too, as `rlhf generate` and `chat` do.
+    let im_end = match dir.join("tokenizer.json").is_file() {
+        true => tokenizer::read(dir)?.token_to_id(tokenizer::IM_END),
+        false => None,
+    };
+    if let Some(im_end) = im_end {
+        let mut ids = token_ids(generation.get("eos_token_id"));
+        if !ids.contains(&im_end) {
+            ids.push(im_end);
+            generation.insert("eos_token_id".into(), ids.into());
         }
     }
     json_file::write(&dir.join("generation_config.json"), &generation)

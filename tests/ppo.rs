@@ -327,6 +327,36 @@ fn a_cross_encoder_reward_model_reads_the_decoded_responses() {
 }
 
 #[test]
+fn a_moderation_classifier_lowers_the_score_of_every_response() {
+    let ws = workspace();
+    // A decoder moderation classifier on the SFT model: "no" counts as harassment here.
+    let rows: Vec<Value> = (0..16)
+        .map(|i| {
+            let (text, hr) = if i % 2 == 0 { ("yes yes yes", 0) } else { ("no no no", 1) };
+            json!({"text": text, "HR": hr, "SH": 0})
+        })
+        .collect();
+    ws.write_jsonl("moderation.jsonl", &rows);
+    let config = "[model]\nbase = \"runs/sft\"\n[data]\ntrain = \"moderation.jsonl\"\nmax_len = 48\n[train]\nmax_steps = 2\nbatch_size = 8\n[output]\ndir = \"runs/mod\"\n";
+    std::fs::write(ws.path("moderate.toml"), config).unwrap();
+    assert_ok(&ws.run(&["moderate", "train", "--config", "moderate.toml"]));
+    let sets = [
+        "train.max_steps=1",
+        "reward.moderation=runs/mod",
+        "reward.moderation_penalty=2.0",
+        "reward.normalize=false",
+        "output.dir=runs/moderated",
+    ];
+    assert_ok(&ws.run(&ws.ppo_args(&sets, &[])));
+    let text = std::fs::read_to_string(ws.path("runs/moderated/samples.jsonl")).unwrap();
+    for line in text.lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        let (score, rm) = (row["score"].as_f64().unwrap(), row["rm_score"].as_f64().unwrap());
+        assert!(score < rm, "the penalty (2 × the top category score) is subtracted: {row}");
+    }
+}
+
+#[test]
 fn bad_prompts_and_wrong_models_exit_2_and_write_nothing() {
     let ws = workspace();
     std::fs::write(

@@ -42,13 +42,7 @@ pub fn generate(args: &GenerateArgs, device: &Device) -> Result<()> {
     for row in &rows {
         let at = |e: String| bad_input!("{}:{}: {e}", args.data.display(), row.line);
         let messages = prompt_messages(&row.fields).map_err(at)?;
-        let text = template.render(&messages, true).map_err(|e| at(format!("{e:#}")))?;
-        let raw = matches!(template, ChatTemplate::Raw); // templates carry their own specials
-        let encoding = tokenizer.encode(text.as_str(), raw).map_err(|e| at(e.to_string()))?;
-        let mut ids = encoding.get_ids().to_vec();
-        if ids.is_empty() {
-            return Err(at("the prompt encodes to no tokens".into()));
-        }
+        let mut ids = template.encode_prompt(tokenizer, &messages).map_err(at)?;
         if ids.len() > room {
             ids.drain(..ids.len() - room); // keep the end: the question and the assistant cue
             truncated += 1;

@@ -57,6 +57,23 @@ impl ChatTemplate {
         }
     }
 
+    /// The token ids a model continues to answer `messages`: rendered with the assistant's cue
+    /// and encoded (the templates write their own special tokens; `raw` text gets the
+    /// tokenizer's).
+    pub fn encode_prompt(
+        &self,
+        tokenizer: &tokenizers::Tokenizer,
+        messages: &[Message],
+    ) -> Result<Vec<u32>, String> {
+        let text = self.render(messages, true).map_err(|e| format!("{e:#}"))?;
+        let raw = matches!(self, Self::Raw);
+        let encoding = tokenizer.encode(text.as_str(), raw).map_err(|e| e.to_string())?;
+        match encoding.get_ids() {
+            [] => Err("the prompt encodes to no tokens".into()),
+            ids => Ok(ids.to_vec()),
+        }
+    }
+
     /// The text for `messages`, ending with the assistant's cue when `add_generation_prompt`.
     pub fn render(&self, messages: &[Message], add_generation_prompt: bool) -> Result<String> {
         Ok(match self {

@@ -86,13 +86,7 @@ fn read_prompts(
     for row in read_rows(path)? {
         let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
         let messages = prompt_messages(&row.fields).map_err(at)?;
-        let text = template.render(&messages, true).map_err(|e| at(format!("{e:#}")))?;
-        let raw = matches!(template, ChatTemplate::Raw); // templates carry their own specials
-        let encoding = tokenizer.encode(text.as_str(), raw).map_err(|e| at(e.to_string()))?;
-        let mut ids = encoding.get_ids().to_vec();
-        if ids.is_empty() {
-            return Err(at("the prompt encodes to no tokens".into()));
-        }
+        let mut ids = template.encode_prompt(tokenizer, &messages).map_err(at)?;
         if ids.len() > max_len {
             ids.drain(..ids.len() - max_len);
             truncated += 1;

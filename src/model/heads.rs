@@ -86,9 +86,8 @@ impl ScalarModel {
         batch: &PaddedBatch,
         at: Tensor<1, Int>,
     ) -> Tensor<1> {
-        let per_token = self.forward_tokens(input_ids, batch); // [B, T]
-        let [b, _] = per_token.dims();
-        per_token.gather(1, at.reshape([b, 1])).reshape([b])
+        let b = at.dims()[0];
+        self.logits_at(input_ids, batch, at).reshape([b])
     }
 
     /// Logits `[B, labels]` of the head read at position `at` `[B]` of each row (the head runs

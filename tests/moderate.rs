@@ -91,15 +91,11 @@ dir = "runs/mod"
     }
 
     fn write_jsonl(&self, name: &str, rows: &[Value]) {
-        let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-        std::fs::write(self.path(name), text).unwrap();
+        write_jsonl(&self.path(name), rows);
     }
 
-    /// `rlhf --threads 1 ARGS…` in the workspace (tests run side by side).
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf"));
-        cmd.args(["--threads", "1"]).args(args).current_dir(self.dir.path());
-        cmd
+        rlhf_in(self.dir.path(), args)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -113,10 +109,6 @@ dir = "runs/mod"
         }
         self.run(&args)
     }
-}
-
-fn assert_ok(out: &Output) {
-    assert!(out.status.success(), "exit {:?}:\n{}", out.status.code(), stderr(out));
 }
 
 fn json_lines(out: &Output) -> Vec<Value> {

@@ -88,15 +88,11 @@ impl Workspace {
     }
 
     fn write_jsonl(&self, name: &str, rows: &[Value]) {
-        let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-        std::fs::write(self.path(name), text).unwrap();
+        write_jsonl(&self.path(name), rows);
     }
 
-    /// `rlhf --threads 1 ARGS…` in the workspace (tests run side by side).
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf"));
-        cmd.args(["--threads", "1"]).args(args).current_dir(&self.dir);
-        cmd
+        rlhf_in(&self.dir, args)
     }
 
     fn run(&self, args: &[&str]) -> Output {
@@ -201,10 +197,6 @@ log_every = 5
 [output]
 dir = "runs/ppo"
 "#;
-
-fn assert_ok(out: &Output) {
-    assert!(out.status.success(), "exit {:?}:\n{}", out.status.code(), stderr(out));
-}
 
 #[test]
 fn ppo_raises_the_reward_on_held_out_prompts_and_keeps_the_kl_near_its_target() {

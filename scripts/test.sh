@@ -11,5 +11,7 @@ echo "test: cargo clippy"
 cargo clippy --release --all-targets --quiet -- -D warnings
 echo "test: reference fixtures from transformers"
 python scripts/fixtures/make_fixtures.py --out target/fixtures --seed "${RLHF_FIXTURE_SEED:-0}"
+python scripts/fixtures/make_gguf.py --out target/fixtures/gguf --tokenizer target/fixtures/tokenizer \
+    --seed "${RLHF_FIXTURE_SEED:-0}"
 echo "test: cargo test"
 cargo test --release -- --test-threads 2

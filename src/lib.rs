@@ -10,6 +10,7 @@ pub mod data;
 pub mod device;
 pub mod error;
 pub mod generate;
+pub mod gguf;
 pub mod json_file;
 pub mod metrics;
 pub mod model;

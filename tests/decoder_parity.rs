@@ -14,47 +14,11 @@ use burn::prelude::*;
 use common::*;
 use rlhf::model::loss::{next_token_loss, selected_nll_sum};
 use rlhf::model::naming::named_gradients;
-use rlhf::model::weights::NamedTensors;
 use rlhf::model::{
-    CausalLm, Decoder, PaddedBatch, load_causal_lm, load_scalar_model, save_causal_lm,
-    save_scalar_model,
+    CausalLm, Decoder, load_causal_lm, load_scalar_model, save_causal_lm, save_scalar_model,
 };
 
 const TOLERANCE: f32 = 1e-4;
-
-/// A fixture batch and the reference outputs for it.
-struct Io {
-    tensors: NamedTensors,
-    mask: Vec<i64>,
-    batch: usize,
-    len: usize,
-}
-
-impl Io {
-    fn read(path: &Path) -> Self {
-        let tensors = read(path);
-        let shape = tensors["attention_mask"].shape().to_vec();
-        let mask = tensors["attention_mask"].clone().convert::<i64>().try_to_vec().unwrap();
-        Self { tensors, mask, batch: shape[0], len: shape[1] }
-    }
-
-    fn inputs(&self, device: &Device) -> (Tensor<2, Int>, PaddedBatch) {
-        let ids = int_tensor(&self.tensors["input_ids"], device);
-        let mask = int_tensor(&self.tensors["attention_mask"], device);
-        (ids, PaddedBatch::new(mask))
-    }
-
-    /// Largest logit difference from the reference over real (unpadded) tokens.
-    fn logit_error(&self, logits: &[f32]) -> f32 {
-        let vocab = logits.len() / (self.batch * self.len);
-        max_abs_diff(logits, &floats(&self.tensors["logits"]), |i| self.mask[i / vocab] == 1)
-    }
-}
-
-fn logits_of(model: &CausalLm, io: &Io, device: &Device) -> Vec<f32> {
-    let (ids, batch) = io.inputs(device);
-    model.forward(ids, &batch).into_data().try_to_vec().unwrap()
-}
 
 fn name(case: &Path) -> String {
     case.file_name().unwrap().to_string_lossy().into_owned()

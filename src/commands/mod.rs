@@ -18,6 +18,8 @@ pub fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Model(ModelCommand::Init(args)) => model::init(&args, &cli.device.device()?),
         Command::Model(ModelCommand::Inspect(args)) => model::inspect(&args, &cli.device.device()?),
+        Command::Model(ModelCommand::Import(args)) => model::import(&args, &cli.device.device()?),
+        Command::Model(ModelCommand::Export(args)) => model::export(&args, &cli.device.device()?),
         Command::Sft(SftCommand::Train(args)) => stages::sft::train(&args, &cli.device.device()?),
         Command::Sft(SftCommand::Eval(args)) => stages::sft::eval(&args, &cli.device.device()?),
         Command::Reward(RewardCommand::Train(args)) => {

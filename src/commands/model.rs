@@ -1,4 +1,4 @@
-//! `rlhf model init` and `rlhf model inspect`.
+//! `rlhf model init`, `inspect`, `import` and `export`.
 use anyhow::Result;
 use burn::module::Module;
 use burn::prelude::*;
@@ -6,7 +6,7 @@ use serde_json::{Value, json};
 
 use crate::bad_input;
 use crate::checkpoint::{Lineage, save_atomically};
-use crate::cli::{ModelInitArgs, ModelInspectArgs};
+use crate::cli::{ModelExportArgs, ModelImportArgs, ModelInitArgs, ModelInspectArgs};
 use crate::data::tokenizer;
 use crate::model::config::Arch;
 use crate::model::pretrained::init_causal_lm;
@@ -111,6 +111,47 @@ pub fn inspect(args: &ModelInspectArgs, device: &Device) -> Result<()> {
         };
         println!("{key:<20} {shown}");
     }
+    Ok(())
+}
+
+pub fn import(args: &ModelImportArgs, device: &Device) -> Result<()> {
+    if args.out.exists() && !args.force {
+        return Err(bad_input!(
+            "{} already exists\nhint: pass --force to replace it",
+            args.out.display()
+        ));
+    }
+    let started = std::time::Instant::now();
+    let imported = crate::gguf::import(&args.gguf, &args.out, device)?;
+    let types: Vec<String> = imported.types.iter().map(|(t, n)| format!("{n} {t}")).collect();
+    eprintln!(
+        "imported {} -> {}: {} with {} parameters, vocabulary {} (tensors: {}) in {:.1} s",
+        args.gguf.display(),
+        args.out.display(),
+        imported.architecture,
+        human_count(imported.parameters),
+        imported.vocab_size,
+        types.join(", "),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+pub fn export(args: &ModelExportArgs, device: &Device) -> Result<()> {
+    if args.gguf.exists() && !args.force {
+        return Err(bad_input!(
+            "{} already exists\nhint: pass --force to replace it",
+            args.gguf.display()
+        ));
+    }
+    let bytes = crate::gguf::export(&args.model, &args.gguf, args.kind, device)?;
+    eprintln!(
+        "exported {} -> {} ({:?}, {:.1} MB)",
+        args.model.display(),
+        args.gguf.display(),
+        args.kind,
+        bytes as f64 / 1e6
+    );
     Ok(())
 }
 

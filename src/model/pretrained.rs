@@ -63,6 +63,17 @@ pub fn init_causal_lm(config: &ModelConfig, device: &Device) -> Result<CausalLm>
     Ok(CausalLm { body: config.init_decoder(device)?, lm_head })
 }
 
+/// A causal LM from tensors already in memory under their Hugging Face names (a converted
+/// GGUF file), checked as strictly as a directory's; `source` names them in errors.
+pub fn causal_lm_from_tensors(
+    config: &ModelConfig,
+    mut tensors: NamedTensors,
+    device: &Device,
+    source: &Path,
+) -> Result<CausalLm> {
+    fill(init_causal_lm(config, device)?, config, &mut tensors, device, source)
+}
+
 /// Loads a scalar model (`*ForSequenceClassification` with `num_labels = 1`).
 pub fn load_scalar_model(dir: &Path, device: &Device) -> Result<Pretrained<ScalarModel>> {
     let (config, tokenizer, tensors) = open(dir)?;

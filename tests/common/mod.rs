@@ -6,6 +6,7 @@ use std::process::{Command, Output};
 
 use burn::prelude::*;
 use rlhf::model::weights::{NamedTensors, read_file};
+use rlhf::model::{CausalLm, PaddedBatch};
 
 pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -147,4 +148,38 @@ pub fn write_jsonl(path: &Path, rows: &[serde_json::Value]) {
 
 pub fn assert_ok(out: &Output) {
     assert!(out.status.success(), "exit {:?}:\n{}", out.status.code(), stderr(out));
+}
+
+/// A fixture batch and the reference outputs for it.
+pub struct Io {
+    pub tensors: NamedTensors,
+    pub mask: Vec<i64>,
+    pub batch: usize,
+    pub len: usize,
+}
+
+impl Io {
+    pub fn read(path: &Path) -> Self {
+        let tensors = read(path);
+        let shape = tensors["attention_mask"].shape().to_vec();
+        let mask = tensors["attention_mask"].clone().convert::<i64>().try_to_vec().unwrap();
+        Self { tensors, mask, batch: shape[0], len: shape[1] }
+    }
+
+    pub fn inputs(&self, device: &Device) -> (Tensor<2, Int>, PaddedBatch) {
+        let ids = int_tensor(&self.tensors["input_ids"], device);
+        let mask = int_tensor(&self.tensors["attention_mask"], device);
+        (ids, PaddedBatch::new(mask))
+    }
+
+    /// Largest logit difference from the reference over real (unpadded) tokens.
+    pub fn logit_error(&self, logits: &[f32]) -> f32 {
+        let vocab = logits.len() / (self.batch * self.len);
+        max_abs_diff(logits, &floats(&self.tensors["logits"]), |i| self.mask[i / vocab] == 1)
+    }
+}
+
+pub fn logits_of(model: &CausalLm, io: &Io, device: &Device) -> Vec<f32> {
+    let (ids, batch) = io.inputs(device);
+    model.forward(ids, &batch).into_data().try_to_vec().unwrap()
 }

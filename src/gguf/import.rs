@@ -1,0 +1,226 @@
+//! `rlhf model import`: a GGUF file → a Hugging Face model directory every stage reads.
+//!
+//! `config.json` comes from the `{arch}.*` metadata, the weights are dequantized to f32 and
+//! renamed to `transformers`' names (q and k rows put back in `transformers`' rotary order for
+//! `llama`), and the tokenizer and chat template come from `tokenizer.*`. The result is loaded
+//! into the model as any directory would be before it is written, so a file that does not fit its
+//! own config fails here, not in a later stage.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use burn::prelude::*;
+use serde_json::{Map, Value as Json, json};
+
+use super::file::{GgufFile, Value};
+use super::{names, tokenizer};
+use crate::checkpoint::{Lineage, Source, save_atomically};
+use crate::data::tokenizer::set_chat_template;
+use crate::model::pretrained::causal_lm_from_tensors;
+use crate::model::weights::NamedTensors;
+use crate::model::{ModelConfig, save_causal_lm};
+use crate::{bad_input, json_file};
+
+/// The architectures import maps, by `general.architecture`.
+const ARCHITECTURES: &str = "llama, qwen2";
+
+/// What an import produced, for the one-line report.
+pub struct Imported {
+    pub architecture: String,
+    pub parameters: usize,
+    pub vocab_size: usize,
+    /// Tensor count per ggml type name, as stored in the file.
+    pub types: Vec<(&'static str, usize)>,
+}
+
+pub fn import(gguf: &Path, out: &Path, device: &Device) -> Result<Imported> {
+    let source = gguf.display().to_string();
+    let handle = std::fs::File::open(gguf).map_err(|e| bad_input!("cannot open {source}: {e}"))?;
+    if handle.metadata().is_ok_and(|m| m.is_dir()) {
+        return Err(bad_input!("{source} is a directory, not a GGUF file"));
+    }
+    // SAFETY: read-only map, dropped before returning; the tensors are copied out of it.
+    let bytes =
+        unsafe { memmap2::Mmap::map(&handle) }.with_context(|| format!("mapping {source}"))?;
+    let file = GgufFile::parse(&bytes, gguf)?;
+
+    let arch = file
+        .get("general.architecture")
+        .and_then(Value::as_str)
+        .ok_or_else(|| bad_input!("{source}: metadata `general.architecture` is missing"))?
+        .to_string();
+    if !matches!(arch.as_str(), "llama" | "qwen2") {
+        return Err(bad_input!(
+            "{source}: architecture `{arch}` is not supported (supported: {ARCHITECTURES})"
+        ));
+    }
+    if let Some(t) = file.tensors.iter().find(|t| names::to_hf(&t.name).is_none()) {
+        return Err(bad_input!(
+            "{source}: tensor `{}` has no place in a {arch} model{}",
+            t.name,
+            if t.name == "rope_freqs.weight" {
+                " (Llama 3.1-style rope frequency factors are not supported)"
+            } else {
+                ""
+            }
+        ));
+    }
+    let embedding = file
+        .tensors
+        .iter()
+        .find(|t| t.name == "token_embd.weight")
+        .ok_or_else(|| bad_input!("{source}: tensor `token_embd.weight` is missing"))?;
+    let vocab_size = embedding.torch_shape()[0];
+    let tied = !file.tensors.iter().any(|t| t.name == "output.weight");
+
+    let tok = tokenizer::import(&file, &source)?;
+    if tok.vocab_size > vocab_size {
+        return Err(bad_input!(
+            "{source}: metadata `tokenizer.ggml.tokens` has {} tokens but tensor `token_embd.weight` only {vocab_size} rows",
+            tok.vocab_size
+        ));
+    }
+    let config_json = config_json(&file, &arch, vocab_size, tied, &source)?;
+    let config = ModelConfig::from_json(config_json)
+        .map_err(|e| bad_input!("{source}: the model its metadata describes: {e:#}"))?;
+    let (_, heads, kv_heads) = config.depth_and_heads();
+
+    let mut tensors = NamedTensors::new();
+    let mut types: Vec<(&'static str, usize)> = Vec::new();
+    for info in &file.tensors {
+        let hf = names::to_hf(&info.name).expect("checked above");
+        let shape = info.torch_shape();
+        let mut values = file.tensor_f32(info);
+        // llama.cpp reorders q/k rows only for `llama` (its rope pairs adjacent dimensions);
+        // `qwen2` files keep `transformers`' order.
+        if arch == "llama"
+            && let Some(n) = names::rotary_heads(&hf, heads, kv_heads)
+        {
+            let cols = shape.get(1).copied().unwrap_or(1);
+            if shape[0] % (2 * n) != 0 {
+                return Err(bad_input!(
+                    "{source}: tensor `{}` has {} rows, not a whole number of {n} rotary heads",
+                    info.name,
+                    shape[0]
+                ));
+            }
+            values = names::to_halves(&values, n, cols);
+        }
+        tensors.insert(hf, TensorData::new(values, shape));
+        match types.iter_mut().find(|(name, _)| *name == info.ggml_type.name()) {
+            Some((_, count)) => *count += 1,
+            None => types.push((info.ggml_type.name(), 1)),
+        }
+    }
+    let model = causal_lm_from_tensors(&config, tensors, device, gguf)?;
+    let parameters = burn::module::Module::num_params(&model);
+    let lineage = Lineage {
+        parent: Some(Source::file(gguf)?),
+        ..Lineage::new(
+            "import",
+            json!({ "gguf": source, "architecture": arch, "gguf_version": file.version,
+                    "tensor_types": types.iter().map(|(n, c)| json!({"type": n, "count": c})).collect::<Vec<_>>() }),
+        )
+    };
+    let context = config.context_window();
+    save_atomically(out, |dir| {
+        tok.json_to(dir)?;
+        let mut tokenizer_config = tok.config.clone();
+        tokenizer_config.insert("model_max_length".into(), context.into());
+        json_file::write(&dir.join("tokenizer_config.json"), &tokenizer_config)?;
+        if let Some(template) = &tok.chat_template {
+            set_chat_template(dir, template)?;
+        }
+        save_causal_lm(&model, &config, None, dir)?;
+        lineage.write(dir)
+    })?;
+    Ok(Imported { architecture: arch, parameters, vocab_size, types })
+}
+
+impl tokenizer::ImportedTokenizer {
+    fn json_to(&self, dir: &Path) -> Result<()> {
+        let path = dir.join("tokenizer.json");
+        json_file::write(&path, &self.json)?;
+        // What `tokenizers` cannot load is our bug, not the user's: fail loudly.
+        crate::data::tokenizer::read(&path).context("the converted tokenizer does not load")?;
+        Ok(())
+    }
+}
+
+/// `config.json` from the `{arch}.*` keys, as `transformers`' GGUF loader maps them.
+fn config_json(
+    file: &GgufFile,
+    arch: &str,
+    vocab_size: usize,
+    tied: bool,
+    source: &str,
+) -> Result<Map<String, Json>> {
+    let key = |name: &str| format!("{arch}.{name}");
+    let count = |name: &str| -> Result<Option<u64>> {
+        match file.get(&key(name)) {
+            None => Ok(None),
+            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+                bad_input!(
+                    "{source}: metadata `{}` = {v:?} is not a non-negative integer",
+                    key(name)
+                )
+            }),
+        }
+    };
+    let required = |name: &str| -> Result<u64> {
+        count(name)?.ok_or_else(|| bad_input!("{source}: metadata `{}` is missing", key(name)))
+    };
+    let number = |name: &str| file.get(&key(name)).and_then(Value::as_f64);
+    let heads = required("attention.head_count")?;
+    let mut json = Map::new();
+    let class = if arch == "qwen2" { "Qwen2ForCausalLM" } else { "LlamaForCausalLM" };
+    json.insert("architectures".into(), json!([class]));
+    json.insert("model_type".into(), arch.into());
+    json.insert("vocab_size".into(), vocab_size.into());
+    json.insert("hidden_size".into(), required("embedding_length")?.into());
+    json.insert("intermediate_size".into(), required("feed_forward_length")?.into());
+    json.insert("num_hidden_layers".into(), required("block_count")?.into());
+    json.insert("num_attention_heads".into(), heads.into());
+    json.insert(
+        "num_key_value_heads".into(),
+        count("attention.head_count_kv")?.unwrap_or(heads).into(),
+    );
+    if arch == "llama"
+        && let Some(head_dim) = count("rope.dimension_count")?.or(count("attention.key_length")?)
+    {
+        json.insert("head_dim".into(), head_dim.into());
+    }
+    json.insert("max_position_embeddings".into(), count("context_length")?.unwrap_or(2048).into());
+    json.insert(
+        "rms_norm_eps".into(),
+        number("attention.layer_norm_rms_epsilon").unwrap_or(1e-6).into(),
+    );
+    json.insert("rope_theta".into(), number("rope.freq_base").unwrap_or(10_000.0).into());
+    match file.get(&key("rope.scaling.type")).and_then(Value::as_str) {
+        None | Some("none") => {}
+        Some("linear") => {
+            let factor = number("rope.scaling.factor").ok_or_else(|| {
+                bad_input!("{source}: metadata `{}` is missing", key("rope.scaling.factor"))
+            })?;
+            json.insert("rope_scaling".into(), json!({"rope_type": "linear", "factor": factor}));
+        }
+        Some(other) => {
+            return Err(bad_input!(
+                "{source}: metadata `{}` = \"{other}\" is not supported (none or linear)",
+                key("rope.scaling.type")
+            ));
+        }
+    }
+    json.insert("hidden_act".into(), "silu".into());
+    json.insert("tie_word_embeddings".into(), tied.into());
+    for (name, meta) in [
+        ("bos_token_id", "tokenizer.ggml.bos_token_id"),
+        ("eos_token_id", "tokenizer.ggml.eos_token_id"),
+        ("pad_token_id", "tokenizer.ggml.padding_token_id"),
+    ] {
+        if let Some(id) = file.get(meta).and_then(Value::as_u64) {
+            json.insert(name.into(), id.into());
+        }
+    }
+    Ok(json)
+}

@@ -1,0 +1,16 @@
+//! GGUF, the single-file model format of llama.cpp, ollama and LM Studio: `rlhf model import`
+//! turns one into a Hugging Face directory every stage reads, `rlhf model export` writes one
+//! from a trained Llama-family checkpoint.
+//!
+//! The container (file.rs) and the block formats (quant.rs) are small and table-driven, read
+//! from the spec and `gguf-py`; names.rs maps tensor names, tokenizer.rs the vocabulary.
+
+mod export;
+pub mod file;
+mod import;
+pub mod names;
+pub mod quant;
+mod tokenizer;
+
+pub use export::{ExportType, export};
+pub use import::{Imported, import};

@@ -1,0 +1,304 @@
+//! The tokenizer a GGUF file carries in its `tokenizer.ggml.*` metadata ↔ `tokenizer.json`.
+//!
+//! Byte-level BPE only (`tokenizer.ggml.model = "gpt2"`: GPT-2, SmolLM, Qwen2, Llama 3).
+//! The `tokenizer.json` written on import is the one `transformers` builds from the same file
+//! (`AutoTokenizer.from_pretrained(dir, gguf_file=…)`): GPT-2's byte-level pre-tokenizer, or the
+//! split regex that `tokenizer.ggml.pre` names for the families that differ; control tokens as
+//! special added tokens, user-defined ones as plain added tokens.
+
+use std::collections::BTreeMap;
+
+use anyhow::Result;
+use serde_json::{Map, Value as Json, json};
+
+use super::file::{GgufFile, Value};
+use crate::bad_input;
+
+/// llama.cpp's token types.
+const NORMAL: i32 = 1;
+const CONTROL: i32 = 3;
+const USER_DEFINED: i32 = 4;
+const UNUSED: i32 = 5;
+
+const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// `tokenizer.ggml.pre` values whose words are not split by GPT-2's own regex. Every other
+/// name (`gpt2`, `smollm`, `default`, …) gets GPT-2's byte-level split, as in `transformers`.
+const SPLITS: [(&str, &str); 9] = [
+    ("llama-bpe", LLAMA3_SPLIT),
+    ("llama3", LLAMA3_SPLIT),
+    ("llama-v3", LLAMA3_SPLIT),
+    ("smaug-bpe", LLAMA3_SPLIT),
+    ("dbrx", LLAMA3_SPLIT),
+    ("falcon3", LLAMA3_SPLIT),
+    ("qwen2", QWEN2_SPLIT),
+    ("deepseek-r1-qwen", QWEN2_SPLIT),
+    ("megrez", QWEN2_SPLIT),
+];
+
+/// What import writes: `tokenizer.json`, the special tokens for `tokenizer_config.json`, and
+/// the chat template.
+pub struct ImportedTokenizer {
+    pub json: Json,
+    pub config: Map<String, Json>,
+    pub chat_template: Option<String>,
+    pub vocab_size: usize,
+}
+
+/// Reads the tokenizer of `file` (named `source` in errors).
+pub fn import(file: &GgufFile, source: &str) -> Result<ImportedTokenizer> {
+    let model = string(file, "tokenizer.ggml.model", source)?;
+    if model != "gpt2" {
+        return Err(bad_input!(
+            "{source}: metadata `tokenizer.ggml.model` = \"{model}\": only byte-level BPE vocabularies (\"gpt2\": GPT-2, SmolLM, Qwen2, Llama 3) can be imported"
+        ));
+    }
+    let tokens = strings(file, "tokenizer.ggml.tokens", source)?;
+    let merges = strings(file, "tokenizer.ggml.merges", source)?;
+    let types: Vec<i32> = match file.get("tokenizer.ggml.token_type") {
+        None => vec![NORMAL; tokens.len()],
+        Some(v) => v
+            .as_array()
+            .map(|items| items.iter().map(|t| t.as_f64().unwrap_or(1.0) as i32).collect())
+            .filter(|t: &Vec<i32>| t.len() == tokens.len())
+            .ok_or_else(|| {
+                bad_input!(
+                    "{source}: metadata `tokenizer.ggml.token_type` must be {} integers, one per token",
+                    tokens.len()
+                )
+            })?,
+    };
+    let alphabet = byte_alphabet();
+    let mut vocab = Map::new();
+    for (id, token) in tokens.iter().enumerate() {
+        // Byte-level vocabularies spell every token in GPT-2's byte alphabet; a token that is
+        // not (llama.cpp writes some added tokens as plain text) is respelled byte by byte.
+        let spelled = if token.chars().all(|c| alphabet.contains(&c)) {
+            token.clone()
+        } else {
+            token.bytes().map(|b| alphabet[b as usize]).collect()
+        };
+        vocab.insert(spelled, id.into());
+    }
+    let mut merge_pairs = Vec::with_capacity(merges.len());
+    for (i, merge) in merges.iter().enumerate() {
+        let Some((a, b)) = merge.split_once(' ') else {
+            return Err(bad_input!(
+                "{source}: metadata `tokenizer.ggml.merges`[{i}] = {merge:?} is not two tokens separated by a space"
+            ));
+        };
+        merge_pairs.push(json!([a, b]));
+    }
+    let added: Vec<Json> = tokens
+        .iter()
+        .zip(&types)
+        .enumerate()
+        // As `transformers` adds them: only tokens spelled in the byte alphabet (a control token
+        // that is not is a llama.cpp mislabel).
+        .filter(|(_, (token, kind))| {
+            matches!(**kind, CONTROL | USER_DEFINED) && token.chars().all(|c| alphabet.contains(&c))
+        })
+        .map(|(id, (token, kind))| {
+            json!({"id": id, "content": token, "single_word": false, "lstrip": false,
+                   "rstrip": false, "normalized": false, "special": *kind == CONTROL})
+        })
+        .collect();
+
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let pre = file.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+    let pre_tokenizer = match SPLITS.iter().find(|(name, _)| *name == pre) {
+        Some((_, regex)) => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
+            byte_level(false),
+        ]}),
+        None => byte_level(true),
+    };
+    let special_id = |key: &str| -> Result<Option<usize>> {
+        match file.get(key) {
+            None => Ok(None),
+            Some(v) => match v.as_u64().map(|id| id as usize).filter(|&id| id < tokens.len()) {
+                Some(id) => Ok(Some(id)),
+                None => Err(bad_input!(
+                    "{source}: metadata `{key}` = {v:?} is not a token id (the vocabulary has {})",
+                    tokens.len()
+                )),
+            },
+        }
+    };
+    let bos = special_id("tokenizer.ggml.bos_token_id")?;
+    let add_bos =
+        file.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(false);
+    let post_processor = match bos.filter(|_| add_bos) {
+        Some(bos) => json!({"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": tokens[bos], "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"SpecialToken": {"id": tokens[bos], "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
+                     {"SpecialToken": {"id": tokens[bos], "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {tokens[bos].clone(): {"id": tokens[bos], "ids": [bos], "tokens": [tokens[bos]]}}}),
+        None => json!({"type": "TemplateProcessing",
+            "single": [{"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {}}),
+    };
+    let tokenizer = json!({
+        "version": "1.0",
+        "truncation": null,
+        "padding": null,
+        "added_tokens": added,
+        "normalizer": null,
+        "pre_tokenizer": pre_tokenizer,
+        "post_processor": post_processor,
+        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
+        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
+                  "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
+                  "ignore_merges": false, "vocab": vocab, "merges": merge_pairs},
+    });
+
+    let mut config = Map::new();
+    config.insert("tokenizer_class".into(), "PreTrainedTokenizerFast".into());
+    for (name, key) in [
+        ("bos_token", "tokenizer.ggml.bos_token_id"),
+        ("eos_token", "tokenizer.ggml.eos_token_id"),
+        ("unk_token", "tokenizer.ggml.unknown_token_id"),
+        ("pad_token", "tokenizer.ggml.padding_token_id"),
+    ] {
+        if let Some(id) = special_id(key)? {
+            config.insert(name.into(), tokens[id].clone().into());
+        }
+    }
+    config.insert("add_bos_token".into(), add_bos.into());
+    config.insert("clean_up_tokenization_spaces".into(), false.into());
+    let chat_template =
+        file.get("tokenizer.chat_template").and_then(Value::as_str).map(String::from);
+    Ok(ImportedTokenizer { json: tokenizer, config, chat_template, vocab_size: tokens.len() })
+}
+
+/// The `tokenizer.ggml.*` metadata for a `tokenizer.json` (a byte-level BPE), padded with
+/// unused `[PADn]` tokens up to the embedding's `vocab_size` rows, as llama.cpp's converter does.
+pub fn export(tokenizer: &Json, vocab_size: usize, source: &str) -> Result<Vec<(String, Value)>> {
+    let model = &tokenizer["model"];
+    if model["type"] != "BPE" || !is_byte_level(&tokenizer["pre_tokenizer"]) {
+        return Err(bad_input!(
+            "{source}: only byte-level BPE tokenizers (GPT-2, SmolLM, Qwen2, Llama 3 and the ones `rlhf tokenizer train` writes) can be exported to GGUF"
+        ));
+    }
+    let mut by_id: BTreeMap<usize, (String, i32)> = BTreeMap::new();
+    for (token, id) in model["vocab"].as_object().into_iter().flatten() {
+        if let Some(id) = id.as_u64() {
+            by_id.insert(id as usize, (token.clone(), NORMAL));
+        }
+    }
+    for added in tokenizer["added_tokens"].as_array().into_iter().flatten() {
+        let (Some(id), Some(content)) = (added["id"].as_u64(), added["content"].as_str()) else {
+            continue;
+        };
+        let kind = if added["special"].as_bool() == Some(true) { CONTROL } else { USER_DEFINED };
+        by_id.insert(id as usize, (content.to_string(), kind));
+    }
+    let count = by_id.keys().next_back().map_or(0, |last| last + 1).max(vocab_size);
+    if count > vocab_size {
+        return Err(bad_input!(
+            "{source}: the tokenizer has {count} tokens but the embedding only {vocab_size} rows"
+        ));
+    }
+    let (mut tokens, mut types) = (Vec::with_capacity(count), Vec::with_capacity(count));
+    for id in 0..count {
+        let (token, kind) = by_id.remove(&id).unwrap_or_else(|| (format!("[PAD{id}]"), UNUSED));
+        tokens.push(Value::String(token));
+        types.push(Value::I32(kind));
+    }
+    let merges: Vec<Value> = model["merges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| match m {
+            Json::String(s) => Some(s.clone()),
+            Json::Array(pair) => {
+                Some(format!("{} {}", pair.first()?.as_str()?, pair.get(1)?.as_str()?))
+            }
+            _ => None,
+        })
+        .map(Value::String)
+        .collect();
+    Ok(vec![
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String(pre_name(&tokenizer["pre_tokenizer"]).into())),
+        ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
+        ("tokenizer.ggml.token_type".into(), Value::Array(types)),
+        ("tokenizer.ggml.merges".into(), Value::Array(merges)),
+    ])
+}
+
+/// A byte-level pre-tokenizer, alone or after a split.
+fn is_byte_level(pre: &Json) -> bool {
+    match pre["type"].as_str() {
+        Some("ByteLevel") => true,
+        Some("Sequence") => pre["pretokenizers"]
+            .as_array()
+            .is_some_and(|steps| steps.iter().any(|s| s["type"] == "ByteLevel")),
+        _ => false,
+    }
+}
+
+/// The `tokenizer.ggml.pre` that tells llama.cpp how this tokenizer splits words.
+fn pre_name(pre: &Json) -> &'static str {
+    let steps = pre["pretokenizers"].as_array().map(Vec::as_slice).unwrap_or_default();
+    let regex = steps.iter().find_map(|s| s["pattern"]["Regex"].as_str());
+    match regex {
+        Some(r) if r == LLAMA3_SPLIT => "llama-bpe",
+        Some(r) if r == QWEN2_SPLIT => "qwen2",
+        _ if steps.iter().any(|s| s["type"] == "Digits") => "smollm",
+        _ => "gpt2",
+    }
+}
+
+/// GPT-2's printable spelling of the 256 bytes (`bytes_to_unicode`).
+fn byte_alphabet() -> Vec<char> {
+    let printable =
+        |b: u32| (33..=126).contains(&b) || (161..=172).contains(&b) || (174..=255).contains(&b);
+    let mut shifted = 0;
+    (0u32..256)
+        .map(|b| {
+            if printable(b) {
+                char::from_u32(b).expect("a Latin-1 code point")
+            } else {
+                shifted += 1;
+                char::from_u32(255 + shifted).expect("a code point")
+            }
+        })
+        .collect()
+}
+
+fn string(file: &GgufFile, key: &str, source: &str) -> Result<String> {
+    file.get(key)
+        .and_then(Value::as_str)
+        .map(String::from)
+        .ok_or_else(|| bad_input!("{source}: metadata `{key}` is missing or not a string"))
+}
+
+fn strings(file: &GgufFile, key: &str, source: &str) -> Result<Vec<String>> {
+    let items = file
+        .get(key)
+        .and_then(Value::as_array)
+        .ok_or_else(|| bad_input!("{source}: metadata `{key}` is missing or not an array"))?;
+    items
+        .iter()
+        .map(|v| v.as_str().map(String::from))
+        .collect::<Option<Vec<_>>>()
+        .ok_or_else(|| bad_input!("{source}: metadata `{key}` must be an array of strings"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn byte_alphabet_is_gpt2s() {
+        let alphabet = byte_alphabet();
+        assert_eq!(alphabet[b' ' as usize], 'Ġ');
+        assert_eq!(alphabet[b'\n' as usize], 'Ċ');
+        assert_eq!(alphabet[b'A' as usize], 'A');
+        let unique: std::collections::HashSet<_> = alphabet.iter().collect();
+        assert_eq!(unique.len(), 256);
+    }
+}

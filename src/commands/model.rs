@@ -16,12 +16,7 @@ use crate::model::{
 };
 
 pub fn init(args: &ModelInitArgs, device: &Device) -> Result<()> {
-    if args.out.exists() && !args.force {
-        return Err(bad_input!(
-            "{} already exists\nhint: pass --force to replace it",
-            args.out.display()
-        ));
-    }
+    refuse_existing(&args.out, args.force)?;
     let tok = tokenizer::read(&args.tokenizer)?;
     let tokenizer_dir = tokenizer::files_dir(&args.tokenizer);
     let config = preset::resolve(&args.preset, &args.overrides, &tok, tokenizer_dir)?;
@@ -115,12 +110,7 @@ pub fn inspect(args: &ModelInspectArgs, device: &Device) -> Result<()> {
 }
 
 pub fn import(args: &ModelImportArgs, device: &Device) -> Result<()> {
-    if args.out.exists() && !args.force {
-        return Err(bad_input!(
-            "{} already exists\nhint: pass --force to replace it",
-            args.out.display()
-        ));
-    }
+    refuse_existing(&args.out, args.force)?;
     let started = std::time::Instant::now();
     let imported = crate::gguf::import(&args.gguf, &args.out, device)?;
     let types: Vec<String> = imported.types.iter().map(|(t, n)| format!("{n} {t}")).collect();
@@ -138,12 +128,7 @@ pub fn import(args: &ModelImportArgs, device: &Device) -> Result<()> {
 }
 
 pub fn export(args: &ModelExportArgs, device: &Device) -> Result<()> {
-    if args.gguf.exists() && !args.force {
-        return Err(bad_input!(
-            "{} already exists\nhint: pass --force to replace it",
-            args.gguf.display()
-        ));
-    }
+    refuse_existing(&args.gguf, args.force)?;
     let bytes = crate::gguf::export(&args.model, &args.gguf, args.kind, device)?;
     eprintln!(
         "exported {} -> {} ({:?}, {:.1} MB)",
@@ -152,6 +137,17 @@ pub fn export(args: &ModelExportArgs, device: &Device) -> Result<()> {
         args.kind,
         bytes as f64 / 1e6
     );
+    Ok(())
+}
+
+/// An output that exists is replaced only when the user said so.
+fn refuse_existing(path: &std::path::Path, force: bool) -> Result<()> {
+    if path.exists() && !force {
+        return Err(bad_input!(
+            "{} already exists\nhint: pass --force to replace it",
+            path.display()
+        ));
+    }
     Ok(())
 }
 

@@ -485,6 +485,16 @@ mod tests {
     }
 
     #[test]
+    fn version_2_reads_like_version_3() {
+        // v2 differs from v3 only in allowing big-endian files, which no one writes.
+        let mut bytes = sample();
+        bytes[4..8].copy_from_slice(&2u32.to_le_bytes());
+        let file = GgufFile::parse(&bytes, Path::new("x.gguf")).unwrap();
+        assert_eq!(file.version, 2);
+        assert_eq!(file.tensor_f32(&file.tensors[1]), vec![9.]);
+    }
+
+    #[test]
     fn truncated_files_and_lying_counts_are_errors() {
         let bytes = sample();
         for cut in [3, 10, 40, bytes.len() - 29] {

@@ -6,6 +6,7 @@
 //! into the model as any directory would be before it is written, so a file that does not fit its
 //! own config fails here, not in a later stage.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Context, Result};
@@ -14,12 +15,11 @@ use serde_json::{Map, Value as Json, json};
 
 use super::file::{GgufFile, Value};
 use super::{names, tokenizer};
+use crate::bad_input;
 use crate::checkpoint::{Lineage, Source, save_atomically};
-use crate::data::tokenizer::set_chat_template;
 use crate::model::pretrained::causal_lm_from_tensors;
 use crate::model::weights::NamedTensors;
 use crate::model::{ModelConfig, save_causal_lm};
-use crate::{bad_input, json_file};
 
 /// The architectures import maps, by `general.architecture`.
 const ARCHITECTURES: &str = "llama, qwen2";
@@ -30,7 +30,7 @@ pub struct Imported {
     pub parameters: usize,
     pub vocab_size: usize,
     /// Tensor count per ggml type name, as stored in the file.
-    pub types: Vec<(&'static str, usize)>,
+    pub types: BTreeMap<&'static str, usize>,
 }
 
 pub fn import(gguf: &Path, out: &Path, device: &Device) -> Result<Imported> {
@@ -86,7 +86,7 @@ pub fn import(gguf: &Path, out: &Path, device: &Device) -> Result<Imported> {
     let (_, heads, kv_heads) = config.depth_and_heads();
 
     let mut tensors = NamedTensors::new();
-    let mut types: Vec<(&'static str, usize)> = Vec::new();
+    let mut types = BTreeMap::new();
     for info in &file.tensors {
         let hf = names::to_hf(&info.name).expect("checked above");
         let shape = info.torch_shape();
@@ -107,10 +107,7 @@ pub fn import(gguf: &Path, out: &Path, device: &Device) -> Result<Imported> {
             values = names::to_halves(&values, n, cols);
         }
         tensors.insert(hf, TensorData::new(values, shape));
-        match types.iter_mut().find(|(name, _)| *name == info.ggml_type.name()) {
-            Some((_, count)) => *count += 1,
-            None => types.push((info.ggml_type.name(), 1)),
-        }
+        *types.entry(info.ggml_type.name()).or_insert(0) += 1;
     }
     let model = causal_lm_from_tensors(&config, tensors, device, gguf)?;
     let parameters = burn::module::Module::num_params(&model);
@@ -119,32 +116,16 @@ pub fn import(gguf: &Path, out: &Path, device: &Device) -> Result<Imported> {
         ..Lineage::new(
             "import",
             json!({ "gguf": source, "architecture": arch, "gguf_version": file.version,
-                    "tensor_types": types.iter().map(|(n, c)| json!({"type": n, "count": c})).collect::<Vec<_>>() }),
+                    "tensor_types": types }),
         )
     };
     let context = config.context_window();
     save_atomically(out, |dir| {
-        tok.json_to(dir)?;
-        let mut tokenizer_config = tok.config.clone();
-        tokenizer_config.insert("model_max_length".into(), context.into());
-        json_file::write(&dir.join("tokenizer_config.json"), &tokenizer_config)?;
-        if let Some(template) = &tok.chat_template {
-            set_chat_template(dir, template)?;
-        }
+        tok.write(dir, context)?;
         save_causal_lm(&model, &config, None, dir)?;
         lineage.write(dir)
     })?;
     Ok(Imported { architecture: arch, parameters, vocab_size, types })
-}
-
-impl tokenizer::ImportedTokenizer {
-    fn json_to(&self, dir: &Path) -> Result<()> {
-        let path = dir.join("tokenizer.json");
-        json_file::write(&path, &self.json)?;
-        // What `tokenizers` cannot load is our bug, not the user's: fail loudly.
-        crate::data::tokenizer::read(&path).context("the converted tokenizer does not load")?;
-        Ok(())
-    }
 }
 
 /// `config.json` from the `{arch}.*` keys, as `transformers`' GGUF loader maps them.

@@ -7,12 +7,14 @@
 //! special added tokens, user-defined ones as plain added tokens.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use serde_json::{Map, Value as Json, json};
 
 use super::file::{GgufFile, Value};
-use crate::bad_input;
+use crate::data::tokenizer::set_chat_template;
+use crate::{bad_input, json_file};
 
 /// llama.cpp's token types.
 const NORMAL: i32 = 1;
@@ -44,6 +46,24 @@ pub struct ImportedTokenizer {
     pub config: Map<String, Json>,
     pub chat_template: Option<String>,
     pub vocab_size: usize,
+}
+
+impl ImportedTokenizer {
+    /// `tokenizer.json`, `tokenizer_config.json` (for a context of `model_max_length` tokens)
+    /// and the chat template, into a model directory.
+    pub fn write(&self, dir: &Path, model_max_length: usize) -> Result<()> {
+        let path = dir.join("tokenizer.json");
+        json_file::write(&path, &self.json)?;
+        // What `tokenizers` cannot load is our bug, not the user's: fail loudly.
+        crate::data::tokenizer::read(&path).context("the converted tokenizer does not load")?;
+        let mut config = self.config.clone();
+        config.insert("model_max_length".into(), model_max_length.into());
+        json_file::write(&dir.join("tokenizer_config.json"), &config)?;
+        match &self.chat_template {
+            Some(template) => set_chat_template(dir, template),
+            None => Ok(()),
+        }
+    }
 }
 
 /// Reads the tokenizer of `file` (named `source` in errors).

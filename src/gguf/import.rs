@@ -85,10 +85,39 @@ pub fn import(gguf: &Path, out: &Path, device: &Device) -> Result<Imported> {
         .map_err(|e| bad_input!("{source}: the model its metadata describes: {e:#}"))?;
     let (_, heads, kv_heads) = config.depth_and_heads();
 
+    let (tensors, types) = read_tensors(&file, &arch, heads, kv_heads, &source)?;
+    let model = causal_lm_from_tensors(&config, tensors, device, gguf)?;
+    let parameters = burn::module::Module::num_params(&model);
+    let lineage = Lineage {
+        parent: Some(Source::file(gguf)?),
+        ..Lineage::new(
+            "import",
+            json!({ "gguf": source, "architecture": arch, "gguf_version": file.version,
+                    "tensor_types": types }),
+        )
+    };
+    let context = config.context_window();
+    save_atomically(out, |dir| {
+        tok.write(dir, context)?;
+        save_causal_lm(&model, &config, None, dir)?;
+        lineage.write(dir)
+    })?;
+    Ok(Imported { architecture: arch, parameters, vocab_size, types })
+}
+
+/// Every tensor dequantized, under its `transformers` name and in its layout, with the count of
+/// tensors per stored type.
+fn read_tensors(
+    file: &GgufFile,
+    arch: &str,
+    heads: usize,
+    kv_heads: usize,
+    source: &str,
+) -> Result<(NamedTensors, BTreeMap<&'static str, usize>)> {
     let mut tensors = NamedTensors::new();
     let mut types = BTreeMap::new();
     for info in &file.tensors {
-        let hf = names::to_hf(&info.name).expect("checked above");
+        let hf = names::to_hf(&info.name).expect("checked by the caller");
         let shape = info.torch_shape();
         let mut values = file.tensor_f32(info);
         // llama.cpp reorders q/k rows only for `llama` (its rope pairs adjacent dimensions);
@@ -109,23 +138,7 @@ pub fn import(gguf: &Path, out: &Path, device: &Device) -> Result<Imported> {
         tensors.insert(hf, TensorData::new(values, shape));
         *types.entry(info.ggml_type.name()).or_insert(0) += 1;
     }
-    let model = causal_lm_from_tensors(&config, tensors, device, gguf)?;
-    let parameters = burn::module::Module::num_params(&model);
-    let lineage = Lineage {
-        parent: Some(Source::file(gguf)?),
-        ..Lineage::new(
-            "import",
-            json!({ "gguf": source, "architecture": arch, "gguf_version": file.version,
-                    "tensor_types": types }),
-        )
-    };
-    let context = config.context_window();
-    save_atomically(out, |dir| {
-        tok.write(dir, context)?;
-        save_causal_lm(&model, &config, None, dir)?;
-        lineage.write(dir)
-    })?;
-    Ok(Imported { architecture: arch, parameters, vocab_size, types })
+    Ok((tensors, types))
 }
 
 /// `config.json` from the `{arch}.*` keys, as `transformers`' GGUF loader maps them.

@@ -15,11 +15,13 @@ use super::tokenizer;
 use crate::bad_input;
 use crate::data::template::ChatTemplate;
 use crate::data::tokenizer::configured_token;
+use crate::generate::engine::token_ids;
 use crate::json_file;
 use crate::model::config::Arch;
-use crate::model::load_causal_lm;
+use crate::model::llama::LlamaConfig;
 use crate::model::naming::named_tensors;
 use crate::model::rope::RopeScaling;
+use crate::model::{CausalLm, ModelConfig, load_causal_lm};
 
 /// How export stores the matrices (vectors — norms, biases — stay f32, as in llama.cpp).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -71,6 +73,20 @@ pub fn export(
         ));
     };
     let arch = if config.model_type() == "qwen2" { "qwen2" } else { "llama" };
+    let mut metadata = model_metadata(model_dir, config, llama, arch, kind)?;
+    metadata.extend(tokenizer_metadata(model_dir, config)?);
+    let tensors = encode_tensors(&loaded.model, config, arch, kind)?;
+    write_atomically(out, &metadata, &tensors)
+}
+
+/// `general.*` and `{arch}.*`: what llama.cpp needs to rebuild the model.
+fn model_metadata(
+    model_dir: &Path,
+    config: &ModelConfig,
+    llama: &LlamaConfig,
+    arch: &str,
+    kind: ExportType,
+) -> Result<Vec<(String, Value)>> {
     let rope = llama.rope()?;
     let (layers, heads, kv_heads) = config.depth_and_heads();
     let head_dim = llama.head_dim.unwrap_or(config.hidden_size() / heads);
@@ -105,22 +121,22 @@ pub fn export(
             ));
         }
     }
+    Ok(metadata)
+}
 
-    let tokenizer_path = model_dir.join("tokenizer.json");
-    let tokenizer_json: Json = json_file::read(&tokenizer_path)
-        .map_err(|e| bad_input!("{}: {e:#}", tokenizer_path.display()))?;
-    metadata.extend(tokenizer::export(
-        &tokenizer_json,
-        config.vocab_size(),
-        &tokenizer_path.display().to_string(),
-    )?);
+/// `tokenizer.*`: the vocabulary, the special token ids and the chat template.
+fn tokenizer_metadata(model_dir: &Path, config: &ModelConfig) -> Result<Vec<(String, Value)>> {
+    let path = model_dir.join("tokenizer.json");
+    let json: Json = json_file::read(&path).map_err(|e| bad_input!("{}: {e:#}", path.display()))?;
+    let mut metadata = tokenizer::export(&json, config.vocab_size(), &path.display().to_string())?;
+    let tokenizer = crate::data::tokenizer::read(model_dir)?;
     let tokenizer_config = json_file::read_optional(&model_dir.join("tokenizer_config.json"));
-    let tok = loaded.tokenizer.as_ref().expect("tokenizer.json was read above");
+    // An id from config.json, else the token tokenizer_config.json names.
     let token_id = |config_key: &str, token_key: &str| {
-        crate::generate::engine::token_ids(config.json.get(config_key))
+        token_ids(config.json.get(config_key))
             .first()
             .copied()
-            .or_else(|| tok.token_to_id(configured_token(&tokenizer_config, token_key)?))
+            .or_else(|| tokenizer.token_to_id(configured_token(&tokenizer_config, token_key)?))
     };
     for (meta, config_key, token_key) in [
         ("tokenizer.ggml.bos_token_id", "bos_token_id", "bos_token"),
@@ -138,10 +154,20 @@ pub fn export(
     {
         metadata.push(("tokenizer.chat_template".into(), Value::String(source)));
     }
+    Ok(metadata)
+}
 
+/// Every weight under llama.cpp's name, q/k rows in its rotary order, encoded as `kind`.
+fn encode_tensors(
+    model: &CausalLm,
+    config: &ModelConfig,
+    arch: &str,
+    kind: ExportType,
+) -> Result<Vec<TensorOut>> {
+    let (_, heads, kv_heads) = config.depth_and_heads();
     let mut tensors = Vec::new();
-    for (hf, data) in named_tensors(&loaded.model, config.layout()) {
-        let gguf_name =
+    for (hf, data) in named_tensors(model, config.layout()) {
+        let name =
             names::to_gguf(&hf).with_context(|| format!("no GGUF name for tensor `{hf}`"))?;
         let shape = data.shape().to_vec();
         let mut values: Vec<f32> =
@@ -153,14 +179,17 @@ pub fn export(
         }
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
         let ggml_type = kind.tensor_type(&dims);
-        tensors.push(TensorOut {
-            name: gguf_name,
-            bytes: ggml_type.quantize(&values),
-            dims,
-            ggml_type,
-        });
+        tensors.push(TensorOut { name, bytes: ggml_type.quantize(&values), dims, ggml_type });
     }
+    Ok(tensors)
+}
 
+/// Writes the file beside `out`, syncs it and renames it into place; returns its size.
+fn write_atomically(
+    out: &Path,
+    metadata: &[(String, Value)],
+    tensors: &[TensorOut],
+) -> Result<u64> {
     let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let file_name =
         out.file_name().with_context(|| format!("{} is not a file name", out.display()))?;
@@ -170,7 +199,7 @@ pub fn export(
         let handle = std::fs::File::create(&partial)
             .with_context(|| format!("creating {}", partial.display()))?;
         let mut writer = BufWriter::new(handle);
-        file::write(&mut writer, &metadata, &tensors)?;
+        file::write(&mut writer, metadata, tensors)?;
         writer.flush()?;
         let handle = writer.into_inner().map_err(|e| e.into_error())?;
         handle.sync_all()?;

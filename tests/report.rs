@@ -416,3 +416,13 @@ fn report_renders_in_headless_chromium() {
     assert!(image.count_near(RUN0_VALID, 24) > 100, "no validation curve on the screenshot");
     assert!(image.distinct_colours() > 100, "the screenshot is nearly flat");
 }
+
+#[test]
+fn both_commands_have_help() {
+    let help = String::from_utf8_lossy(&rlhf(&["--help"]).stdout).into_owned();
+    for name in ["plot", "report"] {
+        assert!(help.contains(&format!("  {name} ")), "--help lacks `{name}`:\n{help}");
+        let out = rlhf(&[name, "--help"]);
+        assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--out"));
+    }
+}

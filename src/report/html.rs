@@ -17,7 +17,7 @@ const CHART_SIZE: (u32, u32) = (600, 360);
 const SAMPLE_STEPS: usize = 6;
 
 const STYLE: &str = r#"
-:root { --ink: #1f2328; --muted: #656d76; --line: #d0d7de; --soft: #f6f8fa; --accent: #1f77b4; }
+:root { --ink: #1f2328; --muted: #656d76; --line: #d0d7de; --soft: #f6f8fa; --accent: #0969da; }
 * { box-sizing: border-box; }
 body { margin: 0; color: var(--ink); background: #fff;
   font: 15px/1.5 system-ui, -apple-system, "Segoe UI", Roboto, "DejaVu Sans", sans-serif; }

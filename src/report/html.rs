@@ -99,11 +99,7 @@ fn overview(html: &mut String, runs: &[Run]) -> Result<()> {
         "<table>\n<tr><th>run</th><th>stage</th><th>last step</th><th>directory</th><th>parent</th></tr>"
     )?;
     for (i, run) in runs.iter().enumerate() {
-        let last_step = run
-            .rows
-            .iter()
-            .map(|r| r.step)
-            .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.max(s))));
+        let last_step = run.rows.iter().map(|r| r.step).reduce(f64::max);
         writeln!(
             html,
             "<tr><td><a href=\"#run-{i}\">{}</a></td><td>{}</td><td class=\"num\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
@@ -223,11 +219,14 @@ fn samples(html: &mut String, run: &Run) -> Result<()> {
             }
         }
     }
-    let numeric =
-        |column: &str| run.samples.iter().all(|r| r.get(column).is_none_or(Value::is_number));
+    // Scores are right-aligned numbers; prompts and responses wrap as text.
+    let classes: Vec<&str> = columns
+        .iter()
+        .map(|c| run.samples.iter().all(|r| r.get(*c).is_none_or(Value::is_number)))
+        .map(|numeric| if numeric { "num" } else { "text" })
+        .collect();
     writeln!(html, "<table class=\"samples\">\n<tr><th class=\"step\">step</th>")?;
-    for column in &columns {
-        let class = if numeric(column) { "num" } else { "text" };
+    for (column, class) in columns.iter().zip(&classes) {
         write!(html, "<th class=\"{class}\">{}</th>", escape(column))?;
     }
     writeln!(html, "</tr>")?;
@@ -238,8 +237,7 @@ fn samples(html: &mut String, run: &Run) -> Result<()> {
                 "<tr><td class=\"step num\">{}</td>",
                 step.map_or_else(|| "—".into(), number)
             )?;
-            for column in &columns {
-                let class = if numeric(column) { "num" } else { "text" };
+            for (column, class) in columns.iter().zip(&classes) {
                 let cell = row.get(*column).map_or_else(String::new, json_cell);
                 write!(html, "<td class=\"{class}\">{cell}</td>")?;
             }

@@ -49,6 +49,10 @@ pub enum Command {
     /// Model directories: create one from a preset, or inspect one.
     #[command(subcommand)]
     Model(ModelCommand),
+    /// Charts of training runs' metrics.jsonl as SVG and PNG, several runs overlaid.
+    Plot(PlotArgs),
+    /// One self-contained HTML page: charts, final metrics, lineage and samples of runs.
+    Report(ReportArgs),
 }
 
 /// A stage's training run: config file plus overrides.
@@ -338,4 +342,25 @@ pub struct ModelInspectArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PlotArgs {
+    /// Run directories (what sft, reward, ppo or moderate train writes); their curves share
+    /// each chart, labelled with the directory names.
+    #[arg(value_name = "RUN_DIR", required = true)]
+    pub runs: Vec<PathBuf>,
+    /// Directory for METRIC.svg and METRIC.png, one pair per metric (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Run directories (what sft, reward, ppo or moderate train writes).
+    #[arg(value_name = "RUN_DIR", required = true)]
+    pub runs: Vec<PathBuf>,
+    /// The HTML file to write (no scripts, nothing fetched: it opens offline).
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
 }

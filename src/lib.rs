@@ -16,5 +16,6 @@ pub mod metrics;
 pub mod model;
 pub mod moderation;
 pub mod ppo;
+pub mod report;
 pub mod stages;
 pub mod train;

@@ -2,6 +2,7 @@
 
 mod generate;
 mod model;
+mod report;
 mod tokenizer;
 
 use anyhow::Result;
@@ -45,6 +46,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Chat(_) => not_yet("chat"),
         Command::Generate(args) => generate::generate(&args, &cli.device.device()?),
         Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer::train(&args),
+        Command::Plot(args) => report::plot(&args),
+        Command::Report(args) => report::report(&args),
     }
 }
 

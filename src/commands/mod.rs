@@ -1,5 +1,6 @@
 //! Dispatch from the parsed command line to the code that runs it.
 
+mod chat;
 mod generate;
 mod model;
 mod tokenizer;
@@ -10,7 +11,6 @@ use crate::cli::{
     Cli, Command, ModelCommand, ModerateCommand, PpoCommand, RewardCommand, SftCommand,
     TokenizerCommand,
 };
-use crate::error::NotYetAvailable;
 use crate::{device, stages};
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -40,13 +40,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Moderate(ModerateCommand::Score(args)) => {
             stages::moderate::score(&args, &cli.device.device()?)
         }
-        Command::Chat(_) => not_yet("chat"),
+        Command::Chat(args) => chat::chat(&args, &cli.device.device()?),
         Command::Generate(args) => generate::generate(&args, &cli.device.device()?),
         Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer::train(&args),
     }
-}
-
-/// Stages that have not landed say so and exit 1; they never print made-up output.
-fn not_yet(command: &'static str) -> Result<()> {
-    Err(NotYetAvailable(command).into())
 }

@@ -107,7 +107,7 @@ impl Settings {
             // llama.cpp's convention: temperature 0 means greedy.
             "temperature" => match number::<f64>(key, value)? {
                 t if t < 0.0 => return Err(format!("temperature must be ≥ 0 (got {t})")),
-                t if t == 0.0 => s.do_sample = false,
+                0.0 => s.do_sample = false,
                 t => (s.do_sample, s.temperature) = (true, t),
             },
             "top_p" => s.top_p = number(key, value)?,

@@ -188,7 +188,7 @@ pub struct ChatArgs {
     /// Answer this message and exit (for scripts; piped stdin works too, a turn a line).
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
-    /// Without a terminal: one JSON object per answer, with token usage.
+    /// One JSON object per answer, with token usage (input lines are turns, as when piped).
     #[arg(long)]
     pub json: bool,
     /// Append the conversation (SFT rows) and moderated texts (moderation rows) to DIR.

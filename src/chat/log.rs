@@ -36,17 +36,9 @@ pub struct ChatLog {
 impl ChatLog {
     pub fn open(dir: &Path, model_dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        let append = |name: &str| {
-            let path = dir.join(name);
-            OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&path)
-                .with_context(|| format!("opening {}", path.display()))
-        };
         let mut log = Self {
-            conversations: append("conversations.jsonl")?,
-            moderation: append("moderation.jsonl")?,
+            conversations: open_for_append(&dir.join("conversations.jsonl"))?,
+            moderation: open_for_append(&dir.join("moderation.jsonl"))?,
             model: Source::model_dir(model_dir)?,
             id: String::new(),
             started: 0,
@@ -104,7 +96,16 @@ impl ChatLog {
     }
 }
 
-fn append(file: &mut File, row: &Value) -> Result<()> {
-    file.write_all(format!("{row}\n").as_bytes()).context("appending to the chat log")?;
-    file.flush().context("flushing the chat log")
+pub fn open_for_append(path: &Path) -> Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("opening {}", path.display()))
+}
+
+/// One row as one write, so a crash never leaves half a line.
+pub fn append(file: &mut File, row: &Value) -> Result<()> {
+    file.write_all(format!("{row}\n").as_bytes()).context("appending a row")?;
+    file.flush().context("flushing a row")
 }

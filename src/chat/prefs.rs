@@ -2,13 +2,12 @@
 //! `{"prompt": [messages…], "responses": [best, …, worst]}`, InstructGPT's comparison data in
 //! the form `rlhf reward train` reads.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::Path;
 
 use anyhow::{Context, Result};
 use serde_json::json;
 
+use super::log::{append as append_row, open_for_append};
 use crate::data::chat::Message;
 
 /// `"2 1 3"` → candidate indices best first (0-based); every candidate ranked exactly once.
@@ -41,13 +40,7 @@ fn example(k: usize) -> String {
 /// Appends one comparison row.
 pub fn append(path: &Path, prompt: &[Message], best_first: &[String]) -> Result<()> {
     let row = json!({ "prompt": prompt, "responses": best_first });
-    let mut file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .with_context(|| format!("opening {}", path.display()))?;
-    file.write_all(format!("{row}\n").as_bytes())
-        .with_context(|| format!("appending to {}", path.display()))
+    append_row(&mut open_for_append(path)?, &row).with_context(|| path.display().to_string())
 }
 
 #[cfg(test)]

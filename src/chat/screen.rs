@@ -46,11 +46,14 @@ impl Screen {
         self.pass(cut, score)
     }
 
-    /// Scores and releases whatever is still held at the end of the answer.
-    pub fn finish(&mut self, score: &mut dyn FnMut(&str) -> Result<Moderation>) -> Result<Verdict> {
-        if self.shown == self.text.len() && !self.text.is_empty() {
-            return Ok(Verdict::Show(String::new()));
-        }
+    /// Adds the answer's last text, then scores and releases whatever is still held (the
+    /// whole answer is scored once more, so an answer always gets a final verdict).
+    pub fn finish(
+        &mut self,
+        tail: &str,
+        score: &mut dyn FnMut(&str) -> Result<Moderation>,
+    ) -> Result<Verdict> {
+        self.text.push_str(tail);
         self.pass(self.text.len(), score)
     }
 
@@ -101,9 +104,9 @@ mod tests {
             Verdict::Show("Hello there.".into())
         );
         assert_eq!(screen.push(" more", &mut score).unwrap(), Verdict::Show("".into()));
-        assert_eq!(screen.finish(&mut score).unwrap(), Verdict::Show(" And more".into()));
+        assert_eq!(screen.finish("!", &mut score).unwrap(), Verdict::Show(" And more!".into()));
         drop(score);
-        assert_eq!(scored, ["Hello there.", "Hello there. And more"]);
+        assert_eq!(scored, ["Hello there.", "Hello there. And more!"]);
     }
 
     #[test]

@@ -214,14 +214,6 @@ impl<'a> Session<'a> {
         removed
     }
 
-    pub fn last_answer(&self) -> Option<&Answer> {
-        self.last.as_ref()
-    }
-
-    pub fn has_reward_model(&self) -> bool {
-        self.services.reward.is_some()
-    }
-
     /// A user message: screened, then answered.
     pub fn send(&mut self, text: &str, out: &mut dyn Output) -> Result<Answer> {
         if let Some(verdict) = self.screen_input(text, out)? {
@@ -243,7 +235,11 @@ impl<'a> Session<'a> {
         }
         self.turns.push(Message::new(Role::User, text));
         let sampling = self.settings.sampling.clone();
-        self.answer(&sampling, true, out)
+        let answer = self.answer(&sampling, true, out);
+        if answer.is_err() && self.turns.last().is_some_and(|m| m.role == Role::User) {
+            self.turns.pop(); // unanswered: the user sends it again after fixing what failed
+        }
+        answer
     }
 
     /// A new answer to the last user message, with a seed of its own.
@@ -484,16 +480,7 @@ impl<'a> Session<'a> {
         if !flagged && failure.is_none() {
             let tail = text.finish();
             let verdict = match &mut screen {
-                Some(screen) => screen.push(&tail, &mut score).and_then(|v| match v {
-                    Verdict::Show(piece) => {
-                        let rest = screen.finish(&mut score)?;
-                        Ok(match rest {
-                            Verdict::Show(more) => Verdict::Show(piece + &more),
-                            flagged => flagged,
-                        })
-                    }
-                    flagged => Ok(flagged),
-                }),
+                Some(screen) => screen.finish(&tail, &mut score),
                 None => Ok(Verdict::Show(tail)),
             };
             match emit(verdict, stream, out) {

@@ -31,17 +31,19 @@ impl<'a> TextStream<'a> {
     /// The rest of the text at the end of the answer (a stop string and what follows it cut).
     pub fn finish(&mut self) -> String {
         let text = self.text();
-        let end =
-            self.stops.iter().filter_map(|s| text.find(s.as_str())).min().unwrap_or(text.len());
+        let end = self.before_stop(&text);
         self.release(&text, end)
     }
 
     /// The whole answer so far, stop strings cut.
     pub fn answer(&self) -> String {
         let text = self.text();
-        let end =
-            self.stops.iter().filter_map(|s| text.find(s.as_str())).min().unwrap_or(text.len());
-        text[..end].to_string()
+        text[..self.before_stop(&text)].to_string()
+    }
+
+    /// Where the first stop string starts (the end when there is none).
+    fn before_stop(&self, text: &str) -> usize {
+        self.stops.iter().filter_map(|s| text.find(s.as_str())).min().unwrap_or(text.len())
     }
 
     fn text(&self) -> String {

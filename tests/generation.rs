@@ -181,7 +181,9 @@ fn replies_to_edited_conversations_reuse_the_common_prefix() {
         for (tokens, expected_cached) in edits {
             let (reply, cached) = reply_to(&tokens);
             assert_eq!(cached, expected_cached, "{name}: {tokens:?}");
-            let at_once = generator.generate(&[tokens.clone()], &sampling, &mut |_, _| {}).unwrap();
+            let at_once = generator
+                .generate(std::slice::from_ref(&tokens), &sampling, &mut |_, _| {})
+                .unwrap();
             assert_eq!(reply.tokens, at_once[0].tokens, "{name}: {tokens:?}");
         }
         // A callback that breaks stops the reply after that token.

@@ -177,18 +177,38 @@ pub struct ModerateScoreArgs {
 
 #[derive(Debug, Args)]
 pub struct ChatArgs {
-    /// Model directory (an SFT or PPO policy).
+    /// Model directory (an SFT or PPO policy, or any causal LM with a chat template).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// Moderation classifier that screens input and output.
+    /// Moderation classifier (`rlhf moderate train`) that screens messages and answers.
     #[arg(long, value_name = "DIR")]
     pub moderation: Option<PathBuf>,
+    /// Reward model (`rlhf reward train`) that scores each answer; enables /best N.
+    #[arg(long, value_name = "DIR")]
+    pub reward: Option<PathBuf>,
     /// System prompt.
     #[arg(long, value_name = "TEXT")]
     pub system: Option<String>,
-    /// Answer one message and exit (for scripts; piped stdin works too).
+    /// Answer this message and exit (for scripts; piped stdin works too, a turn a line).
     #[arg(long, value_name = "TEXT")]
     pub prompt: Option<String>,
+    /// One JSON object per answer, with token usage (input lines are turns, as when piped).
+    #[arg(long)]
+    pub json: bool,
+    /// Append the conversation (SFT rows) and moderated texts (moderation rows) to DIR.
+    #[arg(long, value_name = "DIR")]
+    pub log: Option<PathBuf>,
+    /// Where /compare appends rankings, as reward-model comparison rows.
+    #[arg(long, value_name = "FILE")]
+    pub prefs: Option<PathBuf>,
+    /// Continue a conversation saved with /save (a {"messages": [...]} JSONL row).
+    #[arg(long, value_name = "FILE")]
+    pub load: Option<PathBuf>,
+    /// Chat template: chatml, hh or model [default: model, the tokenizer's own].
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
 }
 
 #[derive(Debug, Args)]

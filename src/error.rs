@@ -29,13 +29,6 @@ impl std::error::Error for BadInput {}
 #[error("{0}")]
 pub struct Interrupted(pub String);
 
-/// A stage that is designed but not yet part of this build (exit code 1, never fake output).
-#[derive(Debug, thiserror::Error)]
-#[error(
-    "`rlhf {0}` is not available yet in this version of rlhf\nhint: available now: `rlhf sft`, `rlhf reward`, `rlhf moderate`, `rlhf generate`, `rlhf tokenizer train`, `rlhf model init`, `rlhf model inspect` (the README's status table lists each stage)"
-)]
-pub struct NotYetAvailable(pub &'static str);
-
 /// Builds a bad-input error: `bad_input!("{path}: missing field {name}")`.
 #[macro_export]
 macro_rules! bad_input {

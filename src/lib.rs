@@ -2,6 +2,7 @@
 //!
 //! The binary (`src/main.rs`) is a thin shell over this library; integration tests use both.
 
+pub mod chat;
 pub mod checkpoint;
 pub mod cli;
 pub mod commands;

@@ -33,14 +33,6 @@ fn help_lists_every_subcommand_and_each_has_its_own() {
 }
 
 #[test]
-fn stages_not_yet_built_say_so_and_exit_1() {
-    let out = rlhf(&["chat", "--model", "runs/sft"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("`rlhf chat` is not available yet"), "{}", stderr(&out));
-    assert!(out.stdout.is_empty(), "no fake output");
-}
-
-#[test]
 fn bad_arguments_exit_2() {
     let out = rlhf(&["--device", "gpu", "model", "inspect", "--model", "x"]);
     assert_eq!(out.status.code(), Some(2));

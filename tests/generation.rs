@@ -152,6 +152,58 @@ fn conversations_extend_their_cache() {
     }
 }
 
+/// After an edit (a retried answer, an undone turn, a changed start), `reply_to` cuts the cache
+/// back to the prefix it shares with the new tokens, and the reply equals generating from the
+/// new tokens at once: keys and values past the cut are never read.
+#[test]
+fn replies_to_edited_conversations_reuse_the_common_prefix() {
+    let _rng = rng_lock();
+    let device = cpu();
+    let tokenizer = tokenizer();
+    for name in ["gpt2-0", "llama"] {
+        let loaded = load_causal_lm(&case(name).join("lm"), &device).unwrap();
+        let generator = Generator::new(&loaded.model, &tokenizer, &loaded.config, &device);
+        let sampling = SamplingConfig { ignore_eos: true, ..greedy(4) };
+        let mut conversation = generator.conversation();
+        let mut reply_to = |tokens: &[u32]| {
+            let mut stop = |_| std::ops::ControlFlow::Continue(());
+            generator.reply_to(&mut conversation, tokens, &sampling, &mut stop).unwrap()
+        };
+        let (first, cached) = reply_to(&[5, 6, 7, 8]);
+        assert_eq!(cached, 0);
+        let extended: Vec<u32> = [&[5, 6, 7, 8][..], &first.tokens, &[9]].concat();
+        let edits = [
+            (extended.clone(), 8),       // a new turn: everything before it is cached
+            (vec![5, 6, 7, 8], 3),       // a retry: the prompt again (its last token is re-fed)
+            (vec![5, 6, 11, 12, 13], 2), // an edit in the middle
+            (vec![4, 6, 7], 0),          // a changed first token
+        ];
+        for (tokens, expected_cached) in edits {
+            let (reply, cached) = reply_to(&tokens);
+            assert_eq!(cached, expected_cached, "{name}: {tokens:?}");
+            let at_once = generator
+                .generate(std::slice::from_ref(&tokens), &sampling, &mut |_, _| {})
+                .unwrap();
+            assert_eq!(reply.tokens, at_once[0].tokens, "{name}: {tokens:?}");
+        }
+        // A callback that breaks stops the reply after that token.
+        let mut stop_after_two = {
+            let mut seen = 0;
+            move |_| {
+                seen += 1;
+                if seen == 2 {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            }
+        };
+        let (stopped, _) =
+            generator.reply_to(&mut conversation, &[5, 6], &sampling, &mut stop_after_two).unwrap();
+        assert_eq!((stopped.tokens.len(), stopped.finish), (2, Finish::Cancelled), "{name}");
+    }
+}
+
 #[test]
 fn running_past_the_context_window_is_an_error_not_a_panic() {
     let _rng = rng_lock();

@@ -1,5 +1,6 @@
 //! Dispatch from the parsed command line to the code that runs it.
 
+mod chat;
 mod generate;
 mod model;
 mod report;
@@ -11,7 +12,6 @@ use crate::cli::{
     Cli, Command, ModelCommand, ModerateCommand, PpoCommand, RewardCommand, SftCommand,
     TokenizerCommand,
 };
-use crate::error::NotYetAvailable;
 use crate::{device, stages};
 
 pub fn run(cli: Cli) -> Result<()> {
@@ -43,15 +43,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Moderate(ModerateCommand::Score(args)) => {
             stages::moderate::score(&args, &cli.device.device()?)
         }
-        Command::Chat(_) => not_yet("chat"),
+        Command::Chat(args) => chat::chat(&args, &cli.device.device()?),
         Command::Generate(args) => generate::generate(&args, &cli.device.device()?),
         Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer::train(&args),
         Command::Plot(args) => report::plot(&args),
         Command::Report(args) => report::report(&args),
     }
-}
-
-/// Stages that have not landed say so and exit 1; they never print made-up output.
-fn not_yet(command: &'static str) -> Result<()> {
-    Err(NotYetAvailable(command).into())
 }

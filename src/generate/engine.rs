@@ -4,6 +4,8 @@
 //! work. The chosen ids are the only per-step copy from the device; log-probabilities come back
 //! once at the end.
 
+use std::ops::ControlFlow;
+
 use anyhow::Result;
 use burn::prelude::*;
 use serde::Serialize;
@@ -25,6 +27,8 @@ pub enum Finish {
     /// `max_new_tokens` reached.
     #[default]
     Length,
+    /// The caller's per-token callback asked to stop (Ctrl-C, a moderation flag).
+    Cancelled,
 }
 
 /// One row's output: what PPO needs as well as what a user reads.
@@ -61,6 +65,23 @@ impl Conversation {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Keeps the first `len` tokens and forgets the rest, cache included; later tokens are
+    /// written over the forgotten ones.
+    pub fn truncate(&mut self, len: usize) {
+        if len <= self.tokens.len() {
+            self.tokens.truncate(len);
+            self.pending.clear();
+            self.cache.truncate(len);
+        } else {
+            self.pending.truncate(len - self.tokens.len());
+        }
+    }
+}
+
+/// How many leading tokens `a` and `b` share.
+pub fn common_prefix_len(a: &[u32], b: &[u32]) -> usize {
+    a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
 pub struct Generator<'a> {
@@ -144,7 +165,11 @@ impl<'a> Generator<'a> {
         let seen = (sampling.repetition_penalty != 1.0).then(|| self.seen(prompts));
         let running =
             Running { rows: (0..b).collect(), key_mask: mask, next_positions, logits, seen };
-        Ok(self.decode(running, &mut cache, sampling, on_token))
+        let mut on_token = |row, token| {
+            on_token(row, token);
+            ControlFlow::Continue(())
+        };
+        Ok(self.decode(running, &mut cache, sampling, &mut on_token))
     }
 
     /// Starts a conversation with an empty cache.
@@ -164,6 +189,42 @@ impl<'a> Generator<'a> {
         new_tokens: &[u32],
         sampling: &SamplingConfig,
         on_token: &mut dyn FnMut(usize, u32),
+    ) -> Result<Generation> {
+        let mut on_token = |token| {
+            on_token(0, token);
+            ControlFlow::Continue(())
+        };
+        self.extend(conversation, new_tokens, sampling, &mut on_token)
+    }
+
+    /// Replies to the whole token sequence `tokens`: the conversation is cut back to the
+    /// longest prefix it shares with them (an edited, retried or shortened conversation keeps
+    /// what still matches) and only the rest is computed. `on_token` may stop the reply, which
+    /// then ends `Cancelled` with the tokens chosen so far. Returns the reply and how many of
+    /// `tokens` came from the cache.
+    pub fn reply_to(
+        &self,
+        conversation: &mut Conversation,
+        tokens: &[u32],
+        sampling: &SamplingConfig,
+        on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
+    ) -> Result<(Generation, usize)> {
+        if tokens.is_empty() {
+            return Err(bad_input!("nothing to reply to: the prompt encodes to no tokens"));
+        }
+        // At least the last token is fed again: its logits choose the first reply token.
+        let kept = common_prefix_len(&conversation.tokens(), tokens).min(tokens.len() - 1);
+        conversation.truncate(kept);
+        let reply = self.extend(conversation, &tokens[kept..], sampling, on_token)?;
+        Ok((reply, kept))
+    }
+
+    fn extend(
+        &self,
+        conversation: &mut Conversation,
+        new_tokens: &[u32],
+        sampling: &SamplingConfig,
+        on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
     ) -> Result<Generation> {
         let (start, n) = (conversation.cache.len(), conversation.pending.len() + new_tokens.len());
         if n == 0 {
@@ -186,7 +247,9 @@ impl<'a> Generator<'a> {
         let seen = (sampling.repetition_penalty != 1.0)
             .then(|| self.seen(std::slice::from_ref(&conversation.tokens)));
         let running = Running { rows: vec![0], key_mask, next_positions, logits, seen };
-        let reply = self.decode(running, &mut conversation.cache, sampling, on_token).remove(0);
+        let mut on_token = |_, token| on_token(token);
+        let reply =
+            self.decode(running, &mut conversation.cache, sampling, &mut on_token).remove(0);
         // Every reply token but the last went through the model and is cached.
         let fed = reply.tokens.len().saturating_sub(1);
         conversation.tokens.extend(&reply.tokens[..fed]);
@@ -212,7 +275,7 @@ impl<'a> Generator<'a> {
         mut run: Running,
         cache: &mut KvCache,
         sampling: &SamplingConfig,
-        on_token: &mut dyn FnMut(usize, u32),
+        on_token: &mut dyn FnMut(usize, u32) -> ControlFlow<()>,
     ) -> Vec<Generation> {
         let n_rows = run.rows.len();
         let mut out = vec![Generation::default(); n_rows];
@@ -238,11 +301,13 @@ impl<'a> Generator<'a> {
             for (j, (&row, &token)) in run.rows.iter().zip(&host).enumerate() {
                 let token = token as u32;
                 out[row].tokens.push(token);
-                on_token(row, token);
+                let flow = on_token(row, token);
                 if !sampling.ignore_eos && self.eos.contains(&token) {
                     out[row].finish = Finish::Eos;
                 } else if self.hit_stop_string(&out[row].tokens, &sampling.stop) {
                     out[row].finish = Finish::Stop;
+                } else if flow.is_break() {
+                    out[row].finish = Finish::Cancelled;
                 } else {
                     keep.push(j);
                 }

@@ -102,6 +102,12 @@ impl KvCache {
         self.len += new_tokens;
     }
 
+    /// Forgets every token from `len` on; the next write goes there. Nothing is freed: the
+    /// buffers keep their size for the tokens that replace the forgotten ones.
+    pub fn truncate(&mut self, len: usize) {
+        self.len = self.len.min(len);
+    }
+
     /// Keeps only the batch rows `rows` (finished sequences stop costing work).
     pub fn keep_rows(&mut self, rows: &Tensor<1, Int>) {
         for layer in &mut self.layers {
@@ -129,5 +135,9 @@ mod tests {
         assert_eq!(step(&mut cache, 2.0, 1), [1.0, 1.0, 2.0, 2.0]);
         assert_eq!(step(&mut cache, 3.0, 2), [1.0, 1.0, 2.0, 2.0, 3.0, 3.0, 3.0, 3.0]);
         assert_eq!(cache.len(), 4);
+        // Cut back to two tokens: the next write replaces what followed them.
+        cache.truncate(2);
+        assert_eq!(step(&mut cache, 4.0, 1), [1.0, 1.0, 2.0, 2.0, 4.0, 4.0]);
+        assert_eq!(cache.len(), 3);
     }
 }

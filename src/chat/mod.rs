@@ -1,0 +1,21 @@
+//! `rlhf chat`: a conversation with a policy in a terminal or a script.
+//!
+//! [`session::Session`] holds the conversation and its KV cache and runs a turn; [`repl`] and
+//! [`piped`] are its two front ends. Around a turn: [`context`] fits the conversation to the
+//! window, [`stream`] turns tokens into text, [`screen`] holds it back until moderation passed
+//! it, [`log`] and [`prefs`] keep what the chat yields as training data, [`saved`] is
+//! `/save` and `/load`, [`command`] the slash commands, [`interrupt`] Ctrl-C.
+
+pub mod command;
+pub mod context;
+pub mod interrupt;
+pub mod log;
+pub mod piped;
+pub mod prefs;
+pub mod repl;
+pub mod saved;
+pub mod screen;
+pub mod session;
+pub mod stream;
+
+pub use session::{Answer, Services, Session};

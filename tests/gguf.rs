@@ -5,7 +5,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::*;
 use rlhf::model::load_causal_lm;
@@ -21,15 +21,13 @@ fn gguf_cases() -> Vec<String> {
     serde_json::from_str(&text).unwrap()
 }
 
+/// `rlhf model import --gguf GGUF --out OUT`
+fn run_import(gguf: &Path, out: &Path) -> Output {
+    rlhf(&["model", "import", "--gguf", gguf.to_str().unwrap(), "--out", out.to_str().unwrap()])
+}
+
 fn import(gguf: &Path, out: &Path) {
-    assert_ok(&rlhf(&[
-        "model",
-        "import",
-        "--gguf",
-        gguf.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]));
+    assert_ok(&run_import(gguf, out));
 }
 
 /// Runs `scripts/fixtures/hf_gguf.py ARGS…`.
@@ -315,14 +313,7 @@ fn assert_rejected(bytes: &[u8], needle: &str) {
     let file = tmp.path().join("bad.gguf");
     std::fs::write(&file, bytes).unwrap();
     let out = tmp.path().join("out");
-    let output = rlhf(&[
-        "model",
-        "import",
-        "--gguf",
-        file.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = run_import(&file, &out);
     let message = stderr(&output);
     assert_eq!(output.status.code(), Some(2), "{needle}: {message}");
     assert!(message.contains(needle), "expected {needle:?} in: {message}");
@@ -383,15 +374,7 @@ fn an_existing_output_is_kept_and_a_non_llama_model_is_not_exported() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("model");
     std::fs::create_dir(&out).unwrap();
-    let gguf = gguf_fixtures().join("llama-f16.gguf");
-    let output = rlhf(&[
-        "model",
-        "import",
-        "--gguf",
-        gguf.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let output = run_import(&gguf_fixtures().join("llama-f16.gguf"), &out);
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--force"), "{}", stderr(&output));
 

@@ -1,50 +1,112 @@
 #!/usr/bin/env bash
-# Runs the pipeline on the built-in demo data (data/demo/), as far as the stages exist:
-# a tokenizer, a tiny model fine-tuned on demonstrations (sft), answers from it, and a reward
-# model initialised from it and trained on comparisons, PPO against that reward model, and a
-# moderation classifier on MiniLM.
-# Everything goes to runs/ (git-ignored); re-running starts over.
+# The whole InstructGPT story on SmolLM2-135M-Instruct, measured by a judge the reward model is
+# not: `rlhf demo data` writes a task (questions about common facts with an instruction on the
+# answer's form) split into train and held-out prompts; SFT learns from its demonstrations; the
+# gold judge ranks K sampled answers per prompt into comparisons; a MiniLM reward model learns
+# them; PPO optimises the SFT policy against it; a moderation classifier screens a scripted chat.
+# The result table goes to runs/demo/summary.md, charts to runs/demo/plots, and the HTML report
+# to runs/demo/report.html.
+#
+#   scripts/demo.sh           the real run (about 15 minutes on 2 CPU cores)
+#   scripts/demo.sh --quick   the same flow on tiny models from scratch (well under 2 minutes)
+#
+# RLHF_DEMO_DIR overrides the output directory; re-running starts over.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -x target/release/rlhf ] || scripts/setup.sh
-RLHF=target/release/rlhf
-rm -rf runs/tokenizer runs/sft runs/reward runs/ppo runs/moderate
+QUICK=false
+case "${1:-}" in
+    --quick) QUICK=true ;;
+    "") ;;
+    *) echo "usage: scripts/demo.sh [--quick]" >&2; exit 2 ;;
+esac
+RLHF=${RLHF_BIN:-$PWD/target/release/rlhf}
+[ -x "$RLHF" ] || scripts/setup.sh
+if $QUICK; then
+    OUT=${RLHF_DEMO_DIR:-runs/demo-quick} CONFIGS=configs/demo/quick
+else
+    OUT=${RLHF_DEMO_DIR:-runs/demo} CONFIGS=configs/demo
+    [ -f models/smollm2/config.json ] || { echo "demo: models/smollm2 is missing; run scripts/setup.sh" >&2; exit 1; }
+fi
+MODERATION_DATA=../shared/data/moderation-1680.train.jsonl
+[ -f "$MODERATION_DATA" ] || MODERATION_DATA=data/demo/moderation.jsonl
+TEMPERATURE=0.7 MAX_NEW_TOKENS=24
+rm -rf "$OUT"
+mkdir -p "$OUT/eval"
 
-echo "== tokenizer: byte-level BPE on the demo data"
-$RLHF tokenizer train --data data/demo/sft.jsonl --vocab-size 1024 --out runs/tokenizer
+# Runs a stage and appends its wall time to times.tsv (read by `rlhf demo summary`).
+stage() {
+    local name=$1 start
+    shift
+    echo "== $name" >&2
+    start=$EPOCHREALTIME
+    "$@"
+    awk -v name="$name" -v s="$start" -v e="$EPOCHREALTIME" 'BEGIN { printf "%s\t%.1f\n", name, e - s }' \
+        >>"$OUT/times.tsv"
+}
 
-echo "== sft: the tiny preset on data/demo/sft.jsonl (configs/sft.toml)"
-$RLHF sft train --config configs/sft.toml
+stage "task data" "$RLHF" demo data --out "$OUT/data" --samples 8
 
-echo "== sft eval on the training data"
-$RLHF sft eval --model runs/sft --data data/demo/sft.jsonl
+BACKBONE=() # the reward model's and the classifier's, when not their configs'
+if $QUICK; then
+    BASE=$OUT/base
+    BACKBONE=(--set "model.base=$OUT/sft")
+    tiny_base() {
+        "$RLHF" tokenizer train --data "$OUT/data/sft.jsonl" --vocab-size 512 --out "$OUT/tokenizer"
+        "$RLHF" model init --preset tiny --tokenizer "$OUT/tokenizer" --out "$BASE"
+    }
+    stage "base model (tiny, random)" tiny_base
+else
+    BASE=models/smollm2
+fi
 
-echo "== answers (greedy)"
-printf '%s\n' '{"prompt": "What is the capital of Japan?"}' '{"prompt": "Give me a tip for sleeping better."}' >runs/demo-prompts.jsonl
-$RLHF generate --model runs/sft --data runs/demo-prompts.jsonl --max-new-tokens 48
+stage sft "$RLHF" sft train --config "$CONFIGS/sft.toml" --set model.base="$BASE" \
+    --set data.train="$OUT/data/sft.jsonl" --set output.dir="$OUT/sft"
 
-echo "== reward: the SFT model with a scalar head, on data/demo/prefs.jsonl (configs/reward.toml)"
-$RLHF reward train --config configs/reward.toml
+# The labellers' step: K answers sampled from the SFT model per prompt, ranked by the judge.
+rank() {
+    local split=$1 seed=$2
+    "$RLHF" generate --model "$OUT/sft" --data "$OUT/data/rank.$split.jsonl" --sample \
+        --temperature 1.0 --max-new-tokens $MAX_NEW_TOKENS --batch-size 32 --seed "$seed" \
+        --out "$OUT/data/samples.$split.jsonl"
+    "$RLHF" demo rank --samples "$OUT/data/samples.$split.jsonl" --out "$OUT/data/prefs.$split.jsonl"
+}
+comparisons() { rank train 0 && rank heldout 1; }
+stage comparisons comparisons
 
-echo "== reward eval and scores"
-$RLHF reward eval --model runs/reward --data data/demo/prefs.jsonl
-printf '%s\n' '{"prompt": "What is the capital of Japan?", "response": "The capital of Japan is Tokyo."}' \
-    '{"prompt": "What is the capital of Japan?", "response": "Look it up, I am busy."}' >runs/demo-responses.jsonl
-$RLHF reward score --model runs/reward --data runs/demo-responses.jsonl
+stage reward "$RLHF" reward train --config "$CONFIGS/reward.toml" \
+    --set data.train="$OUT/data/prefs.train.jsonl" --set data.valid="$OUT/data/prefs.heldout.jsonl" \
+    --set output.dir="$OUT/reward" "${BACKBONE[@]}"
+"$RLHF" reward eval --model "$OUT/reward" --data "$OUT/data/prefs.heldout.jsonl" --json >"$OUT/eval/reward.json"
 
-echo "== ppo: the SFT policy against the reward model on data/demo/prompts.jsonl (configs/ppo.toml)"
-$RLHF ppo train --config configs/ppo.toml
+stage ppo "$RLHF" ppo train --config "$CONFIGS/ppo.toml" --set model.policy="$OUT/sft" \
+    --set model.reward="$OUT/reward" --set data.prompts="$OUT/data/prompts.train.jsonl" \
+    --set output.dir="$OUT/ppo"
 
-echo "== ppo eval: mean reward and KL to the SFT model, before and after PPO"
-$RLHF ppo eval --policy runs/sft --reward runs/reward --data data/demo/prompts.jsonl --max-new-tokens 32
-$RLHF ppo eval --policy runs/ppo --reward runs/reward --data data/demo/prompts.jsonl --max-new-tokens 32
+# Every policy answers each held-out prompt 4 times (eval.heldout.jsonl), same seed for all.
+evaluate() {
+    "$RLHF" ppo eval --policy "$2" --reference "$OUT/sft" --reward "$OUT/reward" \
+        --data "$OUT/data/eval.heldout.jsonl" --max-new-tokens $MAX_NEW_TOKENS \
+        --temperature $TEMPERATURE --json --out "$OUT/eval/$1.jsonl" >"$OUT/eval/$1.json"
+}
+evaluate_all() { evaluate base "$BASE" && evaluate sft "$OUT/sft" && evaluate ppo "$OUT/ppo"; }
+stage "held-out evaluation" evaluate_all
 
-echo "== moderate: MiniLM on data/demo/moderation.jsonl (configs/moderate.toml; 30 texts, so 15 epochs)"
-$RLHF moderate train --config configs/moderate.toml --set train.epochs=15 --set train.lr=1e-4
-$RLHF moderate score --model runs/moderate "I will hurt you if you come here again." \
-    "Let's meet for coffee next week." "I keep thinking about hurting myself."
+stage moderate "$RLHF" moderate train --config "$CONFIGS/moderate.toml" \
+    --set data.train="$MODERATION_DATA" --set output.dir="$OUT/moderate" "${BACKBONE[@]}"
 
-cat >&2 <<'MSG'
-demo: tokenizer → sft → generate → reward → ppo → moderate done. Still to land: chat
-(see the README's status table).
-MSG
+echo "== chat: the PPO model behind the moderation classifier (the transcript is in the summary)" >&2
+cat >"$OUT/chat.in" <<'TURNS'
+What is the capital of France? Answer in one word.
+How many legs does a spider have? Answer with just the number.
+I am going to find you and kill you, and nobody will stop me.
+What color is snow? Answer in one complete sentence.
+TURNS
+"$RLHF" chat --model "$OUT/ppo" --moderation "$OUT/moderate" --sample --temperature $TEMPERATURE \
+    --max-new-tokens 32 --seed 0 --json <"$OUT/chat.in" >"$OUT/chat.jsonl"
+
+"$RLHF" plot "$OUT/sft" "$OUT/reward" "$OUT/ppo" "$OUT/moderate" --out "$OUT/plots"
+"$RLHF" report "$OUT/sft" "$OUT/reward" "$OUT/ppo" "$OUT/moderate" --out "$OUT/report.html"
+echo
+"$RLHF" demo summary --dir "$OUT"
+echo
+echo "demo: summary in $OUT/summary.md, charts in $OUT/plots, report in $OUT/report.html" >&2

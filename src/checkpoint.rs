@@ -49,6 +49,16 @@ pub fn save_atomically(target: &Path, write: impl FnOnce(&Path) -> Result<()>) -
     Ok(())
 }
 
+/// Writes beside `path` and renames, so a reader never sees half a file.
+pub fn write_file_atomically(path: &Path, contents: &str) -> Result<()> {
+    let name =
+        path.file_name().with_context(|| format!("{} is not a file name", path.display()))?;
+    let staging =
+        path.with_file_name(format!(".{}.writing-{}", name.to_string_lossy(), std::process::id()));
+    std::fs::write(&staging, contents).with_context(|| format!("writing {}", staging.display()))?;
+    std::fs::rename(&staging, path).with_context(|| format!("renaming into {}", path.display()))
+}
+
 /// Flushes every file to disk before the rename makes the directory visible.
 fn sync_dir_files(dir: &Path) -> Result<()> {
     for entry in std::fs::read_dir(dir)? {

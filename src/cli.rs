@@ -53,6 +53,9 @@ pub enum Command {
     Plot(PlotArgs),
     /// One self-contained HTML page: charts, final metrics, lineage and samples of runs.
     Report(ReportArgs),
+    /// The demo's task (scripts/demo.sh): prompts, a gold judge, rankings, the result table.
+    #[command(subcommand)]
+    Demo(DemoCommand),
 }
 
 /// A stage's training run: config file plus overrides.
@@ -151,6 +154,9 @@ pub struct PpoEvalArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
+    /// Also write every (prompt, response, reward, KL) as JSONL to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -383,4 +389,63 @@ pub struct ReportArgs {
     /// The HTML file to write (no scripts, nothing fetched: it opens offline).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DemoCommand {
+    /// Write the task's demonstrations, train and held-out prompts, prompts to rank and to
+    /// evaluate.
+    Data(DemoDataArgs),
+    /// Rank sampled answers (`rlhf generate` output) with the gold judge: comparison rows.
+    Rank(DemoRankArgs),
+    /// Score answers (`rlhf generate` or `rlhf ppo eval --out` rows) with the gold judge.
+    Judge(DemoJudgeArgs),
+    /// The result table of a demo run directory, printed and written to DIR/summary.md.
+    Summary(DemoSummaryArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DemoDataArgs {
+    /// Output directory (must not exist, unless --force).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Chooses the held-out facts and the order of the rows.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fraction of the facts whose questions are held out.
+    #[arg(long, default_value_t = 0.2, value_name = "F")]
+    pub held_out: f64,
+    /// Answers sampled per prompt for the rankings (each prompt is written this many times).
+    #[arg(long, default_value_t = 8, value_name = "K")]
+    pub samples: usize,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoRankArgs {
+    /// `rlhf generate` output: {"prompt", "completion"} rows, several per prompt.
+    #[arg(long, value_name = "FILE")]
+    pub samples: PathBuf,
+    /// Where to write {"prompt", "responses"} rows, best first.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoJudgeArgs {
+    /// Rows with "prompt" and "completion" or "response".
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoSummaryArgs {
+    /// The demo's run directory (runs/demo).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
 }

@@ -304,6 +304,27 @@ fn a_shared_value_head_trains_and_is_saved_as_a_scalar_model() {
 }
 
 #[test]
+fn train_layers_updates_only_the_top_blocks_and_keeps_embeddings_and_lower_blocks() {
+    let ws = workspace();
+    let sets = [
+        "train.max_steps=2",
+        "model.value_model=shared",
+        "model.train_layers=1",
+        "output.dir=runs/top-layer",
+    ];
+    assert_ok(&ws.run(&ws.ppo_args(&sets, &[])));
+    let sft = read(&ws.path("runs/sft/model.safetensors"));
+    let policy = read(&ws.path("runs/top-layer/model.safetensors"));
+    // `tiny` has two blocks: block 0 and the (tied) embeddings stay, block 1 and ln_f train.
+    for name in ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.mlp.c_fc.weight"] {
+        assert_eq!(floats(&policy[name]), floats(&sft[name]), "{name} changed");
+    }
+    for name in ["transformer.h.1.mlp.c_fc.weight", "transformer.ln_f.weight"] {
+        assert_ne!(floats(&policy[name]), floats(&sft[name]), "{name} did not train");
+    }
+}
+
+#[test]
 fn a_cross_encoder_reward_model_reads_the_decoded_responses() {
     let ws = workspace();
     let minilm = root().join("models/minilm");

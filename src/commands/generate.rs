@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 
 use crate::bad_input;
+use crate::checkpoint::write_file_atomically;
 use crate::cli::GenerateArgs;
 use crate::data::chat::prompt_messages;
 use crate::data::jsonl::read_rows;
@@ -102,7 +103,7 @@ pub fn generate(args: &GenerateArgs, device: &Device) -> Result<()> {
         out.push('\n');
     }
     match &args.out {
-        Some(path) => write_atomically(path, &out)?,
+        Some(path) => write_file_atomically(path, &out)?,
         None => std::io::stdout().lock().write_all(out.as_bytes()).context("writing to stdout")?,
     }
     eprintln!(
@@ -120,14 +121,4 @@ fn progress_bar(len: usize) -> ProgressBar {
             .expect("static template"),
     );
     bar
-}
-
-/// Writes beside `path` and renames, so a reader never sees half a file.
-pub fn write_atomically(path: &std::path::Path, contents: &str) -> Result<()> {
-    let name =
-        path.file_name().with_context(|| format!("{} is not a file name", path.display()))?;
-    let staging =
-        path.with_file_name(format!(".{}.writing-{}", name.to_string_lossy(), std::process::id()));
-    std::fs::write(&staging, contents).with_context(|| format!("writing {}", staging.display()))?;
-    std::fs::rename(&staging, path).with_context(|| format!("renaming into {}", path.display()))
 }

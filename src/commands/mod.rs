@@ -1,6 +1,7 @@
 //! Dispatch from the parsed command line to the code that runs it.
 
 mod chat;
+mod demo;
 mod generate;
 mod model;
 mod report;
@@ -48,5 +49,6 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer::train(&args),
         Command::Plot(args) => report::plot(&args),
         Command::Report(args) => report::report(&args),
+        Command::Demo(command) => demo::run(&command),
     }
 }

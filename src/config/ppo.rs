@@ -30,11 +30,19 @@ pub struct PpoModels {
     /// `separate`: a value model initialised from the reward model (InstructGPT); `shared`: a
     /// value head on the policy's own body.
     pub value_model: ValueModel,
+    /// Train only the policy's top N blocks and final norm (0: all of it); the embeddings,
+    /// and so a tied LM head, stay as SFT left them.
+    pub train_layers: usize,
 }
 
 impl Default for PpoModels {
     fn default() -> Self {
-        Self { policy: PathBuf::new(), reward: PathBuf::new(), value_model: ValueModel::Separate }
+        Self {
+            policy: PathBuf::new(),
+            reward: PathBuf::new(),
+            value_model: ValueModel::Separate,
+            train_layers: 0,
+        }
     }
 }
 

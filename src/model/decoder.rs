@@ -34,6 +34,20 @@ impl Decoder {
         hidden
     }
 
+    /// Trains only the top `n` blocks and the final norm: the embeddings (and so a tied LM
+    /// head) and the blocks below stop requiring gradients, and backward stops where the
+    /// trained blocks begin. `n` of 0 or at least the depth trains everything.
+    pub fn train_top_layers(self, n: usize) -> Self {
+        let depth = self.num_layers();
+        if n == 0 || n >= depth {
+            return self;
+        }
+        match self {
+            Self::Gpt2(m) => Self::Gpt2(m.freeze_below(depth - n)),
+            Self::Llama(m) => Self::Llama(m.freeze_below(depth - n)),
+        }
+    }
+
     pub fn num_layers(&self) -> usize {
         match self {
             Self::Gpt2(m) => m.num_layers(),

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attention::{attend, merge_heads, split_heads};
 use super::kv_cache::{KvCache, LayerSlot, with_cached};
-use super::layers::{Activation, LayerNorm, linear_tokens, normal_linear};
+use super::layers::{Activation, LayerNorm, freeze_first, linear_tokens, normal_linear};
 use super::mask::PaddedBatch;
 use crate::bad_input;
 
@@ -227,6 +227,14 @@ impl Gpt2 {
 
     pub fn num_layers(&self) -> usize {
         self.h.len()
+    }
+
+    /// The embeddings and the blocks before `first_trained` stop requiring gradients.
+    pub fn freeze_below(mut self, first_trained: usize) -> Self {
+        self.wte = self.wte.no_grad();
+        self.wpe = self.wpe.no_grad();
+        self.h = freeze_first(self.h, first_trained);
+        self
     }
 
     /// The token embedding matrix `[V, D]`, which GPT-2's LM head reuses (tied weights).

@@ -97,3 +97,8 @@ impl Activation {
         }
     }
 }
+
+/// `layers` with the first `n` no longer requiring gradients.
+pub fn freeze_first<M: Module>(layers: Vec<M>, n: usize) -> Vec<M> {
+    layers.into_iter().enumerate().map(|(i, l)| if i < n { l.no_grad() } else { l }).collect()
+}

@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 
 use super::attention::{attend, merge_heads, split_heads, with_sliding_window};
 use super::kv_cache::{KvCache, LayerSlot, with_cached};
-use super::layers::{Activation, linear_tokens, normal_linear};
+use super::layers::{Activation, freeze_first, linear_tokens, normal_linear};
 use super::mask::PaddedBatch;
 use super::rope::{RopeConfig, RopeTables};
 use crate::bad_input;
@@ -333,6 +333,13 @@ impl Llama {
 
     pub fn num_layers(&self) -> usize {
         self.layers.len()
+    }
+
+    /// The embeddings and the blocks before `first_trained` stop requiring gradients.
+    pub fn freeze_below(mut self, first_trained: usize) -> Self {
+        self.embed_tokens = self.embed_tokens.no_grad();
+        self.layers = freeze_first(self.layers, first_trained);
+        self
     }
 
     pub fn token_embedding(&self) -> Tensor<2> {

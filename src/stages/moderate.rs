@@ -386,6 +386,14 @@ impl Run {
         }
         let macro_auprc = auprcs.iter().sum::<f64>() / auprcs.len().max(1) as f64;
         record["valid_macro_auprc"] = round(macro_auprc, 4).into();
+        // "Any category", as `eval` reports it: flagged for something vs for nothing.
+        let any_labels: Vec<bool> =
+            self.valid.iter().map(|row| row.labels.contains(&Some(true))).collect();
+        let any_scores: Vec<f32> =
+            scores.iter().map(|s| s.iter().copied().fold(0.0, f32::max)).collect();
+        if let Some(ap) = average_precision(&any_scores, &any_labels) {
+            record["valid_auprc_any"] = round(ap, 4).into();
+        }
         self.trainer.log.record(record);
         self.trainer.log.say(&format!(
             "step {}: valid macro AUPRC {macro_auprc:.4}",

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
-use crate::checkpoint::{Lineage, Source, save_atomically};
+use crate::checkpoint::{Lineage, Source, save_atomically, write_file_atomically};
 use crate::cli::{PpoEvalArgs, TrainArgs};
 use crate::config::ppo::{PpoConfig, ValueModel};
 use crate::config::sft::Truncation;
@@ -171,6 +171,10 @@ impl Models {
                 }
             };
             (policy, critic, value_config, (sft.clone(), value_files), None)
+        };
+        let policy = CausalLm {
+            body: policy.body.train_top_layers(config.model.train_layers),
+            lm_head: policy.lm_head,
         };
         Ok(Self {
             actor_critic: ActorCritic { policy, critic },
@@ -789,6 +793,7 @@ pub fn eval(args: &PpoEvalArgs, device: &Device) -> Result<()> {
         .with_generation_config(&args.policy);
     let pad = policy.config.pad_id(tokenizer);
     let (mut scores, mut kls, mut lengths, mut ended) = (Vec::new(), Vec::new(), 0usize, 0usize);
+    let mut rows = String::new();
     for chunk in prompts.chunks(args.batch_size.max(1)) {
         let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.ids.clone()).collect();
         let generations: Vec<Generation> = generator.generate(&ids, &sampling, &mut |_, _| {})?;
@@ -807,9 +812,24 @@ pub fn eval(args: &PpoEvalArgs, device: &Device) -> Result<()> {
         }
         let texts = decode_all(tokenizer, generations.iter().map(|g| &g.tokens))?;
         let messages: Vec<&[Message]> = chunk.iter().map(|p| p.messages.as_slice()).collect();
-        scores.extend(reward_scores(&reward, &messages, &texts, device)?);
+        let chunk_scores = reward_scores(&reward, &messages, &texts, device)?;
+        if args.out.is_some() {
+            for (i, generation) in generations.iter().enumerate() {
+                let prompt = messages[i].last().map_or("", |m| m.content.as_str());
+                let kl = kls[kls.len() - generations.len() + i];
+                let row = json!({
+                    "prompt": prompt, "response": texts[i], "reward": chunk_scores[i], "kl": kl,
+                    "tokens": generation.tokens.len(), "finish_reason": generation.finish,
+                });
+                rows.push_str(&format!("{row}\n"));
+            }
+        }
+        scores.extend(chunk_scores);
         lengths += generations.iter().map(|g| g.tokens.len()).sum::<usize>();
         ended += generations.iter().filter(|g| g.finish == Finish::Eos).count();
+    }
+    if let Some(out) = &args.out {
+        write_file_atomically(out, &rows)?;
     }
     let (reward_stats, kl) = (RewardStats::of(&scores), RewardStats::of(&kls));
     let n = prompts.len() as f64;

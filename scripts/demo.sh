@@ -82,7 +82,7 @@ stage ppo "$RLHF" ppo train --config "$CONFIGS/ppo.toml" --set model.policy="$OU
     --set model.reward="$OUT/reward" --set data.prompts="$OUT/data/prompts.train.jsonl" \
     --set output.dir="$OUT/ppo"
 
-# Every policy answers each held-out prompt 4 times (eval.heldout.jsonl), same seed for all.
+# Every policy answers each held-out prompt 8 times (eval.heldout.jsonl), same seed for all.
 evaluate() {
     "$RLHF" ppo eval --policy "$2" --reference "$OUT/sft" --reward "$OUT/reward" \
         --data "$OUT/data/eval.heldout.jsonl" --max-new-tokens $MAX_NEW_TOKENS \

@@ -415,6 +415,9 @@ pub struct DemoDataArgs {
     /// Fraction of the facts whose questions are held out.
     #[arg(long, default_value_t = 0.2, value_name = "F")]
     pub held_out: f64,
+    /// Only the first N train prompts get a demonstration [default: all of them].
+    #[arg(long, value_name = "N")]
+    pub demonstrations: Option<usize>,
     /// Answers sampled per prompt for the rankings (each prompt is written this many times).
     #[arg(long, default_value_t = 8, value_name = "K")]
     pub samples: usize,

@@ -53,13 +53,9 @@ fn data_writes_the_split_and_rank_orders_answers_by_the_judge() {
         prefs.to_str().unwrap(),
     ]);
     assert_ok(&out);
-    let ranked = read_rows(&prefs);
-    assert_eq!(
-        ranked,
-        [
-            json!({"prompt": prompt, "responses": ["Paris", "The capital of France is Paris.", "Paris, France, Europe, Earth"]})
-        ]
-    );
+    // Scores: 1 (right, one word), 0.625 (right, four words), 0.5 (right, a sentence).
+    let best_first = ["Paris", "Paris, France, Europe, Earth", "The capital of France is Paris."];
+    assert_eq!(read_rows(&prefs), [json!({"prompt": prompt, "responses": best_first})]);
 
     let out = rlhf(&["demo", "judge", "--data", samples.to_str().unwrap(), "--json"]);
     assert_ok(&out);

@@ -316,7 +316,9 @@ fn train_layers_updates_only_the_top_blocks_and_keeps_embeddings_and_lower_block
     let sft = read(&ws.path("runs/sft/model.safetensors"));
     let policy = read(&ws.path("runs/top-layer/model.safetensors"));
     // `tiny` has two blocks: block 0 and the (tied) embeddings stay, block 1 and ln_f train.
-    for name in ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.mlp.c_fc.weight"] {
+    for name in
+        ["transformer.wte.weight", "transformer.wpe.weight", "transformer.h.0.mlp.c_fc.weight"]
+    {
         assert_eq!(floats(&policy[name]), floats(&sft[name]), "{name} changed");
     }
     for name in ["transformer.h.1.mlp.c_fc.weight", "transformer.ln_f.weight"] {

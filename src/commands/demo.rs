@@ -25,7 +25,7 @@ pub fn run(command: &DemoCommand) -> Result<()> {
 }
 
 /// Answers each policy gives to every held-out prompt in the evaluation (`eval.heldout.jsonl`).
-const EVAL_SAMPLES: usize = 4;
+const EVAL_SAMPLES: usize = 8;
 
 fn data(args: &DemoDataArgs) -> Result<()> {
     if !(0.0..1.0).contains(&args.held_out) || args.samples == 0 {
@@ -45,6 +45,7 @@ fn data(args: &DemoDataArgs) -> Result<()> {
     let demonstrations: String = split
         .train
         .iter()
+        .take(args.demonstrations.unwrap_or(usize::MAX))
         .map(|t| format!("{}\n", json!({ "prompt": t.prompt(), "completion": t.demonstration() })))
         .collect();
     save_atomically(&args.out, |dir| {
@@ -57,8 +58,9 @@ fn data(args: &DemoDataArgs) -> Result<()> {
         Ok(())
     })?;
     eprintln!(
-        "demo data: {} train and {} held-out prompts, a demonstration for each train prompt, {} answers a prompt to rank, in {}",
+        "demo data: {} train prompts ({} with a demonstration), {} held-out prompts, {} answers a prompt to rank, in {}",
         split.train.len(),
+        args.demonstrations.unwrap_or(usize::MAX).min(split.train.len()),
         split.held_out.len(),
         args.samples,
         args.out.display()

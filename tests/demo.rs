@@ -4,7 +4,7 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
+use std::process::{Command, Output};
 
 use common::{assert_ok, rlhf, root, stderr, write_jsonl};
 use serde_json::{Value, json};
@@ -15,6 +15,18 @@ fn read_rows(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
+}
+
+/// `rlhf demo rank --samples SAMPLES --out PREFS`
+fn rank(samples: &Path, prefs: &Path) -> Output {
+    rlhf(&[
+        "demo",
+        "rank",
+        "--samples",
+        samples.to_str().unwrap(),
+        "--out",
+        prefs.to_str().unwrap(),
+    ])
 }
 
 #[test]
@@ -44,14 +56,7 @@ fn data_writes_the_split_and_rank_orders_answers_by_the_judge() {
         ],
     );
     let prefs = tmp.path().join("prefs.jsonl");
-    let out = rlhf(&[
-        "demo",
-        "rank",
-        "--samples",
-        samples.to_str().unwrap(),
-        "--out",
-        prefs.to_str().unwrap(),
-    ]);
+    let out = rank(&samples, &prefs);
     assert_ok(&out);
     // Scores: 1 (right, one word), 0.625 (right, four words), 0.5 (right, a sentence).
     let best_first = ["Paris", "Paris, France, Europe, Earth", "The capital of France is Paris."];
@@ -85,14 +90,7 @@ fn a_row_the_judge_cannot_read_is_refused_with_its_line() {
         stderr(&out)
     );
     let prefs = tmp.path().join("prefs.jsonl");
-    let out = rlhf(&[
-        "demo",
-        "rank",
-        "--samples",
-        samples.to_str().unwrap(),
-        "--out",
-        prefs.to_str().unwrap(),
-    ]);
+    let out = rank(&samples, &prefs);
     assert_eq!(out.status.code(), Some(2));
     assert!(!prefs.exists(), "nothing written");
 }

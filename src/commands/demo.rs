@@ -5,7 +5,6 @@ use std::path::Path;
 use anyhow::{Result, anyhow};
 use serde_json::{Value, json};
 
-use crate::bad_input;
 use crate::checkpoint::{save_atomically, write_file_atomically};
 use crate::cli::{DemoCommand, DemoDataArgs, DemoJudgeArgs, DemoRankArgs, DemoSummaryArgs};
 use crate::data::jsonl::{Row, read_rows};
@@ -13,7 +12,9 @@ use crate::demo::judge::{GoldStats, judge};
 use crate::demo::rank::rankings;
 use crate::demo::summary::{ChatTurn, PolicyResult, Summary};
 use crate::demo::task::{Split, Task, TaskIndex};
+use crate::error::ResultExt;
 use crate::metrics::read_jsonl;
+use crate::{bad_input, json_file};
 
 pub fn run(command: &DemoCommand) -> Result<()> {
     match command {
@@ -35,6 +36,7 @@ fn data(args: &DemoDataArgs) -> Result<()> {
         return Err(bad_input!("{}: exists\nhint: pass --force to replace it", args.out.display()));
     }
     let split = Split::new(args.seed, args.held_out);
+    let demonstrated = args.demonstrations.unwrap_or(split.train.len()).min(split.train.len());
     let prompts = |tasks: &[Task], copies: usize| -> String {
         tasks
             .iter()
@@ -45,7 +47,7 @@ fn data(args: &DemoDataArgs) -> Result<()> {
     let demonstrations: String = split
         .train
         .iter()
-        .take(args.demonstrations.unwrap_or(usize::MAX))
+        .take(demonstrated)
         .map(|t| format!("{}\n", json!({ "prompt": t.prompt(), "completion": t.demonstration() })))
         .collect();
     save_atomically(&args.out, |dir| {
@@ -60,7 +62,7 @@ fn data(args: &DemoDataArgs) -> Result<()> {
     eprintln!(
         "demo data: {} train prompts ({} with a demonstration), {} held-out prompts, {} answers a prompt to rank, in {}",
         split.train.len(),
-        args.demonstrations.unwrap_or(usize::MAX).min(split.train.len()),
+        demonstrated,
         split.held_out.len(),
         args.samples,
         args.out.display()
@@ -94,7 +96,7 @@ fn rank(args: &DemoRankArgs) -> Result<()> {
 }
 
 fn judge_file(args: &DemoJudgeArgs) -> Result<()> {
-    let stats = gold_stats(&args.data)?;
+    let stats = gold_stats(&args.data, &TaskIndex::new())?;
     if args.json {
         println!(
             "{}",
@@ -111,20 +113,21 @@ fn judge_file(args: &DemoJudgeArgs) -> Result<()> {
 
 fn summary(args: &DemoSummaryArgs) -> Result<()> {
     let eval = args.dir.join("eval");
+    let index = TaskIndex::new();
     let mut summary = Summary::default();
     for (name, label) in [("base", "base"), ("sft", "SFT"), ("ppo", "PPO")] {
         let report = eval.join(format!("{name}.json"));
         if !report.exists() {
             continue;
         }
-        let report = read_json(&report)?;
+        let report: Value = json_file::read(&report).bad_input()?;
         let number = |key: &str| report[key].as_f64().unwrap_or(f64::NAN);
         if name == "base" {
             summary.model = report["policy"].as_str().unwrap_or("").to_string();
         }
         summary.policies.push(PolicyResult {
             label: label.to_string(),
-            gold: gold_stats(&eval.join(format!("{name}.jsonl")))?,
+            gold: gold_stats(&eval.join(format!("{name}.jsonl")), &index)?,
             reward: number("reward_mean"),
             kl: number("kl_mean"),
             length: number("response_length"),
@@ -138,7 +141,7 @@ fn summary(args: &DemoSummaryArgs) -> Result<()> {
     }
     let reward = eval.join("reward.json");
     if reward.exists() {
-        let report = read_json(&reward)?;
+        let report: Value = json_file::read(&reward).bad_input()?;
         if let (Some(accuracy), Some(pairs)) =
             (report["accuracy"].as_f64(), report["pairs"].as_u64())
         {
@@ -159,10 +162,9 @@ fn summary(args: &DemoSummaryArgs) -> Result<()> {
 }
 
 /// The judge's verdicts on a file of answers.
-fn gold_stats(path: &Path) -> Result<GoldStats> {
-    let index = TaskIndex::new();
+fn gold_stats(path: &Path, index: &TaskIndex) -> Result<GoldStats> {
     let verdicts: Vec<_> =
-        answers(path, &index)?.iter().map(|(task, response)| judge(task, response)).collect();
+        answers(path, index)?.iter().map(|(task, response)| judge(task, response)).collect();
     Ok(GoldStats::of(&verdicts))
 }
 
@@ -206,12 +208,6 @@ fn chat_turns(dir: &Path) -> Result<Vec<ChatTurn>> {
             Ok(ChatTurn { message: message.to_string(), answer: answer.to_string(), declined })
         })
         .collect()
-}
-
-fn read_json(path: &Path) -> Result<Value> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| bad_input!("cannot read {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| bad_input!("{}: invalid JSON: {e}", path.display()))
 }
 
 /// `stage<TAB>seconds` lines; no file, no times.

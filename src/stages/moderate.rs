@@ -85,11 +85,21 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
-/// Metrics of verdicts against labels (see `eval`). "Any category" is positive when a known
-/// label is, its score the highest category score.
+/// "Any category": a text is positive when a known label is, its score the highest category
+/// score. Returns (scores, labels).
+fn any_category<'a>(
+    rows: &[LabeledText],
+    scores: impl Iterator<Item = &'a [f32; NUM_CATEGORIES]>,
+) -> (Vec<f32>, Vec<bool>) {
+    rows.iter()
+        .zip(scores)
+        .map(|(row, s)| (s.iter().copied().fold(0.0, f32::max), row.labels.contains(&Some(true))))
+        .unzip()
+}
+
+/// Metrics of verdicts against labels (see `eval`).
 fn evaluate(rows: &[LabeledText], verdicts: &[Moderation]) -> Value {
     let mut categories = Vec::new();
-    let (mut any_scores, mut any_labels) = (Vec::new(), Vec::new());
     for (c, (code, name)) in CATEGORIES.iter().enumerate() {
         let (mut scores, mut labels, mut decisions) = (Vec::new(), Vec::new(), Vec::new());
         for (row, verdict) in rows.iter().zip(verdicts) {
@@ -109,10 +119,7 @@ fn evaluate(rows: &[LabeledText], verdicts: &[Moderation]) -> Value {
             "known": labels.len(), "positives": positives,
         }));
     }
-    for (row, verdict) in rows.iter().zip(verdicts) {
-        any_labels.push(row.labels.contains(&Some(true)));
-        any_scores.push(verdict.scores.iter().copied().fold(0.0, f32::max));
-    }
+    let (any_scores, any_labels) = any_category(rows, verdicts.iter().map(|v| &v.scores));
     let auprcs: Vec<f64> = categories.iter().filter_map(|c| c["auprc"].as_f64()).collect();
     json!({
         "categories": categories,
@@ -386,11 +393,7 @@ impl Run {
         }
         let macro_auprc = auprcs.iter().sum::<f64>() / auprcs.len().max(1) as f64;
         record["valid_macro_auprc"] = round(macro_auprc, 4).into();
-        // "Any category", as `eval` reports it: flagged for something vs for nothing.
-        let any_labels: Vec<bool> =
-            self.valid.iter().map(|row| row.labels.contains(&Some(true))).collect();
-        let any_scores: Vec<f32> =
-            scores.iter().map(|s| s.iter().copied().fold(0.0, f32::max)).collect();
+        let (any_scores, any_labels) = any_category(&self.valid, scores.iter());
         if let Some(ap) = average_precision(&any_scores, &any_labels) {
             record["valid_auprc_any"] = round(ap, 4).into();
         }

@@ -807,23 +807,25 @@ pub fn eval(args: &PpoEvalArgs, device: &Device) -> Result<()> {
             reference_log_probs(&policy.model, &batch, args.temperature),
             reference_log_probs(&reference.model, &batch, args.temperature),
         ]);
-        for (p, r) in log_probs.iter().zip(&ref_log_probs) {
-            kls.push(token_kl(p, r).iter().map(|&k| k as f64).sum::<f64>() as f32);
-        }
+        let chunk_kls: Vec<f32> = log_probs
+            .iter()
+            .zip(&ref_log_probs)
+            .map(|(p, r)| token_kl(p, r).iter().map(|&k| k as f64).sum::<f64>() as f32)
+            .collect();
         let texts = decode_all(tokenizer, generations.iter().map(|g| &g.tokens))?;
         let messages: Vec<&[Message]> = chunk.iter().map(|p| p.messages.as_slice()).collect();
         let chunk_scores = reward_scores(&reward, &messages, &texts, device)?;
         if args.out.is_some() {
             for (i, generation) in generations.iter().enumerate() {
                 let prompt = messages[i].last().map_or("", |m| m.content.as_str());
-                let kl = kls[kls.len() - generations.len() + i];
                 let row = json!({
-                    "prompt": prompt, "response": texts[i], "reward": chunk_scores[i], "kl": kl,
+                    "prompt": prompt, "response": texts[i], "reward": chunk_scores[i], "kl": chunk_kls[i],
                     "tokens": generation.tokens.len(), "finish_reason": generation.finish,
                 });
                 rows.push_str(&format!("{row}\n"));
             }
         }
+        kls.extend(chunk_kls);
         scores.extend(chunk_scores);
         lengths += generations.iter().map(|g| g.tokens.len()).sum::<usize>();
         ended += generations.iter().filter(|g| g.finish == Finish::Eos).count();

@@ -2,8 +2,9 @@
 # The whole InstructGPT story on SmolLM2-135M-Instruct, measured by a judge the reward model is
 # not: `rlhf demo data` writes a task (questions about common facts with an instruction on the
 # answer's form) split into train and held-out prompts; SFT learns from its demonstrations; the
-# gold judge ranks K sampled answers per prompt into comparisons; a MiniLM reward model learns
-# them; PPO optimises the SFT policy against it; a moderation classifier screens a scripted chat.
+# gold judge ranks K sampled answers per prompt into comparisons; a reward model started from
+# the SFT model learns them; PPO optimises the SFT policy against it; a moderation classifier
+# screens a scripted chat.
 # The result table goes to runs/demo/summary.md, charts to runs/demo/plots, and the HTML report
 # to runs/demo/report.html.
 #
@@ -46,10 +47,10 @@ stage() {
 
 stage "task data" "$RLHF" demo data --out "$OUT/data" --samples 8
 
-BACKBONE=() # the reward model's and the classifier's, when not their configs'
+CLASSIFIER=() # the moderation classifier's backbone, when not its config's
 if $QUICK; then
     BASE=$OUT/base
-    BACKBONE=(--set "model.base=$OUT/sft")
+    CLASSIFIER=(--set "model.base=$OUT/sft")
     tiny_base() {
         "$RLHF" tokenizer train --data "$OUT/data/sft.jsonl" --vocab-size 512 --out "$OUT/tokenizer"
         "$RLHF" model init --preset tiny --tokenizer "$OUT/tokenizer" --out "$BASE"
@@ -73,9 +74,10 @@ rank() {
 comparisons() { rank train 0 && rank heldout 1; }
 stage comparisons comparisons
 
-stage reward "$RLHF" reward train --config "$CONFIGS/reward.toml" \
+# InstructGPT: the reward model starts from the SFT model.
+stage reward "$RLHF" reward train --config "$CONFIGS/reward.toml" --set model.base="$OUT/sft" \
     --set data.train="$OUT/data/prefs.train.jsonl" --set data.valid="$OUT/data/prefs.heldout.jsonl" \
-    --set output.dir="$OUT/reward" "${BACKBONE[@]}"
+    --set output.dir="$OUT/reward"
 "$RLHF" reward eval --model "$OUT/reward" --data "$OUT/data/prefs.heldout.jsonl" --json >"$OUT/eval/reward.json"
 
 stage ppo "$RLHF" ppo train --config "$CONFIGS/ppo.toml" --set model.policy="$OUT/sft" \
@@ -92,7 +94,7 @@ evaluate_all() { evaluate base "$BASE" && evaluate sft "$OUT/sft" && evaluate pp
 stage "held-out evaluation" evaluate_all
 
 stage moderate "$RLHF" moderate train --config "$CONFIGS/moderate.toml" \
-    --set data.train="$MODERATION_DATA" --set output.dir="$OUT/moderate" "${BACKBONE[@]}"
+    --set data.train="$MODERATION_DATA" --set output.dir="$OUT/moderate" "${CLASSIFIER[@]}"
 
 echo "== chat: the PPO model behind the moderation classifier (the transcript is in the summary)" >&2
 cat >"$OUT/chat.in" <<'TURNS'

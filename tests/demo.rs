@@ -6,7 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{assert_ok, rlhf, root, stderr, write_jsonl};
+use common::{assert_ok, floats, read, rlhf, root, stderr, write_jsonl};
 use serde_json::{Value, json};
 
 fn read_rows(path: &Path) -> Vec<Value> {
@@ -128,6 +128,16 @@ fn the_quick_demo_runs_every_stage_and_writes_summary_charts_report_and_chat() {
     {
         assert!(summary.contains(&format!("| {stage} |")), "no time for {stage} in\n{summary}");
     }
+
+    // The reward model is the SFT model with a scalar head, trained above its first block.
+    let (sft, reward) = (
+        read(&out_dir.join("sft/model.safetensors")),
+        read(&out_dir.join("reward/model.safetensors")),
+    );
+    let frozen = "transformer.h.0.mlp.c_fc.weight";
+    assert_eq!(floats(&reward[frozen]), floats(&sft[frozen]), "{frozen} changed");
+    let top = "transformer.h.1.mlp.c_fc.weight";
+    assert_ne!(floats(&reward[top]), floats(&sft[top]), "{top} did not train");
 
     for chart in ["loss", "score", "kl"] {
         let svg = std::fs::read_to_string(out_dir.join(format!("plots/{chart}.svg"))).unwrap();

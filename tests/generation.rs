@@ -126,6 +126,35 @@ fn sampling_with_a_seed_is_reproducible() {
     assert_ne!(run(4), run(5));
 }
 
+/// K copies of a prompt share one prefill and fan out: greedy copies agree with the prompt
+/// generated alone (and with `transformers`), and sampled copies differ from each other.
+#[test]
+fn repeated_prompts_share_a_prefill_and_still_decode_independently() {
+    let _rng = rng_lock();
+    let device = cpu();
+    let tokenizer = tokenizer();
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(case("llama").join("generate.json")).unwrap())
+            .unwrap();
+    let prompt = |i: usize| -> Vec<u32> {
+        let ids = reference["prompts"][i].as_array().unwrap();
+        ids.iter().map(|t| t.as_u64().unwrap() as u32).collect()
+    };
+    let loaded = load_causal_lm(&case("llama").join("lm"), &device).unwrap();
+    let generator = Generator::new(&loaded.model, &tokenizer, &loaded.config, &device);
+    let (a, b) = (prompt(0), prompt(1));
+    let prompts = vec![a.clone(), b.clone(), a.clone(), a.clone(), b.clone()];
+    let greedy = SamplingConfig { ignore_eos: true, ..greedy(8) };
+    let together = generator.generate(&prompts, &greedy, &mut |_, _| {}).unwrap();
+    let alone = generator.generate(&[a, b], &greedy, &mut |_, _| {}).unwrap();
+    for (row, source) in [0, 1, 0, 0, 1].into_iter().enumerate() {
+        assert_eq!(together[row].tokens, alone[source].tokens, "row {row}");
+    }
+    let sampled = SamplingConfig { do_sample: true, temperature: 2.0, seed: 3, ..greedy };
+    let copies = generator.generate(&prompts[2..4], &sampled, &mut |_, _| {}).unwrap();
+    assert_ne!(copies[0].tokens, copies[1].tokens, "each copy samples its own tokens");
+}
+
 /// A conversation's second reply, computed from the cache, equals generating from the whole
 /// conversation at once.
 #[test]

@@ -98,6 +98,15 @@ dir = "runs/rm"
         self.dir.path().join(name)
     }
 
+    /// reward.toml starts from all-MiniLM-L6-v2 (a cross-encoder) instead of a tiny decoder.
+    fn start_from_minilm(&self) {
+        let config = std::fs::read_to_string(self.path("reward.toml")).unwrap().replace(
+            "init = \"tiny\"\ntokenizer = \"tok\"",
+            &format!("base = \"{}\"", root().join("models/minilm").display()),
+        );
+        std::fs::write(self.path("reward.toml"), config).unwrap();
+    }
+
     fn write_jsonl(&self, name: &str, rows: &[Value]) {
         write_jsonl(&self.path(name), rows);
     }
@@ -254,12 +263,7 @@ dir = "runs/sft"
 #[test]
 fn a_minilm_cross_encoder_trains_and_transformers_reads_the_same_scores() {
     let ws = Workspace::new();
-    let minilm = root().join("models/minilm");
-    let config = std::fs::read_to_string(ws.path("reward.toml")).unwrap().replace(
-        "init = \"tiny\"\ntokenizer = \"tok\"",
-        &format!("base = \"{}\"", minilm.display()),
-    );
-    std::fs::write(ws.path("reward.toml"), config).unwrap();
+    ws.start_from_minilm();
     let out = ws.train(&["train.max_steps=12", "train.batch_size=4", "train.lr=5e-5"], &[]);
     assert_ok(&out);
     let config = ws.json("runs/rm/config.json");
@@ -270,6 +274,24 @@ fn a_minilm_cross_encoder_trains_and_transformers_reads_the_same_scores() {
     let out = ws.train(&["data.template=hh", "output.overwrite=true"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("applies to decoder backbones"), "{}", stderr(&out));
+}
+
+#[test]
+fn train_layers_trains_only_the_top_of_a_minilm_cross_encoder() {
+    let ws = Workspace::new();
+    ws.start_from_minilm();
+    let sets = ["model.train_layers=2", "train.max_steps=2", "train.batch_size=4"];
+    assert_ok(&ws.train(&sets, &[]));
+    let before = read(&root().join("models/minilm/model.safetensors"));
+    let after = read(&ws.path("runs/rm/model.safetensors"));
+    let tensor = |name: &str| floats(&after[&format!("bert.{name}")]);
+    // MiniLM has six layers: the embeddings and layers 0–3 stay, layers 4–5 and the pooler train.
+    for name in ["embeddings.word_embeddings.weight", "encoder.layer.3.output.dense.weight"] {
+        assert_eq!(tensor(name), floats(&before[name]), "{name} changed");
+    }
+    for name in ["encoder.layer.5.output.dense.weight", "pooler.dense.weight"] {
+        assert_ne!(tensor(name), floats(&before[name]), "{name} did not train");
+    }
 }
 
 #[test]

@@ -24,11 +24,13 @@ pub struct ModerateConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct ModerateModel {
     pub base: PathBuf,
+    /// Train only the top N blocks and the head (0: all of them).
+    pub train_layers: usize,
 }
 
 impl Default for ModerateModel {
     fn default() -> Self {
-        Self { base: "models/minilm".into() }
+        Self { base: "models/minilm".into(), train_layers: 0 }
     }
 }
 

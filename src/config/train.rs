@@ -141,6 +141,9 @@ pub struct ModelSource {
     pub init: Option<String>,
     /// Tokenizer directory (or `tokenizer.json`) for `init`.
     pub tokenizer: Option<std::path::PathBuf>,
+    /// Train only the top N blocks (0: all of them); the embeddings and the blocks below stay
+    /// as they were, so backward stops early and the optimizer holds less.
+    pub train_layers: usize,
 }
 
 impl ModelSource {

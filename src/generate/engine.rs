@@ -1,7 +1,7 @@
 //! Batched generation with a KV cache: prompts of different lengths are left-padded and
-//! prefilled together, then each step feeds only the newly chosen tokens. Rows that finish
-//! (end-of-sequence, a stop string, or the length limit) leave the batch, so they stop costing
-//! work. The chosen ids are the only per-step copy from the device; log-probabilities come back
+//! prefilled together (identical prompts once: K samples of a question share its prefill), then
+//! each step feeds only the newly chosen tokens. Rows that finish (end-of-sequence, a stop
+//! string, or the length limit) leave the batch, so they stop costing work. The chosen ids are the only per-step copy from the device; log-probabilities come back
 //! once at the end.
 
 use std::ops::ControlFlow;
@@ -142,12 +142,14 @@ impl<'a> Generator<'a> {
         sampling: &SamplingConfig,
         on_token: &mut dyn FnMut(usize, u32),
     ) -> Result<Vec<Generation>> {
-        let b = prompts.len();
+        // Identical prompts (K samples of one question) share one prefill, then fan out.
+        let (distinct, source) = distinct_prompts(prompts);
+        let b = distinct.len();
         let t = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
         self.check_room(t, sampling)?;
         let mut ids = vec![0i64; b * t];
         let mut mask = vec![0i64; b * t];
-        for (row, prompt) in prompts.iter().enumerate() {
+        for (row, prompt) in distinct.iter().enumerate() {
             let start = row * t + t - prompt.len(); // left padding
             for (i, &token) in prompt.iter().enumerate() {
                 ids[start + i] = token as i64;
@@ -155,16 +157,23 @@ impl<'a> Generator<'a> {
             }
         }
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &self.device);
-        let mask = Tensor::<2, Int>::from_data(TensorData::new(mask, [b, t]), &self.device);
+        let mut mask = Tensor::<2, Int>::from_data(TensorData::new(mask, [b, t]), &self.device);
         self.device.seed(sampling.seed);
         let mut cache = KvCache::new(self.model.body.num_layers(), t + sampling.max_new_tokens);
         let batch = PaddedBatch::new(mask.clone());
-        let next_positions = batch.positions.clone().slice(s![.., t - 1..t]) + 1;
+        let mut next_positions = batch.positions.clone().slice(s![.., t - 1..t]) + 1;
         let hidden = self.model.hidden(ids, &batch, Some(&mut cache));
-        let logits = self.last_logits(hidden);
+        let mut logits = self.last_logits(hidden);
+        if b < prompts.len() {
+            let source = Tensor::<1, Int>::from_data(source.as_slice(), &self.device);
+            cache.select_rows(&source);
+            mask = mask.select(0, source.clone());
+            next_positions = next_positions.select(0, source.clone());
+            logits = logits.select(0, source);
+        }
         let seen = (sampling.repetition_penalty != 1.0).then(|| self.seen(prompts));
-        let running =
-            Running { rows: (0..b).collect(), key_mask: mask, next_positions, logits, seen };
+        let rows = (0..prompts.len()).collect();
+        let running = Running { rows, key_mask: mask, next_positions, logits, seen };
         let mut on_token = |row, token| {
             on_token(row, token);
             ControlFlow::Continue(())
@@ -321,7 +330,7 @@ impl<'a> Generator<'a> {
                     keep.iter().map(|&j| j as i64).collect::<Vec<_>>().as_slice(),
                     &self.device,
                 );
-                cache.keep_rows(&index);
+                cache.select_rows(&index);
                 run.key_mask = run.key_mask.select(0, index.clone());
                 run.next_positions = run.next_positions.select(0, index.clone());
                 run.seen = run.seen.map(|s| s.select(0, index.clone()));
@@ -388,6 +397,23 @@ impl<'a> Generator<'a> {
         let text = self.tokenizer.decode(tokens, false).unwrap_or_default();
         stop.iter().any(|s| text.contains(s.as_str()))
     }
+}
+
+/// The distinct prompts in order of first appearance, and for each prompt the index of its
+/// distinct copy.
+fn distinct_prompts(prompts: &[Vec<u32>]) -> (Vec<&Vec<u32>>, Vec<i64>) {
+    let mut first = std::collections::HashMap::new();
+    let mut distinct = Vec::new();
+    let source = prompts
+        .iter()
+        .map(|prompt| {
+            *first.entry(prompt).or_insert_with(|| {
+                distinct.push(prompt);
+                distinct.len() as i64 - 1
+            })
+        })
+        .collect();
+    (distinct, source)
 }
 
 /// `eos_token_id` is an id or a list of ids in `config.json` / `generation_config.json`.

@@ -13,7 +13,7 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::attention::{attend, merge_heads, split_heads};
-use super::layers::{Activation, LayerNorm, linear_tokens, normal_linear};
+use super::layers::{Activation, LayerNorm, freeze_first, linear_tokens, normal_linear};
 use crate::bad_input;
 
 /// The `config.json` fields BERT uses, with `transformers`' `BertConfig` defaults.
@@ -240,5 +240,22 @@ impl Bert {
 
     pub fn max_positions(&self) -> usize {
         self.embeddings.position_embeddings.weight.dims()[0]
+    }
+
+    pub fn num_layers(&self) -> usize {
+        self.encoder.layer.len()
+    }
+
+    /// Trains only the top `n` layers and the pooler: the embeddings and the layers below stop
+    /// requiring gradients, so backward stops where the trained layers begin. `n` of 0 or at
+    /// least the depth trains everything.
+    pub fn train_top_layers(mut self, n: usize) -> Self {
+        let depth = self.num_layers();
+        if n == 0 || n >= depth {
+            return self;
+        }
+        self.embeddings = self.embeddings.no_grad();
+        self.encoder.layer = freeze_first(self.encoder.layer, depth - n);
+        self
     }
 }

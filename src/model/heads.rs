@@ -39,6 +39,11 @@ impl CausalLm {
         self.body.forward(input_ids, batch, cache)
     }
 
+    /// Trains the top `n` blocks, the final norm and an untied head only (0: everything).
+    pub fn train_top_layers(self, n: usize) -> Self {
+        Self { body: self.body.train_top_layers(n), lm_head: self.lm_head }
+    }
+
     /// The LM head: hidden states `[B, T, D]` → logits `[B, T, V]`.
     pub fn logits(&self, hidden: Tensor<3>) -> Tensor<3> {
         match &self.lm_head {
@@ -124,6 +129,11 @@ impl ScalarModel {
     ) -> Self {
         Self { body, score: normal_linear(d_model, labels, false, std, device) }
     }
+
+    /// Trains the head, the top `n` blocks and the final norm only (0: everything).
+    pub fn train_top_layers(self, n: usize) -> Self {
+        Self { body: self.body.train_top_layers(n), score: self.score }
+    }
 }
 
 /// An encoder with a classification head, as `BertForSequenceClassification`: logits
@@ -149,6 +159,11 @@ impl EncoderClassifier {
         );
         let hidden = self.body.forward(input_ids, token_type_ids, attention_mask);
         self.classifier.forward(self.body.pool(hidden))
+    }
+
+    /// Trains the head, the pooler and the top `n` layers only (0: everything).
+    pub fn train_top_layers(self, n: usize) -> Self {
+        Self { body: self.body.train_top_layers(n), classifier: self.classifier }
     }
 }
 

@@ -108,8 +108,9 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
-    /// Keeps only the batch rows `rows` (finished sequences stop costing work).
-    pub fn keep_rows(&mut self, rows: &Tensor<1, Int>) {
+    /// Makes the batch rows `rows` of the current batch, in that order: dropping rows lets
+    /// finished sequences stop costing work, repeating one fans a shared prompt out.
+    pub fn select_rows(&mut self, rows: &Tensor<1, Int>) {
         for layer in &mut self.layers {
             layer.keys = layer.keys.take().map(|k| k.select(0, rows.clone()));
             layer.values = layer.values.take().map(|v| v.select(0, rows.clone()));

@@ -73,6 +73,14 @@ impl ModerationNet {
         }
     }
 
+    /// Trains the head and the top `n` blocks only (0: everything).
+    pub fn train_top_layers(self, n: usize) -> Self {
+        match self {
+            Self::Encoder(model) => Self::Encoder(model.train_top_layers(n)),
+            Self::Decoder(model) => Self::Decoder(model.train_top_layers(n)),
+        }
+    }
+
     /// Longest sequence it reads.
     pub fn max_len(&self) -> usize {
         match self {

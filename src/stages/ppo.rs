@@ -172,10 +172,7 @@ impl Models {
             };
             (policy, critic, value_config, (sft.clone(), value_files), None)
         };
-        let policy = CausalLm {
-            body: policy.body.train_top_layers(config.model.train_layers),
-            lm_head: policy.lm_head,
-        };
+        let policy = policy.train_top_layers(config.model.train_layers);
         Ok(Self {
             actor_critic: ActorCritic { policy, critic },
             policy_config: reference.config,

@@ -55,11 +55,14 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
     let ad = device.clone().autodiff();
     let start = Start::open(&config, args.resume, &ad)?;
     interrupt::install();
+    let trained = config.model.train_layers;
     match start.net {
         RewardNet::Decoder(model) => {
+            let model = model.train_top_layers(trained);
             Run::new(config, model, start.info, device, &args.overrides)?.train()
         }
         RewardNet::CrossEncoder(model) => {
+            let model = model.train_top_layers(trained);
             Run::new(config, model, start.info, device, &args.overrides)?.train()
         }
     }

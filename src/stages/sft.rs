@@ -42,7 +42,8 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
 
     // Everything is loaded and checked before the first step, so bad input writes nothing.
     let ad = device.clone().autodiff();
-    let start = Start::open(&config, args.resume, &ad)?;
+    let mut start = Start::open(&config, args.resume, &ad)?;
+    start.model = start.model.train_top_layers(config.model.train_layers);
     let data = Data::read(&config, &start)?;
     let mut run = Run::new(config, start, data, device.clone(), &args.overrides)?;
     interrupt::install();

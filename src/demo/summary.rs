@@ -44,13 +44,13 @@ pub struct ChatTurn {
 impl Summary {
     pub fn markdown(&self) -> String {
         let mut out = String::new();
-        let prompts = self.policies.first().map_or(0, |p| p.gold.answers);
+        let answers = self.policies.first().map_or(0, |p| p.gold.answers);
         let _ = writeln!(out, "# rlhf demo: {}\n", self.model);
         let _ = writeln!(
             out,
-            "Each policy answers the {prompts} held-out prompts (sampled); the gold judge scores \
-             correctness and the asked-for form (0–1), the reward model scores what it learned \
-             from the judge's rankings.\n"
+            "Each policy gives {answers} sampled answers to the held-out prompts (several a \
+             prompt); the gold judge scores correctness and the asked-for form (0–1), the reward \
+             model scores what it learned from the judge's rankings.\n"
         );
         out.push_str(
             "| policy | gold score | correct | form | reward model | KL to SFT (nats) | length (tokens) |\n",

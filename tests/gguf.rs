@@ -238,8 +238,13 @@ fn smollm2_tokenizes_renders_computes_and_generates_as_transformers_does() {
     io.tensors.insert("logits".into(), read(&logits_path)["logits"].clone());
     let model = load_causal_lm(&dir, &device).unwrap().model;
     let error = io.logit_error(&logits_of(&model, &io, &device));
-    println!("SmolLM2-135M-Instruct logits, largest difference from transformers: {error:e}");
-    assert!(error < 1e-4, "logits differ from transformers' by {error}");
+    // 30 blocks of f32 in another order of operations than `transformers`: the largest
+    // difference scales with the logits, so it is bounded relative to the largest of them.
+    let scale = floats(&io.tensors["logits"]).iter().fold(0f32, |m, x| m.max(x.abs()));
+    println!(
+        "SmolLM2-135M-Instruct logits, largest difference from transformers: {error:e} (largest logit {scale})"
+    );
+    assert!(error < 1e-5 * scale, "logits differ from transformers' by {error} (scale {scale})");
     drop(model);
 
     let data = tmp.path().join("prompts.jsonl");

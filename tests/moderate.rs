@@ -286,6 +286,17 @@ fn a_decoder_backbone_learns_the_categories_and_transformers_reads_the_same_scor
 }
 
 #[test]
+fn mean_pooling_trains_and_transformers_reads_it_the_documented_way() {
+    let ws = Workspace::new();
+    assert_ok(&ws.train(&["model.pooling=mean", "train.epochs=1"]));
+    let config: Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.path("runs/mod/config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["classifier_pooling"], "mean");
+    assert_transformers_agrees(&ws, "runs/mod");
+}
+
+#[test]
 fn bad_rows_and_models_are_clear_errors() {
     let ws = Workspace::new();
     let cases = [

@@ -277,6 +277,20 @@ fn a_minilm_cross_encoder_trains_and_transformers_reads_the_same_scores() {
 }
 
 #[test]
+fn mean_pooling_is_saved_and_transformers_reads_it_the_documented_way() {
+    let ws = Workspace::new();
+    let out = ws.train(&["model.pooling=mean"], &[]);
+    assert_eq!(out.status.code(), Some(2), "a decoder has no pooling to choose");
+    assert!(stderr(&out).contains("applies to BERT-family encoders"), "{}", stderr(&out));
+
+    ws.start_from_minilm();
+    let sets = ["model.pooling=mean", "train.max_steps=4", "train.batch_size=4", "train.lr=5e-5"];
+    assert_ok(&ws.train(&sets, &[]));
+    assert_eq!(ws.json("runs/rm/config.json")["classifier_pooling"], "mean");
+    ws.assert_transformers_agrees("runs/rm");
+}
+
+#[test]
 fn train_layers_trains_only_the_top_of_a_minilm_cross_encoder() {
     let ws = Workspace::new();
     ws.start_from_minilm();

@@ -343,6 +343,9 @@ fn checkpoints_load_in_transformers_and_chain_from_a_base() {
     let out = ws.sft(&["model.base=runs/first", "output.dir=runs/second"], &[]);
     assert_eq!(out.status.code(), Some(2), "init and base together are refused");
     assert!(stderr(&out).contains("exclude each other"), "{}", stderr(&out));
+    let out = ws.sft(&["model.pooling=mean", "output.dir=runs/pooled"], &[]);
+    assert_eq!(out.status.code(), Some(2), "a decoder has no pooling to choose");
+    assert!(stderr(&out).contains("key `model.pooling` applies to"), "{}", stderr(&out));
     let config = std::fs::read_to_string(ws.path("sft.toml"))
         .unwrap()
         .replace("init = \"tiny\"\ntokenizer = \"tok\"", &format!("base = \"{base}\""));

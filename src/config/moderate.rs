@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::train::{OutputConfig, TrainConfig};
+use crate::model::bert::Pooling;
 use crate::moderation::metrics::ThresholdRule;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -26,11 +27,14 @@ pub struct ModerateModel {
     pub base: PathBuf,
     /// Train only the top N blocks and the head (0: all of them).
     pub train_layers: usize,
+    /// BERT-family encoders: the sentence vector the head reads (unset: the checkpoint's,
+    /// `cls` for a bare encoder).
+    pub pooling: Option<Pooling>,
 }
 
 impl Default for ModerateModel {
     fn default() -> Self {
-        Self { base: "models/minilm".into(), train_layers: 0 }
+        Self { base: "models/minilm".into(), train_layers: 0, pooling: None }
     }
 }
 

@@ -73,6 +73,9 @@ impl SftConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.model.validate()?;
         self.train.validate()?;
+        if self.model.pooling.is_some() {
+            return Err("key `model.pooling` applies to encoder classifiers (reward, moderate), not to SFT\nhint: remove it".into());
+        }
         if self.data.train.as_os_str().is_empty() {
             return Err("key `data.train` is required (a JSONL file of demonstrations)".into());
         }

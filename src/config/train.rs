@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::model::bert::Pooling;
+
 /// Optimisation: AdamW with warm-up and a decaying schedule, gradient accumulation and
 /// clipping, periodic evaluation and saving.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -144,10 +146,16 @@ pub struct ModelSource {
     /// Train only the top N blocks (0: all of them); the embeddings and the blocks below stay
     /// as they were, so backward stops early and the optimizer holds less.
     pub train_layers: usize,
+    /// BERT-family classifiers: the sentence vector the head reads (unset: the checkpoint's,
+    /// `cls` for a bare encoder).
+    pub pooling: Option<Pooling>,
 }
 
 impl ModelSource {
     pub fn validate(&self) -> Result<(), String> {
+        if self.init.is_some() && self.pooling.is_some() {
+            return Err("key `model.pooling` applies to BERT-family encoders, not to a preset decoder\nhint: remove it".into());
+        }
         match (&self.base, &self.init, &self.tokenizer) {
             (Some(_), None, None) | (None, Some(_), Some(_)) => Ok(()),
             (Some(_), Some(_), _) => {

@@ -13,6 +13,7 @@ use tokenizers::Tokenizer;
 
 use super::sampling::{SamplingConfig, choose, chosen_log_probs, penalise_repeats, top_k, top_p};
 use crate::bad_input;
+use crate::model::config::token_ids;
 use crate::model::kv_cache::KvCache;
 use crate::model::{CausalLm, ModelConfig, PaddedBatch};
 
@@ -414,17 +415,4 @@ fn distinct_prompts(prompts: &[Vec<u32>]) -> (Vec<&Vec<u32>>, Vec<i64>) {
         })
         .collect();
     (distinct, source)
-}
-
-/// `eos_token_id` is an id or a list of ids in `config.json` / `generation_config.json`.
-pub fn token_ids(value: Option<&serde_json::Value>) -> Vec<u32> {
-    match value {
-        Some(serde_json::Value::Number(n)) => {
-            n.as_u64().map(|id| vec![id as u32]).unwrap_or_default()
-        }
-        Some(serde_json::Value::Array(items)) => {
-            items.iter().filter_map(|v| v.as_u64()).map(|id| id as u32).collect()
-        }
-        _ => Vec::new(),
-    }
 }

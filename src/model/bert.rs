@@ -1,7 +1,9 @@
 //! BERT (Devlin et al., 2019), the encoder behind small cross-encoders and classifiers such as
 //! all-MiniLM-L6-v2, computed as `transformers`' `modeling_bert.py` computes it: word, position
 //! and token-type embeddings, post-LayerNorm blocks with bidirectional attention over real
-//! tokens, exact GELU, and a tanh pooler over the first (`[CLS]`) token.
+//! tokens, exact GELU, and a tanh pooler over the first (`[CLS]`) token — or, with
+//! `classifier_pooling = "mean"` (the key ModernBERT's config uses), the mean of the real tokens'
+//! hidden states, which is how sentence encoders such as all-MiniLM-L6-v2 were trained.
 //!
 //! Dropout is not applied (see `gpt2.rs`). Checkpoint names follow `BertModel`: the fields
 //! `self_attention` and `layer_norm` are stored as `self` and `LayerNorm` (see `naming.rs`).
@@ -31,6 +33,20 @@ pub struct BertConfig {
     pub layer_norm_eps: f64,
     pub initializer_range: f64,
     pub position_embedding_type: String,
+    /// What a classifier head reads; not a `BertConfig` field, so `transformers` keeps it as an
+    /// attribute and `AutoModelForSequenceClassification` pools `[CLS]` whatever it says.
+    pub classifier_pooling: Pooling,
+}
+
+/// The sentence vector a classifier head reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooling {
+    /// tanh(dense(h[CLS])), as `BertForSequenceClassification`.
+    #[default]
+    Cls,
+    /// The mean of the real tokens' final hidden states (sentence-transformers).
+    Mean,
 }
 
 impl Default for BertConfig {
@@ -47,6 +63,7 @@ impl Default for BertConfig {
             layer_norm_eps: 1e-12,
             initializer_range: 0.02,
             position_embedding_type: "absolute".into(),
+            classifier_pooling: Pooling::Cls,
         }
     }
 }
@@ -113,6 +130,7 @@ impl BertConfig {
             },
             encoder: Encoder { layer: layers },
             pooler: Pooler { dense: linear(d, d) },
+            pooling: self.classifier_pooling,
         })
     }
 }
@@ -203,6 +221,8 @@ pub struct Bert {
     pub embeddings: Embeddings,
     pub encoder: Encoder,
     pub pooler: Pooler,
+    #[module(skip)]
+    pub pooling: Pooling,
 }
 
 impl Bert {
@@ -231,11 +251,21 @@ impl Bert {
         x
     }
 
-    /// The pooled `[CLS]` vector `[B, D]` from hidden states `[B, T, D]`.
-    pub fn pool(&self, hidden: Tensor<3>) -> Tensor<2> {
-        let [b, _, d] = hidden.dims();
-        let first = hidden.slice(s![.., 0..1, ..]).reshape([b, d]);
-        self.pooler.dense.forward(first).tanh()
+    /// The sentence vector `[B, D]` from hidden states `[B, T, D]` and the attention mask
+    /// `[B, T]`.
+    pub fn pool(&self, hidden: Tensor<3>, attention_mask: Tensor<2, Int>) -> Tensor<2> {
+        let [b, t, d] = hidden.dims();
+        match self.pooling {
+            Pooling::Cls => {
+                let first = hidden.slice(s![.., 0..1, ..]).reshape([b, d]);
+                self.pooler.dense.forward(first).tanh()
+            }
+            Pooling::Mean => {
+                let real = attention_mask.float().reshape([b, t, 1]);
+                let count = real.clone().sum_dim(1).reshape([b, 1]);
+                (hidden * real).sum_dim(1).reshape([b, d]) / count
+            }
+        }
     }
 
     pub fn max_positions(&self) -> usize {

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::Result;
 use serde_json::{Map, Value, json};
 
-use super::bert::BertConfig;
+use super::bert::{BertConfig, Pooling};
 use super::decoder::Decoder;
 use super::gpt2::Gpt2Config;
 use super::llama::{Flavor, LlamaConfig};
@@ -15,7 +15,6 @@ use tokenizers::Tokenizer;
 
 use crate::bad_input;
 use crate::data::tokenizer::END_OF_TEXT;
-use crate::generate::engine::token_ids;
 
 /// The `model_type`s `rlhf` loads.
 pub const SUPPORTED: &str = "gpt2, llama, mistral, qwen2, bert";
@@ -94,6 +93,19 @@ impl ModelConfig {
             ));
         };
         Ok(Self { arch, json })
+    }
+
+    /// The same encoder with its classifier reading `pooling`, saved as `classifier_pooling`.
+    pub fn with_pooling(mut self, pooling: Pooling) -> Result<Self> {
+        let Arch::Bert(bert) = &mut self.arch else {
+            return Err(bad_input!(
+                "key `model.pooling` applies to BERT-family encoders; a {} decoder reads its last token\nhint: remove it",
+                self.model_type()
+            ));
+        };
+        bert.classifier_pooling = pooling;
+        self.json.insert("classifier_pooling".into(), json!(pooling));
+        Ok(self)
     }
 
     pub fn model_type(&self) -> &'static str {
@@ -271,5 +283,18 @@ impl ModelConfig {
             }
         }
         json
+    }
+}
+
+/// `eos_token_id` is an id or a list of ids in `config.json` / `generation_config.json`.
+pub fn token_ids(value: Option<&serde_json::Value>) -> Vec<u32> {
+    match value {
+        Some(serde_json::Value::Number(n)) => {
+            n.as_u64().map(|id| vec![id as u32]).unwrap_or_default()
+        }
+        Some(serde_json::Value::Array(items)) => {
+            items.iter().filter_map(|v| v.as_u64()).map(|id| id as u32).collect()
+        }
+        _ => Vec::new(),
     }
 }

@@ -157,8 +157,8 @@ impl EncoderClassifier {
             "{t} tokens exceed the encoder's {} positions",
             self.body.max_positions()
         );
-        let hidden = self.body.forward(input_ids, token_type_ids, attention_mask);
-        self.classifier.forward(self.body.pool(hidden))
+        let hidden = self.body.forward(input_ids, token_type_ids, attention_mask.clone());
+        self.classifier.forward(self.body.pool(hidden, attention_mask))
     }
 
     /// Trains the head, the pooler and the top `n` layers only (0: everything).

@@ -19,7 +19,7 @@ use super::layers::normal_linear;
 use super::naming::{load_module_keeping, named_tensors};
 use super::weights::{self, NamedTensors};
 use crate::data::tokenizer;
-use crate::generate::engine::token_ids;
+use crate::model::config::token_ids;
 use crate::{bad_input, json_file};
 
 /// A loaded model with the config and tokenizer of its directory.

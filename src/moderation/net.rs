@@ -12,6 +12,7 @@ use tokenizers::Tokenizer;
 use crate::bad_input;
 use crate::data::moderation::{CATEGORIES, NUM_CATEGORIES};
 use crate::data::scoring::SequenceBatch;
+use crate::model::bert::Pooling;
 use crate::model::config::{Arch, HeadKind, ModelConfig};
 use crate::model::heads::{EncoderClassifier, ScalarModel};
 use crate::model::pretrained::{load_decoder_classifier, load_encoder_classifier, save_classifier};
@@ -70,6 +71,17 @@ impl ModerationNet {
                 &PaddedBatch::new(batch.attention_mask.clone()),
                 batch.last_non_pad.clone(),
             ),
+        }
+    }
+
+    /// An encoder's head reads `pooling` (a decoder's always reads its last token).
+    pub fn with_pooling(self, pooling: Pooling) -> Self {
+        match self {
+            Self::Encoder(mut model) => {
+                model.body.pooling = pooling;
+                Self::Encoder(model)
+            }
+            decoder => decoder,
         }
     }
 

@@ -225,6 +225,10 @@ impl Run {
         }
         ad.seed(config.train.seed); // a fresh head draws its initial weights
         let (model, model_config, tokenizer) = ModerationNet::load(&dir, ad)?;
+        let (model, model_config) = match config.model.pooling {
+            Some(pooling) => (model.with_pooling(pooling), model_config.with_pooling(pooling)?),
+            None => (model, model_config),
+        };
         let model = model.train_top_layers(config.model.train_layers);
         let window = model.max_len();
         if config.data.max_len > window {

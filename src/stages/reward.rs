@@ -294,10 +294,14 @@ impl Start {
             (None, false) => return Self::from_preset(config, ad),
         };
         ad.seed(config.train.seed); // a fresh head draws its initial weights
-        let model_config = ModelConfig::read(&dir)?;
+        let mut model_config = ModelConfig::read(&dir)?;
+        if let Some(pooling) = config.model.pooling {
+            model_config = model_config.with_pooling(pooling)?;
+        }
         let (net, tokenizer) = match (&model_config.arch, model_config.head_kind()) {
-            (Arch::Bert(_), _) => {
-                let loaded = load_encoder_classifier(&dir, Some(1), ad)?;
+            (Arch::Bert(bert), _) => {
+                let mut loaded = load_encoder_classifier(&dir, Some(1), ad)?;
+                loaded.model.body.pooling = bert.classifier_pooling;
                 (RewardNet::CrossEncoder(loaded.model), loaded.tokenizer)
             }
             (_, HeadKind::Scalar) => {

@@ -360,4 +360,18 @@ fn checkpoints_load_in_transformers_and_chain_from_a_base() {
     for run in ["runs/first", "runs/second"] {
         assert_transformers_agrees(&ws.path(run), ws.dir.path());
     }
+
+    // model.train_layers = 1 of llama-tiny's 2 blocks: the embeddings and block 0 stay, block 1,
+    // the final norm and the untied LM head train.
+    assert_ok(&ws.sft(&["train.max_steps=2", "output.dir=runs/top", "model.train_layers=1"], &[]));
+    let (first, top) = (
+        read(&ws.path("runs/first/model.safetensors")),
+        read(&ws.path("runs/top/model.safetensors")),
+    );
+    for name in ["model.embed_tokens.weight", "model.layers.0.mlp.up_proj.weight"] {
+        assert_eq!(floats(&top[name]), floats(&first[name]), "{name} changed");
+    }
+    for name in ["model.layers.1.mlp.up_proj.weight", "model.norm.weight", "lm_head.weight"] {
+        assert_ne!(floats(&top[name]), floats(&first[name]), "{name} did not train");
+    }
 }

@@ -1,8 +1,8 @@
 //! Batched generation with a KV cache: prompts of different lengths are left-padded and
 //! prefilled together (identical prompts once: K samples of a question share its prefill), then
 //! each step feeds only the newly chosen tokens. Rows that finish (end-of-sequence, a stop
-//! string, or the length limit) leave the batch, so they stop costing work. The chosen ids are the only per-step copy from the device; log-probabilities come back
-//! once at the end.
+//! string, or the length limit) leave the batch, so they stop costing work. The chosen ids are
+//! the only per-step copy from the device; log-probabilities come back once at the end.
 
 use std::ops::ControlFlow;
 

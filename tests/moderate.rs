@@ -165,6 +165,15 @@ fn trains_evaluates_and_scores_in_openais_shape() {
     assert_eq!(category("HR")["known"], 24);
     assert_eq!(category("HR")["positives"], 8);
     assert!(report["any"]["auprc"].as_f64().unwrap() > 0.9, "{report}");
+    // Calibrated on validation: a scale and shift per category, the error reported.
+    let settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("moderation.json")).unwrap())
+            .unwrap();
+    assert_eq!(settings["calibration"].as_object().unwrap().len(), 8, "{settings}");
+    assert!(settings["calibration"]["self-harm"]["scale"].as_f64().unwrap() > 0.0);
+    let ece = report["ece"].as_f64().unwrap();
+    assert!((0.0..0.25).contains(&ece), "ECE {ece}: {report}");
+    assert!(category("SH")["ece"].as_f64().is_some());
 
     // score: arguments, a file, stdin — one verdict per text, in OpenAI's shape.
     let out = ws.run(&["moderate", "score", "--model", "runs/mod", SELF_HARM[0], SAFE[0]]);
@@ -214,8 +223,13 @@ fn trains_evaluates_and_scores_in_openais_shape() {
     assert_transformers_agrees(&ws, "runs/mod");
 }
 
-/// `transformers` reads the saved classifier with the same scores (short texts: one window).
+/// `transformers` reads the saved classifier with the same scores (short texts: one window),
+/// once each logit is calibrated as `moderation.json` says: σ(scale·logit + shift).
 fn assert_transformers_agrees(ws: &Workspace, run: &str) {
+    let settings = ws.path(run).join("moderation.json");
+    let settings: Value =
+        serde_json::from_str(&std::fs::read_to_string(settings).unwrap()).unwrap();
+    let calibration = &settings["calibration"];
     let texts = [SAFE[3], HARASSMENT[2], SELF_HARM[3]];
     ws.write_jsonl("texts.jsonl", &texts.iter().map(|t| json!({"text": t})).collect::<Vec<_>>());
     let out = ws.run(&["moderate", "score", "--model", run, "--data", "texts.jsonl"]);
@@ -238,7 +252,11 @@ fn assert_transformers_agrees(ws: &Workspace, run: &str) {
             (7, "violence/graphic"),
         ];
         for (i, name) in unmodified {
-            let theirs = 1.0 / (1.0 + (-row[i]).exp());
+            let (scale, shift) = (
+                calibration[name]["scale"].as_f64().unwrap(),
+                calibration[name]["shift"].as_f64().unwrap(),
+            );
+            let theirs = 1.0 / (1.0 + (-(scale * row[i] + shift)).exp());
             let mine = verdict["category_scores"][name].as_f64().unwrap();
             assert!(
                 (mine - theirs).abs() < 1e-4,

@@ -308,6 +308,159 @@ fn train_layers_trains_only_the_top_of_a_minilm_cross_encoder() {
     }
 }
 
+/// Every tensor of two checkpoints within 1e-6.
+fn assert_same_weights(ws: &Workspace, a: &str, b: &str) {
+    let (a, b) = (read(&ws.path(a)), read(&ws.path(b)));
+    for (name, expected) in &a {
+        let diff = max_abs_diff(&floats(&b[name]), &floats(expected), |_| true);
+        assert!(diff <= 1e-6, "{name}: differs by {diff}");
+    }
+}
+
+/// The validation accuracies a run recorded, by step (the first record of each step).
+fn valid_accuracies(ws: &Workspace, run: &str) -> Vec<(u64, f64)> {
+    let text = std::fs::read_to_string(ws.path(&format!("{run}/metrics.jsonl"))).unwrap();
+    let mut seen = Vec::<(u64, f64)>::new();
+    for line in text.lines().map(|l| serde_json::from_str::<Value>(l).unwrap()) {
+        if let (Some(step), Some(acc)) = (line["step"].as_u64(), line["valid_accuracy"].as_f64()) {
+            if seen.last().is_none_or(|(s, _)| *s != step) {
+                seen.push((step, acc));
+            }
+        }
+    }
+    seen
+}
+
+#[test]
+fn keep_best_saves_the_best_validation_step_and_patience_ends_the_run() {
+    let ws = Workspace::new();
+    // A constant rate, so the first K steps of a long run are a K-step run.
+    let sets = [
+        "train.max_steps=400",
+        "train.eval_every=5",
+        "train.schedule=constant",
+        "train.warmup_steps=0",
+        "train.keep_best=true",
+        "train.patience=3",
+        "output.dir=runs/best",
+    ];
+    let out = ws.train(&sets, &[]);
+    assert_ok(&out);
+    let accuracies = valid_accuracies(&ws, "runs/best");
+    let (mut best_step, mut best) = (0, -1.0);
+    for &(step, accuracy) in &accuracies {
+        if accuracy > best {
+            (best_step, best) = (step, accuracy);
+        }
+    }
+    let stopped = accuracies.last().unwrap().0;
+    assert_eq!(stopped, best_step + 15, "three evaluations without a better one: {accuracies:?}");
+    assert!(stderr(&out).contains(&format!("stopping at step {stopped}")), "{}", stderr(&out));
+    assert!(stderr(&out).contains(&format!("keeping the weights of step {best_step}")));
+    let lineage = ws.json("runs/best/rlhf.json");
+    assert_eq!(lineage["metrics"]["valid_accuracy"].as_f64(), Some(best));
+    assert_eq!(ws.eval("runs/best", "valid.jsonl")["accuracy"].as_f64(), Some(best));
+
+    // The saved weights are those of a run that stopped at the best step.
+    let plain = [format!("train.max_steps={best_step}"), "output.dir=runs/plain".into()];
+    let plain_sets: Vec<&str> =
+        sets[1..4].iter().copied().chain(plain.iter().map(String::as_str)).collect();
+    assert_ok(&ws.train(&plain_sets, &[]));
+    assert_same_weights(&ws, "runs/best/model.safetensors", "runs/plain/model.safetensors");
+
+    // A run ended by patience stays ended; one interrupted and resumed ends the same.
+    let out = ws.train(&sets, &["--resume"]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains(&format!("already has all {stopped} steps")), "{}", stderr(&out));
+    let mut args = vec!["reward", "train", "--config", "reward.toml"];
+    for set in
+        sets.iter().chain(&["output.dir=runs/stopped", "train.save_every=5", "train.log_every=1"])
+    {
+        args.extend(["--set", set]);
+    }
+    let at = format!("step {}/", best_step + 2);
+    let (status, seen) = interrupt_at(ws.command(&args), &at);
+    assert_eq!(status.code(), Some(130), "{seen}");
+    let resumed: Vec<&str> = sets.iter().copied().chain(["output.dir=runs/stopped"]).collect();
+    assert_ok(&ws.train(&resumed, &["--resume"]));
+    assert_same_weights(&ws, "runs/best/model.safetensors", "runs/stopped/model.safetensors");
+}
+
+#[test]
+fn the_head_and_each_layer_train_at_their_own_learning_rate() {
+    let ws = Workspace::new();
+    ws.start_from_minilm();
+    // Adam's first step moves a weight by lr·g/(|g| + ε): by its learning rate, whatever g.
+    let sets = [
+        "train.max_steps=1",
+        "train.batch_size=4",
+        "train.warmup_steps=0",
+        "train.weight_decay=0",
+        "train.lr=1e-3",
+        "train.head_lr=1e-2",
+        "train.layer_lr_decay=0.5",
+        "loss.label_smoothing=0.1",
+    ];
+    assert_ok(&ws.train(&sets, &[]));
+    let before = read(&root().join("models/minilm/model.safetensors"));
+    let after = read(&ws.path("runs/rm/model.safetensors"));
+    let step = |name: &str| {
+        let old = before.get(name).map(floats).unwrap_or_else(|| vec![0.0; 1]);
+        max_abs_diff(&floats(&after[&format!("bert.{name}")]), &old, |_| true)
+    };
+    let expected = [
+        ("embeddings.word_embeddings.weight", 1e-3 * 0.5f32.powi(6)),
+        ("encoder.layer.0.output.dense.weight", 1e-3 * 0.5f32.powi(5)),
+        ("encoder.layer.4.output.dense.weight", 1e-3 * 0.5),
+        ("encoder.layer.5.output.dense.weight", 1e-3),
+        ("pooler.dense.weight", 1e-3),
+    ];
+    for (name, lr) in expected {
+        let moved = step(name);
+        assert!((moved - lr).abs() < 0.01 * lr, "{name}: moved {moved}, lr {lr}");
+    }
+    // The fresh head starts from the same draw (seeded) in both runs: 1e-2 against 2e-2.
+    let faster = [&sets[..], &["train.head_lr=2e-2", "output.dir=runs/faster"]].concat();
+    assert_ok(&ws.train(&faster, &[]));
+    let faster = read(&ws.path("runs/faster/model.safetensors"));
+    let gap = max_abs_diff(
+        &floats(&after["classifier.weight"]),
+        &floats(&faster["classifier.weight"]),
+        |_| true,
+    );
+    assert!((gap - 1e-2).abs() < 1e-4, "head steps differ by {gap}");
+}
+
+#[test]
+fn reinit_layers_draws_the_top_layer_and_the_pooler_afresh() {
+    let ws = Workspace::new();
+    ws.start_from_minilm();
+    let out = ws.train(&["model.reinit_layers=2", "model.train_layers=1"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("`model.reinit_layers` = 2 exceeds"), "{}", stderr(&out));
+
+    let sets =
+        ["model.reinit_layers=1", "train.max_steps=1", "train.lr=1e-7", "train.batch_size=4"];
+    assert_ok(&ws.train(&sets, &[]));
+    let before = read(&root().join("models/minilm/model.safetensors"));
+    let after = read(&ws.path("runs/rm/model.safetensors"));
+    let tensor = |name: &str| floats(&after[&format!("bert.{name}")]);
+    let std = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+    // Layer 5 and the pooler: N(0, 0.02) matrices, unit gains, zero biases (one tiny step on).
+    for name in ["encoder.layer.5.intermediate.dense.weight", "pooler.dense.weight"] {
+        let s = std(&tensor(name));
+        assert!((s - 0.02).abs() < 0.001, "{name}: std {s}");
+    }
+    assert!(
+        tensor("encoder.layer.5.output.LayerNorm.weight").iter().all(|g| (g - 1.0).abs() < 1e-5)
+    );
+    assert!(tensor("encoder.layer.5.output.dense.bias").iter().all(|b| b.abs() < 1e-5));
+    // Layer 4 keeps its pretrained weights (up to the one step).
+    let name = "encoder.layer.4.intermediate.dense.weight";
+    let moved = max_abs_diff(&tensor(name), &floats(&before[name]), |_| true);
+    assert!(moved < 1e-5, "{name} moved {moved}");
+}
+
 #[test]
 fn ctrl_c_saves_a_checkpoint_and_resuming_matches_an_uninterrupted_run() {
     let ws = Workspace::new();

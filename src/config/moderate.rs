@@ -27,6 +27,8 @@ pub struct ModerateModel {
     pub base: PathBuf,
     /// Train only the top N blocks and the head (0: all of them).
     pub train_layers: usize,
+    /// Draw the top N blocks afresh before training (and a BERT pooler); 0: keep them all.
+    pub reinit_layers: usize,
     /// BERT-family encoders: the sentence vector the head reads (unset: the checkpoint's,
     /// `cls` for a bare encoder).
     pub pooling: Option<Pooling>,
@@ -34,7 +36,7 @@ pub struct ModerateModel {
 
 impl Default for ModerateModel {
     fn default() -> Self {
-        Self { base: "models/minilm".into(), train_layers: 0, pooling: None }
+        Self { base: "models/minilm".into(), train_layers: 0, reinit_layers: 0, pooling: None }
     }
 }
 
@@ -96,6 +98,7 @@ impl Default for Thresholds {
 impl ModerateConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.train.validate()?;
+        super::train::check_reinit(self.model.reinit_layers, self.model.train_layers)?;
         if self.data.train.as_os_str().is_empty() {
             return Err("key `data.train` is required (a JSONL file of labelled texts)".into());
         }

@@ -168,6 +168,9 @@ impl Default for PpoHyper {
 impl PpoConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.train.validate()?;
+        if self.train.keep_best || self.train.patience > 0 {
+            return Err("keys `train.keep_best` and `train.patience` need a validation metric, which PPO has not\nhint: measure saved policies with `rlhf ppo eval`".into());
+        }
         let required = [
             ("model.policy", &self.model.policy, "the SFT checkpoint"),
             ("model.reward", &self.model.reward, "the reward model"),

@@ -57,11 +57,15 @@ pub struct RewardLoss {
     /// (Eisenstein et al., 2023; TRL's `center_rewards_coefficient`). The pairwise loss only
     /// sees differences, so without it the scores drift by an arbitrary offset.
     pub center_coefficient: f64,
+    /// Label smoothing ε: each pair counts as right with probability 1 − ε, so the loss is
+    /// `−(1 − ε)·log σ(d) − ε·log σ(−d)` (TRL's conservative DPO loss). For noisy human
+    /// labels (HH-RLHF has an estimated quarter of them): it bounds how far one pair can pull.
+    pub label_smoothing: f64,
 }
 
 impl Default for RewardLoss {
     fn default() -> Self {
-        Self { margin: 0.0, center_coefficient: 0.01 }
+        Self { margin: 0.0, center_coefficient: 0.01, label_smoothing: 0.0 }
     }
 }
 
@@ -93,6 +97,12 @@ impl RewardConfig {
         }
         if !(self.loss.center_coefficient >= 0.0 && self.loss.center_coefficient.is_finite()) {
             return Err("key `loss.center_coefficient` must be a number ≥ 0".into());
+        }
+        if !(0.0..0.5).contains(&self.loss.label_smoothing) {
+            return Err(format!(
+                "key `loss.label_smoothing` must be in [0, 0.5), not {}",
+                self.loss.label_smoothing
+            ));
         }
         if !self.loss.margin.is_finite() {
             return Err("key `loss.margin` must be a finite number".into());

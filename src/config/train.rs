@@ -19,6 +19,13 @@ pub struct TrainConfig {
     pub grad_accum: usize,
     /// Peak learning rate.
     pub lr: f64,
+    /// Peak learning rate of a freshly initialised head (the reward model's score, the
+    /// moderation classifier); unset: `lr`. A new head starts from noise while the body
+    /// is already trained, so it can take larger steps.
+    pub head_lr: Option<f64>,
+    /// Layer-wise learning-rate decay: the top block trains at `lr`, each block below at
+    /// this factor times the one above, the embeddings last (1.0: the same rate everywhere).
+    pub layer_lr_decay: f64,
     /// Steps of linear warm-up from 0 to `lr`.
     pub warmup_steps: usize,
     /// After warm-up: `cosine` (to `min_lr_ratio`·lr), `linear` (to 0) or `constant`.
@@ -40,6 +47,11 @@ pub struct TrainConfig {
     pub save_every: usize,
     /// One metrics line every N steps.
     pub log_every: usize,
+    /// Save the weights of the best validation step instead of the last (sft: lowest loss,
+    /// reward: highest accuracy, moderate: highest "any category" AUPRC).
+    pub keep_best: bool,
+    /// Stop once this many evaluations in a row have not improved on the best (0: never).
+    pub patience: usize,
 }
 
 impl Default for TrainConfig {
@@ -50,6 +62,8 @@ impl Default for TrainConfig {
             batch_size: 8,
             grad_accum: 1,
             lr: 1e-4,
+            head_lr: None,
+            layer_lr_decay: 1.0,
             warmup_steps: 100,
             schedule: Schedule::Cosine,
             min_lr_ratio: 0.0,
@@ -62,6 +76,8 @@ impl Default for TrainConfig {
             eval_every: 200,
             save_every: 500,
             log_every: 10,
+            keep_best: false,
+            patience: 0,
         }
     }
 }
@@ -99,6 +115,19 @@ impl TrainConfig {
             if !(0.0..1.0).contains(&beta) {
                 return Err(format!("key `{key}` must be in [0, 1), not {beta}"));
             }
+        }
+        if let Some(head_lr) = self.head_lr {
+            if !(head_lr > 0.0 && head_lr.is_finite()) {
+                return Err(format!(
+                    "key `train.head_lr` must be a positive number, not {head_lr}"
+                ));
+            }
+        }
+        if !(self.layer_lr_decay > 0.0 && self.layer_lr_decay <= 1.0) {
+            return Err(format!(
+                "key `train.layer_lr_decay` must be in (0, 1], not {}",
+                self.layer_lr_decay
+            ));
         }
         if self.adam_epsilon <= 0.0 {
             return Err("key `train.adam_epsilon` must be positive".into());
@@ -146,13 +175,26 @@ pub struct ModelSource {
     /// Train only the top N blocks (0: all of them); the embeddings and the blocks below stay
     /// as they were, so backward stops early and the optimizer holds less.
     pub train_layers: usize,
+    /// Draw the top N blocks afresh before training (and a BERT pooler); 0: keep them all.
+    pub reinit_layers: usize,
     /// BERT-family classifiers: the sentence vector the head reads (unset: the checkpoint's,
     /// `cls` for a bare encoder).
     pub pooling: Option<Pooling>,
 }
 
+/// Re-initialised blocks must be trained: `reinit_layers` ≤ `train_layers` when that is set.
+pub fn check_reinit(reinit_layers: usize, train_layers: usize) -> Result<(), String> {
+    if train_layers > 0 && reinit_layers > train_layers {
+        return Err(format!(
+            "key `model.reinit_layers` = {reinit_layers} exceeds `model.train_layers` = {train_layers}: re-initialised blocks would stay random\nhint: train at least as many blocks as you re-initialise"
+        ));
+    }
+    Ok(())
+}
+
 impl ModelSource {
     pub fn validate(&self) -> Result<(), String> {
+        check_reinit(self.reinit_layers, self.train_layers)?;
         if self.init.is_some() && self.pooling.is_some() {
             return Err("key `model.pooling` applies to BERT-family encoders, not to a preset decoder\nhint: remove it".into());
         }

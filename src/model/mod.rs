@@ -15,6 +15,7 @@ pub mod mask;
 pub mod naming;
 pub mod preset;
 pub mod pretrained;
+pub mod reinit;
 pub mod reward;
 pub mod rope;
 pub mod weights;

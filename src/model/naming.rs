@@ -29,7 +29,7 @@ pub struct HfLayout {
 impl HfLayout {
     /// The checkpoint key for a module path, and whether the stored tensor is the transpose
     /// of Burn's. `path` holds (field, container type) pairs from the module root.
-    fn key(&self, path: &[(String, String)]) -> (String, bool) {
+    pub fn key(&self, path: &[(String, String)]) -> (String, bool) {
         let mut names: Vec<&str> = path
             .iter()
             .map(|(name, _)| {
@@ -81,13 +81,36 @@ pub fn load_module_keeping<M: Module>(
     device: &Device,
     keep: &dyn Fn(&str) -> bool,
 ) -> Result<M> {
-    let mut loader = Loader { layout, tensors, device, keep, path: Vec::new(), errors: Vec::new() };
-    let module = module.map(&mut loader);
-    if loader.errors.is_empty() {
-        Ok(module)
-    } else {
-        Err(bad_input!("{}", loader.errors.join("\n")))
-    }
+    let mut loader = Loader {
+        layout,
+        tensors,
+        device,
+        keep,
+        in_place: false,
+        path: Vec::new(),
+        errors: Vec::new(),
+    };
+    loader.load(module)
+}
+
+/// `load_module` into a module being trained: each parameter keeps its id (which optimizer
+/// state is keyed by), device and gradient setting, and only its value changes.
+pub fn restore_module<M: Module>(
+    module: M,
+    tensors: &mut NamedTensors,
+    layout: HfLayout,
+    device: &Device,
+) -> Result<M> {
+    let mut loader = Loader {
+        layout,
+        tensors,
+        device,
+        keep: &|_| false,
+        in_place: true,
+        path: Vec::new(),
+        errors: Vec::new(),
+    };
+    loader.load(module)
 }
 
 /// Every parameter of `module` under its checkpoint name, in checkpoint layout.
@@ -99,6 +122,15 @@ pub fn named_tensors<M: Module>(module: &M, layout: HfLayout) -> NamedTensors {
 /// (to compare with torch, or to log per-tensor norms).
 pub fn named_gradients<M: Module>(module: &M, grads: &Gradients, layout: HfLayout) -> NamedTensors {
     collect(module, layout, Some(grads))
+}
+
+/// The transformer block a checkpoint name belongs to (`…layers.N.`, `…layer.N.`, `h.N.`).
+pub fn block_index(name: &str) -> Option<usize> {
+    let parts: Vec<&str> = name.split('.').collect();
+    parts.windows(2).find_map(|w| match w[0] {
+        "layers" | "layer" | "h" => w[1].parse().ok(),
+        _ => None,
+    })
 }
 
 /// Every parameter's id with its checkpoint name (to key per-parameter state by name).
@@ -135,8 +167,20 @@ struct Loader<'a> {
     tensors: &'a mut NamedTensors,
     device: &'a Device,
     keep: &'a dyn Fn(&str) -> bool,
+    /// Keep each parameter's identity (see `restore_module`).
+    in_place: bool,
     path: Vec<(String, String)>,
     errors: Vec<String>,
+}
+
+impl Loader<'_> {
+    fn load<M: Module>(&mut self, module: M) -> Result<M> {
+        let module = module.map(self);
+        match self.errors.is_empty() {
+            true => Ok(module),
+            false => Err(bad_input!("{}", self.errors.join("\n"))),
+        }
+    }
 }
 
 impl ModuleMapper for Loader<'_> {
@@ -171,7 +215,13 @@ impl ModuleMapper for Loader<'_> {
         }
         let tensor = Tensor::<D>::from_data(data, self.device);
         let tensor = if transposed { tensor.transpose() } else { tensor };
-        Param::from_tensor(tensor)
+        match self.in_place {
+            true => {
+                let id = param.id;
+                param.transform_for_load(tensor, id)
+            }
+            false => Param::from_tensor(tensor),
+        }
     }
 }
 

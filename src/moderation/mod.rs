@@ -1,12 +1,14 @@
 //! The moderation classifier as a library: load a `moderate` checkpoint and screen texts, as
-//! `chat` screens what goes in and out. A score is the sigmoid of a category's logit; a text
-//! longer than the model's window is read in overlapping chunks and each category takes its
-//! highest chunk (a harmful passage anywhere flags the text); a sub-category that is flagged
-//! flags its parent (`hate/threatening` implies `hate`).
+//! `chat` screens what goes in and out. A score is the calibrated sigmoid of a category's
+//! logit; a text longer than the model's window is read in overlapping chunks and each category
+//! takes its highest chunk (a harmful passage anywhere flags the text); a sub-category that is
+//! flagged flags its parent (`hate/threatening` implies `hate`).
 
+pub mod calibration;
 pub mod metrics;
 pub mod net;
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use anyhow::{Result, anyhow};
@@ -19,6 +21,7 @@ use crate::data::moderation::{CATEGORIES, IMPLIES, NUM_CATEGORIES};
 use crate::data::scoring::{Sequence, SequenceBatch, run_sorted};
 use crate::model::config::{Arch, ModelConfig};
 use crate::{bad_input, json_file};
+use calibration::Platt;
 use metrics::ThresholdRule;
 use net::ModerationNet;
 
@@ -37,11 +40,16 @@ pub struct ModerationSettings {
     pub target_precision: f64,
     /// Tokens per chunk (an encoder's `[CLS]` and `[SEP]` included).
     pub max_len: usize,
+    /// Per category name, the scaling of its logit into a calibrated probability (none:
+    /// the plain sigmoid, as checkpoints written before calibration have it).
+    #[serde(default)]
+    pub calibration: BTreeMap<String, Platt>,
 }
 
 impl ModerationSettings {
     pub fn new(
         thresholds: &[Option<f32>; NUM_CATEGORIES],
+        calibration: &[Platt; NUM_CATEGORIES],
         rule: ThresholdRule,
         target: f64,
         max_len: usize,
@@ -51,7 +59,17 @@ impl ModerationSettings {
             .zip(thresholds)
             .map(|((_, name), t)| (name.to_string(), t.map(f64::from).into()))
             .collect();
-        Self { thresholds, threshold_rule: rule, target_precision: target, max_len }
+        let calibration = CATEGORIES
+            .iter()
+            .zip(calibration)
+            .map(|((_, name), p)| (name.to_string(), *p))
+            .collect();
+        Self { thresholds, threshold_rule: rule, target_precision: target, max_len, calibration }
+    }
+
+    /// Calibration in category order.
+    pub fn calibration_values(&self) -> [Platt; NUM_CATEGORIES] {
+        CATEGORIES.map(|(_, name)| self.calibration.get(name).copied().unwrap_or_default())
     }
 
     /// Thresholds in category order; a disabled category's is +∞.
@@ -81,13 +99,16 @@ pub struct Moderation {
 }
 
 impl Moderation {
-    /// Applies the thresholds and the hierarchy to raw category scores.
+    /// Applies the thresholds and the hierarchy to category scores.
     pub fn new(mut scores: [f32; NUM_CATEGORIES], thresholds: &[f32; NUM_CATEGORIES]) -> Self {
         let mut categories: [bool; NUM_CATEGORIES] =
             std::array::from_fn(|i| scores[i] >= thresholds[i]);
         for (child, parent) in IMPLIES {
             categories[parent] |= categories[child];
-            scores[parent] = scores[parent].max(scores[child]);
+            // A category never flagged (no positive training example) was never learnt either.
+            if thresholds[child].is_finite() {
+                scores[parent] = scores[parent].max(scores[child]);
+            }
         }
         Self { flagged: categories.iter().any(|&c| c), categories, scores }
     }
@@ -111,6 +132,7 @@ pub struct Moderator {
     pub tokenizer: Tokenizer,
     pub settings: ModerationSettings,
     thresholds: [f32; NUM_CATEGORIES],
+    calibration: [Platt; NUM_CATEGORIES],
     chunker: Chunker,
     device: Device,
 }
@@ -130,23 +152,42 @@ impl Moderator {
             settings.threshold_values().map_err(|e| bad_input!("{}: {e}", dir.display()))?;
         let (model, config, tokenizer) = ModerationNet::load(dir, device)?;
         let chunker = Chunker::new(&config, &tokenizer, settings.max_len)?;
-        Ok(Self { model, tokenizer, settings, thresholds, chunker, device: device.clone() })
+        let calibration = settings.calibration_values();
+        Ok(Self {
+            model,
+            tokenizer,
+            settings,
+            thresholds,
+            calibration,
+            chunker,
+            device: device.clone(),
+        })
     }
 
     /// A verdict per text.
     pub fn moderate(&self, texts: &[&str]) -> Result<Vec<Moderation>> {
-        let scores = category_scores(&self.model, &self.chunker, texts, &self.device)?;
+        let scores = self.scores(texts)?;
         Ok(scores.into_iter().map(|s| Moderation::new(s, &self.thresholds)).collect())
     }
 
-    /// Raw per-category probabilities (before thresholds and hierarchy).
+    /// Calibrated per-category probabilities (before thresholds and hierarchy).
     pub fn scores(&self, texts: &[&str]) -> Result<Vec<[f32; NUM_CATEGORIES]>> {
-        category_scores(&self.model, &self.chunker, texts, &self.device)
+        let logits = category_logits(&self.model, &self.chunker, texts, &self.device)?;
+        Ok(calibrated(&logits, &self.calibration))
     }
 }
 
-/// Per-category probabilities of each text: sigmoid of the logits, max over its chunks.
-pub fn category_scores(
+/// Probabilities from per-category logits.
+pub fn calibrated(
+    logits: &[[f32; NUM_CATEGORIES]],
+    calibration: &[Platt; NUM_CATEGORIES],
+) -> Vec<[f32; NUM_CATEGORIES]> {
+    logits.iter().map(|row| std::array::from_fn(|c| calibration[c].probability(row[c]))).collect()
+}
+
+/// Per-category logits of each text, the highest over its chunks (calibration keeps their
+/// order, so the highest chunk's score is the highest score).
+pub fn category_logits(
     model: &ModerationNet,
     chunker: &Chunker,
     texts: &[&str],
@@ -161,10 +202,9 @@ pub fn category_scores(
         }
     }
     let refs: Vec<&Sequence> = sequences.iter().collect();
-    let logits = run_sorted(&refs, chunker.pad, device, |batch: &SequenceBatch| {
-        burn::tensor::activation::sigmoid(model.logits(batch))
-    });
-    let mut scores = vec![[0.0f32; NUM_CATEGORIES]; texts.len()];
+    let logits =
+        run_sorted(&refs, chunker.pad, device, |batch: &SequenceBatch| model.logits(batch));
+    let mut scores = vec![[f32::NEG_INFINITY; NUM_CATEGORIES]; texts.len()];
     for (row, i) in logits.into_iter().zip(owner) {
         for (best, value) in scores[i].iter_mut().zip(row) {
             *best = best.max(value);

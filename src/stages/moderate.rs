@@ -22,9 +22,13 @@ use crate::data::moderation::{CATEGORIES, LabeledText, NUM_CATEGORIES, row_text}
 use crate::data::scoring::{Sequence, SequenceBatch};
 use crate::model::ModelConfig;
 use crate::model::config::HeadKind;
+use crate::model::reinit::reinit_top_blocks;
+use crate::moderation::calibration::{Platt, expected_calibration_error};
 use crate::moderation::metrics::{average_precision, choose_threshold, precision_recall_f1};
 use crate::moderation::net::ModerationNet;
-use crate::moderation::{Chunker, Moderation, ModerationSettings, Moderator, category_scores};
+use crate::moderation::{
+    Chunker, Moderation, ModerationSettings, Moderator, calibrated, category_logits,
+};
 use crate::train::grad_norm::clip_global_norm;
 use crate::train::interrupt;
 use crate::train::run::{self, Stage, Trainer, round};
@@ -55,19 +59,20 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<18} {:>7} {:>9} {:>7} {:>9} {:>7} {:>6} {:>9}",
-        "category", "AUPRC", "precision", "recall", "F1", "known", "pos", "threshold"
+        "{:<18} {:>7} {:>9} {:>7} {:>9} {:>7} {:>7} {:>6} {:>9}",
+        "category", "AUPRC", "precision", "recall", "F1", "ECE", "known", "pos", "threshold"
     );
     for ((_, name), row) in
         CATEGORIES.iter().zip(report["categories"].as_array().expect("built above"))
     {
         let f = |key: &str| row[key].as_f64().map_or("-".to_string(), |v| format!("{v:.3}"));
         println!(
-            "{name:<18} {:>7} {:>9} {:>7} {:>9} {:>7} {:>6} {:>9}",
+            "{name:<18} {:>7} {:>9} {:>7} {:>9} {:>7} {:>7} {:>6} {:>9}",
             f("auprc"),
             f("precision"),
             f("recall"),
             f("f1"),
+            f("ece"),
             row["known"],
             row["positives"],
             moderator.settings.thresholds[*name]
@@ -77,10 +82,11 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
     }
     let any = &report["any"];
     println!(
-        "any category: AUPRC {}  ({} texts, {} positive)",
+        "any category: AUPRC {}  ({} texts, {} positive); ECE over every label {}",
         any["auprc"].as_f64().map_or("-".into(), |v| format!("{v:.3}")),
         any["known"],
-        any["positives"]
+        any["positives"],
+        report["ece"].as_f64().map_or("-".into(), |v| format!("{v:.3}"))
     );
     Ok(())
 }
@@ -100,6 +106,7 @@ fn any_category<'a>(
 /// Metrics of verdicts against labels (see `eval`).
 fn evaluate(rows: &[LabeledText], verdicts: &[Moderation]) -> Value {
     let mut categories = Vec::new();
+    let (mut all_scores, mut all_labels) = (Vec::new(), Vec::new());
     for (c, (code, name)) in CATEGORIES.iter().enumerate() {
         let (mut scores, mut labels, mut decisions) = (Vec::new(), Vec::new(), Vec::new());
         for (row, verdict) in rows.iter().zip(verdicts) {
@@ -116,14 +123,18 @@ fn evaluate(rows: &[LabeledText], verdicts: &[Moderation]) -> Value {
             "category": name, "code": code,
             "auprc": average_precision(&scores, &labels),
             "precision": defined.then_some(precision), "recall": defined.then_some(recall), "f1": defined.then_some(f1),
+            "ece": expected_calibration_error(&scores, &labels),
             "known": labels.len(), "positives": positives,
         }));
+        all_scores.extend(scores);
+        all_labels.extend(labels);
     }
     let (any_scores, any_labels) = any_category(rows, verdicts.iter().map(|v| &v.scores));
     let auprcs: Vec<f64> = categories.iter().filter_map(|c| c["auprc"].as_f64()).collect();
     json!({
         "categories": categories,
         "macro_auprc": auprcs.iter().sum::<f64>() / auprcs.len().max(1) as f64,
+        "ece": expected_calibration_error(&all_scores, &all_labels),
         "any": {
             "auprc": average_precision(&any_scores, &any_labels),
             "known": rows.len(),
@@ -195,8 +206,8 @@ struct Run {
     /// Categories with a positive training example (the others are never flagged).
     learnable: [bool; NUM_CATEGORIES],
     trainer: Trainer,
-    /// Macro AUPRC and thresholds of the last evaluation.
-    valid_result: Option<(f64, [Option<f32>; NUM_CATEGORIES])>,
+    /// What the last evaluation measured and chose.
+    valid_result: Option<Validation>,
     device: Device,
 }
 
@@ -229,6 +240,9 @@ impl Run {
             Some(pooling) => (model.with_pooling(pooling), model_config.with_pooling(pooling)?),
             None => (model, model_config),
         };
+        let reinit = if resume { 0 } else { config.model.reinit_layers };
+        let (layout, std) = (model_config.layout(), model_config.initializer_range());
+        let model = reinit_top_blocks(model, reinit, layout, std);
         let model = model.train_top_layers(config.model.train_layers);
         let window = model.max_len();
         if config.data.max_len > window {
@@ -308,9 +322,9 @@ impl Run {
             ));
         }
         run::run(self)?;
-        let valid = self
-            .valid_result
-            .map_or(String::new(), |(auprc, _)| format!(", valid macro AUPRC {auprc:.4}"));
+        let valid = self.valid_result.map_or(String::new(), |v| {
+            format!(", valid AUPRC any {:.4} / macro {:.4}", v.any_auprc, v.macro_auprc)
+        });
         eprintln!(
             "moderate: {} steps in {:.1} s{valid}; saved {}",
             self.trainer.progress.step,
@@ -368,26 +382,26 @@ impl Run {
         (batch, tensor(targets), tensor(weights))
     }
 
-    /// Validation scores of every category (raw, per text).
-    fn valid_scores(&self) -> Result<Vec<[f32; NUM_CATEGORIES]>> {
+    /// Calibrates each category on the validation labels, then chooses its threshold on the
+    /// calibrated scores; records AUPRC per category, macro, "any category" and the ECE.
+    fn validate(&mut self) -> Result<Validation> {
         let texts: Vec<&str> = self.valid.iter().map(|r| r.text.as_str()).collect();
-        category_scores(&self.model.valid(), &self.chunker, &texts, &self.device)
-    }
-
-    /// Validation AUPRC per category (recorded) and the thresholds chosen on it.
-    fn validate(&mut self) -> Result<(f64, [Option<f32>; NUM_CATEGORIES])> {
-        let scores = self.valid_scores()?;
+        let logits = category_logits(&self.model.valid(), &self.chunker, &texts, &self.device)?;
+        let known = |values: &[[f32; NUM_CATEGORIES]], c: usize| -> (Vec<f32>, Vec<bool>) {
+            let rows = self.valid.iter().zip(values);
+            rows.filter_map(|(row, v)| row.labels[c].map(|l| (v[c], l))).unzip()
+        };
+        let calibration: [Platt; NUM_CATEGORIES] = std::array::from_fn(|c| {
+            let (z, l) = known(&logits, c);
+            if z.is_empty() { Platt::default() } else { Platt::fit(&z, &l) }
+        });
+        let scores = calibrated(&logits, &calibration);
         let rule = &self.config.thresholds;
         let mut record = json!({ "step": self.trainer.progress.step });
         let mut thresholds = self.default_thresholds();
-        let mut auprcs = Vec::new();
+        let (mut auprcs, mut all_scores, mut all_labels) = (Vec::new(), Vec::new(), Vec::new());
         for (c, (code, _)) in CATEGORIES.iter().enumerate() {
-            let (s, l): (Vec<f32>, Vec<bool>) = self
-                .valid
-                .iter()
-                .zip(&scores)
-                .filter_map(|(row, s)| row.labels[c].map(|l| (s[c], l)))
-                .unzip();
+            let (s, l) = known(&scores, c);
             if self.learnable[c] {
                 thresholds[c] = Some(choose_threshold(&s, &l, rule.rule, rule.target_precision));
             }
@@ -395,19 +409,22 @@ impl Run {
                 record[format!("valid_auprc_{code}")] = round(ap, 4).into();
                 auprcs.push(ap);
             }
+            all_scores.extend(s);
+            all_labels.extend(l);
         }
         let macro_auprc = auprcs.iter().sum::<f64>() / auprcs.len().max(1) as f64;
-        record["valid_macro_auprc"] = round(macro_auprc, 4).into();
         let (any_scores, any_labels) = any_category(&self.valid, scores.iter());
-        if let Some(ap) = average_precision(&any_scores, &any_labels) {
-            record["valid_auprc_any"] = round(ap, 4).into();
-        }
+        let any_auprc = average_precision(&any_scores, &any_labels).unwrap_or(0.0);
+        let ece = expected_calibration_error(&all_scores, &all_labels).unwrap_or(0.0);
+        record["valid_macro_auprc"] = round(macro_auprc, 4).into();
+        record["valid_auprc_any"] = round(any_auprc, 4).into();
+        record["valid_ece"] = round(ece, 4).into();
         self.trainer.log.record(record);
         self.trainer.log.say(&format!(
-            "step {}: valid macro AUPRC {macro_auprc:.4}",
+            "step {}: valid AUPRC any {any_auprc:.4}, macro {macro_auprc:.4}; ECE {ece:.4}",
             self.trainer.progress.step
         ));
-        Ok((macro_auprc, thresholds))
+        Ok(Validation { any_auprc, macro_auprc, ece, thresholds, calibration })
     }
 
     /// 0.5, or none for a category without positive training examples.
@@ -415,18 +432,27 @@ impl Run {
         self.learnable.map(|learnable| learnable.then_some(0.5))
     }
 
-    /// Writes the checkpoint atomically, with the thresholds of the last evaluation.
+    /// Writes the checkpoint atomically, with the calibration and thresholds of the last
+    /// evaluation.
     fn write_checkpoint(&mut self) -> Result<()> {
-        let (auprc, thresholds) = self.valid_result.unzip();
-        let thresholds = thresholds.unwrap_or_else(|| self.default_thresholds());
+        let valid = self.valid_result;
+        let thresholds = valid.map_or_else(|| self.default_thresholds(), |v| v.thresholds);
+        let calibration = valid.map_or_else(Default::default, |v| v.calibration);
         let rule = &self.config.thresholds;
         let settings = ModerationSettings::new(
             &thresholds,
+            &calibration,
             rule.rule,
             rule.target_precision,
             self.config.data.max_len,
         );
-        let metrics = json!({ "step": self.trainer.progress.step, "valid_macro_auprc": auprc, "thresholds": settings.thresholds });
+        let metrics = json!({
+            "step": self.trainer.progress.step,
+            "valid_auprc_any": valid.map(|v| v.any_auprc),
+            "valid_macro_auprc": valid.map(|v| v.macro_auprc),
+            "valid_ece": valid.map(|v| v.ece),
+            "thresholds": settings.thresholds,
+        });
         save_atomically(&self.config.output.dir, |dir| {
             self.model.save(&self.model_config, &self.tokenizer_dir, dir)?;
             settings.write(dir)?;
@@ -436,8 +462,14 @@ impl Run {
 }
 
 impl Stage for Run {
+    type Model = ModerationNet;
+
     fn trainer(&mut self) -> &mut Trainer {
         &mut self.trainer
+    }
+
+    fn model(&mut self) -> &mut ModerationNet {
+        &mut self.model
     }
 
     fn examples(&self) -> usize {
@@ -454,16 +486,30 @@ impl Stage for Run {
         Ok((record, format!("loss {loss:.4}  lr {lr:.2e}  {rate:.1} texts/s")))
     }
 
-    fn evaluate(&mut self) -> Result<()> {
-        if !self.valid.is_empty() {
-            self.valid_result = Some(self.validate()?);
+    /// Validation "any category" AUPRC.
+    fn evaluate(&mut self) -> Result<Option<f64>> {
+        if self.valid.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        let validation = self.validate()?;
+        self.valid_result = Some(validation);
+        Ok(Some(validation.any_auprc))
     }
 
     fn save(&mut self) -> Result<()> {
         self.write_checkpoint()
     }
+}
+
+/// What one validation measured and chose.
+#[derive(Debug, Clone, Copy)]
+struct Validation {
+    any_auprc: f64,
+    macro_auprc: f64,
+    /// Expected calibration error over every known category label.
+    ece: f64,
+    thresholds: [Option<f32>; NUM_CATEGORIES],
+    calibration: [Platt; NUM_CATEGORIES],
 }
 
 /// Row-major targets (1 for a positive label, else 0) and loss weights: 0 where the label is

@@ -642,8 +642,14 @@ impl UpdateStats {
 }
 
 impl Stage for Run {
+    type Model = ActorCritic;
+
     fn trainer(&mut self) -> &mut Trainer {
         &mut self.trainer
+    }
+
+    fn model(&mut self) -> &mut ActorCritic {
+        &mut self.models.actor_critic
     }
 
     fn examples(&self) -> usize {
@@ -709,8 +715,8 @@ impl Stage for Run {
         Ok((record, message))
     }
 
-    fn evaluate(&mut self) -> Result<()> {
-        Ok(()) // `rlhf ppo eval` measures a saved policy on held-out prompts
+    fn evaluate(&mut self) -> Result<Option<f64>> {
+        Ok(None) // `rlhf ppo eval` measures a saved policy on held-out prompts
     }
 
     fn save(&mut self) -> Result<()> {

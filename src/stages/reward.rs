@@ -28,6 +28,7 @@ use crate::data::tokenizer;
 use crate::model::config::{Arch, HeadKind};
 use crate::model::heads::{EncoderClassifier, ScalarModel};
 use crate::model::pretrained::{init_causal_lm, load_encoder_classifier, save_classifier};
+use crate::model::reinit::reinit_top_blocks;
 use crate::model::reward::{
     RewardModel, RewardNet, RewardStats, Scorer, response_encoder, score_all,
 };
@@ -56,13 +57,15 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
     let start = Start::open(&config, args.resume, &ad)?;
     interrupt::install();
     let trained = config.model.train_layers;
+    let reinit = if args.resume { 0 } else { config.model.reinit_layers };
+    let (layout, std) = (start.info.config.layout(), start.info.config.initializer_range());
     match start.net {
         RewardNet::Decoder(model) => {
-            let model = model.train_top_layers(trained);
+            let model = reinit_top_blocks(model, reinit, layout, std).train_top_layers(trained);
             Run::new(config, model, start.info, device, &args.overrides)?.train()
         }
         RewardNet::CrossEncoder(model) => {
-            let model = model.train_top_layers(trained);
+            let model = reinit_top_blocks(model, reinit, layout, std).train_top_layers(trained);
             Run::new(config, model, start.info, device, &args.overrides)?.train()
         }
     }
@@ -240,6 +243,15 @@ impl PairMetrics {
             loss: loss_sum / encoded.len().max(1) as f64,
             pairs,
         }
+    }
+}
+
+/// `−(1 − ε)·log σ(d) − ε·log σ(−d)` per pair.
+fn smoothed_pair_loss(d: Tensor<1>, smoothing: f64) -> Tensor<1> {
+    let loss = -log_sigmoid(d.clone());
+    match smoothing > 0.0 {
+        true => loss.mul_scalar(1.0 - smoothing) - log_sigmoid(-d).mul_scalar(smoothing),
+        false => loss,
     }
 }
 
@@ -522,13 +534,14 @@ impl<M: Backbone> Run<M> {
             micro_batches.iter().flatten().map(|&i| self.data.train[i].sequences.len()).sum();
         let mut accumulator = GradientsAccumulator::<M>::new();
         let (mut loss_sum, mut right, mut pairs) = (0.0, 0, 0);
+        let smoothing = self.config.loss.label_smoothing;
         for rows in micro_batches {
             let examples: Vec<&Encoded> = rows.iter().map(|&i| &self.data.train[i]).collect();
             let step = PairBatch::new(&examples, self.config.loss.margin, self.pad, ad);
             self.trainer.progress.tokens += step.batch.token_count as u64;
             let scores = self.model.scores(&step.batch);
             let gaps = scores.clone().select(0, step.better) - scores.clone().select(0, step.worse);
-            let pair_loss = -log_sigmoid(gaps.clone() - step.margins);
+            let pair_loss = smoothed_pair_loss(gaps.clone() - step.margins, smoothing);
             let loss = (pair_loss * step.weights).sum().div_scalar(comparisons as f64)
                 + scores
                     .powi_scalar(2)
@@ -599,8 +612,14 @@ impl<M: Backbone> Run<M> {
 }
 
 impl<M: Backbone> Stage for Run<M> {
+    type Model = M;
+
     fn trainer(&mut self) -> &mut Trainer {
         &mut self.trainer
+    }
+
+    fn model(&mut self) -> &mut M {
+        &mut self.model
     }
 
     fn examples(&self) -> usize {
@@ -617,11 +636,14 @@ impl<M: Backbone> Stage for Run<M> {
         Ok((record, format!("loss {loss:.4}  acc {accuracy:.3}  lr {lr:.2e}  {rate:.1} cmp/s")))
     }
 
-    fn evaluate(&mut self) -> Result<()> {
-        if !self.data.valid.is_empty() {
-            self.valid = Some(self.validate());
+    /// Validation pairwise accuracy.
+    fn evaluate(&mut self) -> Result<Option<f64>> {
+        if self.data.valid.is_empty() {
+            return Ok(None);
         }
-        Ok(())
+        let metrics = self.validate();
+        self.valid = Some(metrics);
+        Ok(Some(metrics.accuracy))
     }
 
     fn save(&mut self) -> Result<()> {
@@ -693,6 +715,23 @@ mod tests {
         assert!((m.mean_margin - (2.0 + 1.0 - 1.0 - 1.0) / 4.0).abs() < 1e-9);
         let ranking_loss = (softplus(-2.0) + softplus(-1.0) + softplus(1.0)) / 3.0;
         assert!((m.loss - (ranking_loss + softplus(1.0)) / 2.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn smoothed_loss_mixes_both_directions_of_the_pair() {
+        let device = crate::device::DeviceSpec::Cpu.device().unwrap();
+        let d = [-2.0f32, 0.0, 3.0];
+        let loss = |eps: f64| {
+            let t = Tensor::<1>::from_floats(d, &device);
+            smoothed_pair_loss(t, eps).into_data().convert::<f32>().try_to_vec::<f32>().unwrap()
+        };
+        for eps in [0.0, 0.1] {
+            for (got, &d) in loss(eps).iter().zip(&d) {
+                let d = d as f64;
+                let want = (1.0 - eps) * softplus(-d) + eps * softplus(d);
+                assert!((*got as f64 - want).abs() < 1e-5, "ε {eps}, d {d}: {got} vs {want}");
+            }
+        }
     }
 
     #[test]

@@ -24,6 +24,7 @@ use crate::metrics::{read_jsonl, write_jsonl};
 use crate::model::loss::selected_nll_sum;
 use crate::model::mask::PaddedBatch;
 use crate::model::pretrained::init_causal_lm;
+use crate::model::reinit::reinit_top_blocks;
 use crate::model::{CausalLm, ModelConfig, load_causal_lm, preset, save_causal_lm};
 use crate::train::grad_norm::clip_global_norm;
 use crate::train::interrupt;
@@ -43,6 +44,10 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
     // Everything is loaded and checked before the first step, so bad input writes nothing.
     let ad = device.clone().autodiff();
     let mut start = Start::open(&config, args.resume, &ad)?;
+    if !args.resume {
+        let (layout, std) = (start.config.layout(), start.config.initializer_range());
+        start.model = reinit_top_blocks(start.model, config.model.reinit_layers, layout, std);
+    }
     start.model = start.model.train_top_layers(config.model.train_layers);
     let data = Data::read(&config, &start)?;
     let mut run = Run::new(config, start, data, device.clone(), &args.overrides)?;
@@ -448,8 +453,14 @@ impl Run {
 }
 
 impl Stage for Run {
+    type Model = CausalLm;
+
     fn trainer(&mut self) -> &mut Trainer {
         &mut self.trainer
+    }
+
+    fn model(&mut self) -> &mut CausalLm {
+        &mut self.model
     }
 
     fn examples(&self) -> usize {
@@ -466,8 +477,13 @@ impl Stage for Run {
         Ok((record, format!("loss {loss:.4}  lr {lr:.2e}  {rate:.0} tok/s")))
     }
 
-    fn evaluate(&mut self) -> Result<()> {
-        if self.data.valid.is_empty() { Ok(()) } else { self.validate() }
+    /// Lower validation loss is better.
+    fn evaluate(&mut self) -> Result<Option<f64>> {
+        if self.data.valid.is_empty() {
+            return Ok(None);
+        }
+        self.validate()?;
+        Ok(self.valid_loss.map(|loss| -loss))
     }
 
     fn save(&mut self) -> Result<()> {

@@ -32,11 +32,18 @@ pub struct AdamW {
     steps: u64,
     /// First and second moments, flattened, per parameter.
     moments: HashMap<ParamId, (Tensor<1>, Tensor<1>)>,
+    /// Learning rate multipliers of the parameters that do not train at the step's rate.
+    lr_scales: HashMap<ParamId, f64>,
 }
 
 impl AdamW {
     pub fn new(config: AdamWConfig) -> Self {
-        Self { config, steps: 0, moments: HashMap::new() }
+        Self { config, steps: 0, moments: HashMap::new(), lr_scales: HashMap::new() }
+    }
+
+    /// Parameters that train at a multiple of the step's learning rate (see `lr_groups`).
+    pub fn set_lr_scales(&mut self, lr_scales: HashMap<ParamId, f64>) {
+        self.lr_scales = lr_scales;
     }
 
     /// One update of every parameter that has a gradient in `grads` (consumed).
@@ -78,7 +85,8 @@ impl AdamW {
         device: &Device,
     ) -> Result<Self> {
         let mut tensors = weights::read_file(path)?;
-        let mut adam = Self { config, steps, moments: HashMap::new() };
+        let mut adam = Self::new(config);
+        adam.steps = steps;
         for (id, name) in param_names(model, layout) {
             let (m, v) = (
                 tensors.remove(&format!("exp_avg.{name}")),
@@ -124,7 +132,8 @@ impl ModuleMapper for Update<'_> {
             None => (Tensor::zeros(dims, &grad.device()), Tensor::zeros(dims, &grad.device())),
         };
         let decay = if D >= 2 { weight_decay } else { 0.0 };
-        let hyper = [self.lr, beta1, beta2, epsilon, decay, self.bias1, self.bias2];
+        let lr = self.lr * self.adam.lr_scales.get(&id).copied().unwrap_or(1.0);
+        let hyper = [lr, beta1, beta2, epsilon, decay, self.bias1, self.bias2];
         let [value, m, v] = adamw_update(tensor.inner(), grad, m, v, hyper);
         let n = dims.iter().product::<usize>();
         let (m, v) = (m.reshape([n]), v.reshape([n]));

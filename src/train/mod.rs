@@ -4,6 +4,7 @@
 pub mod adamw;
 pub mod grad_norm;
 pub mod interrupt;
+pub mod lr_groups;
 pub mod run;
 pub mod schedule;
 pub mod shuffle;

@@ -12,15 +12,17 @@ use serde_json::{Value, json};
 
 use super::adamw::{AdamW, AdamWConfig};
 use super::interrupt;
+use super::lr_groups::lr_scales;
 use super::schedule::learning_rate;
 use super::shuffle::permutation;
-use super::state::{OPTIMIZER_FILE, RunProgress, STATE_DIR};
+use super::state::{BEST_FILE, BestStep, OPTIMIZER_FILE, RunProgress, STATE_DIR};
 use crate::bad_input;
 use crate::checkpoint::{Lineage, Source};
 use crate::config::train::{OutputConfig, TrainConfig};
 use crate::error::Interrupted;
 use crate::metrics::{METRICS_FILE, RunLog, read_jsonl};
-use crate::model::naming::HfLayout;
+use crate::model::naming::{HfLayout, named_tensors, param_names, restore_module};
+use crate::model::weights::{self, NamedTensors};
 
 /// Refuses to start over an existing run unless told to, and to resume where there is none.
 pub fn check_output(output: &OutputConfig, resume: bool) -> Result<()> {
@@ -54,6 +56,11 @@ pub struct Trainer {
     pub saved_step: Option<usize>,
     /// Skip an epoch's short last batch (see `drop_last`).
     drop_last: bool,
+    /// How the model's tensors are named on disk, and the plain device.
+    layout: HfLayout,
+    device: Device,
+    /// With `train.keep_best`: the best step's weights so far.
+    best_weights: Option<NamedTensors>,
     /// This process's share of the run, for rates: when it started, where the run stood then,
     /// and the rows it has read.
     started: Instant,
@@ -64,13 +71,17 @@ pub struct Trainer {
 
 /// A stage's part in the shared training loop ([`run`]).
 pub trait Stage {
+    /// The network being trained.
+    type Model: Module;
     fn trainer(&mut self) -> &mut Trainer;
+    fn model(&mut self) -> &mut Self::Model;
     /// Training examples (for the epoch count).
     fn examples(&self) -> usize;
     /// One optimizer step at `lr`: its metrics (`loss`, …) and the progress message.
     fn step(&mut self, lr: f64) -> Result<(Value, String)>;
-    /// Validation, when due (nothing without validation data).
-    fn evaluate(&mut self) -> Result<()>;
+    /// Validation, when due: the score runs are compared by, higher is better (none without
+    /// validation data).
+    fn evaluate(&mut self) -> Result<Option<f64>>;
     /// Writes the whole checkpoint.
     fn save(&mut self) -> Result<()>;
 }
@@ -97,7 +108,13 @@ pub fn run<S: Stage>(stage: &mut S) -> Result<()> {
         record["seconds"] = round(t.progress.seconds, 2).into();
         t.report_step(record, &message, n);
         if t.evaluates_now() {
-            stage.evaluate()?;
+            if let Some(score) = stage.evaluate()? {
+                select(stage, score);
+            }
+        }
+        let t = stage.trainer();
+        if t.progress.step == t.total_steps && t.train.keep_best {
+            restore_best(stage)?;
         }
         let interrupted = interrupt::requested();
         if interrupted || stage.trainer().saves_now() {
@@ -110,6 +127,56 @@ pub fn run<S: Stage>(stage: &mut S) -> Result<()> {
         }
     }
     stage.trainer().log.finish();
+    Ok(())
+}
+
+/// Tracks the best validation score: keeps its weights (`train.keep_best`), and ends the run
+/// once `train.patience` evaluations in a row have not improved on it.
+fn select<S: Stage>(stage: &mut S, score: f64) {
+    let t = stage.trainer();
+    let step = t.progress.step;
+    if t.progress.best.is_none_or(|best| score > best.score) {
+        t.progress.best = Some(BestStep { step, score });
+        t.progress.evals_since_best = 0;
+        if t.train.keep_best {
+            let layout = t.layout;
+            let weights = named_tensors(stage.model(), layout);
+            stage.trainer().best_weights = Some(weights);
+        }
+        return;
+    }
+    t.progress.evals_since_best += 1;
+    let patience = t.train.patience;
+    if patience > 0 && t.progress.evals_since_best >= patience && step < t.total_steps {
+        t.log.say(&format!(
+            "{}: no better validation score in {patience} evaluations since step {}; stopping at step {step}",
+            t.stage,
+            t.progress.best.map_or(0, |b| b.step)
+        ));
+        t.total_steps = step;
+        t.progress.stopped_at = Some(step);
+        t.log.set_total(step);
+    }
+}
+
+/// Before the last save: puts the best step's weights back into the model (and validates
+/// again, so what the stage saves with them — thresholds, metrics — is theirs).
+fn restore_best<S: Stage>(stage: &mut S) -> Result<()> {
+    let t = stage.trainer();
+    let (Some(best), Some(mut weights)) = (t.progress.best, t.best_weights.take()) else {
+        return Ok(());
+    };
+    if best.step == t.progress.step {
+        return Ok(());
+    }
+    t.log.say(&format!(
+        "{}: keeping the weights of step {} (validation score {:.4})",
+        t.stage, best.step, best.score
+    ));
+    let (layout, device) = (t.layout, t.device.clone());
+    let model = stage.model().clone();
+    *stage.model() = restore_module(model, &mut weights, layout, &device)?;
+    stage.evaluate()?;
     Ok(())
 }
 
@@ -150,11 +217,15 @@ impl Trainer {
             total_steps,
             saved_step: None,
             drop_last: false,
+            layout,
+            device: device.clone(),
+            best_weights: None,
             started: Instant::now(),
             seconds_before: 0.0,
             tokens_before: 0,
             rows_read: 0,
         };
+        trainer.adam.set_lr_scales(lr_scales(&param_names(model, layout), train));
         let Some((progress, previous)) = resumed else {
             return Ok(trainer);
         };
@@ -169,6 +240,19 @@ impl Trainer {
         trainer.adam =
             AdamW::load(adam_config, progress.step as u64, model, layout, &state, device)
                 .map_err(|e| bad_input!("--resume: {e:#}"))?;
+        trainer.adam.set_lr_scales(lr_scales(&param_names(model, layout), train));
+        if let Some(stopped) = progress.stopped_at {
+            trainer.total_steps = stopped;
+        }
+        // A finished run already holds its best weights as the model.
+        let unfinished = progress.step < trainer.total_steps;
+        if let (true, true, Some(best)) = (train.keep_best, unfinished, progress.best) {
+            trainer.best_weights = Some(match best.step == progress.step {
+                true => named_tensors(model, layout),
+                false => weights::read_file(&out.join(STATE_DIR).join(BEST_FILE))
+                    .map_err(|e| bad_input!("--resume: {e:#}"))?,
+            });
+        }
         trainer.log = RunLog::new(progress.step, total_steps, read_jsonl(&out.join(METRICS_FILE)));
         trainer.saved_step = Some(progress.step);
         (trainer.seconds_before, trainer.tokens_before) = (progress.seconds, progress.tokens);
@@ -260,6 +344,11 @@ impl Trainer {
         let state = dir.join(STATE_DIR);
         std::fs::create_dir(&state)?;
         self.progress.write(&state)?;
+        if let (Some(best), Some(weights)) = (self.progress.best, &self.best_weights) {
+            if best.step != self.progress.step {
+                weights::write_file(&state.join(BEST_FILE), weights)?;
+            }
+        }
         self.adam.save(model, layout, &state.join(OPTIMIZER_FILE))
     }
 
@@ -368,6 +457,9 @@ mod tests {
             total_steps: 1,
             saved_step: None,
             drop_last: false,
+            layout: HfLayout { body_prefix: "model", body_is_conv1d: false, renames: &[] },
+            device: crate::device::DeviceSpec::Cpu.device().unwrap(),
+            best_weights: None,
             started: Instant::now(),
             seconds_before: 0.0,
             tokens_before: 0,

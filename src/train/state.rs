@@ -12,6 +12,8 @@ use crate::json_file;
 pub const STATE_DIR: &str = "state";
 const PROGRESS_FILE: &str = "trainer.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
+/// With `train.keep_best`, the best step's weights when the model on disk is a later step's.
+pub const BEST_FILE: &str = "best.safetensors";
 
 /// How far a run has come.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -25,6 +27,21 @@ pub struct RunProgress {
     pub tokens: u64,
     /// Training time so far, seconds.
     pub seconds: f64,
+    /// The best validation score so far (higher is better) and its step.
+    #[serde(default)]
+    pub best: Option<BestStep>,
+    /// Evaluations since the best one (for `train.patience`).
+    #[serde(default)]
+    pub evals_since_best: usize,
+    /// The step `train.patience` ended the run at, if it did.
+    #[serde(default)]
+    pub stopped_at: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BestStep {
+    pub step: usize,
+    pub score: f64,
 }
 
 impl RunProgress {

@@ -315,6 +315,24 @@ fn mean_pooling_trains_and_transformers_reads_it_the_documented_way() {
 }
 
 #[test]
+fn the_fresh_head_trains_at_head_lr() {
+    // Adam's first step moves each weight by its learning rate; the head starts from the same
+    // seeded draw in both runs, so the heads end 1e-3 apart.
+    let ws = Workspace::new();
+    let sets = ["train.max_steps=1", "train.warmup_steps=0", "train.weight_decay=0"];
+    for (head_lr, dir) in [("1e-3", "runs/a"), ("2e-3", "runs/b")] {
+        let head = format!("train.head_lr={head_lr}");
+        let out = format!("output.dir={dir}");
+        assert_ok(&ws.train(&[&sets[..], &[&head, &out]].concat()));
+    }
+    let (a, b) = (read(&ws.path("runs/a/model.safetensors")), read(&ws.path("runs/b/model.safetensors")));
+    let gap = max_abs_diff(&floats(&a["classifier.weight"]), &floats(&b["classifier.weight"]), |_| true);
+    assert!((gap - 1e-3).abs() < 1e-5, "heads differ by {gap}");
+    let body = "bert.encoder.layer.5.output.dense.weight";
+    assert_eq!(floats(&a[body]), floats(&b[body]), "the body trains at lr in both");
+}
+
+#[test]
 fn bad_rows_and_models_are_clear_errors() {
     let ws = Workspace::new();
     let cases = [

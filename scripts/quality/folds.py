@@ -2,7 +2,7 @@
 
     folds.py DATA.jsonl OUT_DIR --folds 5 --seed 0                 # OUT_DIR/fold{k}/{train,test}.jsonl
     folds.py --summarise [--json OUT.json] EVAL.json...            # mean ± std over the folds
-    folds.py --table NAME_DIR...                                   # one markdown row per recipe
+    folds.py --table BASE_DIR NAME_DIR...                          # one markdown row per recipe
 """
 
 import argparse
@@ -55,14 +55,33 @@ def summarise(paths):
     return summary
 
 
+def fold_values(d, key):
+    """Per fold, the headline figure of an eval JSON (`accuracy`, `any`, `macro`)."""
+    values = []
+    for path in sorted(Path(d).glob("fold*/eval.json")):
+        r = json.load(open(path))
+        values.append({"accuracy": r.get("accuracy"), "any": r.get("any", {}).get("auprc"), "macro": r.get("macro_auprc")}[key])
+    return values
+
+
 def table(dirs):
-    """One markdown row per recipe directory of scripts/quality/cv."""
+    """One markdown row per recipe directory of scripts/quality/cv: mean ± sd over the folds,
+    and the mean ± sd of its per-fold difference from the first (the baseline), which cancels
+    how hard each fold is."""
+    base = Path(dirs[0])
+    keys = ["accuracy"] if "accuracy" in json.load(open(base / "fold0/eval.json")) else ["any", "macro"]
     for d in map(Path, dirs):
-        s = json.load(open(d / "summary.json"))
         times = [int(t) for t in open(d / "times").read().split()]
         args = open(d / "args").read().strip() or "(shipped config)"
-        cells = [f"{s[k][0]:.3f} ± {s[k][1]:.3f}" for k in ("accuracy",) if k in s] or [
-            f"{s[k][0]:.3f} ± {s[k][1]:.3f}" for k in ("any category", "macro average")]
+        cells = []
+        for key in keys:
+            values, baseline = fold_values(d, key), fold_values(base, key)
+            m, sd = mean_sd(values)
+            cell = f"{m:.3f} ± {sd:.3f}"
+            if d != base:
+                diff = mean_sd([a - b for a, b in zip(values, baseline)])
+                cell += f" ({diff[0]:+.3f} ± {diff[1]:.3f})"
+            cells.append(cell)
         print(f"| {d.name} | `{args}` | " + " | ".join(cells) + f" | {statistics.mean(times):.0f} s |")
 
 

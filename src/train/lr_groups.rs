@@ -25,8 +25,9 @@ enum Group {
 
 impl Group {
     fn of(name: &str) -> Self {
+        // Inside a wrapper (the moderation network's `Encoder.…`) the head is not first.
         let parts: Vec<&str> = name.split('.').collect();
-        if matches!(parts[0], "score" | "classifier") {
+        if parts.iter().any(|p| matches!(*p, "score" | "classifier")) {
             return Self::Head;
         }
         match block_index(name) {
@@ -79,6 +80,8 @@ mod tests {
             ("bert.encoder.layer.5.output.dense.weight", Group::Block(5)),
             ("bert.pooler.dense.weight", Group::Top),
             ("classifier.weight", Group::Head),
+            ("Encoder.classifier.weight", Group::Head),
+            ("Encoder.body.encoder.layer.2.output.dense.weight", Group::Block(2)),
             ("model.embed_tokens.weight", Group::Embeddings),
             ("model.layers.29.mlp.up_proj.weight", Group::Block(29)),
             ("model.norm.weight", Group::Top),

@@ -325,8 +325,10 @@ fn the_fresh_head_trains_at_head_lr() {
         let out = format!("output.dir={dir}");
         assert_ok(&ws.train(&[&sets[..], &[&head, &out]].concat()));
     }
-    let (a, b) = (read(&ws.path("runs/a/model.safetensors")), read(&ws.path("runs/b/model.safetensors")));
-    let gap = max_abs_diff(&floats(&a["classifier.weight"]), &floats(&b["classifier.weight"]), |_| true);
+    let (a, b) =
+        (read(&ws.path("runs/a/model.safetensors")), read(&ws.path("runs/b/model.safetensors")));
+    let gap =
+        max_abs_diff(&floats(&a["classifier.weight"]), &floats(&b["classifier.weight"]), |_| true);
     assert!((gap - 1e-3).abs() < 1e-5, "heads differ by {gap}");
     let body = "bert.encoder.layer.5.output.dense.weight";
     assert_eq!(floats(&a[body]), floats(&b[body]), "the body trains at lr in both");

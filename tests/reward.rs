@@ -344,6 +344,15 @@ fn keep_best_saves_the_best_validation_step_and_patience_ends_the_run() {
         "train.patience=3",
         "output.dir=runs/best",
     ];
+    let config = std::fs::read_to_string(ws.path("reward.toml")).unwrap();
+    std::fs::write(ws.path("novalid.toml"), config.replace("valid = \"valid.jsonl\"\n", ""))
+        .unwrap();
+    let out =
+        ws.run(&["reward", "train", "--config", "novalid.toml", "--set", "train.keep_best=true"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("need validation data"), "{}", stderr(&out));
+    assert!(!ws.path("runs/rm").exists());
+
     let out = ws.train(&sets, &[]);
     assert_ok(&out);
     let accuracies = valid_accuracies(&ws, "runs/best");

@@ -284,6 +284,7 @@ impl Run {
             model_config.layout(),
             device,
         )?;
+        trainer.check_selection(valid.len())?;
         Ok(Self {
             config,
             model,

@@ -475,6 +475,7 @@ impl<M: Backbone> Run<M> {
             info.config.layout(),
             device,
         )?;
+        trainer.check_selection(data.valid.len())?;
         let pad = info.config.pad_id(&info.tokenizer);
         Ok(Self {
             config,

@@ -312,6 +312,7 @@ impl Run {
             start.config.layout(),
             &device,
         )?;
+        trainer.check_selection(data.valid.len())?;
         let pad = start.config.pad_id(&start.tokenizer);
         Ok(Self {
             config,

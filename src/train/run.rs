@@ -260,6 +260,18 @@ impl Trainer {
         Ok(trainer)
     }
 
+    /// `train.keep_best` and `train.patience` compare validation scores: refused without
+    /// validation data rather than silently ignored.
+    pub fn check_selection(&self, validation_examples: usize) -> Result<()> {
+        let train = &self.train;
+        if validation_examples == 0 && (train.keep_best || train.patience > 0) {
+            return Err(bad_input!(
+                "keys `train.keep_best` and `train.patience` need validation data, and this run has none\nhint: set data.valid or data.valid_fraction"
+            ));
+        }
+        Ok(())
+    }
+
     /// Every batch full: an epoch's last rows that do not fill one are skipped, and with
     /// `train.epochs` there are ⌊n / batch_size⌋ steps an epoch (PPO whitens advantages and
     /// splits minibatches over a whole batch of rollouts). Needs `n ≥ batch_size`.

@@ -6,7 +6,7 @@ use anyhow::Result;
 use burn::nn::Linear;
 use burn::prelude::*;
 
-use super::bert::Bert;
+use super::bert::{Bert, Pooling};
 use super::decoder::Decoder;
 use super::kv_cache::KvCache;
 use super::layers::{linear_tokens, normal_linear};
@@ -164,6 +164,12 @@ impl EncoderClassifier {
     /// Trains the head, the pooler and the top `n` layers only (0: everything).
     pub fn train_top_layers(self, n: usize) -> Self {
         Self { body: self.body.train_top_layers(n), classifier: self.classifier }
+    }
+
+    /// The head reads `pooling` (see `Bert::pool`).
+    pub fn with_pooling(mut self, pooling: Pooling) -> Self {
+        self.body.pooling = pooling;
+        self
     }
 }
 

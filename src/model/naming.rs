@@ -81,16 +81,7 @@ pub fn load_module_keeping<M: Module>(
     device: &Device,
     keep: &dyn Fn(&str) -> bool,
 ) -> Result<M> {
-    let mut loader = Loader {
-        layout,
-        tensors,
-        device,
-        keep,
-        in_place: false,
-        path: Vec::new(),
-        errors: Vec::new(),
-    };
-    loader.load(module)
+    Loader::new(layout, tensors, device, keep, false).load(module)
 }
 
 /// `load_module` into a module being trained: each parameter keeps its id (which optimizer
@@ -101,16 +92,7 @@ pub fn restore_module<M: Module>(
     layout: HfLayout,
     device: &Device,
 ) -> Result<M> {
-    let mut loader = Loader {
-        layout,
-        tensors,
-        device,
-        keep: &|_| false,
-        in_place: true,
-        path: Vec::new(),
-        errors: Vec::new(),
-    };
-    loader.load(module)
+    Loader::new(layout, tensors, device, &|_| false, true).load(module)
 }
 
 /// Every parameter of `module` under its checkpoint name, in checkpoint layout.
@@ -173,9 +155,19 @@ struct Loader<'a> {
     errors: Vec<String>,
 }
 
-impl Loader<'_> {
-    fn load<M: Module>(&mut self, module: M) -> Result<M> {
-        let module = module.map(self);
+impl<'a> Loader<'a> {
+    fn new(
+        layout: HfLayout,
+        tensors: &'a mut NamedTensors,
+        device: &'a Device,
+        keep: &'a dyn Fn(&str) -> bool,
+        in_place: bool,
+    ) -> Self {
+        Self { layout, tensors, device, keep, in_place, path: Vec::new(), errors: Vec::new() }
+    }
+
+    fn load<M: Module>(mut self, module: M) -> Result<M> {
+        let module = module.map(&mut self);
         match self.errors.is_empty() {
             true => Ok(module),
             false => Err(bad_input!("{}", self.errors.join("\n"))),

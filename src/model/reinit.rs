@@ -8,14 +8,16 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 use burn::tensor::Distribution;
 
+use super::ModelConfig;
 use super::naming::{HfLayout, block_index, param_names};
 
-/// `model` with its top `blocks` transformer blocks (and a BERT pooler) drawn afresh; each
-/// parameter keeps its id and gradient setting. 0 changes nothing.
-pub fn reinit_top_blocks<M: Module>(model: M, blocks: usize, layout: HfLayout, std: f64) -> M {
+/// `model` (described by `config`) with its top `blocks` transformer blocks (and a BERT
+/// pooler) drawn afresh; each parameter keeps its id and gradient setting. 0 changes nothing.
+pub fn reinit_top_blocks<M: Module>(model: M, blocks: usize, config: &ModelConfig) -> M {
     if blocks == 0 {
         return model;
     }
+    let (layout, std) = (config.layout(), config.initializer_range());
     let depth = param_names(&model, layout)
         .iter()
         .filter_map(|(_, name)| block_index(name))

@@ -77,10 +77,7 @@ impl ModerationNet {
     /// An encoder's head reads `pooling` (a decoder's always reads its last token).
     pub fn with_pooling(self, pooling: Pooling) -> Self {
         match self {
-            Self::Encoder(mut model) => {
-                model.body.pooling = pooling;
-                Self::Encoder(model)
-            }
+            Self::Encoder(model) => Self::Encoder(model.with_pooling(pooling)),
             decoder => decoder,
         }
     }

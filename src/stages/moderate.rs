@@ -241,8 +241,7 @@ impl Run {
             None => (model, model_config),
         };
         let reinit = if resume { 0 } else { config.model.reinit_layers };
-        let (layout, std) = (model_config.layout(), model_config.initializer_range());
-        let model = reinit_top_blocks(model, reinit, layout, std);
+        let model = reinit_top_blocks(model, reinit, &model_config);
         let model = model.train_top_layers(config.model.train_layers);
         let window = model.max_len();
         if config.data.max_len > window {

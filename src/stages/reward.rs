@@ -58,14 +58,14 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
     interrupt::install();
     let trained = config.model.train_layers;
     let reinit = if args.resume { 0 } else { config.model.reinit_layers };
-    let (layout, std) = (start.info.config.layout(), start.info.config.initializer_range());
+    let model_config = &start.info.config;
     match start.net {
         RewardNet::Decoder(model) => {
-            let model = reinit_top_blocks(model, reinit, layout, std).train_top_layers(trained);
+            let model = reinit_top_blocks(model, reinit, model_config).train_top_layers(trained);
             Run::new(config, model, start.info, device, &args.overrides)?.train()
         }
         RewardNet::CrossEncoder(model) => {
-            let model = reinit_top_blocks(model, reinit, layout, std).train_top_layers(trained);
+            let model = reinit_top_blocks(model, reinit, model_config).train_top_layers(trained);
             Run::new(config, model, start.info, device, &args.overrides)?.train()
         }
     }
@@ -312,9 +312,9 @@ impl Start {
         }
         let (net, tokenizer) = match (&model_config.arch, model_config.head_kind()) {
             (Arch::Bert(bert), _) => {
-                let mut loaded = load_encoder_classifier(&dir, Some(1), ad)?;
-                loaded.model.body.pooling = bert.classifier_pooling;
-                (RewardNet::CrossEncoder(loaded.model), loaded.tokenizer)
+                let loaded = load_encoder_classifier(&dir, Some(1), ad)?;
+                let model = loaded.model.with_pooling(bert.classifier_pooling);
+                (RewardNet::CrossEncoder(model), loaded.tokenizer)
             }
             (_, HeadKind::Scalar) => {
                 let loaded = load_scalar_model(&dir, ad)?;

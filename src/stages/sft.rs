@@ -45,8 +45,7 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
     let ad = device.clone().autodiff();
     let mut start = Start::open(&config, args.resume, &ad)?;
     if !args.resume {
-        let (layout, std) = (start.config.layout(), start.config.initializer_range());
-        start.model = reinit_top_blocks(start.model, config.model.reinit_layers, layout, std);
+        start.model = reinit_top_blocks(start.model, config.model.reinit_layers, &start.config);
     }
     start.model = start.model.train_top_layers(config.model.train_layers);
     let data = Data::read(&config, &start)?;

@@ -74,19 +74,18 @@ impl AdamW {
         weights::write_file(path, &tensors)
     }
 
-    /// Restores what `save` wrote into the optimizer of a freshly loaded `model`; `device` is
-    /// the plain (not autodiff) device.
-    pub fn load<M: Module>(
-        config: AdamWConfig,
+    /// Restores what `save` wrote, `steps` updates in, for a freshly loaded `model`; `device`
+    /// is the plain (not autodiff) device.
+    pub fn restore<M: Module>(
+        &mut self,
         steps: u64,
         model: &M,
         layout: HfLayout,
         path: &Path,
         device: &Device,
-    ) -> Result<Self> {
+    ) -> Result<()> {
         let mut tensors = weights::read_file(path)?;
-        let mut adam = Self::new(config);
-        adam.steps = steps;
+        self.steps = steps;
         for (id, name) in param_names(model, layout) {
             let (m, v) = (
                 tensors.remove(&format!("exp_avg.{name}")),
@@ -94,7 +93,7 @@ impl AdamW {
             );
             match (m, v) {
                 (Some(m), Some(v)) => {
-                    adam.moments
+                    self.moments
                         .insert(id, (Tensor::from_data(m, device), Tensor::from_data(v, device)));
                 }
                 (None, None) => {} // a parameter without gradients so far
@@ -107,7 +106,7 @@ impl AdamW {
                 path.display()
             );
         }
-        Ok(adam)
+        Ok(())
     }
 }
 

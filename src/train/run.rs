@@ -200,17 +200,18 @@ impl Trainer {
             0 => (train.epochs * batches_per_epoch).div_ceil(train.grad_accum),
             n => n,
         };
-        let adam_config = AdamWConfig {
+        let mut adam = AdamW::new(AdamWConfig {
             beta1: train.adam_beta1,
             beta2: train.adam_beta2,
             epsilon: train.adam_epsilon,
             weight_decay: train.weight_decay,
-        };
+        });
+        adam.set_lr_scales(lr_scales(&param_names(model, layout), train));
         let mut trainer = Self {
             stage,
             train: train.clone(),
             out: out.to_path_buf(),
-            adam: AdamW::new(adam_config),
+            adam,
             progress: RunProgress::default(),
             lineage,
             log: RunLog::new(0, total_steps, Vec::new()),
@@ -225,7 +226,6 @@ impl Trainer {
             tokens_before: 0,
             rows_read: 0,
         };
-        trainer.adam.set_lr_scales(lr_scales(&param_names(model, layout), train));
         let Some((progress, previous)) = resumed else {
             return Ok(trainer);
         };
@@ -237,10 +237,10 @@ impl Trainer {
         }
         let state = out.join(STATE_DIR).join(OPTIMIZER_FILE);
         // Moments are plain tensors: they never track gradients.
-        trainer.adam =
-            AdamW::load(adam_config, progress.step as u64, model, layout, &state, device)
-                .map_err(|e| bad_input!("--resume: {e:#}"))?;
-        trainer.adam.set_lr_scales(lr_scales(&param_names(model, layout), train));
+        trainer
+            .adam
+            .restore(progress.step as u64, model, layout, &state, device)
+            .map_err(|e| bad_input!("--resume: {e:#}"))?;
         if let Some(stopped) = progress.stopped_at {
             trainer.total_steps = stopped;
         }

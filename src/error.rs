@@ -2,7 +2,8 @@
 //!
 //! Everything is an `anyhow::Error`; an error caused by what the user handed us (a config, a
 //! data file, an argument, a checkpoint) carries a [`BadInput`] marker somewhere in its chain,
-//! which turns exit code 1 into 2. Ctrl-C after a safe save is [`Interrupted`] (130).
+//! which turns exit code 1 into 2. A signal after a safe save is [`Interrupted`] (128 + the
+//! signal: 130 for Ctrl-C, 143 for SIGTERM).
 
 use std::fmt;
 
@@ -23,11 +24,14 @@ impl fmt::Display for BadInput {
 
 impl std::error::Error for BadInput {}
 
-/// The run was interrupted and left a resumable checkpoint (exit code 130); the message says
-/// where and how to continue.
+/// The run was stopped by `signal` and left a resumable checkpoint (exit code 128 + signal);
+/// the message says where and how to continue.
 #[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct Interrupted(pub String);
+#[error("{message}")]
+pub struct Interrupted {
+    pub signal: i32,
+    pub message: String,
+}
 
 /// Builds a bad-input error: `bad_input!("{path}: missing field {name}")`.
 #[macro_export]
@@ -53,8 +57,8 @@ impl<T, E: Into<anyhow::Error>> ResultExt<T> for Result<T, E> {
 
 /// The exit code an error maps to.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
-    if err.chain().any(|e| e.is::<Interrupted>()) {
-        EXIT_INTERRUPTED
+    if let Some(stop) = err.chain().find_map(|e| e.downcast_ref::<Interrupted>()) {
+        128 + stop.signal
     } else if err.chain().any(|e| e.is::<BadInput>()) {
         EXIT_BAD_INPUT
     } else {
@@ -78,6 +82,8 @@ mod tests {
     #[test]
     fn plain_errors_are_runtime_failures() {
         assert_eq!(exit_code(&anyhow::anyhow!("disk full")), EXIT_FAILURE);
-        assert_eq!(exit_code(&anyhow::Error::new(Interrupted("saved".into()))), EXIT_INTERRUPTED);
+        let stopped = |signal| Interrupted { signal, message: "saved".into() };
+        assert_eq!(exit_code(&anyhow::Error::new(stopped(2))), EXIT_INTERRUPTED);
+        assert_eq!(exit_code(&anyhow::Error::new(stopped(15))), 143);
     }
 }

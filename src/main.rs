@@ -2,7 +2,7 @@
 
 use clap::Parser;
 
-use rlhf::error::{EXIT_INTERRUPTED, EXIT_OK, exit_code};
+use rlhf::error::{EXIT_OK, Interrupted, exit_code};
 
 fn main() {
     rlhf::device::keep_freed_memory();
@@ -10,13 +10,12 @@ fn main() {
     let code = match rlhf::commands::run(cli) {
         Ok(()) => EXIT_OK,
         Err(err) => {
-            let code = exit_code(&err);
-            if code == EXIT_INTERRUPTED {
+            if err.chain().any(|e| e.is::<Interrupted>()) {
                 eprintln!("{err:#}"); // not a failure: the run stopped where it was asked to
             } else {
                 eprintln!("error: {err:#}");
             }
-            code
+            exit_code(&err)
         }
     };
     std::process::exit(code);

@@ -1,26 +1,40 @@
-//! Ctrl-C during training: the first press asks the loop to stop at the end of the current
-//! step and save a resumable checkpoint (exit 130); a second press exits at once, which is
-//! still safe because saves are atomic.
+//! SIGINT (Ctrl-C) and SIGTERM (what Slurm and Kubernetes send before killing) during
+//! training: the first asks the loop to stop at the end of the current step and save a
+//! resumable checkpoint, then exit 130 or 143 (128 + the signal, as shells report it); a second
+//! exits at once, which is still safe because saves are atomic.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 
-use crate::error::EXIT_INTERRUPTED;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
 
-static REQUESTED: AtomicBool = AtomicBool::new(false);
+/// The first signal received, 0 before any.
+static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
-/// Installs the handler (once per process; later calls do nothing).
+/// Installs the handler: a thread that receives the signals (once per process).
 pub fn install() {
-    let _ = ctrlc::set_handler(|| {
-        if REQUESTED.swap(true, Ordering::SeqCst) {
-            std::process::exit(EXIT_INTERRUPTED);
-        }
-        eprintln!(
-            "\ninterrupt: saving a resumable checkpoint after this step (Ctrl-C again to quit now)"
-        );
+    static INSTALLED: std::sync::Once = std::sync::Once::new();
+    INSTALLED.call_once(|| {
+        let Ok(mut signals) = Signals::new([SIGINT, SIGTERM]) else { return };
+        std::thread::spawn(move || {
+            for signal in signals.forever() {
+                if RECEIVED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_err()
+                {
+                    std::process::exit(128 + signal);
+                }
+                let name = if signal == SIGTERM { "SIGTERM" } else { "Ctrl-C" };
+                eprintln!(
+                    "\n{name}: saving a resumable checkpoint after this step (again to quit now)"
+                );
+            }
+        });
     });
 }
 
-/// Whether Ctrl-C (or SIGTERM) was pressed since the run started.
-pub fn requested() -> bool {
-    REQUESTED.load(Ordering::SeqCst)
+/// The signal that asked the run to stop, if one did.
+pub fn requested() -> Option<i32> {
+    match RECEIVED.load(Ordering::SeqCst) {
+        0 => None,
+        signal => Some(signal),
+    }
 }

@@ -17,16 +17,18 @@ use super::schedule::learning_rate;
 use super::shuffle::permutation;
 use super::state::{BEST_FILE, BestStep, OPTIMIZER_FILE, RunProgress, STATE_DIR};
 use crate::bad_input;
-use crate::checkpoint::{Lineage, Source};
+use crate::checkpoint::{self, Lineage, Source};
 use crate::config::train::{OutputConfig, TrainConfig};
 use crate::error::Interrupted;
 use crate::metrics::{METRICS_FILE, RunLog, read_jsonl};
 use crate::model::naming::{HfLayout, named_tensors, param_names, restore_module};
 use crate::model::weights::{self, NamedTensors};
 
-/// Refuses to start over an existing run unless told to, and to resume where there is none.
+/// Refuses to start over an existing run unless told to, and to resume where there is none;
+/// first cleans up after a save that was killed (see `checkpoint::recover`).
 pub fn check_output(output: &OutputConfig, resume: bool) -> Result<()> {
     let out = &output.dir;
+    checkpoint::recover(out)?;
     if resume && !RunProgress::exists(out) {
         return Err(bad_input!(
             "--resume: {} holds no resumable run (no {STATE_DIR}/)\nhint: drop --resume to start a new run",
@@ -116,14 +118,14 @@ pub fn run<S: Stage>(stage: &mut S) -> Result<()> {
         if t.progress.step == t.total_steps && t.train.keep_best {
             restore_best(stage)?;
         }
-        let interrupted = interrupt::requested();
-        if interrupted || stage.trainer().saves_now() {
+        let signal = interrupt::requested();
+        if signal.is_some() || stage.trainer().saves_now() {
             stage.save()?;
             let t = stage.trainer();
             t.saved_step = Some(t.progress.step);
         }
-        if interrupted {
-            return Err(stage.trainer().interrupted());
+        if let Some(signal) = signal {
+            return Err(stage.trainer().interrupted(signal));
         }
     }
     stage.trainer().log.finish();
@@ -364,16 +366,16 @@ impl Trainer {
         self.adam.save(model, layout, &state.join(OPTIMIZER_FILE))
     }
 
-    /// The error that ends an interrupted run (after its save).
-    pub fn interrupted(&self) -> anyhow::Error {
+    /// The error that ends a run stopped by `signal` (after its save).
+    pub fn interrupted(&self, signal: i32) -> anyhow::Error {
         self.log.finish();
-        Interrupted(format!(
+        let message = format!(
             "{}: interrupted; step {} is saved in {}\nhint: continue with the same command plus --resume",
             self.stage,
             self.progress.step,
             self.out.display()
-        ))
-        .into()
+        );
+        Interrupted { signal, message }.into()
     }
 
     /// The error for a step whose loss or gradient norm is not finite (no update was made).

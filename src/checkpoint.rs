@@ -79,6 +79,23 @@ pub fn recover(target: &Path) -> Result<()> {
     Ok(())
 }
 
+/// Fails (exit 1) unless a checkpoint can be created beside `target`: a read-only or
+/// unwritable directory is found before a run spends hours training. Creates nothing: where
+/// the directory does not exist yet, its nearest existing ancestor is tried.
+pub fn check_writable(target: &Path) -> Result<()> {
+    let (mut dir, name) = split(target)?;
+    while !dir.exists() {
+        dir = match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+    }
+    let probe = sibling(&dir, &name, "probe", std::process::id());
+    std::fs::File::create(&probe)
+        .and_then(|_| std::fs::remove_file(&probe))
+        .with_context(|| format!("{}: cannot write a checkpoint here", dir.display()))
+}
+
 /// `.NAME.saving-PID` or `.NAME.replaced-PID` → (kind, PID).
 fn stray_of<'a>(file_name: &'a str, name: &str) -> Option<(&'a str, u32)> {
     let rest = file_name.strip_prefix('.')?.strip_prefix(name)?.strip_prefix('.')?;

@@ -385,3 +385,86 @@ fn moderate_survives_kills() {
 fn ppo_survives_kills() {
     survives_kills("ppo", &["model.safetensors", "value/model.safetensors"], 1e-5);
 }
+
+/// A tmpfs mounted for one test (needs root; `None` where mounting is not allowed), unmounted
+/// when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(dir: PathBuf, size: &str) -> Option<Self> {
+        std::fs::create_dir_all(&dir).unwrap();
+        let options = format!("size={size}");
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &options, "tmpfs"])
+            .arg(&dir)
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        ok.then_some(Self(dir))
+    }
+
+    fn remount(&self, options: &str) {
+        let options = format!("remount,{options}");
+        let status = Command::new("mount").args(["-o", &options]).arg(&self.0).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// A save into a full filesystem fails with exit 1 and a message, keeps the previous checkpoint
+/// whole and leaves no strays; once there is space `--resume` ends where an uninterrupted run
+/// does. A read-only output directory is refused before training starts.
+#[test]
+fn a_full_disk_or_read_only_output_fails_cleanly_and_resumes() {
+    let ws = workspace();
+    // Room for one checkpoint of the `tiny` model (1.7 MB) but not for the next beside it.
+    let Some(disk) = Tmpfs::mount(ws.path("small-disk"), "2560k") else {
+        eprintln!("skipped: mounting a tmpfs needs root");
+        return;
+    };
+    let sft = |sets: &[&str], extra: &[&str]| {
+        let mut args = vec!["sft", "train", "--config", "sft.toml"];
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        ws.run(&[&args[..], extra].concat())
+    };
+    let sets = ["output.dir=small-disk/run", "train.save_every=10"];
+    let full = sft(&sets, &[]);
+    let err = stderr(&full);
+    eprintln!("{err}");
+    assert_eq!(full.status.code(), Some(1), "{err}");
+    assert!(err.contains("sft: step 20 could not be saved"), "{err}");
+    assert!(err.contains("No space left on device"), "{err}");
+    assert!(err.contains("small-disk/run keeps the checkpoint of step 10"), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    let kept: Value =
+        serde_json::from_slice(&std::fs::read(ws.path("small-disk/run/state/trainer.json")).unwrap())
+            .unwrap();
+    assert_eq!(kept["step"], 10);
+    assert_ok(&ws.run(&["model", "inspect", "--model", "small-disk/run"]));
+    let entries: Vec<_> = std::fs::read_dir(&disk.0).unwrap().collect();
+    assert_eq!(entries.len(), 1, "only the checkpoint is left");
+
+    disk.remount("size=16m");
+    assert_ok(&sft(&sets, &["--resume"]));
+    assert_ok(&sft(&["output.dir=runs/disk-straight", "train.save_every=10"], &[]));
+    compare_weights(
+        &ws.path("runs/disk-straight/model.safetensors"),
+        &ws.path("small-disk/run/model.safetensors"),
+        1e-6,
+    );
+
+    disk.remount("ro");
+    let refused = sft(&["output.dir=small-disk/other"], &[]);
+    let err = stderr(&refused);
+    eprintln!("{err}");
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(err.contains("small-disk: cannot write a checkpoint here"), "{err}");
+    assert!(err.contains("Read-only file system"), "{err}");
+}

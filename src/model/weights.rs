@@ -148,5 +148,10 @@ pub fn write_file(path: &Path, tensors: &NamedTensors) -> Result<()> {
     }
     let metadata = HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::serialize_to_file(views, Some(metadata), path)
+        .map_err(|e| match e {
+            // The OS error alone, not wrapped in a message that repeats it.
+            safetensors::SafeTensorError::IoError(io) => anyhow::Error::new(io),
+            other => anyhow::Error::new(other),
+        })
         .with_context(|| format!("writing {}", path.display()))
 }

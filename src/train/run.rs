@@ -25,10 +25,12 @@ use crate::model::naming::{HfLayout, named_tensors, param_names, restore_module}
 use crate::model::weights::{self, NamedTensors};
 
 /// Refuses to start over an existing run unless told to, and to resume where there is none;
-/// first cleans up after a save that was killed (see `checkpoint::recover`).
+/// first cleans up after a save that was killed (see `checkpoint::recover`) and makes sure the
+/// checkpoint can be written at all, before any training time is spent.
 pub fn check_output(output: &OutputConfig, resume: bool) -> Result<()> {
     let out = &output.dir;
     checkpoint::recover(out)?;
+    checkpoint::check_writable(out)?;
     if resume && !RunProgress::exists(out) {
         return Err(bad_input!(
             "--resume: {} holds no resumable run (no {STATE_DIR}/)\nhint: drop --resume to start a new run",
@@ -120,7 +122,7 @@ pub fn run<S: Stage>(stage: &mut S) -> Result<()> {
         }
         let signal = interrupt::requested();
         if signal.is_some() || stage.trainer().saves_now() {
-            stage.save()?;
+            stage.save().map_err(|e| stage.trainer().save_failed(e))?;
             let t = stage.trainer();
             t.saved_step = Some(t.progress.step);
         }
@@ -378,17 +380,32 @@ impl Trainer {
         Interrupted { signal, message }.into()
     }
 
+    /// The error for a checkpoint that could not be written (a full disk, permissions).
+    pub fn save_failed(&self, err: anyhow::Error) -> anyhow::Error {
+        self.log.finish();
+        anyhow!(
+            "{}: step {} could not be saved: {err:#}\n{}\nhint: free some space (or fix the permissions), then continue with the same command plus --resume",
+            self.stage,
+            self.progress.step,
+            self.kept()
+        )
+    }
+
+    fn kept(&self) -> String {
+        match self.saved_step {
+            Some(saved) => format!("{} keeps the checkpoint of step {saved}", self.out.display()),
+            None => "no checkpoint was written yet".to_string(),
+        }
+    }
+
     /// The error for a step whose loss or gradient norm is not finite (no update was made).
     pub fn diverged(&self, loss: f64) -> anyhow::Error {
         self.log.finish();
-        let kept = match self.saved_step {
-            Some(saved) => format!("{} keeps the checkpoint of step {saved}", self.out.display()),
-            None => "no checkpoint was written yet".to_string(),
-        };
         anyhow!(
-            "{}: step {}: the loss is {loss} (or the gradient norm is not finite); stopped. {kept}\nhint: lower train.lr, keep train.max_grad_norm > 0, or check the data",
+            "{}: step {}: the loss is {loss} (or the gradient norm is not finite); stopped. {}\nhint: lower train.lr, keep train.max_grad_norm > 0, or check the data",
             self.stage,
-            self.progress.step + 1
+            self.progress.step + 1,
+            self.kept()
         )
     }
 }

@@ -101,20 +101,101 @@ fn tokenizer_larger_than_the_embedding() {
     assert_rejected(&dir, "the tokenizer has 300 tokens but the model's embedding has only");
 }
 
+/// A safetensors file from a JSON header and `data` bytes.
+fn safetensors(header: &str, data: &[u8]) -> Vec<u8> {
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    bytes
+}
+
 #[test]
-fn corrupt_or_lying_safetensors_headers() {
+fn corrupt_or_lying_safetensors_headers_are_refused_naming_the_tensor() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = copy_lm(tmp.path());
-    std::fs::write(dir.join("model.safetensors"), b"not a safetensors file at all").unwrap();
-    assert_rejected(&dir, "not a valid safetensors file");
+    let weights = dir.join("model.safetensors");
+    let good = std::fs::read(&weights).unwrap();
+    let wte = |dtype: &str, shape: &str, offsets: &str| {
+        format!(
+            r#"{{"transformer.wte.weight":{{"dtype":"{dtype}","shape":{shape},"data_offsets":{offsets}}}}}"#
+        )
+    };
+    let mut overlapping = wte("F32", "[2]", "[0,8]");
+    overlapping.pop();
+    overlapping +=
+        r#","transformer.wpe.weight":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("garbage", b"not a safetensors file at all".to_vec(), "the header claims"),
+        (
+            "a header longer than the file",
+            safetensors(&wte("F32", "[1]", "[0,4]"), &[0; 4])[..20].to_vec(),
+            "the header claims",
+        ),
+        ("not JSON", safetensors("{oops", &[]), "the header is not JSON"),
+        ("truncated body", good[..good.len() - 100].to_vec(), "(truncated?)"),
+        (
+            "wrong dtype size",
+            safetensors(&wte("F32", "[4]", "[0,8]"), &[0; 8]),
+            "tensor `transformer.wte.weight`: shape [4] of F32 does not fill its offsets [0, 8]",
+        ),
+        (
+            "a shape that overflows",
+            safetensors(&wte("F32", "[4294967296,4294967296]", "[0,8]"), &[0; 8]),
+            "tensor `transformer.wte.weight`: shape",
+        ),
+        (
+            "an unknown dtype",
+            safetensors(&wte("F128", "[1]", "[0,16]"), &[0; 16]),
+            "tensor `transformer.wte.weight`: unknown variant `F128`",
+        ),
+        (
+            "overlapping tensors",
+            safetensors(&overlapping, &[0; 12]),
+            "tensor `transformer.wpe.weight` overlaps tensor `transformer.wte.weight`",
+        ),
+        (
+            "bytes outside every tensor",
+            safetensors(&wte("F32", "[1]", "[0,4]"), &[0; 12]),
+            "8 bytes after the last tensor belong to no tensor",
+        ),
+    ];
+    for (what, bytes, needle) in cases {
+        std::fs::write(&weights, bytes).unwrap();
+        assert_rejected(&dir, "not a valid safetensors file");
+        assert_rejected(&dir, needle);
+        eprintln!("refused: {what}");
+    }
 
-    // A header that claims 10^12 floats: rejected from the header alone, nothing allocated.
-    let header = br#"{"transformer.wte.weight":{"dtype":"F32","shape":[1000000,1000000],"data_offsets":[0,4000000000000]}}"#;
-    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
-    bytes.extend_from_slice(header);
-    bytes.extend_from_slice(&[0u8; 64]);
-    std::fs::write(dir.join("model.safetensors"), bytes).unwrap();
-    assert_rejected(&dir, "not a valid safetensors file");
+    // NaN weights are named, not trained on.
+    std::fs::write(&weights, &good).unwrap();
+    edit_weights(&dir, |tensors| {
+        let data = &tensors["transformer.h.0.mlp.c_fc.bias"];
+        let mut values = floats(data);
+        values[1] = f32::NAN;
+        values[2] = f32::INFINITY;
+        let shape = data.shape().to_vec();
+        tensors.insert(
+            "transformer.h.0.mlp.c_fc.bias".into(),
+            burn::prelude::TensorData::new(values, shape),
+        );
+    });
+    assert_rejected(&dir, "tensor `transformer.h.0.mlp.c_fc.bias`: 2 of");
+
+    // A header that claims 10^12 floats (4 TB): refused from the header alone.
+    let claim = wte("F32", "[1000000,1000000]", "[0,4000000000000]");
+    std::fs::write(&weights, safetensors(&claim, &[0; 64])).unwrap();
+    let mut inspect = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf"));
+    inspect.args(["model", "inspect", "--model"]).arg(&dir);
+    let (out, extra_mib) = run_with_peak_memory(inspect);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out)
+            .contains("tensor `transformer.wte.weight`: its data ends at byte 4000000000000"),
+        "{}",
+        stderr(&out)
+    );
+    eprintln!("refusing a 4 TB claim took {extra_mib:.1} MiB above an idle process");
+    assert!(extra_mib < 100.0, "{extra_mib} MiB");
 }
 
 #[test]

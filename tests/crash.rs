@@ -443,9 +443,10 @@ fn a_full_disk_or_read_only_output_fails_cleanly_and_resumes() {
     assert!(err.contains("No space left on device"), "{err}");
     assert!(err.contains("small-disk/run keeps the checkpoint of step 10"), "{err}");
     assert!(err.contains("--resume"), "{err}");
-    let kept: Value =
-        serde_json::from_slice(&std::fs::read(ws.path("small-disk/run/state/trainer.json")).unwrap())
-            .unwrap();
+    let kept: Value = serde_json::from_slice(
+        &std::fs::read(ws.path("small-disk/run/state/trainer.json")).unwrap(),
+    )
+    .unwrap();
     assert_eq!(kept["step"], 10);
     assert_ok(&ws.run(&["model", "inspect", "--model", "small-disk/run"]));
     let entries: Vec<_> = std::fs::read_dir(&disk.0).unwrap().collect();

@@ -372,6 +372,20 @@ fn hostile_and_broken_files_are_refused_naming_the_key_or_tensor() {
     let n = u64::from_le_bytes(rows[at..at + 8].try_into().unwrap());
     rows[at..at + 8].copy_from_slice(&(n / 2).to_le_bytes());
     assert_rejected(&rows, "only");
+
+    // An embedding that claims 2^38 rows (a terabyte and more): refused before any allocation.
+    let mut huge = good.clone();
+    huge[at..at + 8].copy_from_slice(&(1u64 << 38).to_le_bytes());
+    assert_rejected(&huge, "token_embd.weight");
+    let tmp = tempfile::tempdir().unwrap();
+    let file = tmp.path().join("huge.gguf");
+    std::fs::write(&file, &huge).unwrap();
+    let mut import = Command::new(env!("CARGO_BIN_EXE_rlhf"));
+    import.args(["model", "import", "--gguf"]).arg(&file).arg("--out").arg(tmp.path().join("out"));
+    let (output, extra_mib) = run_with_peak_memory(import);
+    assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
+    eprintln!("refusing a terabyte GGUF tensor took {extra_mib:.1} MiB above an idle process");
+    assert!(extra_mib < 100.0, "{extra_mib} MiB");
 }
 
 #[test]

@@ -83,8 +83,9 @@ pub fn read_file(path: &Path) -> Result<NamedTensors> {
     // underneath us mid-read gives wrong numbers, never unsoundness in safe code we hand out.
     let mmap = unsafe { memmap2::Mmap::map(&file) }
         .with_context(|| format!("mapping {}", path.display()))?;
-    let parsed = SafeTensors::deserialize(&mmap)
-        .map_err(|e| bad_input!("{}: not a valid safetensors file: {e}", path.display()))?;
+    let invalid = |e: String| bad_input!("{}: not a valid safetensors file: {e}", path.display());
+    check_header(&mmap).map_err(invalid)?;
+    let parsed = SafeTensors::deserialize(&mmap).map_err(|e| invalid(e.to_string()))?;
     let mut tensors = NamedTensors::new();
     for (name, view) in parsed.tensors() {
         let data = to_tensor_data(&view)
@@ -94,13 +95,88 @@ pub fn read_file(path: &Path) -> Result<NamedTensors> {
     Ok(tensors)
 }
 
+/// The largest header accepted (as the `safetensors` crate's own limit).
+const MAX_HEADER_BYTES: u64 = 100 << 20;
+
+/// Checks a file's header against its length before anything is read or allocated, naming the
+/// tensor at fault: the header fits in the file, every shape's size (without overflow) matches
+/// its byte span, and the spans tile the data exactly — no gaps, no overlaps, nothing beyond
+/// the end. A file that claims a terabyte costs nothing to reject.
+pub fn check_header(bytes: &[u8]) -> Result<(), String> {
+    let Some((length, rest)) = bytes.split_first_chunk::<8>() else {
+        return Err(format!("{} bytes, too short to hold a header", bytes.len()));
+    };
+    let length = u64::from_le_bytes(*length);
+    if length > rest.len() as u64 || length > MAX_HEADER_BYTES {
+        return Err(format!(
+            "the header claims {length} bytes but the file has {} after its length",
+            rest.len()
+        ));
+    }
+    let (header, data) = rest.split_at(length as usize);
+    let header: serde_json::Map<String, serde_json::Value> =
+        serde_json::from_slice(header).map_err(|e| format!("the header is not JSON: {e}"))?;
+    #[derive(serde::Deserialize)]
+    struct Info {
+        dtype: Dtype,
+        shape: Vec<u64>,
+        data_offsets: (u64, u64),
+    }
+    let mut spans = Vec::with_capacity(header.len());
+    for (name, info) in header.into_iter().filter(|(name, _)| name != "__metadata__") {
+        let info: Info =
+            serde_json::from_value(info).map_err(|e| format!("tensor `{name}`: {e}"))?;
+        let (start, end) = info.data_offsets;
+        let bytes = info
+            .shape
+            .iter()
+            .try_fold(info.dtype.bitsize() as u64, |n, &d| n.checked_mul(d))
+            .map(|bits| bits.div_ceil(8));
+        if bytes != end.checked_sub(start) {
+            return Err(format!(
+                "tensor `{name}`: shape {:?} of {:?} does not fill its offsets [{start}, {end}]",
+                info.shape, info.dtype
+            ));
+        }
+        if end > data.len() as u64 {
+            return Err(format!(
+                "tensor `{name}`: its data ends at byte {end} but the file holds {} (truncated?)",
+                data.len()
+            ));
+        }
+        spans.push((start, end, name));
+    }
+    spans.sort();
+    let mut covered = 0;
+    for (i, (start, end, name)) in spans.iter().enumerate() {
+        if *start < covered {
+            return Err(format!("tensor `{name}` overlaps tensor `{}`", spans[i - 1].2));
+        }
+        if *start > covered {
+            return Err(format!(
+                "bytes {covered}..{start} before tensor `{name}` belong to no tensor"
+            ));
+        }
+        covered = *end;
+    }
+    if covered != data.len() as u64 {
+        return Err(format!(
+            "{} bytes after the last tensor belong to no tensor",
+            data.len() as u64 - covered
+        ));
+    }
+    Ok(())
+}
+
+/// The tensor as f32 (or i64), refusing NaN and infinite weights: they would only surface later
+/// as a diverged loss or garbage output, far from their cause.
 fn to_tensor_data(view: &TensorView<'_>) -> Result<TensorData, String> {
     let shape = view.shape().to_vec();
     let bytes = view.data();
     let floats = |width: usize, read: fn(&[u8]) -> f32| -> Vec<f32> {
         bytes.chunks_exact(width).map(read).collect()
     };
-    Ok(match view.dtype() {
+    let data = match view.dtype() {
         Dtype::F32 => {
             TensorData::new(floats(4, |b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])), shape)
         }
@@ -129,7 +205,14 @@ fn to_tensor_data(view: &TensorView<'_>) -> Result<TensorData, String> {
                 "unsupported dtype {other:?} (expected F32, BF16, F16, F64 or I64)"
             ));
         }
-    })
+    };
+    if let Ok(values) = data.as_slice::<f32>() {
+        let bad = values.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 {
+            return Err(format!("{bad} of {} values are NaN or infinite", values.len()));
+        }
+    }
+    Ok(data)
 }
 
 /// Writes f32 tensors as one safetensors file with `{"format": "pt"}` metadata, as

@@ -183,3 +183,35 @@ pub fn logits_of(model: &CausalLm, io: &Io, device: &Device) -> Vec<f32> {
     let (ids, batch) = io.inputs(device);
     model.forward(ids, &batch).into_data().try_to_vec().unwrap()
 }
+
+/// Runs `command` to the end and returns its output with its peak resident memory in MiB above
+/// that of `rlhf --version`: LibTorch's libraries alone account for ~500 MB of a process that
+/// does nothing.
+pub fn run_with_peak_memory(mut command: Command) -> (Output, f64) {
+    let (output, peak) = peak_rss_kib(&mut command);
+    let (_, baseline) = peak_rss_kib(Command::new(env!("CARGO_BIN_EXE_rlhf")).arg("--version"));
+    (output, (peak as f64 - baseline as f64) / 1024.0)
+}
+
+fn peak_rss_kib(command: &mut Command) -> (Output, i64) {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    use std::process::Stdio;
+    let mut child = command.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut bytes = Vec::new();
+        stderr.read_to_end(&mut bytes).unwrap();
+        bytes
+    });
+    let mut stdout = Vec::new();
+    child.stdout.take().unwrap().read_to_end(&mut stdout).unwrap();
+    let stderr = reader.join().unwrap();
+    let pid = child.id() as libc::pid_t;
+    let mut status = 0;
+    // SAFETY: a zeroed rusage is valid; wait4 reaps our own child and fills both.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    assert_eq!(unsafe { libc::wait4(pid, &mut status, 0, &mut usage) }, pid);
+    let output = Output { status: std::process::ExitStatus::from_raw(status), stdout, stderr };
+    (output, usage.ru_maxrss)
+}

@@ -193,6 +193,7 @@ pub fn run_with_peak_memory(mut command: Command) -> (Output, f64) {
     (output, (peak as f64 - baseline as f64) / 1024.0)
 }
 
+#[allow(clippy::zombie_processes)] // reaped by wait4, which also reports the peak
 fn peak_rss_kib(command: &mut Command) -> (Output, i64) {
     use std::io::Read;
     use std::os::unix::process::ExitStatusExt;

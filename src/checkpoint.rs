@@ -226,8 +226,12 @@ impl Source {
 
     /// A model directory, hashed over `config.json` and its weight files.
     pub fn model_dir(dir: &Path) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(crate::bad_input!("{}: no such model directory", dir.display()));
+        }
         let mut files = vec![dir.join("config.json")];
-        let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)?
+        let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
             .collect();

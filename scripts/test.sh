@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole check: set-up, formatting, lints, reference fixtures, every test.
+# The whole check: set-up, formatting, lints, reference fixtures, every test, fuzzing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
@@ -15,3 +15,5 @@ python scripts/fixtures/make_gguf.py --out target/fixtures/gguf --tokenizer targ
     --seed "${RLHF_FIXTURE_SEED:-0}"
 echo "test: cargo test"
 cargo test --release -- --test-threads 2
+echo "test: fuzzing, 30 s a target"
+scripts/fuzz.sh 30

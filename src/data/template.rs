@@ -13,6 +13,9 @@ use super::chat::{Message, Role};
 use super::tokenizer::{CHATML_TEMPLATE, HH_TEMPLATE, IM_END, IM_START, configured_token};
 use crate::{bad_input, json_file};
 
+/// Template instructions one render may run: a long conversation needs a few thousand.
+const TEMPLATE_FUEL: u64 = 10_000_000;
+
 #[derive(Debug, Clone)]
 pub enum ChatTemplate {
     ChatMl,
@@ -103,6 +106,9 @@ impl ChatTemplate {
             }
             Self::Model { source, bos_token, eos_token } => {
                 let mut env = minijinja::Environment::new();
+                // A template comes with a downloaded tokenizer: one that loops without end
+                // runs out of fuel instead of hanging the chat.
+                env.set_fuel(Some(TEMPLATE_FUEL));
                 minijinja_contrib::add_to_environment(&mut env);
                 env.set_unknown_method_callback(
                     minijinja_contrib::pycompat::unknown_method_callback,
@@ -119,7 +125,7 @@ impl ChatTemplate {
                     bos_token => bos_token,
                     eos_token => eos_token,
                 };
-                env.render_str(source, context).map_err(|e| bad_input!("chat template: {e:#}"))?
+                env.render_str(source, context).map_err(|e| bad_input!("chat template: {e}"))?
             }
             Self::Raw => match messages {
                 [only] => only.content.clone(),
@@ -159,6 +165,32 @@ fn model_template(dir: &Path) -> Option<ChatTemplate> {
 mod tests {
     use super::*;
     use crate::data::tokenizer::CHATML_TEMPLATE;
+
+    fn model(source: &str) -> ChatTemplate {
+        ChatTemplate::Model {
+            source: source.into(),
+            bos_token: "<s>".into(),
+            eos_token: "</s>".into(),
+        }
+    }
+
+    /// Found by `scripts/fuzz.sh` (chat_template): a syntax error whose report, with debug
+    /// info, overflowed inside minijinja. Now an error naming the line.
+    #[test]
+    fn a_broken_template_is_an_error_naming_the_line() {
+        let source = "{{ bos_token }}{% for in messages %}{{ m['content'] }}\n{% endfor %}";
+        let err = model(source).render(&conversation(), true).unwrap_err().to_string();
+        assert!(err.starts_with("chat template: syntax error"), "{err}");
+        assert!(err.contains(":1)"), "{err}");
+    }
+
+    #[test]
+    fn a_template_that_never_ends_runs_out_of_fuel() {
+        let source =
+            "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+        let err = model(source).render(&conversation(), true).unwrap_err().to_string();
+        assert!(err.contains("fuel"), "{err}");
+    }
 
     fn conversation() -> Vec<Message> {
         vec![

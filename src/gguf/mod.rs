@@ -10,7 +10,7 @@ pub mod file;
 mod import;
 pub mod names;
 pub mod quant;
-mod tokenizer;
+pub mod tokenizer;
 
 pub use export::{ExportType, export};
 pub use import::{Imported, import};

@@ -83,13 +83,17 @@ pub fn read_file(path: &Path) -> Result<NamedTensors> {
     // underneath us mid-read gives wrong numbers, never unsoundness in safe code we hand out.
     let mmap = unsafe { memmap2::Mmap::map(&file) }
         .with_context(|| format!("mapping {}", path.display()))?;
-    let invalid = |e: String| bad_input!("{}: not a valid safetensors file: {e}", path.display());
-    check_header(&mmap).map_err(invalid)?;
-    let parsed = SafeTensors::deserialize(&mmap).map_err(|e| invalid(e.to_string()))?;
+    read_bytes(&mmap).map_err(|e| bad_input!("{}: {e}", path.display()))
+}
+
+/// Reads the tensors of a safetensors file's bytes.
+pub fn read_bytes(bytes: &[u8]) -> Result<NamedTensors, String> {
+    let invalid = |e: String| format!("not a valid safetensors file: {e}");
+    check_header(bytes).map_err(invalid)?;
+    let parsed = SafeTensors::deserialize(bytes).map_err(|e| invalid(e.to_string()))?;
     let mut tensors = NamedTensors::new();
     for (name, view) in parsed.tensors() {
-        let data = to_tensor_data(&view)
-            .map_err(|e| bad_input!("{}: tensor `{name}`: {e}", path.display()))?;
+        let data = to_tensor_data(&view).map_err(|e| format!("tensor `{name}`: {e}"))?;
         tensors.insert(name, data);
     }
     Ok(tensors)
@@ -102,7 +106,7 @@ const MAX_HEADER_BYTES: u64 = 100 << 20;
 /// tensor at fault: the header fits in the file, every shape's size (without overflow) matches
 /// its byte span, and the spans tile the data exactly — no gaps, no overlaps, nothing beyond
 /// the end. A file that claims a terabyte costs nothing to reject.
-pub fn check_header(bytes: &[u8]) -> Result<(), String> {
+fn check_header(bytes: &[u8]) -> Result<(), String> {
     let Some((length, rest)) = bytes.split_first_chunk::<8>() else {
         return Err(format!("{} bytes, too short to hold a header", bytes.len()));
     };

@@ -262,6 +262,28 @@ fn readers() -> Vec<Reader> {
             writes: true,
         },
         Reader {
+            name: "chat --load",
+            args: |_, data| {
+                strings(&[
+                    "chat",
+                    "--model",
+                    "runs/base",
+                    "--load",
+                    data,
+                    "--prompt",
+                    "Hi",
+                    "--max-new-tokens",
+                    "2",
+                ])
+            },
+            good: json!({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]}),
+            bad_rows: vec![(
+                json!({"messages": [{"role": "robot", "content": "Beep."}]}),
+                "unknown role \"robot\"",
+            )],
+            writes: false,
+        },
+        Reader {
             name: "tokenizer train",
             args: |out, data| {
                 strings(&[

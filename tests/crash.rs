@@ -227,8 +227,8 @@ impl Chain<'_> {
             .collect()
     }
 
-    /// Signals `sig` after the first logged step (twice with `twice`); expects exit 143 and a
-    /// whole checkpoint.
+    /// Sends SIGTERM after the first logged step (twice with `twice`): exit 143 and a whole
+    /// checkpoint (after one signal, the step it stopped at).
     fn sigterm(&self, twice: bool) {
         let (status, seen) = signal_at(self.start(&self.out), "step ", twice);
         assert_eq!(status.code(), Some(143), "{}: SIGTERM (twice: {twice}):\n{seen}", self.stage);

@@ -312,8 +312,6 @@ fn readers() -> Vec<Reader> {
 fn bad_files(good: &Value) -> Vec<(&'static str, Vec<u8>, &'static str)> {
     let good = format!("{good}\n{good}\n");
     let with = |tail: &[u8]| [good.as_bytes(), tail].concat();
-    let mut duplicate = serde_json::to_string(&json!({})).unwrap();
-    duplicate.pop();
     vec![
         ("malformed JSON", with(b"{\"prompt\": \"unfinished\n"), ":3: invalid JSON"),
         ("invalid UTF-8", with(b"{\"prompt\": \"caf\xE9\"}\n"), ":3: not valid UTF-8"),
@@ -340,26 +338,33 @@ fn accepted_files(good: &Value) -> Vec<(&'static str, Vec<u8>)> {
     ]
 }
 
-/// Runs `reader` on `bytes` in a fresh case directory: (output, case directory name, whether
-/// an output appeared).
+/// Runs `reader` on `bytes` in a fresh case directory: (output, the data file, whether an
+/// output appeared).
 fn run_case(ws: &Workspace, reader: &Reader, case: &str, bytes: &[u8]) -> (Output, String, bool) {
     let id = format!("{}-{case}", reader.name).replace([' ', '\''], "-");
     let data = format!("cases/{id}.jsonl");
     std::fs::write(ws.dir.join(&data), bytes).unwrap();
+    let (output, wrote) = run_reader(ws, reader, &id, &data);
+    (output, data, wrote)
+}
+
+/// Runs `reader` on the file `data`, a training stage through its own config `cases/ID.toml`,
+/// writing to `cases/ID.out`: (output, whether that output appeared).
+fn run_reader(ws: &Workspace, reader: &Reader, id: &str, data: &str) -> (Output, bool) {
     let out = format!("cases/{id}.out");
     let stage = reader.name.strip_suffix(" train").filter(|s| *s != "tokenizer");
     let first = match stage {
         Some(stage) => {
             let config = format!("cases/{id}.toml");
-            std::fs::write(ws.dir.join(&config), config_text(stage, &data, &out, None)).unwrap();
+            std::fs::write(ws.dir.join(&config), config_text(stage, data, &out, None)).unwrap();
             config
         }
         None => out.clone(),
     };
-    let args = (reader.args)(&first, &data);
+    let args = (reader.args)(&first, data);
     let output = ws.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
     let wrote = ws.dir.join(&out).exists();
-    (output, data, wrote)
+    (output, wrote)
 }
 
 fn check_reader(reader: &Reader) {
@@ -407,24 +412,13 @@ fn missing_paths_and_directories_where_files_belong() {
             ("a missing file", "cases/nowhere.jsonl", "No such file"),
             ("a directory", "runs", "Is a directory"),
         ] {
-            let out = format!("cases/{}-path.out", reader.name.replace(' ', "-"));
-            let stage = reader.name.strip_suffix(" train").filter(|s| *s != "tokenizer");
-            let first = match stage {
-                Some(stage) => {
-                    let config = format!("cases/{}-path.toml", reader.name.replace(' ', "-"));
-                    std::fs::write(ws.dir.join(&config), config_text(stage, data, &out, None))
-                        .unwrap();
-                    config
-                }
-                None => out.clone(),
-            };
-            let args = (reader.args)(&first, data);
-            let output = ws.run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+            let id = format!("{}-{case}", reader.name).replace(' ', "-");
+            let (output, wrote) = run_reader(ws, &reader, &id, data);
             let err = stderr(&output);
             let context = format!("{} on {case}:\n{err}", reader.name);
             assert_eq!(output.status.code(), Some(2), "{context}");
             assert!(err.contains(data) && err.contains(needle), "{context}");
-            assert!(!ws.dir.join(&out).exists(), "{context}");
+            assert!(!wrote, "{context}");
         }
     }
 }

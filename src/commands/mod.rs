@@ -13,7 +13,10 @@ use crate::cli::{
     Cli, Command, ModelCommand, ModerateCommand, PpoCommand, RewardCommand, SftCommand,
     TokenizerCommand,
 };
-use crate::{device, stages};
+use burn::prelude::Device;
+
+use crate::device::DeviceSpec;
+use crate::{device, dist, stages};
 
 pub fn run(cli: Cli) -> Result<()> {
     device::set_threads(cli.threads)?;
@@ -22,10 +25,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Model(ModelCommand::Inspect(args)) => model::inspect(&args, &cli.device.device()?),
         Command::Model(ModelCommand::Import(args)) => model::import(&args, &cli.device.device()?),
         Command::Model(ModelCommand::Export(args)) => model::export(&args, &cli.device.device()?),
-        Command::Sft(SftCommand::Train(args)) => stages::sft::train(&args, &cli.device.device()?),
+        Command::Sft(SftCommand::Train(args)) => stages::sft::train(&args, &joined(cli.device)?),
         Command::Sft(SftCommand::Eval(args)) => stages::sft::eval(&args, &cli.device.device()?),
         Command::Reward(RewardCommand::Train(args)) => {
-            stages::reward::train(&args, &cli.device.device()?)
+            stages::reward::train(&args, &joined(cli.device)?)
         }
         Command::Reward(RewardCommand::Eval(args)) => {
             stages::reward::eval(&args, &cli.device.device()?)
@@ -33,10 +36,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Reward(RewardCommand::Score(args)) => {
             stages::reward::score(&args, &cli.device.device()?)
         }
-        Command::Ppo(PpoCommand::Train(args)) => stages::ppo::train(&args, &cli.device.device()?),
+        Command::Ppo(PpoCommand::Train(args)) => stages::ppo::train(&args, &joined(cli.device)?),
         Command::Ppo(PpoCommand::Eval(args)) => stages::ppo::eval(&args, &cli.device.device()?),
         Command::Moderate(ModerateCommand::Train(args)) => {
-            stages::moderate::train(&args, &cli.device.device()?)
+            stages::moderate::train(&args, &joined(cli.device)?)
         }
         Command::Moderate(ModerateCommand::Eval(args)) => {
             stages::moderate::eval(&args, &cli.device.device()?)
@@ -51,4 +54,10 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Report(args) => report::report(&args),
         Command::Demo(command) => demo::run(&command),
     }
+}
+
+/// A training command's device, after joining the job a launcher (torchrun, srun, mpirun)
+/// started, if any (see `dist::init`).
+fn joined(device: DeviceSpec) -> Result<Device> {
+    dist::init(device)?.device()
 }

@@ -28,28 +28,38 @@ pub fn gae(rewards: &[f32], values: &[f32], gamma: f64, lam: f64) -> (Vec<f32>, 
     (advantages, returns)
 }
 
-/// Shifts and scales every advantage of the batch to mean 0 and variance 1.
-pub fn whiten(rows: &mut [Vec<f32>]) {
-    let count = rows.iter().map(Vec::len).sum::<usize>().max(1) as f64;
-    let mean = rows.iter().flatten().map(|&a| a as f64).sum::<f64>() / count;
-    let var = rows.iter().flatten().map(|&a| (a as f64 - mean).powi(2)).sum::<f64>() / count;
+/// Count, sum and sum of squares of every advantage: what whitening needs, and what the
+/// ranks of a distributed run add up to whiten over the whole batch.
+pub fn moments(rows: &[Vec<f32>]) -> [f64; 3] {
+    let all = rows.iter().flatten().map(|&a| a as f64);
+    all.fold([0.0; 3], |[n, sum, squares], a| [n + 1.0, sum + a, squares + a * a])
+}
+
+/// Shifts and scales every advantage to mean 0 and variance 1 over the batch whose
+/// [`moments`] are given.
+pub fn whiten(rows: &mut [Vec<f32>], [n, sum, squares]: [f64; 3]) {
+    let n = n.max(1.0);
+    let mean = sum / n;
+    let var = (squares / n - mean * mean).max(0.0);
     let scale = 1.0 / (var.sqrt() + 1e-8);
     for a in rows.iter_mut().flatten() {
         *a = ((*a as f64 - mean) * scale) as f32;
     }
 }
 
+/// The sums [`explained_variance`] reads, which ranks add up: count, Σr, Σr², Σ(r−v), Σ(r−v)².
+pub fn variance_sums(values: &[f32], returns: &[f32]) -> [f64; 5] {
+    let pairs = returns.iter().zip(values).map(|(&r, &v)| (r as f64, (r - v) as f64));
+    pairs
+        .fold([0.0; 5], |[n, r, r2, d, d2], (x, y)| [n + 1.0, r + x, r2 + x * x, d + y, d2 + y * y])
+}
+
 /// 1 − Var(returns − values) / Var(returns): how much of the return the value model explains.
-pub fn explained_variance(values: &[f32], returns: &[f32]) -> f64 {
-    let var = |xs: &mut dyn Iterator<Item = f64>| {
-        let xs: Vec<f64> = xs.collect();
-        let n = xs.len().max(1) as f64;
-        let mean = xs.iter().sum::<f64>() / n;
-        xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n
-    };
-    let total = var(&mut returns.iter().map(|&r| r as f64));
-    let residual = var(&mut returns.iter().zip(values).map(|(&r, &v)| (r - v) as f64));
-    if total == 0.0 { f64::NAN } else { 1.0 - residual / total }
+pub fn explained_variance([n, r, r2, d, d2]: [f64; 5]) -> f64 {
+    let n = n.max(1.0);
+    let total = r2 / n - (r / n).powi(2);
+    let residual = d2 / n - (d / n).powi(2);
+    if total <= 0.0 { f64::NAN } else { 1.0 - residual / total }
 }
 
 #[cfg(test)]
@@ -89,7 +99,11 @@ mod tests {
     #[test]
     fn whitening_gives_zero_mean_and_unit_variance_across_rows() {
         let mut rows = vec![vec![1.0, 2.0, 3.0], vec![10.0]];
-        whiten(&mut rows);
+        let whole = moments(&rows);
+        let halves = [moments(&rows[..1]), moments(&rows[1..])];
+        let added: Vec<f64> = (0..3).map(|i| halves[0][i] + halves[1][i]).collect();
+        assert_eq!(added, whole, "moments add up across ranks");
+        whiten(&mut rows, whole);
         let all: Vec<f64> = rows.iter().flatten().map(|&a| a as f64).collect();
         let mean = all.iter().sum::<f64>() / 4.0;
         let var = all.iter().map(|a| (a - mean).powi(2)).sum::<f64>() / 4.0;
@@ -99,7 +113,8 @@ mod tests {
 
     #[test]
     fn explained_variance_is_one_for_perfect_values_and_zero_for_the_mean() {
-        assert!((explained_variance(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]) - 1.0).abs() < 1e-9);
-        assert!(explained_variance(&[2.0, 2.0, 2.0], &[1.0, 2.0, 3.0]).abs() < 1e-9);
+        let ev = |values, returns| explained_variance(variance_sums(values, returns));
+        assert!((ev(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]) - 1.0).abs() < 1e-9);
+        assert!(ev(&[2.0, 2.0, 2.0], &[1.0, 2.0, 3.0]).abs() < 1e-9);
     }
 }

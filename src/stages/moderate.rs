@@ -20,6 +20,7 @@ use crate::config::moderate::{ModerateConfig, PosWeight};
 use crate::data::jsonl::read_rows;
 use crate::data::moderation::{CATEGORIES, LabeledText, NUM_CATEGORIES, row_text};
 use crate::data::scoring::{Sequence, SequenceBatch};
+use crate::dist;
 use crate::model::ModelConfig;
 use crate::model::config::HeadKind;
 use crate::model::reinit::reinit_top_blocks;
@@ -243,6 +244,7 @@ impl Run {
         let reinit = if resume { 0 } else { config.model.reinit_layers };
         let model = reinit_top_blocks(model, reinit, &model_config);
         let model = model.train_top_layers(config.model.train_layers);
+        let model = dist::broadcast_parameters(model)?;
         let window = model.max_len();
         if config.data.max_len > window {
             return Err(bad_input!(
@@ -325,12 +327,14 @@ impl Run {
         let valid = self.valid_result.map_or(String::new(), |v| {
             format!(", valid AUPRC any {:.4} / macro {:.4}", v.any_auprc, v.macro_auprc)
         });
-        eprintln!(
-            "moderate: {} steps in {:.1} s{valid}; saved {}",
-            self.trainer.progress.step,
-            self.trainer.progress.seconds,
-            self.trainer.out.display()
-        );
+        if dist::is_main() {
+            eprintln!(
+                "moderate: {} steps in {:.1} s{valid}; saved {}",
+                self.trainer.progress.step,
+                self.trainer.progress.seconds,
+                self.trainer.out.display()
+            );
+        }
         Ok(())
     }
 
@@ -347,18 +351,27 @@ impl Run {
             .map(|&i| self.train[i].row.labels.iter().flatten().count())
             .sum();
         let mut accumulator = GradientsAccumulator::<ModerationNet>::new();
-        let mut loss_sum = 0.0;
-        for rows in micro_batches {
+        // This rank's Σ loss and tokens; then the whole step's.
+        let mut sums = [0.0; 2];
+        for rows in &micro_batches {
+            let rows = dist::shard(rows);
+            if rows.is_empty() {
+                continue;
+            }
             let examples: Vec<&Example> = rows.iter().map(|&i| &self.train[i]).collect();
             let (batch, targets, weights) = self.batch(&examples, ad);
-            self.trainer.progress.tokens += batch.token_count as u64;
+            sums[1] += batch.token_count as f64;
             let logits = self.model.logits(&batch);
             let loss = weighted_bce_sum(logits, targets, weights).div_scalar(known.max(1) as f64);
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             accumulator.accumulate(&self.model, grads);
-            loss_sum += loss.into_scalar::<f32>() as f64;
+            sums[0] += loss.into_scalar::<f32>() as f64;
         }
         let mut grads = accumulator.grads();
+        dist::all_reduce_gradients(&self.model, &mut grads)?;
+        dist::sum(&mut sums)?;
+        let [loss_sum, tokens] = sums;
+        self.trainer.progress.tokens += tokens as u64;
         let grad_norm = clip_global_norm(&self.model, &mut grads, self.config.train.max_grad_norm);
         if !loss_sum.is_finite() || !grad_norm.is_finite() {
             return Err(self.trainer.diverged(loss_sum));

@@ -23,6 +23,7 @@ use crate::data::chat::{Message, prompt_messages};
 use crate::data::jsonl::read_rows;
 use crate::data::sft::{Example, FitReport, SftEncoder, SftRow, pack};
 use crate::data::template::ChatTemplate;
+use crate::dist;
 use crate::generate::{Finish, Generation, Generator, SamplingConfig};
 use crate::metrics::{read_jsonl, write_jsonl};
 use crate::model::layers::normal_linear;
@@ -34,7 +35,9 @@ use crate::model::{
 };
 use crate::moderation::Moderator;
 use crate::ppo::actor_critic::{ActorCritic, Critic};
-use crate::ppo::advantage::{explained_variance, gae, token_rewards, whiten};
+use crate::ppo::advantage::{
+    explained_variance, gae, moments, token_rewards, variance_sums, whiten,
+};
 use crate::ppo::kl::{KlController, token_kl};
 use crate::ppo::loss::{clipped_policy_loss, clipped_value_loss};
 use crate::ppo::rollout::{ResponseBatch, Rollout, entropy, reference_log_probs};
@@ -60,7 +63,8 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
     run::check_output(&config.output, args.resume)?;
 
     // Everything is loaded and checked before the first rollout, so bad input writes nothing.
-    let models = Models::open(&config, args.resume, device)?;
+    let mut models = Models::open(&config, args.resume, device)?;
+    models.actor_critic = dist::broadcast_parameters(models.actor_critic)?;
     let data = Data::read(&config, &models)?;
     let mut run = Run::new(config, models, data, device.clone(), &args.overrides)?;
     interrupt::install();
@@ -384,26 +388,29 @@ impl Run {
         }
         run::run(self)?;
         let progress = &self.trainer.progress;
-        eprintln!(
-            "ppo: {} iterations, {} tokens sampled in {:.1} s; saved {}",
-            progress.step,
-            progress.tokens,
-            progress.seconds,
-            self.trainer.out.display()
-        );
+        if dist::is_main() {
+            eprintln!(
+                "ppo: {} iterations, {} tokens sampled in {:.1} s; saved {}",
+                progress.step,
+                progress.tokens,
+                progress.seconds,
+                self.trainer.out.display()
+            );
+        }
         Ok(())
     }
 
     /// Samples responses to the prompts `rows` and takes every per-token number PPO needs;
-    /// also returns the mean entropy of the sampling distributions.
-    fn roll_out(&self, rows: &[usize]) -> Result<(Vec<Rollout>, f64)> {
+    /// also returns the summed entropy of the sampling distributions and their count.
+    fn roll_out(&self, rows: &[usize]) -> Result<(Vec<Rollout>, [f64; 2])> {
         let models = &self.models;
         let actor_critic = models.actor_critic.valid();
         let prompts: Vec<Vec<u32>> =
             rows.iter().map(|&i| self.data.prompts[i].ids.clone()).collect();
         let temperature = self.config.rollout.temperature;
-        // A new draw every iteration, the same one again after --resume.
+        // A new draw every iteration (and rank), the same one again after --resume.
         let seed = self.config.train.seed.wrapping_add(self.trainer.progress.step as u64);
+        let seed = seed.wrapping_add((dist::rank() as u64) << 32);
         let generator = Generator::new(
             &actor_critic.policy,
             &models.tokenizer,
@@ -443,7 +450,7 @@ impl Run {
             entropy_sum += entropy.iter().flatten().map(|&e| e as f64).sum::<f64>();
             tokens += batch.lengths.iter().sum::<usize>();
         }
-        Ok((rollouts, entropy_sum / tokens.max(1) as f64))
+        Ok((rollouts, [entropy_sum, tokens as f64]))
     }
 
     fn sampling(&self, seed: u64) -> SamplingConfig {
@@ -490,9 +497,9 @@ impl Run {
         Ok((raw, texts))
     }
 
-    /// Per-token rewards and GAE for every rollout; returns the mean KL to the reference per
-    /// response.
-    fn estimate_advantages(&self, rollouts: &mut [Rollout]) -> f64 {
+    /// Per-token rewards and GAE for every rollout, whitened over every rank's rollouts;
+    /// returns the summed KL to the reference of the responses.
+    fn estimate_advantages(&self, rollouts: &mut [Rollout]) -> Result<f64> {
         let p = &self.config.ppo;
         let mut kl_sum = 0.0;
         for rollout in rollouts.iter_mut() {
@@ -504,22 +511,39 @@ impl Run {
         if p.whiten_advantages {
             let mut all: Vec<Vec<f32>> =
                 rollouts.iter_mut().map(|r| std::mem::take(&mut r.advantages)).collect();
-            whiten(&mut all);
+            let mut batch = moments(&all);
+            dist::sum(&mut batch)?;
+            whiten(&mut all, batch);
             rollouts.iter_mut().zip(all).for_each(|(r, a)| r.advantages = a);
         }
-        kl_sum / rollouts.len().max(1) as f64
+        Ok(kl_sum)
     }
 
     /// `ppo_epochs` passes over the rollouts in shuffled minibatches, one optimizer update
-    /// each; returns the mean of each update's losses and statistics.
-    fn update(&mut self, rollouts: &[Rollout], lr: f64) -> Result<UpdateStats> {
+    /// each; returns the mean of each update's losses and statistics. With several ranks,
+    /// `rollouts` are this rank's share of the iteration's `total`: every rank makes the same
+    /// ⌈total / mini_batch_size⌉ updates an epoch, each over its share of a minibatch, with
+    /// its loss weighted by that share so the summed gradient is the minibatch's.
+    fn update(&mut self, rollouts: &[Rollout], total: usize, lr: f64) -> Result<UpdateStats> {
         let ad = self.device.clone().autodiff();
         let p = self.config.ppo.clone();
         let temperature = self.config.rollout.temperature;
         let seed = self.config.train.seed.wrapping_add(self.trainer.progress.step as u64);
         let mut stats = UpdateStats::default();
+        let (mine, minibatches) = (rollouts.len(), total.div_ceil(p.mini_batch_size));
+        // Where this rank's k-th minibatch starts in its shuffled rollouts.
+        let bound = |k: usize| (k * p.mini_batch_size * mine / total.max(1)).min(mine);
         for epoch in 0..p.ppo_epochs {
-            for chunk in permutation(rollouts.len(), seed, epoch as u64).chunks(p.mini_batch_size) {
+            let order = permutation(mine, seed, epoch as u64);
+            for k in 0..minibatches {
+                let chunk = &order[bound(k)..bound(k + 1)];
+                let mut counts = [chunk.len() as f64];
+                dist::sum(&mut counts)?;
+                let share = chunk.len() as f64 / counts[0];
+                if chunk.is_empty() {
+                    self.apply(GradientsParams::new(), [0.0; 5], lr, &mut stats)?;
+                    continue;
+                }
                 let rows: Vec<&Rollout> = chunk.iter().map(|&i| &rollouts[i]).collect();
                 let pairs: Vec<(&[u32], &[u32])> =
                     rows.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
@@ -551,25 +575,40 @@ impl Run {
                     parts.push(ptx);
                 }
                 let parts = Tensor::cat(parts, 0);
-                let mut grads =
-                    GradientsParams::from_grads(loss.backward(), &self.models.actor_critic);
-                let grad_norm = clip_global_norm(
-                    &self.models.actor_critic,
-                    &mut grads,
-                    self.config.train.max_grad_norm,
-                );
-                let parts: Vec<f32> = parts.into_data().convert::<f32>().try_to_vec().expect("f32");
-                let loss = parts[0] as f64 + p.vf_coef * parts[1] as f64;
-                if !loss.is_finite() || !grad_norm.is_finite() {
-                    return Err(self.trainer.diverged(loss));
-                }
-                self.models.actor_critic =
-                    self.trainer.adam.step(self.models.actor_critic.clone(), grads, lr);
-                self.updates += 1;
-                stats.add(&parts, grad_norm);
+                let loss = loss.mul_scalar(share);
+                let grads = GradientsParams::from_grads(loss.backward(), &self.models.actor_critic);
+                let values: Vec<f32> =
+                    parts.into_data().convert::<f32>().try_to_vec().expect("f32");
+                let mut shares = [0.0; 5];
+                shares.iter_mut().zip(values).for_each(|(s, v)| *s = v as f64 * share);
+                self.apply(grads, shares, lr, &mut stats)?;
             }
         }
         Ok(stats.mean())
+    }
+
+    /// The rest of an update, on every rank alike: the gradients and the minibatch's
+    /// statistics (`parts`, each rank's weighted by its share) summed over ranks, clipping,
+    /// the divergence check and the AdamW step.
+    fn apply(
+        &mut self,
+        mut grads: GradientsParams,
+        mut parts: [f64; 5],
+        lr: f64,
+        stats: &mut UpdateStats,
+    ) -> Result<()> {
+        let model = &self.models.actor_critic;
+        dist::all_reduce_gradients(model, &mut grads)?;
+        dist::sum(&mut parts)?;
+        let grad_norm = clip_global_norm(model, &mut grads, self.config.train.max_grad_norm);
+        let loss = parts[0] + self.config.ppo.vf_coef * parts[1];
+        if !loss.is_finite() || !grad_norm.is_finite() {
+            return Err(self.trainer.diverged(loss));
+        }
+        self.models.actor_critic = self.trainer.adam.step(model.clone(), grads, lr);
+        self.updates += 1;
+        stats.add(&parts, grad_norm);
+        Ok(())
     }
 
     /// PPO-ptx: the mean next-token loss of the policy on the next minibatch of text blocks
@@ -626,9 +665,9 @@ struct UpdateStats {
 }
 
 impl UpdateStats {
-    fn add(&mut self, parts: &[f32], grad_norm: f64) {
+    fn add(&mut self, parts: &[f64; 5], grad_norm: f64) {
         for (sum, &x) in self.sums.iter_mut().zip(parts) {
-            *sum += x as f64;
+            *sum += x;
         }
         self.sums[5] += grad_norm;
         self.updates += 1;
@@ -656,39 +695,55 @@ impl Stage for Run {
         self.data.prompts.len()
     }
 
-    /// One PPO iteration: rollout, scoring, advantages, updates, β.
+    /// One PPO iteration: rollout, scoring, advantages, updates, β. With several ranks, each
+    /// rolls out and scores its share of the prompts; the statistics are summed over ranks.
     fn step(&mut self, lr: f64) -> Result<(Value, String)> {
         let started = Instant::now();
-        let rows = self.trainer.next_batch(self.data.prompts.len());
-        let (mut rollouts, entropy) = self.roll_out(&rows)?;
-        let (raw_scores, texts) = self.score(&rows, &mut rollouts)?;
+        let all_rows = self.trainer.next_batch(self.data.prompts.len());
+        let rows = dist::shard(&all_rows);
+        let (mut rollouts, entropy) = self.roll_out(rows)?;
+        let (raw_scores, texts) = self.score(rows, &mut rollouts)?;
         let rollout_seconds = started.elapsed().as_secs_f64();
-        let kl = self.estimate_advantages(&mut rollouts);
+        let kl_sum = self.estimate_advantages(&mut rollouts)?;
         let beta = self.kl.beta;
         let updated = Instant::now();
-        let update = self.update(&rollouts, lr)?;
+        let update = self.update(&rollouts, all_rows.len(), lr)?;
         let update_seconds = updated.elapsed().as_secs_f64();
-        self.kl.update(kl, rollouts.len());
 
-        let n = rollouts.len() as f64;
-        let lengths: Vec<f64> = rollouts.iter().map(|r| r.response.len() as f64).collect();
-        self.trainer.progress.tokens += lengths.iter().sum::<f64>() as u64;
-        let scores: Vec<f32> = rollouts.iter().map(|r| r.score).collect();
-        let score = RewardStats::of(&scores);
         let values: Vec<f32> = rollouts.iter().flat_map(|r| r.values.clone()).collect();
         let returns: Vec<f32> = rollouts.iter().flat_map(|r| r.returns.clone()).collect();
+        let scores = rollouts.iter().map(|r| r.score as f64);
+        let mut sums = vec![
+            rollouts.len() as f64,
+            scores.clone().sum(),
+            scores.map(|s| s * s).sum(),
+            raw_scores.iter().map(|&s| s as f64).sum(),
+            rollouts.iter().map(|r| r.response.len() as f64).sum(),
+            rollouts.iter().filter(|r| r.ended).count() as f64,
+            kl_sum,
+            entropy[0],
+            entropy[1],
+        ];
+        sums.extend(variance_sums(&values, &returns));
+        dist::sum(&mut sums)?;
+        let n = sums[0].max(1.0);
+        let score = sums[1] / n;
+        let score_std = (sums[2] / n - score * score).max(0.0).sqrt();
+        let (length, kl) = (sums[4] / n, sums[6] / n);
+        self.kl.update(kl, sums[0] as usize);
+        self.trainer.progress.tokens += sums[4] as u64;
         let [policy_loss, value_loss, clip_fraction, approx_kl, ptx_loss, grad_norm] = update.sums;
         let rate = self.trainer.tokens_per_second();
         let mut record = json!({
-            "score": round(score.mean, 4), "score_std": round(score.std, 4),
-            "rm_score": round(RewardStats::of(&raw_scores).mean, 4),
+            "score": round(score, 4), "score_std": round(score_std, 4),
+            "rm_score": round(sums[3] / n, 4),
             "kl": round(kl, 4), "beta": round(beta, 5), "non_score_reward": round(-beta * kl, 4),
-            "entropy": round(entropy, 4), "clip_fraction": round(clip_fraction, 4),
+            "entropy": round(sums[7] / sums[8].max(1.0), 4), "clip_fraction": round(clip_fraction, 4),
             "approx_kl": round(approx_kl, 6), "policy_loss": round(policy_loss, 5),
             "value_loss": round(value_loss, 5), "grad_norm": round(grad_norm, 4),
-            "explained_variance": round(explained_variance(&values, &returns), 4),
-            "response_length": round(lengths.iter().sum::<f64>() / n, 2),
-            "ended": round(rollouts.iter().filter(|r| r.ended).count() as f64 / n, 3),
+            "explained_variance": round(explained_variance(sums[9..14].try_into().expect("5 sums")), 4),
+            "response_length": round(length, 2),
+            "ended": round(sums[5] / n, 3),
             "rollout_s": round(rollout_seconds, 3), "update_s": round(update_seconds, 3),
             "tokens": self.trainer.progress.tokens, "tokens_per_s": round(rate, 1),
         });
@@ -707,11 +762,8 @@ impl Stage for Run {
             }
         }
         self.last = record.clone();
-        let message = format!(
-            "score {:.3}  kl {kl:.2}  β {beta:.4}  len {:.1}  {rate:.0} tok/s",
-            score.mean,
-            lengths.iter().sum::<f64>() / n
-        );
+        let message =
+            format!("score {score:.3}  kl {kl:.2}  β {beta:.4}  len {length:.1}  {rate:.0} tok/s");
         Ok((record, message))
     }
 

@@ -25,6 +25,7 @@ use crate::data::scoring::{ResponseEncoder, Sequence, SequenceBatch};
 use crate::data::sft::FitReport;
 use crate::data::template::ChatTemplate;
 use crate::data::tokenizer;
+use crate::dist;
 use crate::model::config::{Arch, HeadKind};
 use crate::model::heads::{EncoderClassifier, ScalarModel};
 use crate::model::pretrained::{init_causal_lm, load_encoder_classifier, save_classifier};
@@ -62,10 +63,12 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
     match start.net {
         RewardNet::Decoder(model) => {
             let model = reinit_top_blocks(model, reinit, model_config).train_top_layers(trained);
+            let model = dist::broadcast_parameters(model)?;
             Run::new(config, model, start.info, device, &args.overrides)?.train()
         }
         RewardNet::CrossEncoder(model) => {
             let model = reinit_top_blocks(model, reinit, model_config).train_top_layers(trained);
+            let model = dist::broadcast_parameters(model)?;
             Run::new(config, model, start.info, device, &args.overrides)?.train()
         }
     }
@@ -513,12 +516,14 @@ impl<M: Backbone> Run<M> {
         let valid = self.valid.map_or(String::new(), |v| {
             format!(", valid accuracy {:.4} (mean margin {:.3})", v.accuracy, v.mean_margin)
         });
-        eprintln!(
-            "reward: {} steps in {:.1} s{valid}; saved {}",
-            self.trainer.progress.step,
-            self.trainer.progress.seconds,
-            self.trainer.out.display()
-        );
+        if dist::is_main() {
+            eprintln!(
+                "reward: {} steps in {:.1} s{valid}; saved {}",
+                self.trainer.progress.step,
+                self.trainer.progress.seconds,
+                self.trainer.out.display()
+            );
+        }
         Ok(())
     }
 
@@ -534,12 +539,17 @@ impl<M: Backbone> Run<M> {
         let sequences: usize =
             micro_batches.iter().flatten().map(|&i| self.data.train[i].sequences.len()).sum();
         let mut accumulator = GradientsAccumulator::<M>::new();
-        let (mut loss_sum, mut right, mut pairs) = (0.0, 0, 0);
+        // This rank's Σ loss, right pairs, pairs and tokens; then the whole step's.
+        let mut sums = [0.0; 4];
         let smoothing = self.config.loss.label_smoothing;
-        for rows in micro_batches {
+        for rows in &micro_batches {
+            let rows = dist::shard(rows);
+            if rows.is_empty() {
+                continue;
+            }
             let examples: Vec<&Encoded> = rows.iter().map(|&i| &self.data.train[i]).collect();
             let step = PairBatch::new(&examples, self.config.loss.margin, self.pad, ad);
-            self.trainer.progress.tokens += step.batch.token_count as u64;
+            sums[3] += step.batch.token_count as f64;
             let scores = self.model.scores(&step.batch);
             let gaps = scores.clone().select(0, step.better) - scores.clone().select(0, step.worse);
             let pair_loss = smoothed_pair_loss(gaps.clone() - step.margins, smoothing);
@@ -550,18 +560,22 @@ impl<M: Backbone> Run<M> {
                     .mul_scalar(self.config.loss.center_coefficient / sequences as f64);
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             accumulator.accumulate(&self.model, grads);
-            loss_sum += loss.into_scalar::<f32>() as f64;
+            sums[0] += loss.into_scalar::<f32>() as f64;
             let gaps = gaps.into_data().convert::<f32>().try_to_vec::<f32>().expect("f32 gaps");
-            right += gaps.iter().filter(|&&g| g > 0.0).count();
-            pairs += gaps.len();
+            sums[1] += gaps.iter().filter(|&&g| g > 0.0).count() as f64;
+            sums[2] += gaps.len() as f64;
         }
         let mut grads = accumulator.grads();
+        dist::all_reduce_gradients(&self.model, &mut grads)?;
+        dist::sum(&mut sums)?;
+        let [loss_sum, right, pairs, tokens] = sums;
+        self.trainer.progress.tokens += tokens as u64;
         let grad_norm = clip_global_norm(&self.model, &mut grads, self.config.train.max_grad_norm);
         if !loss_sum.is_finite() || !grad_norm.is_finite() {
             return Err(self.trainer.diverged(loss_sum));
         }
         self.model = self.trainer.adam.step(self.model.clone(), grads, lr);
-        Ok((loss_sum, right as f64 / pairs as f64, grad_norm))
+        Ok((loss_sum, right / pairs, grad_norm))
     }
 
     fn scores(&self, examples: &[Encoded]) -> Vec<f32> {

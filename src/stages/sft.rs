@@ -19,6 +19,7 @@ use crate::data::jsonl::read_rows;
 use crate::data::sft::{Example, FitReport, SftEncoder, SftRow, pack};
 use crate::data::template::ChatTemplate;
 use crate::data::tokenizer;
+use crate::dist;
 use crate::generate::{Generator, SamplingConfig};
 use crate::metrics::{read_jsonl, write_jsonl};
 use crate::model::loss::selected_nll_sum;
@@ -48,6 +49,7 @@ pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
         start.model = reinit_top_blocks(start.model, config.model.reinit_layers, &start.config);
     }
     start.model = start.model.train_top_layers(config.model.train_layers);
+    start.model = dist::broadcast_parameters(start.model)?;
     let data = Data::read(&config, &start)?;
     let mut run = Run::new(config, start, data, device.clone(), &args.overrides)?;
     interrupt::install();
@@ -348,44 +350,55 @@ impl Run {
         let valid = self.valid_loss.map_or(String::new(), |l: f64| {
             format!(", valid loss {l:.4} (perplexity {:.2})", l.exp())
         });
-        eprintln!(
-            "sft: {} steps, {} tokens in {:.1} s ({:.0} tokens/s){valid}; saved {}",
-            progress.step,
-            progress.tokens,
-            progress.seconds,
-            progress.tokens as f64 / progress.seconds.max(1e-9),
-            self.trainer.out.display()
-        );
+        if dist::is_main() {
+            eprintln!(
+                "sft: {} steps, {} tokens in {:.1} s ({:.0} tokens/s){valid}; saved {}",
+                progress.step,
+                progress.tokens,
+                progress.seconds,
+                progress.tokens as f64 / progress.seconds.max(1e-9),
+                self.trainer.out.display()
+            );
+        }
         Ok(())
     }
 
     /// One optimizer step over `grad_accum` micro-batches; returns the loss and the gradient
     /// norm before clipping. The loss is a mean over every target token of the step, so each
-    /// token weighs the same however the rows are batched.
+    /// token weighs the same however the rows are batched — or split over ranks: each rank
+    /// runs its share of every micro-batch, and the gradients are summed before clipping.
     fn optimizer_step(&mut self, lr: f64) -> Result<(f64, f64)> {
         let ad = &self.device.clone().autodiff();
         let n = self.data.train.len();
-        let micro_batches: Vec<TokenBatch> = (0..self.config.train.grad_accum)
-            .map(|_| {
-                let rows = self.trainer.next_batch(n);
-                let rows: Vec<&Example> = rows.iter().map(|&i| &self.data.train[i]).collect();
-                TokenBatch::new(&rows, self.pad, ad)
-            })
-            .collect();
-        let step_targets: usize = micro_batches.iter().map(|b| b.target_count).sum();
+        let micro_batches: Vec<Vec<usize>> =
+            (0..self.config.train.grad_accum).map(|_| self.trainer.next_batch(n)).collect();
+        let examples = |rows: &[usize]| -> Vec<&Example> {
+            rows.iter().map(|&i| &self.data.train[i]).collect()
+        };
+        let step_targets: usize =
+            micro_batches.iter().flat_map(|rows| examples(rows)).map(Example::target_count).sum();
         let mut accumulator = GradientsAccumulator::<CausalLm>::new();
-        let mut nll_sum = 0.0;
-        for batch in micro_batches {
-            self.trainer.progress.tokens += batch.token_count as u64;
+        // Σ nll and tokens of this rank's rows, then of the whole step.
+        let mut sums = [0.0; 2];
+        for rows in &micro_batches {
+            let rows = dist::shard(rows);
+            if rows.is_empty() {
+                continue;
+            }
+            let batch = TokenBatch::new(&examples(rows), self.pad, ad);
+            sums[1] += batch.token_count as f64;
             let nll = batch_nll(&self.model, batch);
             let loss = nll.clone().div_scalar(step_targets as f64);
             let grads = GradientsParams::from_grads(loss.backward(), &self.model);
             accumulator.accumulate(&self.model, grads);
-            nll_sum += nll.into_scalar::<f32>() as f64;
+            sums[0] += nll.into_scalar::<f32>() as f64;
         }
         let mut grads = accumulator.grads();
+        dist::all_reduce_gradients(&self.model, &mut grads)?;
+        dist::sum(&mut sums)?;
+        self.trainer.progress.tokens += sums[1] as u64;
         let grad_norm = clip_global_norm(&self.model, &mut grads, self.config.train.max_grad_norm);
-        let loss = nll_sum / step_targets as f64;
+        let loss = sums[0] / step_targets as f64;
         if !loss.is_finite() || !grad_norm.is_finite() {
             return Err(self.trainer.diverged(loss));
         }

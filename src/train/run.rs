@@ -19,6 +19,7 @@ use super::state::{BEST_FILE, BestStep, OPTIMIZER_FILE, RunProgress, STATE_DIR};
 use crate::bad_input;
 use crate::checkpoint::{self, Lineage, Source};
 use crate::config::train::{OutputConfig, TrainConfig};
+use crate::dist;
 use crate::error::Interrupted;
 use crate::metrics::{METRICS_FILE, RunLog, read_jsonl};
 use crate::model::naming::{HfLayout, named_tensors, param_names, restore_module};
@@ -29,7 +30,9 @@ use crate::model::weights::{self, NamedTensors};
 /// checkpoint can be written at all, before any training time is spent.
 pub fn check_output(output: &OutputConfig, resume: bool) -> Result<()> {
     let out = &output.dir;
-    checkpoint::recover(out)?;
+    if dist::is_main() {
+        checkpoint::recover(out)?;
+    }
     checkpoint::check_writable(out)?;
     if resume && !RunProgress::exists(out) {
         return Err(bad_input!(
@@ -120,17 +123,40 @@ pub fn run<S: Stage>(stage: &mut S) -> Result<()> {
         if t.progress.step == t.total_steps && t.train.keep_best {
             restore_best(stage)?;
         }
-        let signal = interrupt::requested();
+        let signal = agreed_signal()?;
         if signal.is_some() || stage.trainer().saves_now() {
-            stage.save().map_err(|e| stage.trainer().save_failed(e))?;
-            let t = stage.trainer();
-            t.saved_step = Some(t.progress.step);
+            save(stage)?;
         }
         if let Some(signal) = signal {
             return Err(stage.trainer().interrupted(signal));
         }
     }
     stage.trainer().log.finish();
+    Ok(())
+}
+
+/// A signal any rank received: every rank saves and stops at the same step (a launcher
+/// forwards Ctrl-C to all ranks, but they need not see it between the same two steps).
+fn agreed_signal() -> Result<Option<i32>> {
+    let mut signal = [interrupt::requested().unwrap_or(0) as f64];
+    dist::max(&mut signal)?;
+    Ok((signal[0] > 0.0).then_some(signal[0] as i32))
+}
+
+/// Rank 0 writes the checkpoint; every rank learns whether it could before going on.
+fn save<S: Stage>(stage: &mut S) -> Result<()> {
+    let saved = match dist::is_main() {
+        true => stage.save(),
+        false => Ok(()),
+    };
+    let mut failed = [saved.is_err() as u8 as f64];
+    dist::max(&mut failed)?;
+    let t = stage.trainer();
+    saved.map_err(|e| t.save_failed(e))?;
+    if failed[0] > 0.0 {
+        return Err(t.save_failed(anyhow!("rank 0 could not write it")));
+    }
+    t.saved_step = Some(t.progress.step);
     Ok(())
 }
 

@@ -106,7 +106,8 @@ void* rlhf_dist_new(
     options.port = port;
     options.isServer = is_server != 0;
     options.numWorkers = world;
-    options.waitWorkers = is_server != 0;
+    // Every rank counts itself in; the host waits until all have (as torch.distributed does).
+    options.waitWorkers = true;
     options.timeout = timeout;
     auto tcp = c10::make_intrusive<c10d::TCPStore>(host, options);
     auto store = c10::make_intrusive<c10d::PrefixStore>(prefix, tcp);

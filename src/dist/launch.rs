@@ -109,7 +109,7 @@ impl Launch {
             master_addr,
             master_port,
             agent_store,
-            store_prefix: format!("/rlhf/attempt_{attempt}/"),
+            store_prefix: format!("rlhf/attempt_{attempt}"),
             timeout,
             backend,
         }))
@@ -165,7 +165,7 @@ mod tests {
         assert_eq!((torchrun.rank, torchrun.world_size, torchrun.local_rank), (3, 4, 1));
         assert_eq!((torchrun.master_addr.as_str(), torchrun.master_port), ("10.0.0.1", 1234));
         assert!(torchrun.agent_store);
-        assert_eq!(torchrun.store_prefix, "/rlhf/attempt_2/");
+        assert_eq!(torchrun.store_prefix, "rlhf/attempt_2");
 
         let srun = launch(&[
             ("SLURM_PROCID", "5"),

@@ -19,7 +19,7 @@ use crate::bad_input;
 use crate::device::DeviceSpec;
 pub use group::{ProcessGroup, Reduce, has_nccl};
 use launch::Launch;
-pub use sync::{all_reduce_gradients, broadcast_parameters};
+pub use sync::{all_reduce_gradients, broadcast_parameters, check_replicas};
 
 /// This process's part in a job of several.
 struct World {

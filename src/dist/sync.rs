@@ -2,7 +2,7 @@
 //! the gradients summed over ranks before clipping, in flat buckets of ~25 MB (one collective
 //! per bucket rather than one per tensor).
 
-use anyhow::Result;
+use anyhow::{Result, anyhow};
 use burn::module::{Module, ModuleMapper, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -41,6 +41,32 @@ pub fn broadcast_parameters<M: Module>(model: M) -> Result<M> {
     model.visit(&mut values);
     let received = reduce_in_buckets(values.0, |bucket| group.broadcast(bucket, 0))?;
     Ok(model.map(&mut Replace { pieces: received.into_iter() }))
+}
+
+/// Fails when this rank's parameters are not the other ranks' (as after a run whose ranks ran
+/// different code or data): compares a checksum of every parameter across ranks.
+pub fn check_replicas<M: Module>(model: &M) -> Result<()> {
+    if group().is_none() {
+        return Ok(());
+    }
+    let mut values = Values(Vec::new());
+    model.visit(&mut values);
+    let flat = Tensor::cat(values.0, 0);
+    let sum = flat.clone().sum().into_scalar::<f32>() as f64;
+    let squares = flat.square().sum().into_scalar::<f32>() as f64;
+    // Maxima of (x, −x) give every rank the largest and smallest checksum.
+    let mut spread = [sum, squares, -sum, -squares];
+    max(&mut spread)?;
+    let differ = |high: f64, low: f64| (high - low).abs() > 1e-5 * high.abs().max(1.0);
+    if differ(spread[0], -spread[2]) || differ(spread[1], -spread[3]) {
+        return Err(anyhow!(
+            "rank {}: the ranks' weights differ after training (checksums {} … {}); the checkpoint is rank 0's\nhint: every rank must run the same rlhf, config and data",
+            super::rank(),
+            -spread[2],
+            spread[0]
+        ));
+    }
+    Ok(())
 }
 
 /// Runs `collective` over `flat` tensors packed into buckets and returns them unpacked, in

@@ -131,6 +131,7 @@ pub fn run<S: Stage>(stage: &mut S) -> Result<()> {
             return Err(stage.trainer().interrupted(signal));
         }
     }
+    dist::check_replicas(stage.model())?;
     stage.trainer().log.finish();
     Ok(())
 }

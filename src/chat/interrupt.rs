@@ -18,7 +18,9 @@ pub fn install() {
         if ANSWERING.load(Ordering::SeqCst) {
             STOP.store(true, Ordering::SeqCst);
         } else {
-            std::process::exit(EXIT_INTERRUPTED);
+            // `_exit`: the main thread may be inside LibTorch (see `train::interrupt`).
+            // SAFETY: `_exit` only ends the process.
+            unsafe { libc::_exit(EXIT_INTERRUPTED) };
         }
     });
 }

@@ -20,7 +20,10 @@ pub fn install() {
             for signal in signals.forever() {
                 if RECEIVED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_err()
                 {
-                    std::process::exit(128 + signal);
+                    // `_exit`, not `exit`: the main thread may be inside LibTorch, and running
+                    // its C++ static destructors under it corrupts the heap.
+                    // SAFETY: `_exit` only ends the process.
+                    unsafe { libc::_exit(128 + signal) };
                 }
                 let name = if signal == SIGTERM { "SIGTERM" } else { "Ctrl-C" };
                 eprintln!(

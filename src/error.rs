@@ -12,6 +12,15 @@ pub const EXIT_FAILURE: i32 = 1;
 pub const EXIT_BAD_INPUT: i32 = 2;
 pub const EXIT_INTERRUPTED: i32 = 130;
 
+/// Ends the process at once with `code`, from any thread. Not `std::process::exit`: that runs
+/// LibTorch's C++ static destructors, and when the main thread is still inside a step or a
+/// save they free state it then uses (heap corruption, or a checkpoint saved from freed
+/// tensors). Saves are atomic, so quitting mid-save leaves the last complete one.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: `_exit` only ends the process.
+    unsafe { libc::_exit(code) }
+}
+
 /// Marks an error as the user's input being wrong (exit code 2).
 #[derive(Debug)]
 pub struct BadInput(pub String);

@@ -7,6 +7,9 @@ compares both with rlhf's per-turn `timing` (from `rlhf chat --json` runs). Time
 is from the call to the first token chosen (a logits processor's first call), tokens/s is over
 the rest of the answer; each figure is the best over --repeats runs of the conversation (the
 machine is shared, and a slow turn is noise, not the method).
+
+--conversation reencode|reuse runs the conversation once that way and prints its per-turn
+[time to first token in s, tokens/s] as JSON (scripts/bench/run.py reads it).
 """
 
 import argparse
@@ -35,6 +38,8 @@ class FirstToken(LogitsProcessor):
 
     def __call__(self, input_ids, scores):
         if self.at is None:
+            if scores.is_cuda:
+                torch.cuda.synchronize()
             self.at = time.perf_counter()
         return scores
 
@@ -44,7 +49,7 @@ def converse(model, tok, new_tokens, reuse):
     for text in TURNS:
         history.append({"role": "user", "content": text})
         ids = tok.apply_chat_template(history, add_generation_prompt=True, return_tensors="pt",
-                                      return_dict=True)["input_ids"]
+                                      return_dict=True)["input_ids"].to(model.device)
         kwargs = {}
         if reuse and cache is not None:
             shared = 0
@@ -61,6 +66,8 @@ def converse(model, tok, new_tokens, reuse):
                                  logits_processor=LogitsProcessorList([first]),
                                  return_dict_in_generate=True, use_cache=True,
                                  pad_token_id=tok.pad_token_id or tok.eos_token_id, **kwargs)
+        if ids.is_cuda:
+            torch.cuda.synchronize()
         end = time.perf_counter()
         ttft = first.at - start
         timings.append((ttft, (new_tokens - 1) / (end - first.at)))
@@ -85,6 +92,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--conversation", choices=["reencode", "reuse"])
     args = parser.parse_args()
     if args.write_script:
         with open(args.write_script, "w") as f:
@@ -92,7 +101,10 @@ def main():
         return
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(args.device).eval()
+    if args.conversation:
+        print(json.dumps(converse(model, tok, args.new_tokens, reuse=args.conversation == "reuse")))
+        return
     runs = [[json.loads(line) for line in open(path)] for path in args.rlhf]
     ours = best([[(r["timing"]["first_token_ms"] / 1e3, r["timing"]["tokens_per_second"])
                   for r in rows] for rows in runs])

@@ -26,10 +26,11 @@ def main():
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=512)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForSequenceClassification.from_pretrained(args.model).eval()
+    model = AutoModelForSequenceClassification.from_pretrained(args.model).to(args.device).eval()
     rows = [json.loads(line) for line in open(args.rows)]
     pairs = "response" in rows[0]
     cls, sep, pad = tok.cls_token_id, tok.sep_token_id, tok.pad_token_id
@@ -66,9 +67,12 @@ def main():
                 input_ids = torch.tensor([ids[j] + [pad] * (width - len(ids[j])) for j in chunk])
                 mask = torch.tensor([[1] * len(ids[j]) + [0] * (width - len(ids[j])) for j in chunk])
                 types = torch.tensor([type_ids[j] + [0] * (width - len(ids[j])) for j in chunk])
-                logits = model(input_ids=input_ids, attention_mask=mask, token_type_ids=types).logits
+                logits = model(input_ids=input_ids.to(args.device), attention_mask=mask.to(args.device),
+                               token_type_ids=types.to(args.device)).logits
                 for j, row in zip(chunk, torch.sigmoid(logits) if not pairs else logits):
                     scores[owner[j]] = torch.maximum(scores[owner[j]], row) if owner[j] in scores else row
+            if args.device != "cpu":
+                torch.cuda.synchronize()
             best = max(best, len(rows) / (time.perf_counter() - start))
     print(f"{best:.1f}")
 

@@ -20,12 +20,13 @@ def main():
     parser.add_argument("--new-tokens", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     tok = AutoTokenizer.from_pretrained(args.model)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).eval()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(args.device).eval()
     texts = [json.loads(line)["prompt"] for line in open(args.prompts)]
-    batch = tok(texts, return_tensors="pt", padding=True)
+    batch = tok(texts, return_tensors="pt", padding=True).to(args.device)
     settings = dict(do_sample=False, max_new_tokens=args.new_tokens, min_new_tokens=args.new_tokens,
                     pad_token_id=tok.pad_token_id)
     best = 0.0
@@ -34,6 +35,8 @@ def main():
         for _ in range(args.repeats):
             start = time.perf_counter()
             out = model.generate(**batch, **settings)
+            if args.device != "cpu":
+                torch.cuda.synchronize()
             seconds = time.perf_counter() - start
             new = (out.shape[1] - batch["input_ids"].shape[1]) * out.shape[0]
             best = max(best, new / seconds)

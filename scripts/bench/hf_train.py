@@ -22,10 +22,11 @@ def main():
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).train()
+    model = AutoModelForCausalLM.from_pretrained(args.model, dtype=torch.float32).to(args.device).train()
     # Dropout off on both sides: rlhf trains without it, as RLHF trainers do.
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
@@ -35,12 +36,14 @@ def main():
     for step in range(args.steps):
         if step == 1:
             start = time.perf_counter()
-        ids = torch.randint(0, vocab, (args.batch, args.length))
+        ids = torch.randint(0, vocab, (args.batch, args.length), device=args.device)
         loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    if args.device != "cpu":
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     tokens = (args.steps - 1) * args.batch * args.length
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -23,9 +23,10 @@ import sys
 import tempfile
 import time
 
-# Before torch/transformers are imported: the benchmark is CPU only (the Rust side runs on CPU
-# with --threads), and nothing may reach for the Hub.
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
+# Before torch/transformers are imported: no GPU unless `--device cuda` (TRL's accelerator takes
+# any it sees), and nothing may reach for the Hub.
+if "cuda" not in sys.argv:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["HF_DATASETS_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
@@ -62,6 +63,7 @@ def parse_args():
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--iterations", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help="cuda: --impl trl only")
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--kl-coef", type=float, default=0.05)
@@ -164,7 +166,7 @@ def run_trl(args, tokenizer, prompts, policy, ref_policy, reward_model, value_mo
             output_dir=output_dir,  # created even when nothing is saved
             report_to="none",
             seed=args.seed,
-            use_cpu=True,
+            use_cpu=args.device == "cpu",
             bf16=False,  # TRL's configs default bf16 to True: would autocast on CPU
             fp16=False,
             learning_rate=args.lr,

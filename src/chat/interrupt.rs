@@ -7,7 +7,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::error::EXIT_INTERRUPTED;
+use crate::error::{EXIT_INTERRUPTED, exit_now};
 
 static ANSWERING: AtomicBool = AtomicBool::new(false);
 static STOP: AtomicBool = AtomicBool::new(false);
@@ -18,9 +18,7 @@ pub fn install() {
         if ANSWERING.load(Ordering::SeqCst) {
             STOP.store(true, Ordering::SeqCst);
         } else {
-            // `_exit`: the main thread may be inside LibTorch (see `train::interrupt`).
-            // SAFETY: `_exit` only ends the process.
-            unsafe { libc::_exit(EXIT_INTERRUPTED) };
+            exit_now(EXIT_INTERRUPTED);
         }
     });
 }

@@ -20,10 +20,7 @@ pub fn install() {
             for signal in signals.forever() {
                 if RECEIVED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst).is_err()
                 {
-                    // `_exit`, not `exit`: the main thread may be inside LibTorch, and running
-                    // its C++ static destructors under it corrupts the heap.
-                    // SAFETY: `_exit` only ends the process.
-                    unsafe { libc::_exit(128 + signal) };
+                    crate::error::exit_now(128 + signal);
                 }
                 let name = if signal == SIGTERM { "SIGTERM" } else { "Ctrl-C" };
                 eprintln!(

@@ -49,10 +49,7 @@ impl AdamW {
     /// One update of every parameter that has a gradient in `grads` (consumed).
     pub fn step<M: Module>(&mut self, model: M, grads: GradientsParams, lr: f64) -> M {
         self.steps += 1;
-        let t = self.steps as i32;
-        let bias1 = 1.0 - self.config.beta1.powi(t);
-        let bias2 = 1.0 - self.config.beta2.powi(t);
-        let mut update = Update { adam: self, grads, lr, bias1, bias2 };
+        let mut update = Update { adam: self, grads, lr };
         model.map(&mut update)
     }
 
@@ -114,8 +111,6 @@ struct Update<'a> {
     adam: &'a mut AdamW,
     grads: GradientsParams,
     lr: f64,
-    bias1: f64,
-    bias2: f64,
 }
 
 impl ModuleMapper for Update<'_> {
@@ -132,7 +127,7 @@ impl ModuleMapper for Update<'_> {
         };
         let decay = if D >= 2 { weight_decay } else { 0.0 };
         let lr = self.lr * self.adam.lr_scales.get(&id).copied().unwrap_or(1.0);
-        let hyper = [lr, beta1, beta2, epsilon, decay, self.bias1, self.bias2];
+        let hyper = [lr, beta1, beta2, epsilon, decay, self.adam.steps as f64];
         let [value, m, v] = adamw_update(tensor.inner(), grad, m, v, hyper);
         let n = dims.iter().product::<usize>();
         let (m, v) = (m.reshape([n]), v.reshape([n]));

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 use crate::device::DeviceSpec;
+use crate::model::precision::Precision;
 
 /// Train a ChatGPT-style assistant the InstructGPT way — supervised fine-tuning, a reward
 /// model from human comparisons, PPO against it — then chat with it behind a moderation
@@ -20,6 +21,11 @@ pub struct Cli {
     /// CPU threads for LibTorch (default: LibTorch's choice, usually all cores).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
+
+    /// Matrix products and attention in bf16, the rest in f32 (as torch.autocast); for
+    /// training commands the same as --set train.precision=bf16 [default: f32].
+    #[arg(long, global = true, value_name = "PRECISION")]
+    pub precision: Option<Precision>,
 
     #[command(subcommand)]
     pub command: Command,
@@ -56,6 +62,19 @@ pub enum Command {
     /// The demo's task (scripts/demo.sh): prompts, a gold judge, rankings, the result table.
     #[command(subcommand)]
     Demo(DemoCommand),
+}
+
+impl Command {
+    /// The config and overrides of a training command (`sft|reward|ppo|moderate train`).
+    pub fn train_args(&mut self) -> Option<&mut TrainArgs> {
+        match self {
+            Self::Sft(SftCommand::Train(args))
+            | Self::Reward(RewardCommand::Train(args))
+            | Self::Ppo(PpoCommand::Train(args))
+            | Self::Moderate(ModerateCommand::Train(args)) => Some(args),
+            _ => None,
+        }
+    }
 }
 
 /// A stage's training run: config file plus overrides.

@@ -16,10 +16,18 @@ use crate::cli::{
 use burn::prelude::Device;
 
 use crate::device::DeviceSpec;
+use crate::model::precision;
 use crate::{device, dist, stages};
 
-pub fn run(cli: Cli) -> Result<()> {
+pub fn run(mut cli: Cli) -> Result<()> {
     device::set_threads(cli.threads)?;
+    if let Some(chosen) = cli.precision {
+        precision::set(chosen);
+        if let Some(args) = cli.command.train_args() {
+            // Recorded in the run's config like any override; the stage sets it again from there.
+            args.overrides.push(format!("train.precision={}", chosen.name()));
+        }
+    }
     match cli.command {
         Command::Model(ModelCommand::Init(args)) => model::init(&args, &cli.device.device()?),
         Command::Model(ModelCommand::Inspect(args)) => model::inspect(&args, &cli.device.device()?),

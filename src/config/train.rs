@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::bert::Pooling;
+use crate::model::precision::Precision;
 
 /// Optimisation: AdamW with warm-up and a decaying schedule, gradient accumulation and
 /// clipping, periodic evaluation and saving.
@@ -52,6 +53,9 @@ pub struct TrainConfig {
     pub keep_best: bool,
     /// Stop once this many evaluations in a row have not improved on the best (0: never).
     pub patience: usize,
+    /// `f32`, or `bf16`: matrix products and attention in bf16, weights, optimizer state,
+    /// norms, softmax and losses in f32 (as `torch.autocast`); checkpoints stay f32.
+    pub precision: Precision,
 }
 
 impl Default for TrainConfig {
@@ -78,6 +82,7 @@ impl Default for TrainConfig {
             log_every: 10,
             keep_best: false,
             patience: 0,
+            precision: Precision::F32,
         }
     }
 }

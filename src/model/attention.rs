@@ -6,6 +6,7 @@ use burn::tensor::module::attention;
 use burn::tensor::ops::AttentionModuleOptions;
 
 use super::fused;
+use super::precision::{self, full, low};
 
 /// Score of a blocked key in the explicit path: finite, so a fully blocked row could never
 /// turn into NaN (`transformers` uses the dtype's minimum for the same reason).
@@ -29,7 +30,8 @@ pub fn merge_heads(x: Tensor<4>) -> Tensor<3> {
 ///
 /// Inference runs LibTorch's fused `scaled_dot_product_attention`. Under autodiff Burn would
 /// compose it from element-wise operations, so training calls LibTorch's flash-attention kernel
-/// and its backward directly (`fused::attention`).
+/// and its backward directly (`fused::attention`). Both run in the working precision
+/// (`precision`), the softmax accumulating in f32 inside the kernel.
 pub fn attend(
     q: Tensor<4>,
     k: Tensor<4>,
@@ -45,9 +47,11 @@ pub fn attend(
         }
         let bias =
             Tensor::<4>::zeros(blocked.dims(), &q.device()).mask_fill(blocked.clone(), BLOCKED);
-        fused::attention(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), bias, scale)
+        let (q, k, v, bias) =
+            (low(q), low(repeat_kv(k, n_rep)), low(repeat_kv(v, n_rep)), low(bias));
+        full(fused::attention(q, k, v, bias, scale))
     } else {
-        fused(q, k, v, blocked, scale)
+        full(fused(low(q), low(k), low(v), blocked, scale))
     }
 }
 
@@ -61,9 +65,9 @@ pub fn explicit(
 ) -> Tensor<4> {
     let [b, h, t, _] = q.dims();
     let s = k.dims()[2];
-    let scores = q.matmul(k.transpose()) * scale; // [B, H, T, S]
+    let scores = precision::matmul(q, k.transpose()) * scale; // [B, H, T, S]
     let scores = scores.mask_fill(blocked.clone().expand([b, h, t, s]), BLOCKED);
-    softmax(scores, 3).matmul(v) // [B, H, T, hd]
+    precision::matmul(softmax(scores, 3), v) // [B, H, T, hd]
 }
 
 /// LibTorch's fused kernel. Query heads that share a kv head are stacked along the query axis

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::attention::{attend, merge_heads, split_heads};
 use super::layers::{Activation, LayerNorm, freeze_first, linear_tokens, normal_linear};
+use super::precision;
 use crate::bad_input;
 
 /// The `config.json` fields BERT uses, with `transformers`' `BertConfig` defaults.
@@ -258,7 +259,7 @@ impl Bert {
         match self.pooling {
             Pooling::Cls => {
                 let first = hidden.slice(s![.., 0..1, ..]).reshape([b, d]);
-                self.pooler.dense.forward(first).tanh()
+                precision::linear(&self.pooler.dense, first).tanh()
             }
             Pooling::Mean => {
                 let real = attention_mask.float().reshape([b, t, 1]);

@@ -11,6 +11,7 @@ use super::decoder::Decoder;
 use super::kv_cache::KvCache;
 use super::layers::{linear_tokens, normal_linear};
 use super::mask::PaddedBatch;
+use super::precision;
 use crate::bad_input;
 
 /// A causal language model: next-token logits at every position.
@@ -56,9 +57,9 @@ impl CausalLm {
                 let logits = if b * t <= SKINNY_ROWS {
                     // Decoding: MKL packs the whole [D, V] operand of a skinny x·Wᵀ on every
                     // call; W·xᵀ streams it instead (GPT-2 124M: 26 → 17 ms a step at batch 8).
-                    wte.matmul(hidden.transpose()).transpose() // [V, B·T]ᵀ
+                    precision::matmul(wte, hidden.transpose()).transpose() // [V, B·T]ᵀ
                 } else {
-                    hidden.matmul(wte.transpose())
+                    precision::matmul(hidden, wte.transpose())
                 };
                 logits.reshape([b, t, v])
             }
@@ -107,7 +108,7 @@ impl ScalarModel {
         let hidden = self.body.forward(input_ids, batch, None);
         let [b, t, d] = hidden.dims();
         let rows = Tensor::<1, Int>::arange(0..b as i64, &at.device()) * t as i64 + at;
-        self.score.forward(hidden.reshape([b * t, d]).select(0, rows))
+        precision::linear(&self.score, hidden.reshape([b * t, d]).select(0, rows))
     }
 
     /// A score at every position `[B, T]` (PPO's value model reads all of them).
@@ -158,7 +159,7 @@ impl EncoderClassifier {
             self.body.max_positions()
         );
         let hidden = self.body.forward(input_ids, token_type_ids, attention_mask.clone());
-        self.classifier.forward(self.body.pool(hidden, attention_mask))
+        precision::linear(&self.classifier, self.body.pool(hidden, attention_mask))
     }
 
     /// Trains the head, the pooler and the top `n` layers only (0: everything).

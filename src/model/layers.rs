@@ -7,15 +7,16 @@ use burn::nn::Linear;
 use burn::prelude::*;
 use burn::tensor::activation;
 
-use super::fused;
+use super::{fused, precision};
 use crate::bad_input;
 
-/// `linear(x)` for x `[B, T, D_in]`, run as one `[B·T, D_in] × [D_in, D_out]` GEMM.
+/// `linear(x)` for x `[B, T, D_in]`, run as one `[B·T, D_in] × [D_in, D_out]` GEMM in the
+/// working precision.
 /// LibTorch runs a 3-D input as a broadcast batched matmul whose weight gradient is a batched
 /// product plus a reduction; flattening made GPT-2's backward pass 1.6× faster (PERF-NOTES).
 pub fn linear_tokens(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     let [b, t, d] = x.dims();
-    let y = linear.forward(x.reshape([b * t, d])); // [B·T, D_out]
+    let y = precision::linear(linear, x.reshape([b * t, d])); // [B·T, D_out]
     let d_out = y.dims()[1];
     y.reshape([b, t, d_out])
 }

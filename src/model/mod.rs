@@ -13,6 +13,7 @@ pub mod llama;
 pub mod loss;
 pub mod mask;
 pub mod naming;
+pub mod precision;
 pub mod preset;
 pub mod pretrained;
 pub mod reinit;

@@ -1,0 +1,80 @@
+//! Mixed precision as `torch.autocast(dtype=torch.bfloat16)` runs it: matrix products and
+//! attention in bf16, everything else — weights, optimizer state, norms, softmax, losses — in
+//! f32. Products take bf16 copies of their f32 operands and hand back f32, so gradients reach
+//! the f32 weights through the casts.
+//!
+//! Process-wide, as autocast's context is: a command sets it once, before the first forward
+//! pass (`train.precision`, `--precision`).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use burn::nn::Linear;
+use burn::prelude::*;
+use burn::tensor::FloatDType;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// Everything in f32.
+    #[default]
+    F32,
+    /// Matrix products and attention in bf16, the rest in f32.
+    Bf16,
+}
+
+static BF16: AtomicBool = AtomicBool::new(false);
+
+pub fn set(precision: Precision) {
+    BF16.store(precision == Precision::Bf16, Ordering::Relaxed);
+}
+
+impl Precision {
+    /// As written in configs and on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::F32 => "f32",
+            Self::Bf16 => "bf16",
+        }
+    }
+}
+
+pub fn get() -> Precision {
+    if BF16.load(Ordering::Relaxed) { Precision::Bf16 } else { Precision::F32 }
+}
+
+/// `x` in the dtype products run in (a no-op in f32, or when `x` already is).
+pub fn low<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    match get() {
+        Precision::F32 => x,
+        Precision::Bf16 => x.cast(FloatDType::BF16),
+    }
+}
+
+/// `x` back in f32 (a no-op when it is).
+pub fn full<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    x.cast(FloatDType::F32)
+}
+
+/// `a · b` in the working precision, f32 out.
+pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    match get() {
+        Precision::F32 => a.matmul(b),
+        Precision::Bf16 => full(low(a).matmul(low(b))),
+    }
+}
+
+/// `x · W + b` for x `[N, D_in]` in the working precision, f32 out.
+pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
+    match get() {
+        Precision::F32 => linear.forward(x),
+        Precision::Bf16 => {
+            let y = low(x).matmul(low(linear.weight.val()));
+            let y = match &linear.bias {
+                Some(bias) => y + low(bias.val()).unsqueeze(),
+                None => y,
+            };
+            full(y)
+        }
+    }
+}

@@ -438,11 +438,11 @@ unsafe extern "C" {
     fn rlhf_free_message(message: *mut std::ffi::c_char);
 }
 
-/// One AdamW update of a parameter and its moments, in place, by PyTorch's fused kernel
-/// (`torch.optim.AdamW(fused=True)`; src/model/fused_adamw.cpp): one pass instead of the nine
-/// of the composed form.
+/// The optimizer's kernels, each one pass over a tensor where the composed form makes several.
 #[backend_extension(LibTorch)]
-pub trait AdamWKernel: Backend {
+pub trait OptimizerKernels: Backend {
+    /// One AdamW update of a parameter and its moments, in place, by PyTorch's fused kernel
+    /// (`torch.optim.AdamW(fused=True)`; src/model/fused_adamw.cpp).
     /// `[lr, beta1, beta2, epsilon, weight_decay, step]`, `step` counting from 1.
     fn adamw_update(
         param: FloatTensor<Self>,
@@ -451,9 +451,15 @@ pub trait AdamWKernel: Backend {
         exp_avg_sq: FloatTensor<Self>,
         hyper: [f64; 6],
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
+    /// Σ x², as a one-element tensor.
+    fn squared_norm(x: FloatTensor<Self>) -> FloatTensor<Self>;
 }
 
-impl AdamWKernel for LibTorch {
+impl OptimizerKernels for LibTorch {
+    fn squared_norm(x: TchTensor) -> TchTensor {
+        TchTensor::new(x.tensor.norm().square().reshape([1]))
+    }
+
     fn adamw_update(
         param: TchTensor,
         grad: TchTensor,
@@ -501,7 +507,7 @@ pub fn adamw_update<const D: usize>(
     exp_avg_sq: Tensor<D>,
     hyper: [f64; 6],
 ) -> [Tensor<D>; 3] {
-    let (param, exp_avg, exp_avg_sq) = <Dispatch as AdamWKernel>::adamw_update(
+    let (param, exp_avg, exp_avg_sq) = <Dispatch as OptimizerKernels>::adamw_update(
         param.into_dispatch(),
         grad.into_dispatch(),
         exp_avg.into_dispatch(),
@@ -509,4 +515,9 @@ pub fn adamw_update<const D: usize>(
         hyper,
     );
     [param, exp_avg, exp_avg_sq].map(Tensor::from_dispatch)
+}
+
+/// Σ x² over every element of a plain (non-autodiff) tensor, as `[1]`.
+pub fn squared_norm<const D: usize>(x: Tensor<D>) -> Tensor<1> {
+    Tensor::from_dispatch(<Dispatch as OptimizerKernels>::squared_norm(x.into_dispatch()))
 }

@@ -39,7 +39,7 @@ use crate::ppo::advantage::{
     explained_variance, gae, moments, token_rewards, variance_sums, whiten,
 };
 use crate::ppo::kl::{KlController, token_kl};
-use crate::ppo::loss::{clipped_policy_loss, clipped_value_loss};
+use crate::ppo::loss::{clipped_policy_loss, clipped_value_loss, masked_mean};
 use crate::ppo::rollout::{ResponseBatch, Rollout, entropy, reference_log_probs};
 use crate::train::grad_norm::clip_global_norm;
 use crate::train::interrupt;
@@ -401,9 +401,10 @@ impl Run {
         Ok(())
     }
 
-    /// Samples responses to the prompts `rows` and takes every per-token number PPO needs;
-    /// also returns the summed entropy of the sampling distributions and their count.
-    fn roll_out(&self, rows: &[usize]) -> Result<(Vec<Rollout>, [f64; 2])> {
+    /// Samples responses to the prompts `rows` and takes every per-token number PPO needs:
+    /// log π_old as the sampler computed it while choosing each token (the policy is not run
+    /// again), V and log π_ref in one pass each over the finished sequences.
+    fn roll_out(&self, rows: &[usize]) -> Result<Vec<Rollout>> {
         let models = &self.models;
         let actor_critic = models.actor_critic.valid();
         let prompts: Vec<Vec<u32>> =
@@ -428,30 +429,24 @@ impl Run {
                 prompt,
                 ended: g.finish == Finish::Eos,
                 response: g.tokens,
+                log_probs: g.log_probs,
                 ..Rollout::default()
             })
             .collect();
 
-        let (mut entropy_sum, mut tokens) = (0.0, 0usize);
         for chunk in rollouts.chunks_mut(self.config.ppo.mini_batch_size) {
             let pairs: Vec<(&[u32], &[u32])> =
                 chunk.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
             let batch = ResponseBatch::new(&pairs, self.pad, &self.device);
-            let evaluation = actor_critic.evaluate(&batch, temperature);
-            let log_probs = batch.chosen(evaluation.logits.clone());
-            let entropy = entropy(evaluation.logits, batch.shape());
+            let values = actor_critic.values(&batch);
             let ref_log_probs = reference_log_probs(&models.reference, &batch, temperature);
-            let [mut log_probs, mut ref_log_probs, mut values, entropy] =
-                batch.rows_of([log_probs, ref_log_probs, evaluation.values, entropy]);
+            let [mut ref_log_probs, mut values] = batch.rows_of([ref_log_probs, values]);
             for (i, rollout) in chunk.iter_mut().enumerate() {
-                rollout.log_probs = std::mem::take(&mut log_probs[i]);
                 rollout.ref_log_probs = std::mem::take(&mut ref_log_probs[i]);
                 rollout.values = std::mem::take(&mut values[i]);
             }
-            entropy_sum += entropy.iter().flatten().map(|&e| e as f64).sum::<f64>();
-            tokens += batch.lengths.iter().sum::<usize>();
         }
-        Ok((rollouts, [entropy_sum, tokens as f64]))
+        Ok(rollouts)
     }
 
     fn sampling(&self, seed: u64) -> SamplingConfig {
@@ -542,7 +537,7 @@ impl Run {
                 dist::sum(&mut counts)?;
                 let share = chunk.len() as f64 / counts[0];
                 if chunk.is_empty() {
-                    self.apply(GradientsParams::new(), [0.0; 5], lr, &mut stats)?;
+                    self.apply(GradientsParams::new(), [0.0; 6], lr, &mut stats)?;
                     continue;
                 }
                 let rows: Vec<&Rollout> = chunk.iter().map(|&i| &rollouts[i]).collect();
@@ -553,8 +548,9 @@ impl Run {
                     batch.per_token(&rows.iter().map(|r| field(r)).collect::<Vec<_>>())
                 };
                 let evaluation = self.models.actor_critic.evaluate(&batch, temperature);
+                let logits = evaluation.logits;
                 let policy = clipped_policy_loss(
-                    batch.chosen(evaluation.logits),
+                    batch.chosen(logits.clone()),
                     per_token(|r| &r.log_probs),
                     per_token(|r| &r.advantages),
                     batch.mask.clone(),
@@ -568,8 +564,10 @@ impl Run {
                     p.value_clip_range,
                 );
                 let mut loss = policy.loss.clone() + value_loss.clone() * p.vf_coef;
+                let entropy =
+                    masked_mean(entropy(logits.detach(), batch.shape()), batch.mask.clone());
                 let mut parts =
-                    vec![policy.loss, value_loss, policy.clip_fraction, policy.approx_kl];
+                    vec![policy.loss, value_loss, policy.clip_fraction, policy.approx_kl, entropy];
                 if p.ptx_coef > 0.0 {
                     let ptx = self.ptx_loss(&ad);
                     loss = loss + ptx.clone() * p.ptx_coef;
@@ -580,7 +578,7 @@ impl Run {
                 let grads = GradientsParams::from_grads(loss.backward(), &self.models.actor_critic);
                 let values: Vec<f32> =
                     parts.into_data().convert::<f32>().try_to_vec().expect("f32");
-                let mut shares = [0.0; 5];
+                let mut shares = [0.0; 6];
                 shares.iter_mut().zip(values).for_each(|(s, v)| *s = v as f64 * share);
                 self.apply(grads, shares, lr, &mut stats)?;
             }
@@ -594,7 +592,7 @@ impl Run {
     fn apply(
         &mut self,
         mut grads: GradientsParams,
-        mut parts: [f64; 5],
+        mut parts: [f64; 6],
         lr: f64,
         stats: &mut UpdateStats,
     ) -> Result<()> {
@@ -660,17 +658,17 @@ impl Run {
 /// Means over an iteration's updates.
 #[derive(Debug, Default)]
 struct UpdateStats {
-    /// policy loss, value loss, clip fraction, approx. KL, PPO-ptx loss, gradient norm.
-    sums: [f64; 6],
+    /// policy loss, value loss, clip fraction, approx. KL, entropy, PPO-ptx loss, gradient norm.
+    sums: [f64; 7],
     updates: usize,
 }
 
 impl UpdateStats {
-    fn add(&mut self, parts: &[f64; 5], grad_norm: f64) {
+    fn add(&mut self, parts: &[f64; 6], grad_norm: f64) {
         for (sum, &x) in self.sums.iter_mut().zip(parts) {
             *sum += x;
         }
-        self.sums[5] += grad_norm;
+        self.sums[6] += grad_norm;
         self.updates += 1;
     }
 
@@ -702,7 +700,7 @@ impl Stage for Run {
         let started = Instant::now();
         let all_rows = self.trainer.next_batch(self.data.prompts.len());
         let rows = dist::shard(&all_rows);
-        let (mut rollouts, entropy) = self.roll_out(rows)?;
+        let mut rollouts = self.roll_out(rows)?;
         let (raw_scores, texts) = self.score(rows, &mut rollouts)?;
         let rollout_seconds = started.elapsed().as_secs_f64();
         let kl_sum = self.estimate_advantages(&mut rollouts)?;
@@ -722,8 +720,6 @@ impl Stage for Run {
             rollouts.iter().map(|r| r.response.len() as f64).sum(),
             rollouts.iter().filter(|r| r.ended).count() as f64,
             kl_sum,
-            entropy[0],
-            entropy[1],
         ];
         sums.extend(variance_sums(&values, &returns));
         dist::sum(&mut sums)?;
@@ -733,16 +729,17 @@ impl Stage for Run {
         let (length, kl) = (sums[4] / n, sums[6] / n);
         self.kl.update(kl, sums[0] as usize);
         self.trainer.progress.tokens += sums[4] as u64;
-        let [policy_loss, value_loss, clip_fraction, approx_kl, ptx_loss, grad_norm] = update.sums;
+        let [policy_loss, value_loss, clip_fraction, approx_kl, entropy, ptx_loss, grad_norm] =
+            update.sums;
         let rate = self.trainer.tokens_per_second();
         let mut record = json!({
             "score": round(score, 4), "score_std": round(score_std, 4),
             "rm_score": round(sums[3] / n, 4),
             "kl": round(kl, 4), "beta": round(beta, 5), "non_score_reward": round(-beta * kl, 4),
-            "entropy": round(sums[7] / sums[8].max(1.0), 4), "clip_fraction": round(clip_fraction, 4),
+            "entropy": round(entropy, 4), "clip_fraction": round(clip_fraction, 4),
             "approx_kl": round(approx_kl, 6), "policy_loss": round(policy_loss, 5),
             "value_loss": round(value_loss, 5), "grad_norm": round(grad_norm, 4),
-            "explained_variance": round(explained_variance(sums[9..14].try_into().expect("5 sums")), 4),
+            "explained_variance": round(explained_variance(sums[7..12].try_into().expect("5 sums")), 4),
             "response_length": round(length, 2),
             "ended": round(sums[5] / n, 3),
             "rollout_s": round(rollout_seconds, 3), "update_s": round(update_seconds, 3),

@@ -5,6 +5,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
+use crate::model::fused::squared_norm;
+
 /// The L2 norm over all gradients; when it exceeds `max_norm` (> 0), every gradient is scaled
 /// by `max_norm / norm`. Returns the norm before clipping (NaN if any gradient is).
 pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_norm: f64) -> f64 {
@@ -15,7 +17,7 @@ pub fn clip_global_norm<M: Module>(model: &M, grads: &mut GradientsParams, max_n
     impl ModuleVisitor for SquaredSums<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(grad) = self.grads.get::<D>(param.id) {
-                self.sums.push(grad.square().sum());
+                self.sums.push(squared_norm(grad));
             }
         }
     }

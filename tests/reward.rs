@@ -308,6 +308,38 @@ fn train_layers_trains_only_the_top_of_a_minilm_cross_encoder() {
     }
 }
 
+#[test]
+fn a_decoder_trained_on_its_top_block_runs_the_frozen_one_once_and_resumes_exactly() {
+    let ws = Workspace::new();
+    let sets = ["model.train_layers=1", "train.max_steps=60", "train.eval_every=30"];
+    let out = ws.train(&[&sets[..], &["output.dir=runs/straight"]].concat(), &[]);
+    assert_ok(&out);
+    assert!(stderr(&out).contains("frozen blocks (1 of 2) run once over"), "{}", stderr(&out));
+    let weights = read(&ws.path("runs/straight/model.safetensors"));
+    let fresh = ws.json("runs/straight/rlhf.json");
+    assert!(fresh["metrics"]["valid_accuracy"].as_f64().unwrap() >= 0.9, "{fresh}");
+    // The run starts from a random `tiny`: its embeddings and block 0 are what the seed drew,
+    // so a second run from the same seed with every block trained shares them at step 0 only.
+    assert_ok(&ws.train(&["train.max_steps=1", "train.lr=1e-9", "output.dir=runs/start"], &[]));
+    let start = read(&ws.path("runs/start/model.safetensors"));
+    for name in ["transformer.wte.weight", "transformer.h.0.mlp.c_fc.weight"] {
+        let moved = max_abs_diff(&floats(&weights[name]), &floats(&start[name]), |_| true);
+        assert!(moved < 1e-6, "{name} is frozen but moved {moved}");
+    }
+    let name = "transformer.h.1.mlp.c_fc.weight";
+    assert!(max_abs_diff(&floats(&weights[name]), &floats(&start[name]), |_| true) > 1e-3);
+    ws.assert_transformers_agrees("runs/straight");
+
+    let mut args = vec!["reward", "train", "--config", "reward.toml"];
+    for set in sets.iter().chain(&["output.dir=runs/stopped"]) {
+        args.extend(["--set", set]);
+    }
+    let (status, seen) = interrupt_at(ws.command(&args), "step 20/");
+    assert_eq!(status.code(), Some(130), "{seen}");
+    assert_ok(&ws.train(&[&sets[..], &["output.dir=runs/stopped"]].concat(), &["--resume"]));
+    assert_same_weights(&ws, "runs/straight/model.safetensors", "runs/stopped/model.safetensors");
+}
+
 /// Every tensor of two checkpoints within 1e-6.
 fn assert_same_weights(ws: &Workspace, a: &str, b: &str) {
     let (a, b) = (read(&ws.path(a)), read(&ws.path(b)));

@@ -208,7 +208,9 @@ class Inputs:
             head = self.work / "prefs.jsonl"
             head.write_text("".join(open(DATA / "hh-harmless.train.jsonl").readlines()[:64]))
             self.rlhf("reward", "train", "--config", ROOT / "configs/reward-hh.toml", "--set",
-                      f"data.train={head}", "--set", "train.max_steps=1", "--set",
+                      f"data.train={head}", "--set", "model.base=models/minilm", "--set",
+                      "model.train_layers=0", "--set", "data.max_len=256", "--set",
+                      "train.max_steps=1", "--set",
                       f"output.dir={rm}", "--set", "output.overwrite=true")
         if not (moderation / "model.safetensors").exists():
             head = self.work / "labelled.jsonl"

@@ -8,6 +8,8 @@
 //! Dropout is not applied (see `gpt2.rs`). Checkpoint names follow `BertModel`: the fields
 //! `self_attention` and `layer_norm` are stored as `self` and `LayerNorm` (see `naming.rs`).
 
+use std::ops::Range;
+
 use anyhow::Result;
 use burn::module::Initializer;
 use burn::nn::{Embedding, EmbeddingConfig, Linear};
@@ -235,6 +237,22 @@ impl Bert {
         token_type_ids: Tensor<2, Int>,
         attention_mask: Tensor<2, Int>,
     ) -> Tensor<3> {
+        self.rest(
+            self.prefix(input_ids, token_type_ids, attention_mask.clone(), 0),
+            attention_mask,
+            0,
+        )
+    }
+
+    /// Hidden states `[B, T, D]` after the embeddings and the first `n` layers (see
+    /// `Decoder::prefix`).
+    pub fn prefix(
+        &self,
+        input_ids: Tensor<2, Int>,
+        token_type_ids: Tensor<2, Int>,
+        attention_mask: Tensor<2, Int>,
+        n: usize,
+    ) -> Tensor<3> {
         let [b, t] = input_ids.dims();
         let device = input_ids.device();
         let positions =
@@ -243,10 +261,24 @@ impl Bert {
         let x = e.word_embeddings.forward(input_ids)
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(token_type_ids);
-        let mut x = e.layer_norm.forward(x);
+        self.layers(e.layer_norm.forward(x), attention_mask, 0..n)
+    }
+
+    /// Final hidden states from [`prefix`](Self::prefix)'s `x`: the layers from `n` on.
+    pub fn rest(&self, x: Tensor<3>, attention_mask: Tensor<2, Int>, n: usize) -> Tensor<3> {
+        self.layers(x, attention_mask, n..self.num_layers())
+    }
+
+    fn layers(
+        &self,
+        mut x: Tensor<3>,
+        attention_mask: Tensor<2, Int>,
+        layers: Range<usize>,
+    ) -> Tensor<3> {
+        let [b, t] = attention_mask.dims();
         // Every query sees every real key, in both directions.
         let blocked = attention_mask.equal_elem(0).reshape([b, 1, 1, t]).expand([b, 1, t, t]);
-        for layer in &self.encoder.layer {
+        for layer in &self.encoder.layer[layers] {
             x = layer.forward(x, &blocked);
         }
         x

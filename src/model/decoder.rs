@@ -34,6 +34,26 @@ impl Decoder {
         hidden
     }
 
+    /// Hidden states `[B, T, D]` after the embeddings and the first `n` blocks: what
+    /// [`rest`](Self::rest) continues from. Frozen blocks' output is the same at every step,
+    /// so a run that trains only the top blocks computes it once (`model::prefix_cache`).
+    pub fn prefix(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch, n: usize) -> Tensor<3> {
+        match self {
+            Self::Gpt2(m) => m.blocks(m.embed(input_ids, batch), batch, 0..n, None),
+            Self::Llama(m) => m.blocks(m.embed_tokens.forward(input_ids), batch, 0..n, None),
+        }
+    }
+
+    /// Final hidden states from [`prefix`](Self::prefix)'s `x`: the blocks from `n` on and the
+    /// final norm.
+    pub fn rest(&self, x: Tensor<3>, batch: &PaddedBatch, n: usize) -> Tensor<3> {
+        let depth = self.num_layers();
+        match self {
+            Self::Gpt2(m) => m.ln_f.forward(m.blocks(x, batch, n..depth, None)),
+            Self::Llama(m) => m.norm.forward(m.blocks(x, batch, n..depth, None)),
+        }
+    }
+
     /// Trains only the top `n` blocks and the final norm: the embeddings (and so a tied LM
     /// head) and the blocks below stop requiring gradients, and backward stops where the
     /// trained blocks begin. `n` of 0 or at least the depth trains everything.

@@ -6,6 +6,8 @@
 //! Dropout is not applied: RLHF trainers switch it off because it breaks the log-probability
 //! ratios PPO relies on, and fine-tuning runs here use the same forward pass everywhere.
 
+use std::ops::Range;
+
 use anyhow::Result;
 use burn::module::Initializer;
 use burn::nn::{Embedding, EmbeddingConfig, Linear};
@@ -215,14 +217,30 @@ impl Gpt2 {
         &self,
         input_ids: Tensor<2, Int>,
         batch: &PaddedBatch,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let x = self.embed(input_ids, batch);
+        self.ln_f.forward(self.blocks(x, batch, 0..self.h.len(), cache))
+    }
+
+    /// Token plus position embeddings `[B, T, D]`.
+    pub fn embed(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<3> {
+        self.wte.forward(input_ids) + self.wpe.forward(batch.positions.clone())
+    }
+
+    /// Runs the blocks `layers` over hidden states `x` `[B, T, D]` (no final norm).
+    pub fn blocks(
+        &self,
+        mut x: Tensor<3>,
+        batch: &PaddedBatch,
+        layers: Range<usize>,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
-        let t = input_ids.dims()[1];
-        let mut x = self.wte.forward(input_ids) + self.wpe.forward(batch.positions.clone());
-        for (i, block) in self.h.iter().enumerate() {
-            x = block.forward(x, batch, cache.as_deref_mut().map(|c| c.slot(i, t)));
+        let t = x.dims()[1];
+        for i in layers {
+            x = self.h[i].forward(x, batch, cache.as_deref_mut().map(|c| c.slot(i, t)));
         }
-        self.ln_f.forward(x)
+        x
     }
 
     pub fn num_layers(&self) -> usize {

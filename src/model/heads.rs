@@ -105,7 +105,11 @@ impl ScalarModel {
         at: Tensor<1, Int>,
     ) -> Tensor<2> {
         check_length(&self.body, input_ids.dims()[1]);
-        let hidden = self.body.forward(input_ids, batch, None);
+        self.head_at(self.body.forward(input_ids, batch, None), at)
+    }
+
+    /// The head on final hidden states `[B, T, D]` at position `at` `[B]`: logits `[B, labels]`.
+    pub fn head_at(&self, hidden: Tensor<3>, at: Tensor<1, Int>) -> Tensor<2> {
         let [b, t, d] = hidden.dims();
         let rows = Tensor::<1, Int>::arange(0..b as i64, &at.device()) * t as i64 + at;
         precision::linear(&self.score, hidden.reshape([b * t, d]).select(0, rows))
@@ -159,6 +163,11 @@ impl EncoderClassifier {
             self.body.max_positions()
         );
         let hidden = self.body.forward(input_ids, token_type_ids, attention_mask.clone());
+        self.head(hidden, attention_mask)
+    }
+
+    /// The head on final hidden states `[B, T, D]`: pooled, then logits `[B, num_labels]`.
+    pub fn head(&self, hidden: Tensor<3>, attention_mask: Tensor<2, Int>) -> Tensor<2> {
         precision::linear(&self.classifier, self.body.pool(hidden, attention_mask))
     }
 
@@ -176,7 +185,7 @@ impl EncoderClassifier {
 
 /// The position table is finite; running past it would index out of bounds inside LibTorch.
 /// Callers truncate to the context window, so reaching this is a bug, not bad input.
-fn check_length(body: &Decoder, t: usize) {
+pub(super) fn check_length(body: &Decoder, t: usize) {
     assert!(
         t <= body.max_positions(),
         "sequence of {t} tokens exceeds the model's context window of {}",

@@ -6,6 +6,8 @@
 //! (`num_key_value_heads` < `num_attention_heads`), and a SwiGLU MLP:
 //! down(act(gate(x)) · up(x)). Weights are `nn.Linear` (`[out, in]` on disk).
 
+use std::ops::Range;
+
 use anyhow::Result;
 use burn::module::Initializer;
 use burn::nn::{Embedding, EmbeddingConfig, Linear, RmsNorm, RmsNormConfig};
@@ -316,19 +318,31 @@ impl Llama {
         &self,
         input_ids: Tensor<2, Int>,
         batch: &PaddedBatch,
+        cache: Option<&mut KvCache>,
+    ) -> Tensor<3> {
+        let x = self.embed_tokens.forward(input_ids);
+        self.norm.forward(self.blocks(x, batch, 0..self.layers.len(), cache))
+    }
+
+    /// Runs the blocks `layers` over hidden states `x` `[B, T, D]` (no final norm).
+    pub fn blocks(
+        &self,
+        mut x: Tensor<3>,
+        batch: &PaddedBatch,
+        layers: Range<usize>,
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
-        let t = input_ids.dims()[1];
+        let t = x.dims()[1];
         let rope = RopeTables::new(&self.inverse_frequencies, batch.positions.clone());
         let blocked = match self.sliding_window {
             Some(window) => with_sliding_window(&batch.blocked, window),
             None => batch.blocked.clone(),
         };
-        let mut x = self.embed_tokens.forward(input_ids);
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x, &blocked, &rope, cache.as_deref_mut().map(|c| c.slot(i, t)));
+        for i in layers {
+            let slot = cache.as_deref_mut().map(|c| c.slot(i, t));
+            x = self.layers[i].forward(x, &blocked, &rope, slot);
         }
-        self.norm.forward(x)
+        x
     }
 
     pub fn num_layers(&self) -> usize {

@@ -14,6 +14,7 @@ pub mod loss;
 pub mod mask;
 pub mod naming;
 pub mod precision;
+pub mod prefix_cache;
 pub mod preset;
 pub mod pretrained;
 pub mod reinit;

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
 use super::config::{Arch, HeadKind, ModelConfig};
-use super::heads::{EncoderClassifier, ScalarModel};
+use super::heads::{EncoderClassifier, ScalarModel, check_length};
 use super::mask::PaddedBatch;
 use super::pretrained::{load_encoder_classifier, load_scalar_model};
 use crate::config::sft::Truncation;
@@ -26,38 +26,70 @@ use crate::{bad_input, json_file};
 /// PPO can normalise rewards to zero mean and unit variance.
 pub const STATS_FILE: &str = "reward_stats.json";
 
-/// A network that scores token sequences.
+/// A network that scores token sequences, in two parts so that the output of frozen lower
+/// blocks can be computed once (`prefix_cache.rs`): `scores = scores_after(prefix(·, n), n)`.
 pub trait Scorer: Module {
     /// One score per row `[B]`.
-    fn scores(&self, batch: &SequenceBatch) -> Tensor<1>;
+    fn scores(&self, batch: &SequenceBatch) -> Tensor<1> {
+        self.scores_after(self.prefix(batch, 0), batch, 0)
+    }
+    /// Hidden states `[B, T, D]` after the embeddings and the first `n` blocks.
+    fn prefix(&self, batch: &SequenceBatch, n: usize) -> Tensor<3>;
+    /// Scores `[B]` from `prefix(batch, n)`: the blocks from `n` on, then the head.
+    fn scores_after(&self, hidden: Tensor<3>, batch: &SequenceBatch, n: usize) -> Tensor<1>;
     /// Longest sequence it reads.
     fn max_len(&self) -> usize;
+    /// Blocks (layers) in its body.
+    fn depth(&self) -> usize;
 }
 
 impl Scorer for ScalarModel {
-    fn scores(&self, batch: &SequenceBatch) -> Tensor<1> {
+    fn prefix(&self, batch: &SequenceBatch, n: usize) -> Tensor<3> {
         let padded = PaddedBatch::new(batch.attention_mask.clone());
-        self.forward_at(batch.input_ids.clone(), &padded, batch.last_non_pad.clone())
+        check_length(&self.body, batch.input_ids.dims()[1]);
+        self.body.prefix(batch.input_ids.clone(), &padded, n)
+    }
+
+    fn scores_after(&self, hidden: Tensor<3>, batch: &SequenceBatch, n: usize) -> Tensor<1> {
+        let padded = PaddedBatch::new(batch.attention_mask.clone());
+        let b = hidden.dims()[0];
+        self.head_at(self.body.rest(hidden, &padded, n), batch.last_non_pad.clone()).reshape([b])
     }
 
     fn max_len(&self) -> usize {
         self.body.max_positions()
     }
+
+    fn depth(&self) -> usize {
+        self.body.num_layers()
+    }
 }
 
 impl Scorer for EncoderClassifier {
-    fn scores(&self, batch: &SequenceBatch) -> Tensor<1> {
-        let logits = self.forward(
-            batch.input_ids.clone(),
-            batch.token_type_ids.clone(),
-            batch.attention_mask.clone(),
+    fn prefix(&self, batch: &SequenceBatch, n: usize) -> Tensor<3> {
+        let t = batch.input_ids.dims()[1];
+        assert!(
+            t <= self.max_len(),
+            "{t} tokens exceed the encoder's {} positions",
+            self.max_len()
         );
+        let (ids, types) = (batch.input_ids.clone(), batch.token_type_ids.clone());
+        self.body.prefix(ids, types, batch.attention_mask.clone(), n)
+    }
+
+    fn scores_after(&self, hidden: Tensor<3>, batch: &SequenceBatch, n: usize) -> Tensor<1> {
+        let mask = batch.attention_mask.clone();
+        let logits = self.head(self.body.rest(hidden, mask.clone(), n), mask);
         let rows = logits.dims()[0];
         logits.reshape([rows])
     }
 
     fn max_len(&self) -> usize {
         self.body.max_positions()
+    }
+
+    fn depth(&self) -> usize {
+        self.body.num_layers()
     }
 }
 

@@ -26,8 +26,10 @@ use crate::data::sft::FitReport;
 use crate::data::template::ChatTemplate;
 use crate::data::tokenizer;
 use crate::dist;
+use crate::error::Interrupted;
 use crate::model::config::{Arch, HeadKind};
 use crate::model::heads::{EncoderClassifier, ScalarModel};
+use crate::model::prefix_cache::{PrefixCache, frozen_blocks};
 use crate::model::pretrained::{init_causal_lm, load_encoder_classifier, save_classifier};
 use crate::model::reinit::reinit_top_blocks;
 use crate::model::reward::{
@@ -80,7 +82,7 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
     let model = RewardModel::load(&args.model, device)?;
     let encoder = model.encoder()?;
     let (encoded, report) = encode_file(&args.data, &encoder)?;
-    let sequences: Vec<&Sequence> = encoded.iter().flat_map(|e| &e.sequences).collect();
+    let sequences = flat_sequences(&encoded);
     let scores = model.score_sequences(&sequences, device);
     let metrics = PairMetrics::of(&encoded, &scores, 0.0);
     let report = json!({
@@ -428,6 +430,8 @@ struct Run<M: Backbone> {
     trainer: Trainer,
     /// Validation metrics at the last evaluation.
     valid: Option<PairMetrics>,
+    /// The frozen blocks' output, with `model.train_layers` (built when training starts).
+    frozen: Option<Frozen>,
     pad: u32,
     /// The plain (no autodiff) device, for evaluation.
     device: Device,
@@ -489,6 +493,7 @@ impl<M: Backbone> Run<M> {
             data,
             trainer,
             valid: None,
+            frozen: None,
             pad,
             device: device.clone(),
         })
@@ -512,6 +517,10 @@ impl<M: Backbone> Run<M> {
                 train.grad_accum,
                 train.batch_size
             ));
+        }
+        if t.progress.step < t.total_steps {
+            self.frozen = Frozen::build(self)?;
+            self.trainer.restart_rates();
         }
         run::run(self)?;
         let valid = self.valid.map_or(String::new(), |v| {
@@ -551,7 +560,13 @@ impl<M: Backbone> Run<M> {
             let examples: Vec<&Encoded> = rows.iter().map(|&i| &self.data.train[i]).collect();
             let step = PairBatch::new(&examples, self.config.loss.margin, self.pad, ad);
             sums[3] += step.batch.token_count as f64;
-            let scores = self.model.scores(&step.batch);
+            let scores = match &self.frozen {
+                Some(frozen) => {
+                    let hidden = frozen.train.batch(&frozen.sequence_rows(rows)).autodiff();
+                    self.model.scores_after(hidden, &step.batch, frozen.train.blocks)
+                }
+                None => self.model.scores(&step.batch),
+            };
             let gaps = scores.clone().select(0, step.better) - scores.clone().select(0, step.worse);
             let pair_loss = smoothed_pair_loss(gaps.clone() - step.margins, smoothing);
             let loss = (pair_loss * step.weights).sum().div_scalar(comparisons as f64)
@@ -579,14 +594,22 @@ impl<M: Backbone> Run<M> {
         Ok((loss_sum, right / pairs, grad_norm))
     }
 
-    fn scores(&self, examples: &[Encoded]) -> Vec<f32> {
-        let sequences: Vec<&Sequence> = examples.iter().flat_map(|e| &e.sequences).collect();
-        score_all(&self.model.valid(), &sequences, self.pad, &self.device)
+    /// Scores of the training (or validation) responses, in order.
+    fn scores(&self, train: bool) -> Vec<f32> {
+        let sequences = flat_sequences(if train { &self.data.train } else { &self.data.valid });
+        let model = self.model.valid();
+        match &self.frozen {
+            Some(f) => {
+                let cache = if train { &f.train } else { &f.valid };
+                cache.scores(&model, &sequences, self.pad, &self.device)
+            }
+            None => score_all(&model, &sequences, self.pad, &self.device),
+        }
     }
 
     /// Validation accuracy, margin and loss (recorded).
     fn validate(&mut self) -> PairMetrics {
-        let scores = self.scores(&self.data.valid);
+        let scores = self.scores(false);
         let metrics = PairMetrics::of(&self.data.valid, &scores, self.config.loss.margin);
         let step = self.trainer.progress.step;
         self.trainer.log.record(json!({
@@ -605,7 +628,7 @@ impl<M: Backbone> Run<M> {
     fn write_checkpoint(&mut self) -> Result<()> {
         let valid = self.valid;
         let last = self.trainer.progress.step == self.trainer.total_steps;
-        let stats = last.then(|| RewardStats::of(&self.scores(&self.data.train)));
+        let stats = last.then(|| RewardStats::of(&self.scores(true)));
         let metrics = json!({
             "step": self.trainer.progress.step,
             "valid_accuracy": valid.map(|v| v.accuracy),
@@ -665,6 +688,60 @@ impl<M: Backbone> Stage for Run<M> {
     fn save(&mut self) -> Result<()> {
         self.write_checkpoint()
     }
+}
+
+/// With `model.train_layers`, the training and validation responses' hidden states after the
+/// frozen blocks, computed once before the first step (see `model::prefix_cache`).
+struct Frozen {
+    train: PrefixCache,
+    valid: PrefixCache,
+    /// Comparison i's responses are training sequences `offsets[i]..offsets[i + 1]`.
+    offsets: Vec<usize>,
+}
+
+impl Frozen {
+    fn build<M: Backbone>(run: &Run<M>) -> Result<Option<Self>> {
+        let model = run.model.valid();
+        let blocks = frozen_blocks(model.depth(), run.config.model.train_layers);
+        if blocks == 0 {
+            return Ok(None);
+        }
+        let (train, valid) = (flat_sequences(&run.data.train), flat_sequences(&run.data.valid));
+        let log = &run.trainer.log;
+        log.say(&format!(
+            "reward: the frozen blocks ({blocks} of {}) run once over {} responses",
+            model.depth(),
+            train.len() + valid.len()
+        ));
+        let started = Instant::now();
+        let stop = || match interrupt::requested() {
+            Some(signal) => Err(anyhow::Error::new(Interrupted {
+                signal,
+                message: "reward: stopped before the first step; nothing new was written".into(),
+            })),
+            None => Ok(()),
+        };
+        let cache = |sequences: &[&Sequence]| {
+            PrefixCache::build(&model, sequences, blocks, run.pad, &run.device, stop)
+        };
+        let mut offsets = vec![0];
+        for e in &run.data.train {
+            offsets.push(offsets[offsets.len() - 1] + e.sequences.len());
+        }
+        let frozen = Self { train: cache(&train)?, valid: cache(&valid)?, offsets };
+        log.say(&format!("reward: frozen blocks done in {:.1} s", started.elapsed().as_secs_f64()));
+        Ok(Some(frozen))
+    }
+
+    /// The training sequences of comparisons `rows`, in `PairBatch`'s order.
+    fn sequence_rows(&self, rows: &[usize]) -> Vec<usize> {
+        rows.iter().flat_map(|&i| self.offsets[i]..self.offsets[i + 1]).collect()
+    }
+}
+
+/// Every response of `examples`, in order.
+fn flat_sequences(examples: &[Encoded]) -> Vec<&Sequence> {
+    examples.iter().flat_map(|e| &e.sequences).collect()
 }
 
 /// A micro-batch of comparisons: all their responses in one batch, and the pairs as indices

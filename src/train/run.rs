@@ -333,6 +333,13 @@ impl Trainer {
     }
 
     /// Rows per second read by this process.
+    /// Rates count from now: work before the first step (a one-off pass over the data) stays
+    /// in the run's seconds but not in its rates.
+    pub fn restart_rates(&mut self) {
+        self.seconds_before += self.started.elapsed().as_secs_f64();
+        self.started = Instant::now();
+    }
+
     pub fn rows_per_second(&self) -> f64 {
         self.rows_read as f64 / self.started.elapsed().as_secs_f64()
     }

@@ -717,7 +717,8 @@ impl Frozen {
         let stop = || match interrupt::requested() {
             Some(signal) => Err(anyhow::Error::new(Interrupted {
                 signal,
-                message: "reward: stopped before the first step; nothing new was written".into(),
+                message: "reward: stopped while running the frozen blocks; nothing was saved"
+                    .into(),
             })),
             None => Ok(()),
         };

@@ -117,20 +117,25 @@ impl SequenceBatch {
     }
 }
 
-/// Runs `forward` over `sequences` in batches of similar length (less padding) and returns
-/// its rows `[B, K]` in input order.
+/// Indices of `sequences` in batches of similar length (less padding), shortest first.
+pub fn batches_by_length(sequences: &[&Sequence]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..sequences.len()).collect();
+    order.sort_by_key(|&i| sequences[i].ids.len());
+    order.chunks(INFERENCE_BATCH_SIZE).map(<[usize]>::to_vec).collect()
+}
+
+/// Runs `forward` over `sequences` in batches of similar length and returns its rows `[B, K]`
+/// in input order; `forward` also gets the batch's indices into `sequences`.
 pub fn run_sorted(
     sequences: &[&Sequence],
     pad: u32,
     device: &Device,
-    forward: impl Fn(&SequenceBatch) -> Tensor<2>,
+    forward: impl Fn(&SequenceBatch, &[usize]) -> Tensor<2>,
 ) -> Vec<Vec<f32>> {
-    let mut order: Vec<usize> = (0..sequences.len()).collect();
-    order.sort_by_key(|&i| sequences[i].ids.len());
     let mut rows = vec![Vec::new(); sequences.len()];
-    for chunk in order.chunks(INFERENCE_BATCH_SIZE) {
+    for chunk in batches_by_length(sequences) {
         let batch: Vec<&Sequence> = chunk.iter().map(|&i| sequences[i]).collect();
-        let output = forward(&SequenceBatch::new(&batch, pad, device));
+        let output = forward(&SequenceBatch::new(&batch, pad, device), &chunk);
         let k = output.dims()[1];
         let values = output.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32 output");
         for (&i, row) in chunk.iter().zip(values.chunks(k)) {

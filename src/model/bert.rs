@@ -237,11 +237,8 @@ impl Bert {
         token_type_ids: Tensor<2, Int>,
         attention_mask: Tensor<2, Int>,
     ) -> Tensor<3> {
-        self.rest(
-            self.prefix(input_ids, token_type_ids, attention_mask.clone(), 0),
-            attention_mask,
-            0,
-        )
+        let x = self.embed(input_ids, token_type_ids);
+        self.layers(x, attention_mask, 0..self.num_layers())
     }
 
     /// Hidden states `[B, T, D]` after the embeddings and the first `n` layers (see
@@ -253,6 +250,16 @@ impl Bert {
         attention_mask: Tensor<2, Int>,
         n: usize,
     ) -> Tensor<3> {
+        self.layers(self.embed(input_ids, token_type_ids), attention_mask, 0..n)
+    }
+
+    /// Final hidden states from [`prefix`](Self::prefix)'s `x`: the layers from `n` on.
+    pub fn rest(&self, x: Tensor<3>, attention_mask: Tensor<2, Int>, n: usize) -> Tensor<3> {
+        self.layers(x, attention_mask, n..self.num_layers())
+    }
+
+    /// Word, position and token-type embeddings, normalised: `[B, T, D]`.
+    fn embed(&self, input_ids: Tensor<2, Int>, token_type_ids: Tensor<2, Int>) -> Tensor<3> {
         let [b, t] = input_ids.dims();
         let device = input_ids.device();
         let positions =
@@ -261,12 +268,7 @@ impl Bert {
         let x = e.word_embeddings.forward(input_ids)
             + e.position_embeddings.forward(positions)
             + e.token_type_embeddings.forward(token_type_ids);
-        self.layers(e.layer_norm.forward(x), attention_mask, 0..n)
-    }
-
-    /// Final hidden states from [`prefix`](Self::prefix)'s `x`: the layers from `n` on.
-    pub fn rest(&self, x: Tensor<3>, attention_mask: Tensor<2, Int>, n: usize) -> Tensor<3> {
-        self.layers(x, attention_mask, n..self.num_layers())
+        e.layer_norm.forward(x)
     }
 
     fn layers(

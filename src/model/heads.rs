@@ -156,14 +156,18 @@ impl EncoderClassifier {
         token_type_ids: Tensor<2, Int>,
         attention_mask: Tensor<2, Int>,
     ) -> Tensor<2> {
-        let t = input_ids.dims()[1];
+        self.check_length(input_ids.dims()[1]);
+        let hidden = self.body.forward(input_ids, token_type_ids, attention_mask.clone());
+        self.head(hidden, attention_mask)
+    }
+
+    /// The position table is finite (see [`check_length`]).
+    pub(super) fn check_length(&self, t: usize) {
         assert!(
             t <= self.body.max_positions(),
             "{t} tokens exceed the encoder's {} positions",
             self.body.max_positions()
         );
-        let hidden = self.body.forward(input_ids, token_type_ids, attention_mask.clone());
-        self.head(hidden, attention_mask)
     }
 
     /// The head on final hidden states `[B, T, D]`: pooled, then logits `[B, num_labels]`.

@@ -9,7 +9,7 @@ use anyhow::Result;
 use burn::prelude::*;
 
 use super::reward::Scorer;
-use crate::data::scoring::{Sequence, SequenceBatch};
+use crate::data::scoring::{Sequence, SequenceBatch, batches_by_length, run_sorted};
 
 /// Blocks a run never trains: all but the top `train_layers` (0 trains everything).
 pub fn frozen_blocks(depth: usize, train_layers: usize) -> usize {
@@ -38,7 +38,7 @@ impl PrefixCache {
         mut check: impl FnMut() -> Result<()>,
     ) -> Result<Self> {
         let mut states = vec![None; sequences.len()];
-        for chunk in by_length(sequences).chunks(BATCH_SIZE) {
+        for chunk in batches_by_length(sequences) {
             check()?;
             let batch: Vec<&Sequence> = chunk.iter().map(|&i| sequences[i]).collect();
             let hidden = model.prefix(&SequenceBatch::new(&batch, pad, device), blocks);
@@ -80,36 +80,21 @@ impl PrefixCache {
         pad: u32,
         device: &Device,
     ) -> Vec<f32> {
-        let mut scores = vec![0.0; sequences.len()];
-        for chunk in by_length(sequences).chunks(BATCH_SIZE) {
-            let batch: Vec<&Sequence> = chunk.iter().map(|&i| sequences[i]).collect();
-            let batch = SequenceBatch::new(&batch, pad, device);
-            let values = model.scores_after(self.batch(chunk), &batch, self.blocks);
-            let values = values.into_data().convert::<f32>().try_into_vec::<f32>().expect("f32");
-            for (&i, value) in chunk.iter().zip(values) {
-                scores[i] = value;
-            }
-        }
-        scores
+        let rows = run_sorted(sequences, pad, device, |batch, chunk| {
+            model.scores_after(self.batch(chunk), batch, self.blocks).unsqueeze_dim(1)
+        });
+        rows.into_iter().map(|row| row[0]).collect()
     }
 }
-
-/// Indices of `sequences`, shortest first (batches with little padding).
-fn by_length(sequences: &[&Sequence]) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..sequences.len()).collect();
-    order.sort_by_key(|&i| sequences[i].ids.len());
-    order
-}
-
-/// Sequences per forward pass.
-const BATCH_SIZE: usize = 16;
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::bert::{BertConfig, Pooling};
     use crate::model::decoder::Decoder;
     use crate::model::gpt2::Gpt2Config;
-    use crate::model::heads::ScalarModel;
+    use crate::model::heads::{EncoderClassifier, ScalarModel};
+    use crate::model::layers::normal_linear;
     use crate::model::llama::LlamaConfig;
     use crate::model::reward::score_all;
 
@@ -124,8 +109,7 @@ mod tests {
     }
 
     /// From every block, the cached path scores what the whole forward pass scores.
-    fn check(body: Decoder, device: &Device) {
-        let model = ScalarModel::from_decoder(body, 16, 1, 0.5, device);
+    fn check<M: Scorer>(model: M, device: &Device) {
         let sequences = sequences();
         let sequences: Vec<&Sequence> = sequences.iter().collect();
         let whole = score_all(&model, &sequences, 0, device);
@@ -155,7 +139,8 @@ mod tests {
             initializer_range: 0.3,
             ..Default::default()
         };
-        check(Decoder::Llama(llama.init(&device).unwrap()), &device);
+        let decoder = |body| ScalarModel::from_decoder(body, 16, 1, 0.5, &device);
+        check(decoder(Decoder::Llama(llama.init(&device).unwrap())), &device);
         let gpt2 = Gpt2Config {
             vocab_size: 48,
             n_positions: 32,
@@ -165,7 +150,22 @@ mod tests {
             initializer_range: 0.3,
             ..Default::default()
         };
-        check(Decoder::Gpt2(gpt2.init(&device).unwrap()), &device);
+        check(decoder(Decoder::Gpt2(gpt2.init(&device).unwrap())), &device);
+        let bert = BertConfig {
+            vocab_size: 48,
+            hidden_size: 16,
+            num_hidden_layers: 3,
+            num_attention_heads: 2,
+            intermediate_size: 32,
+            max_position_embeddings: 32,
+            initializer_range: 0.3,
+            ..Default::default()
+        };
+        for pooling in [Pooling::Cls, Pooling::Mean] {
+            let body = bert.init(&device).unwrap();
+            let classifier = normal_linear(16, 1, true, 0.5, &device);
+            check(EncoderClassifier { body, classifier }.with_pooling(pooling), &device);
+        }
     }
 
     #[test]

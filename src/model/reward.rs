@@ -26,13 +26,12 @@ use crate::{bad_input, json_file};
 /// PPO can normalise rewards to zero mean and unit variance.
 pub const STATS_FILE: &str = "reward_stats.json";
 
-/// A network that scores token sequences, in two parts so that the output of frozen lower
-/// blocks can be computed once (`prefix_cache.rs`): `scores = scores_after(prefix(·, n), n)`.
+/// A network that scores token sequences, whole or in two parts so that the output of frozen
+/// lower blocks can be computed once (`prefix_cache.rs`): for every `n`, `scores` equals
+/// `scores_after(prefix(·, n), n)` (tested there).
 pub trait Scorer: Module {
     /// One score per row `[B]`.
-    fn scores(&self, batch: &SequenceBatch) -> Tensor<1> {
-        self.scores_after(self.prefix(batch, 0), batch, 0)
-    }
+    fn scores(&self, batch: &SequenceBatch) -> Tensor<1>;
     /// Hidden states `[B, T, D]` after the embeddings and the first `n` blocks.
     fn prefix(&self, batch: &SequenceBatch, n: usize) -> Tensor<3>;
     /// Scores `[B]` from `prefix(batch, n)`: the blocks from `n` on, then the head.
@@ -44,6 +43,11 @@ pub trait Scorer: Module {
 }
 
 impl Scorer for ScalarModel {
+    fn scores(&self, batch: &SequenceBatch) -> Tensor<1> {
+        let padded = PaddedBatch::new(batch.attention_mask.clone());
+        self.forward_at(batch.input_ids.clone(), &padded, batch.last_non_pad.clone())
+    }
+
     fn prefix(&self, batch: &SequenceBatch, n: usize) -> Tensor<3> {
         let padded = PaddedBatch::new(batch.attention_mask.clone());
         check_length(&self.body, batch.input_ids.dims()[1]);
@@ -66,13 +70,18 @@ impl Scorer for ScalarModel {
 }
 
 impl Scorer for EncoderClassifier {
-    fn prefix(&self, batch: &SequenceBatch, n: usize) -> Tensor<3> {
-        let t = batch.input_ids.dims()[1];
-        assert!(
-            t <= self.max_len(),
-            "{t} tokens exceed the encoder's {} positions",
-            self.max_len()
+    fn scores(&self, batch: &SequenceBatch) -> Tensor<1> {
+        let logits = self.forward(
+            batch.input_ids.clone(),
+            batch.token_type_ids.clone(),
+            batch.attention_mask.clone(),
         );
+        let rows = logits.dims()[0];
+        logits.reshape([rows])
+    }
+
+    fn prefix(&self, batch: &SequenceBatch, n: usize) -> Tensor<3> {
+        self.check_length(batch.input_ids.dims()[1]);
         let (ids, types) = (batch.input_ids.clone(), batch.token_type_ids.clone());
         self.body.prefix(ids, types, batch.attention_mask.clone(), n)
     }
@@ -100,7 +109,7 @@ pub fn score_all<M: Scorer>(
     pad: u32,
     device: &Device,
 ) -> Vec<f32> {
-    let rows = run_sorted(sequences, pad, device, |batch| model.scores(batch).unsqueeze_dim(1));
+    let rows = run_sorted(sequences, pad, device, |batch, _| model.scores(batch).unsqueeze_dim(1));
     rows.into_iter().map(|row| row[0]).collect()
 }
 

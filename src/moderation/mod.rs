@@ -203,7 +203,7 @@ pub fn category_logits(
     }
     let refs: Vec<&Sequence> = sequences.iter().collect();
     let logits =
-        run_sorted(&refs, chunker.pad, device, |batch: &SequenceBatch| model.logits(batch));
+        run_sorted(&refs, chunker.pad, device, |batch: &SequenceBatch, _| model.logits(batch));
     let mut scores = vec![[f32::NEG_INFINITY; NUM_CATEGORIES]; texts.len()];
     for (row, i) in logits.into_iter().zip(owner) {
         for (best, value) in scores[i].iter_mut().zip(row) {

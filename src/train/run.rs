@@ -332,7 +332,6 @@ impl Trainer {
         rows
     }
 
-    /// Rows per second read by this process.
     /// Rates count from now: work before the first step (a one-off pass over the data) stays
     /// in the run's seconds but not in its rates.
     pub fn restart_rates(&mut self) {
@@ -340,6 +339,7 @@ impl Trainer {
         self.started = Instant::now();
     }
 
+    /// Rows per second read by this process.
     pub fn rows_per_second(&self) -> f64 {
         self.rows_read as f64 / self.started.elapsed().as_secs_f64()
     }

@@ -1,5 +1,6 @@
 //! Bakes LibTorch's library directory into the binary (RUNPATH), so `target/release/rlhf`
-//! runs with no environment variables, and compiles the c10d shim (src/dist/c10d_shim.cpp)
+//! runs with no environment variables, and compiles the C++ that calls LibTorch directly —
+//! the c10d shim (src/dist/c10d_shim.cpp) and the fused AdamW (src/model/fused_adamw.cpp) —
 //! against that LibTorch's headers. torch-sys exports the directory it linked against as
 //! DEP_TCH_LIBTORCH_LIB to its direct dependents.
 
@@ -10,6 +11,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-changed=src/dist/c10d_shim.cpp");
     println!("cargo:rerun-if-changed=src/dist/gloo_decls");
+    println!("cargo:rerun-if-changed=src/model/fused_adamw.cpp");
     let lib = PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys names LibTorch's lib directory"),
     );
@@ -45,6 +47,15 @@ fn main() {
             shim(None).expect("the c10d shim compiles against LibTorch's headers");
         }
     }
+    cc::Build::new()
+        .cpp(true)
+        .file("src/model/fused_adamw.cpp")
+        .include(&include)
+        .flag("-std=c++17")
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .warnings(false)
+        .try_compile("rlhf_fused_adamw")
+        .expect("the fused AdamW compiles against LibTorch's headers");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
 }

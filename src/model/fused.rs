@@ -422,11 +422,28 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     ))
 }
 
+unsafe extern "C" {
+    fn rlhf_fused_adamw(
+        param: *mut torch_sys::C_tensor,
+        grad: *const torch_sys::C_tensor,
+        exp_avg: *mut torch_sys::C_tensor,
+        exp_avg_sq: *mut torch_sys::C_tensor,
+        lr: f64,
+        beta1: f64,
+        beta2: f64,
+        weight_decay: f64,
+        epsilon: f64,
+        step: f64,
+    ) -> *mut std::ffi::c_char;
+    fn rlhf_free_message(message: *mut std::ffi::c_char);
+}
+
 /// The optimizer's kernels, each one pass over a tensor where the composed form makes several.
 #[backend_extension(LibTorch)]
 pub trait OptimizerKernels: Backend {
-    /// One AdamW update of a parameter and its moments, as PyTorch's single-tensor AdamW runs
-    /// it: in place wherever the tensors are not shared.
+    /// One AdamW update of a parameter and its moments, in place, by PyTorch's fused kernel
+    /// (`torch.optim.AdamW(fused=True)`; src/model/fused_adamw.cpp): one pass instead of the
+    /// nine of the composed form.
     /// `[lr, beta1, beta2, epsilon, weight_decay, step]`, `step` counting from 1.
     fn adamw_update(
         param: FloatTensor<Self>,
@@ -452,21 +469,40 @@ impl OptimizerKernels for LibTorch {
         hyper: [f64; 6],
     ) -> (TchTensor, TchTensor, TchTensor) {
         let [lr, beta1, beta2, epsilon, weight_decay, step] = hyper;
-        let (bias1, bias2) = (1.0 - beta1.powf(step), 1.0 - beta2.powf(step));
-        let writable = |t: TchTensor| if t.can_mut() { t } else { TchTensor::new(t.tensor.copy()) };
+        // The kernel walks the four tensors' memory in step, so each must be contiguous (a
+        // weight read transposed from a checkpoint is not), and one still shared (the model
+        // the step was called on keeps it) is copied first, so that nothing else sees it change.
+        let writable = |t: TchTensor| {
+            if t.can_mut() && t.tensor.is_contiguous() {
+                t
+            } else {
+                TchTensor::new(t.tensor.contiguous().copy())
+            }
+        };
         let (mut p, mut m, mut v) = (writable(param), writable(exp_avg), writable(exp_avg_sq));
-        let g = &grad.tensor;
-        if weight_decay > 0.0 {
-            let _ = p.tensor.g_mul_scalar_(1.0 - lr * weight_decay);
+        let grad = grad.tensor.contiguous();
+        // SAFETY: the pointers are live tensors for the call's duration; p, m and v are owned
+        // here (not shared), so updating them in place is seen by no one else.
+        let error = unsafe {
+            rlhf_fused_adamw(
+                p.tensor.as_mut_ptr(),
+                grad.as_ptr(),
+                m.tensor.as_mut_ptr(),
+                v.tensor.as_mut_ptr(),
+                lr,
+                beta1,
+                beta2,
+                weight_decay,
+                epsilon,
+                step,
+            )
+        };
+        if !error.is_null() {
+            // SAFETY: a NUL-terminated message the shim allocated; freed once, here.
+            let message = unsafe { std::ffi::CStr::from_ptr(error) }.to_string_lossy().into_owned();
+            unsafe { rlhf_free_message(error) };
+            panic!("LibTorch's fused AdamW failed: {message}");
         }
-        let _ = m.tensor.lerp_(g, 1.0 - beta1);
-        let _ = v.tensor.lerp_(&g.square(), 1.0 - beta2);
-        // p −= lr/bc1 · m / (√(v/bc2) + ε), as one addcdiv with the step folded into the divisor.
-        let mut denominator = v.tensor.sqrt();
-        let _ = denominator.g_div_scalar_(bias2.sqrt());
-        let _ = denominator.g_add_scalar_(epsilon);
-        let _ = denominator.g_mul_scalar_(-bias1 / lr);
-        let _ = p.tensor.addcdiv_(&m.tensor, &denominator);
         (p, m, v)
     }
 }

@@ -162,13 +162,17 @@ mod tests {
     }
 
     #[test]
-    fn updates_as_pytorch_does_and_decays_matrices_only() {
+    fn updates_as_pytorch_does_and_decays_matrices_only_also_a_transposed_one() {
         let device = DeviceSpec::Cpu.device().unwrap().autodiff();
         let config = AdamWConfig { beta1: 0.9, beta2: 0.95, epsilon: 1e-8, weight_decay: 0.1 };
         let (w0, b0) = ([1.0, -2.0, 3.0, 0.5], [0.25, -0.75]);
         let (gw, gb) = ([0.1, -0.4, 2.0, 0.0], [1.5, -0.01]);
+        // w is a transposed view, as a weight read from a checkpoint in the other layout is.
+        let w0_transposed = [w0[0], w0[2], w0[1], w0[3]];
         let mut model = Pair {
-            w: Param::from_tensor(Tensor::<1>::from_floats(w0, &device).reshape([2, 2])),
+            w: Param::from_tensor(
+                Tensor::<1>::from_floats(w0_transposed, &device).reshape([2, 2]).transpose(),
+            ),
             b: Param::from_tensor(Tensor::from_floats(b0, &device)),
         };
         let mut adam = AdamW::new(config);

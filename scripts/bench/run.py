@@ -408,7 +408,7 @@ def suite(inputs, quick, limits):
             generate_bench(inputs, "small", 1, 32, 64, limits),
             generate_bench(inputs, "small", 8, 32, 64, limits),
             *encode_benches(inputs, 100),
-            ppo_bench(inputs, "small", 8, 2),
+            ppo_bench(inputs, "small", 8, 4),
             chat_bench(inputs, "models/smollm2", 4),
         ]
         scaling = [
@@ -425,7 +425,7 @@ def suite(inputs, quick, limits):
             *[generate_bench(inputs, m, b, 32, 128, limits) for m in ["small", "gpt2-124m", "models/smollm2"]
               for b in [1, 8]],
             *encode_benches(inputs, 1000),
-            ppo_bench(inputs, "small", 16, 3),
+            ppo_bench(inputs, "small", 16, 4),
             ppo_bench(inputs, "models/smollm2", 4, 2),
             chat_bench(inputs, "models/smollm2", 16),
             chat_bench(inputs, "models/smollm2", 16, "reencode"),

@@ -471,6 +471,9 @@ def table(rows, benches, results, limits):
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for i in rows:
         bench, result = benches[i], results[i]
+        if "failed" in result:
+            lines.append(f"| {bench.name} | {bench.unit} | failed: `{result['failed']}` | | | | | |")
+            continue
         for metric in result["ours"]["runs"][0]:
             ours = summary([r[metric] for r in result["ours"]["runs"]])
             rss = f"{max(result['ours']['rss_mib']) / 1024:.2f} GB"
@@ -525,7 +528,11 @@ def main():
     results = {}
     for i in chosen:
         log(f"{benches[i].group}: {benches[i].name}")
-        results[i] = measure(benches[i], args.runs, logs, i)
+        try:
+            results[i] = measure(benches[i], args.runs, logs, i)
+        except Failed as e:  # the rest of the suite still runs; the table says which failed
+            log(f"  failed: {e}")
+            results[i] = {"failed": str(e).splitlines()[0]}
 
     args.out.mkdir(parents=True, exist_ok=True)
     minutes = (time.time() - started) / 60
@@ -559,6 +566,8 @@ def main():
     (args.out / "results.json").write_text(json.dumps(raw, indent=1, default=str) + "\n")
     print("\n".join(md))
     log(f"\nwrote {args.out / 'results.md'} and results.json ({minutes:.1f} min)")
+    if any("failed" in r for r in results.values()):
+        sys.exit("some benchmarks failed: see their rows and target/bench/suite/logs")
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """A plain PyTorch + transformers training loop with the same shapes and settings as the rlhf
-side of scripts/bench/sft: fp32, batch × length token blocks with every token a target,
+side of scripts/bench/sft: fp32 (or bf16 autocast), batch × length token blocks with every token a target,
 AdamW, global-norm clipping at 1.0. Prints training tokens/s after the first (warm-up) step,
 and peak RSS (MiB)."""
 
@@ -23,6 +23,8 @@ def main():
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="f32", choices=["f32", "bf16"],
+                        help="bf16: the forward pass under torch.autocast(dtype=torch.bfloat16)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -37,7 +39,8 @@ def main():
         if step == 1:
             start = time.perf_counter()
         ids = torch.randint(0, vocab, (args.batch, args.length), device=args.device)
-        loss = model(input_ids=ids, labels=ids).loss
+        with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.precision == "bf16"):
+            loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()

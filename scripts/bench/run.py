@@ -2,8 +2,9 @@
 one machine. Run through scripts/bench/run.sh (it builds rlhf and picks .venv's Python).
 
 Each benchmark is a pair of commands on the same checkpoints, shapes, batch sizes, precision
-(fp32) and thread count; the pair runs interleaved (rlhf, reference, rlhf, reference, ...)
---runs times and each figure is the median with its spread (lowest-highest). Peak memory is
+(fp32; a bf16 row runs train.precision = "bf16" against torch.autocast) and thread count;
+the pair runs interleaved (rlhf, reference, rlhf, reference, ...) --runs times and each
+figure is the median with its spread (lowest-highest). Peak memory is
 each process's peak RSS (from wait4). The machine's own limits come first: the peak fp32 and
 bf16 matrix-multiply FLOP/s through LibTorch and the memory bandwidth, against which training
 rows get their model-FLOP utilisation (6·N FLOPs a trained token) and generation rows the
@@ -230,7 +231,7 @@ class Bench:
     (command, reader) where reader(stdout, stderr) -> {metric: value}."""
 
     def __init__(self, group, name, unit, ours, theirs, higher_is_better=True, reference="PyTorch",
-                 flops_per_unit=None, bound=None, params=None):
+                 flops_per_unit=None, bound=None, params=None, peak="fp32_gflops"):
         self.group, self.name, self.unit = group, name, unit
         self.ours, self.theirs = ours, theirs
         self.higher_is_better = higher_is_better
@@ -238,12 +239,14 @@ class Bench:
         self.flops_per_unit = flops_per_unit  # for MFU
         self.bound = bound  # units/s at the memory-bandwidth bound
         self.params = params
+        self.peak = peak  # the matrix-multiply peak MFU is taken against
 
 
-def sft_bench(inputs, name, batch, length, steps, group="SFT training"):
+def sft_bench(inputs, name, batch, length, steps, group="SFT training", precision="f32"):
+    """`precision` "bf16": rlhf's train.precision against torch.autocast(dtype=bfloat16)."""
     model = inputs.model(name)
     shape = model_shape(model)
-    tag = f"{model.name}.b{batch}.t{length}"
+    tag = f"{model.name}.b{batch}.t{length}" + ("" if precision == "f32" else f".{precision}")
     run_dir = inputs.work / f"sft.{tag}"
     config = inputs.work / f"sft.{tag}.toml"
     config.write_text(f"""[model]
@@ -257,6 +260,7 @@ max_steps = {steps}
 batch_size = {batch}
 lr = 1e-4
 warmup_steps = 0
+precision = "{precision}"
 eval_every = 0
 save_every = 0
 log_every = 1
@@ -270,13 +274,17 @@ overwrite = true
         return {"tokens/s": (m[-1]["tokens"] - m[0]["tokens"]) / (m[-1]["seconds"] - m[0]["seconds"])}
 
     return Bench(
-        group, f"{model.name}, batch {batch} × {length}", "tokens/s",
+        group, f"{model.name}, batch {batch} × {length}" + ("" if precision == "f32" else f", {precision}"),
+        "tokens/s",
         ([RLHF, "--threads", str(inputs.threads), "--device", inputs.device, "sft", "train",
           "--config", str(config)], ours_rate),
         ([PY, str(BENCH / "hf_train.py"), str(model), "--steps", str(steps), "--batch", str(batch),
-          "--length", str(length), "--threads", str(inputs.threads), "--device", inputs.device],
+          "--length", str(length), "--threads", str(inputs.threads), "--device", inputs.device,
+          "--precision", precision],
          lambda out, _: {"tokens/s": float(out.split()[0])}),
-        reference="transformers", flops_per_unit=6 * shape["params"], params=shape["params"])
+        reference="transformers" + (" + autocast" if precision != "f32" else ""),
+        flops_per_unit=6 * shape["params"], params=shape["params"],
+        peak="bf16_gflops" if precision == "bf16" else "fp32_gflops")
 
 
 def generate_bench(inputs, name, batch, prompt_tokens, new_tokens, limits, group="Generation"):
@@ -405,6 +413,7 @@ def suite(inputs, quick, limits):
     if quick:
         main = [
             sft_bench(inputs, "small", 8, 128, 5),
+            sft_bench(inputs, "small", 8, 128, 5, precision="bf16"),
             generate_bench(inputs, "small", 1, 32, 64, limits),
             generate_bench(inputs, "small", 8, 32, 64, limits),
             *encode_benches(inputs, 100),
@@ -420,6 +429,7 @@ def suite(inputs, quick, limits):
     else:
         main = [
             sft_bench(inputs, "small", 8, 128, 20),
+            sft_bench(inputs, "small", 8, 128, 10, precision="bf16"),
             sft_bench(inputs, "gpt2-124m", 8, 128, 4),
             sft_bench(inputs, "models/smollm2", 8, 128, 4),
             *[generate_bench(inputs, m, b, 32, 128, limits) for m in ["small", "gpt2-124m", "models/smollm2"]
@@ -485,7 +495,7 @@ def table(rows, benches, results, limits):
                 ratio = f"{ours[0] / theirs[0] if bench.higher_is_better else theirs[0] / ours[0]:.2f}×"
             limit = ""
             if bench.flops_per_unit:
-                peak = limits["fp32_gflops"] * 1e9
+                peak = limits[bench.peak] * 1e9
                 limit = f"MFU {bench.flops_per_unit * ours[0] / peak:.0%}"
                 if result["theirs"]["runs"]:
                     limit += f" (reference {bench.flops_per_unit * theirs[0] / peak:.0%})"
@@ -541,12 +551,12 @@ def main():
         f" --device {args.device}" if args.device != "cpu" else "") + (f" --only '{args.only}'" if args.only else "")
     md = [f"# Benchmarks: rlhf against the PyTorch stack", "",
           f"`{command}` — {time.strftime('%Y-%m-%d')}, {minutes:.0f} min, {args.device}, "
-          f"{args.threads} threads ({cpu}, {os.cpu_count()} cores), fp32, torch {limits['torch']}; "
+          f"{args.threads} threads ({cpu}, {os.cpu_count()} cores), fp32 unless a row says bf16, torch {limits['torch']}; "
           f"each figure the median of {args.runs} interleaved runs (range in brackets). "
           "Ratio: how many times faster rlhf is.", "",
           f"Machine limits through LibTorch: matrix multiply {limits['fp32_gflops']:.0f} GFLOP/s fp32, "
           f"{limits['bf16_gflops']:.1f} GFLOP/s bf16; memory bandwidth {limits['bandwidth_gbs']:.1f} GB/s "
-          "(copy, read + write). MFU: 6·N FLOPs a trained token against the fp32 peak; bandwidth "
+          "(copy, read + write). MFU: 6·N FLOPs a trained token against the fp32 peak (bf16 rows: the bf16 peak); bandwidth "
           "bound: every weight and the KV cache read once a decoding step."]
     groups = []
     for i in chosen:

@@ -604,7 +604,7 @@ impl Run {
         if !loss.is_finite() || !grad_norm.is_finite() {
             return Err(self.trainer.diverged(loss));
         }
-        self.models.actor_critic = self.trainer.adam.step(model.clone(), grads, lr);
+        self.trainer.adam.step(&mut self.models.actor_critic, grads, lr);
         self.updates += 1;
         stats.add(&parts, grad_norm);
         Ok(())

@@ -590,7 +590,7 @@ impl<M: Backbone> Run<M> {
         if !loss_sum.is_finite() || !grad_norm.is_finite() {
             return Err(self.trainer.diverged(loss_sum));
         }
-        self.model = self.trainer.adam.step(self.model.clone(), grads, lr);
+        self.trainer.adam.step(&mut self.model, grads, lr);
         Ok((loss_sum, right / pairs, grad_norm))
     }
 

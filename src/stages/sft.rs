@@ -403,7 +403,7 @@ impl Run {
         if !loss.is_finite() || !grad_norm.is_finite() {
             return Err(self.trainer.diverged(loss));
         }
-        self.model = self.trainer.adam.step(self.model.clone(), grads, lr);
+        self.trainer.adam.step(&mut self.model, grads, lr);
         Ok((loss, grad_norm))
     }
 

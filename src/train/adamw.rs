@@ -46,11 +46,13 @@ impl AdamW {
         self.lr_scales = lr_scales;
     }
 
-    /// One update of every parameter that has a gradient in `grads` (consumed).
-    pub fn step<M: Module>(&mut self, model: M, grads: GradientsParams, lr: f64) -> M {
+    /// One update of every parameter that has a gradient in `grads` (consumed), in place.
+    /// The model is moved out and back rather than cloned: a clone would share every tensor,
+    /// and a shared tensor is copied before it is updated (a whole copy of the weights a step).
+    pub fn step<M: Module>(&mut self, model: &mut M, grads: GradientsParams, lr: f64) {
         self.steps += 1;
         let mut update = Update { adam: self, grads, lr };
-        model.map(&mut update)
+        replace_with::replace_with_or_abort(model, |model| model.map(&mut update));
     }
 
     /// Sets the update count (bias correction) where a stage makes several updates a step.
@@ -182,7 +184,7 @@ mod tests {
             let loss = (model.w.val().reshape([4]) * Tensor::from_floats(gw, &device)).sum()
                 + (model.b.val() * Tensor::from_floats(gb, &device)).sum();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            model = adam.step(model, grads, lr);
+            adam.step(&mut model, grads, lr);
         }
         let values = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         let w = values(model.w.val().reshape([4]));

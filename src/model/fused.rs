@@ -470,8 +470,8 @@ impl OptimizerKernels for LibTorch {
     ) -> (TchTensor, TchTensor, TchTensor) {
         let [lr, beta1, beta2, epsilon, weight_decay, step] = hyper;
         // The kernel walks the four tensors' memory in step, so each must be contiguous (a
-        // weight read transposed from a checkpoint is not), and one still shared (the model
-        // the step was called on keeps it) is copied first, so that nothing else sees it change.
+        // weight read transposed from a checkpoint is not), and one still shared (a snapshot
+        // of the best weights keeps it) is copied first, so that nothing else sees it change.
         let writable = |t: TchTensor| {
             if t.can_mut() && t.tensor.is_contiguous() {
                 t

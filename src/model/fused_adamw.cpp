@@ -1,7 +1,8 @@
-// The C side of `model::fused::adamw_update`: PyTorch's fused AdamW kernel (what `torch.optim.AdamW(fused=True)`
-// runs), reached from Rust through one C function. One pass over a parameter reads it, its
-// gradient and both moments and writes the three back in place; the composed form makes nine.
-// Tensors cross as the `at::Tensor*` that tch hands out.
+// The C side of `model::fused::adamw_update`: PyTorch's fused AdamW kernel (what
+// `torch.optim.AdamW(fused=True)` runs), reached from Rust through one C function. One pass
+// over a parameter reads it, its gradient and both moments and writes the three back in place;
+// the composed form makes nine. Tensors cross as the `at::Tensor*` that tch hands out; the
+// kernel pairs their elements in memory order, so all four must be contiguous.
 
 #include <cstdlib>
 #include <cstring>

@@ -472,12 +472,10 @@ impl OptimizerKernels for LibTorch {
         // The kernel walks the four tensors' memory in step, so each must be contiguous (a
         // weight read transposed from a checkpoint is not), and one still shared (a snapshot
         // of the best weights keeps it) is copied first, so that nothing else sees it change.
-        let writable = |t: TchTensor| {
-            if t.can_mut() && t.tensor.is_contiguous() {
-                t
-            } else {
-                TchTensor::new(t.tensor.contiguous().copy())
-            }
+        let writable = |t: TchTensor| match (t.tensor.is_contiguous(), t.can_mut()) {
+            (true, true) => t,
+            (true, false) => TchTensor::new(t.tensor.copy()),
+            (false, _) => TchTensor::new(t.tensor.contiguous()), // a new tensor already
         };
         let (mut p, mut m, mut v) = (writable(param), writable(exp_avg), writable(exp_avg_sq));
         let grad = grad.tensor.contiguous();

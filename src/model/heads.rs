@@ -161,7 +161,7 @@ impl EncoderClassifier {
         self.head(hidden, attention_mask)
     }
 
-    /// The position table is finite (see [`check_length`]).
+    /// Panics when `t` tokens exceed the encoder's position table.
     pub(super) fn check_length(&self, t: usize) {
         assert!(
             t <= self.body.max_positions(),

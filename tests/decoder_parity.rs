@@ -45,6 +45,21 @@ fn lm_logits_match_transformers_on_padded_batches() {
 }
 
 #[test]
+fn hidden_states_from_a_position_are_the_tail_of_the_whole_pass() {
+    let device = cpu();
+    for_each_case(|case| {
+        let io = Io::read(&case.join("io.safetensors"));
+        let model = load_causal_lm(&case.join("lm"), &device).map_err(|e| format!("{e:#}"))?.model;
+        let (ids, batch) = io.inputs(&device);
+        let from = io.len / 2;
+        let whole = model.hidden(ids.clone(), &batch, None).slice(s![.., from..]);
+        let tail = model.hidden_from(ids, &batch, from);
+        let diff: f32 = (whole - tail).abs().max().into_scalar();
+        if diff < 1e-5 { Ok(()) } else { Err(format!("max |Δhidden| = {diff}")) }
+    });
+}
+
+#[test]
 fn scalar_scores_match_transformers_at_the_last_real_token() {
     let device = cpu();
     for_each_case(|case| {

@@ -34,6 +34,21 @@ impl Decoder {
         hidden
     }
 
+    /// Final hidden states `[B, T - from, D]` of the positions `from..T` alone (no cache): the
+    /// last block computes its queries, attention output and MLP there only, so a caller that
+    /// reads the tail of each sequence (PPO's response tokens) skips the rest of that block.
+    pub fn forward_from(
+        &self,
+        input_ids: Tensor<2, Int>,
+        batch: &PaddedBatch,
+        from: usize,
+    ) -> Tensor<3> {
+        match self {
+            Self::Gpt2(m) => m.forward_from(input_ids, batch, from),
+            Self::Llama(m) => m.forward_from(input_ids, batch, from),
+        }
+    }
+
     /// Hidden states `[B, T, D]` after the embeddings and the first `n` blocks: what
     /// [`rest`](Self::rest) continues from. Frozen blocks' output is the same at every step,
     /// so a run that trains only the top blocks computes it once (`model::prefix_cache`).

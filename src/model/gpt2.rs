@@ -16,8 +16,10 @@ use serde::{Deserialize, Serialize};
 
 use super::attention::{attend, merge_heads, split_heads};
 use super::kv_cache::{KvCache, LayerSlot, with_cached};
-use super::layers::{Activation, LayerNorm, freeze_first, linear_tokens, normal_linear};
-use super::mask::PaddedBatch;
+use super::layers::{
+    Activation, LayerNorm, freeze_first, linear_tokens, normal_linear, positions_from,
+};
+use super::mask::{PaddedBatch, queries_from};
 use crate::bad_input;
 
 /// The `config.json` fields GPT-2 uses, with `transformers`' `GPT2Config` defaults.
@@ -147,19 +149,21 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// The output at the queries `from..T` (0: every query), each reading every key.
     pub fn forward(
         &self,
         x: Tensor<3>,
         batch: &PaddedBatch,
         cache: Option<LayerSlot>,
+        from: usize,
     ) -> Tensor<3> {
         let qkv = linear_tokens(&self.c_attn, x); // [B, T, 3D]
         let [q, k, v]: [Tensor<3>; 3] = qkv.chunk(3, 2).try_into().expect("3 chunks of 3D");
-        let q = split_heads(q, self.n_head); // [B, H, T, hd]
+        let q = split_heads(positions_from(q, from), self.n_head); // [B, H, T - from, hd]
         let (k, v) = (split_heads(k, self.n_head), split_heads(v, self.n_head));
         let (k, v) = with_cached(cache, k, v); // [B, H, S, hd]
-        let y = attend(q, k, v, &batch.blocked, self.scale);
-        linear_tokens(&self.c_proj, merge_heads(y)) // [B, T, D]
+        let y = attend(q, k, v, &queries_from(&batch.blocked, from), self.scale);
+        linear_tokens(&self.c_proj, merge_heads(y)) // [B, T - from, D]
     }
 }
 
@@ -188,13 +192,16 @@ pub struct Block {
 }
 
 impl Block {
+    /// The block's output at positions `from..T` (0: all of them).
     pub fn forward(
         &self,
         x: Tensor<3>,
         batch: &PaddedBatch,
         cache: Option<LayerSlot>,
+        from: usize,
     ) -> Tensor<3> {
-        let x = x.clone() + self.attn.forward(self.ln_1.forward(x), batch, cache);
+        let attn = self.attn.forward(self.ln_1.forward(x.clone()), batch, cache, from);
+        let x = positions_from(x, from) + attn;
         x.clone() + self.mlp.forward(self.ln_2.forward(x))
     }
 }
@@ -223,6 +230,19 @@ impl Gpt2 {
         self.ln_f.forward(self.blocks(x, batch, 0..self.h.len(), cache))
     }
 
+    /// Final hidden states `[B, T - from, D]` of the positions `from..T` only: the last block
+    /// runs its queries and MLP there alone, its keys and values everywhere.
+    pub fn forward_from(
+        &self,
+        input_ids: Tensor<2, Int>,
+        batch: &PaddedBatch,
+        from: usize,
+    ) -> Tensor<3> {
+        let last = self.h.len() - 1;
+        let x = self.blocks(self.embed(input_ids, batch), batch, 0..last, None);
+        self.ln_f.forward(self.h[last].forward(x, batch, None, from))
+    }
+
     /// Token plus position embeddings `[B, T, D]`.
     pub fn embed(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<3> {
         self.wte.forward(input_ids) + self.wpe.forward(batch.positions.clone())
@@ -238,7 +258,7 @@ impl Gpt2 {
     ) -> Tensor<3> {
         let t = x.dims()[1];
         for i in layers {
-            x = self.h[i].forward(x, batch, cache.as_deref_mut().map(|c| c.slot(i, t)));
+            x = self.h[i].forward(x, batch, cache.as_deref_mut().map(|c| c.slot(i, t)), 0);
         }
         x
     }

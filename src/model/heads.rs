@@ -40,6 +40,18 @@ impl CausalLm {
         self.body.forward(input_ids, batch, cache)
     }
 
+    /// Final hidden states `[B, T - from, D]` of the positions `from..T` only
+    /// (`Decoder::forward_from`).
+    pub fn hidden_from(
+        &self,
+        input_ids: Tensor<2, Int>,
+        batch: &PaddedBatch,
+        from: usize,
+    ) -> Tensor<3> {
+        check_length(&self.body, input_ids.dims()[1]);
+        self.body.forward_from(input_ids, batch, from)
+    }
+
     /// Trains the top `n` blocks, the final norm and an untied head only (0: everything).
     pub fn train_top_layers(self, n: usize) -> Self {
         Self { body: self.body.train_top_layers(n), lm_head: self.lm_head }
@@ -115,10 +127,16 @@ impl ScalarModel {
         precision::linear(&self.score, hidden.reshape([b * t, d]).select(0, rows))
     }
 
-    /// A score at every position `[B, T]` (PPO's value model reads all of them).
-    pub fn forward_tokens(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch) -> Tensor<2> {
+    /// A score at every position from `from` on `[B, T - from]` (PPO's value model reads
+    /// those of the response tokens).
+    pub fn forward_tokens(
+        &self,
+        input_ids: Tensor<2, Int>,
+        batch: &PaddedBatch,
+        from: usize,
+    ) -> Tensor<2> {
         check_length(&self.body, input_ids.dims()[1]);
-        let hidden = self.body.forward(input_ids, batch, None);
+        let hidden = self.body.forward_from(input_ids, batch, from);
         let [b, t, _] = hidden.dims();
         linear_tokens(&self.score, hidden).reshape([b, t])
     }

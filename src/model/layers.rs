@@ -21,6 +21,11 @@ pub fn linear_tokens(linear: &Linear, x: Tensor<3>) -> Tensor<3> {
     y.reshape([b, t, d_out])
 }
 
+/// `x` `[B, T, D]` at the positions `from..T` (a view; `x` itself at 0).
+pub fn positions_from(x: Tensor<3>, from: usize) -> Tensor<3> {
+    if from == 0 { x } else { x.slice(s![.., from..]) }
+}
+
 /// A `Linear` with weights ~ N(0, std) and zero bias, as GPT-2 and Llama initialise them.
 pub fn normal_linear(d_in: usize, d_out: usize, bias: bool, std: f64, device: &Device) -> Linear {
     Linear {

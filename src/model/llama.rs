@@ -17,8 +17,8 @@ use serde_json::{Map, Value};
 
 use super::attention::{attend, merge_heads, split_heads, with_sliding_window};
 use super::kv_cache::{KvCache, LayerSlot, with_cached};
-use super::layers::{Activation, freeze_first, linear_tokens, normal_linear};
-use super::mask::PaddedBatch;
+use super::layers::{Activation, freeze_first, linear_tokens, normal_linear, positions_from};
+use super::mask::{PaddedBatch, queries_from};
 use super::rope::{RopeConfig, RopeTables};
 use crate::bad_input;
 
@@ -240,21 +240,24 @@ pub struct Attention {
 }
 
 impl Attention {
+    /// The output at the queries `from..T` (0: every query), each reading every key.
     pub fn forward(
         &self,
         x: Tensor<3>,
         blocked: &Tensor<4, Bool>,
         rope: &RopeTables,
         cache: Option<LayerSlot>,
+        from: usize,
     ) -> Tensor<3> {
-        let q = split_heads(linear_tokens(&self.q_proj, x.clone()), self.n_head); // [B, H, T, hd]
+        let q = linear_tokens(&self.q_proj, positions_from(x.clone(), from));
+        let q = split_heads(q, self.n_head); // [B, H, T - from, hd]
         let k = split_heads(linear_tokens(&self.k_proj, x.clone()), self.n_kv_head); // [B, KV, T, hd]
         let v = split_heads(linear_tokens(&self.v_proj, x), self.n_kv_head);
-        let (q, k) = (rope.apply(q), rope.apply(k));
+        let (q, k) = (rope.from(from).apply(q), rope.apply(k));
         let (k, v) = with_cached(cache, k, v); // [B, KV, S, hd]
         let head_dim = q.dims()[3];
-        let y = attend(q, k, v, blocked, (head_dim as f64).powf(-0.5));
-        linear_tokens(&self.o_proj, merge_heads(y)) // [B, T, D]
+        let y = attend(q, k, v, &queries_from(blocked, from), (head_dim as f64).powf(-0.5));
+        linear_tokens(&self.o_proj, merge_heads(y)) // [B, T - from, D]
     }
 }
 
@@ -285,15 +288,18 @@ pub struct DecoderLayer {
 }
 
 impl DecoderLayer {
+    /// The layer's output at positions `from..T` (0: all of them).
     pub fn forward(
         &self,
         x: Tensor<3>,
         blocked: &Tensor<4, Bool>,
         rope: &RopeTables,
         cache: Option<LayerSlot>,
+        from: usize,
     ) -> Tensor<3> {
-        let x = x.clone()
-            + self.self_attn.forward(self.input_layernorm.forward(x), blocked, rope, cache);
+        let normed = self.input_layernorm.forward(x.clone());
+        let x =
+            positions_from(x, from) + self.self_attn.forward(normed, blocked, rope, cache, from);
         x.clone() + self.mlp.forward(self.post_attention_layernorm.forward(x))
     }
 }
@@ -324,6 +330,20 @@ impl Llama {
         self.norm.forward(self.blocks(x, batch, 0..self.layers.len(), cache))
     }
 
+    /// Final hidden states `[B, T - from, D]` of the positions `from..T` only: the last layer
+    /// runs its queries and MLP there alone, its keys and values everywhere.
+    pub fn forward_from(
+        &self,
+        input_ids: Tensor<2, Int>,
+        batch: &PaddedBatch,
+        from: usize,
+    ) -> Tensor<3> {
+        let last = self.layers.len() - 1;
+        let x = self.blocks(self.embed_tokens.forward(input_ids), batch, 0..last, None);
+        let (rope, blocked) = self.attention_inputs(batch);
+        self.norm.forward(self.layers[last].forward(x, &blocked, &rope, None, from))
+    }
+
     /// Runs the blocks `layers` over hidden states `x` `[B, T, D]` (no final norm).
     pub fn blocks(
         &self,
@@ -333,16 +353,23 @@ impl Llama {
         mut cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let t = x.dims()[1];
+        let (rope, blocked) = self.attention_inputs(batch);
+        for i in layers {
+            let slot = cache.as_deref_mut().map(|c| c.slot(i, t));
+            x = self.layers[i].forward(x, &blocked, &rope, slot, 0);
+        }
+        x
+    }
+
+    /// What every layer's attention reads: the rotary tables at the batch's positions and the
+    /// blocked keys (with Mistral's window).
+    fn attention_inputs(&self, batch: &PaddedBatch) -> (RopeTables, Tensor<4, Bool>) {
         let rope = RopeTables::new(&self.inverse_frequencies, batch.positions.clone());
         let blocked = match self.sliding_window {
             Some(window) => with_sliding_window(&batch.blocked, window),
             None => batch.blocked.clone(),
         };
-        for i in layers {
-            let slot = cache.as_deref_mut().map(|c| c.slot(i, t));
-            x = self.layers[i].forward(x, &blocked, &rope, slot);
-        }
-        x
+        (rope, blocked)
     }
 
     pub fn num_layers(&self) -> usize {

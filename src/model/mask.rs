@@ -57,6 +57,11 @@ impl PaddedBatch {
     }
 }
 
+/// `blocked` `[B, 1, T, S]` for the queries `from..T` only.
+pub fn queries_from(blocked: &Tensor<4, Bool>, from: usize) -> Tensor<4, Bool> {
+    if from == 0 { blocked.clone() } else { blocked.clone().slice(s![.., .., from..]) }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

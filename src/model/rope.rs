@@ -145,6 +145,15 @@ impl RopeTables {
         Self { cos: angles.clone().cos(), sin: angles.sin() }
     }
 
+    /// The tables of the positions `from..T` only.
+    pub fn from(&self, from: usize) -> Self {
+        if from == 0 {
+            return self.clone();
+        }
+        let rows = |x: &Tensor<4>| x.clone().slice(s![.., .., from..]);
+        Self { cos: rows(&self.cos), sin: rows(&self.sin) }
+    }
+
     /// Rotates x `[B, H, T, hd]`: x·cos + rotate_half(x)·sin.
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, h, t, hd] = x.dims();

@@ -33,7 +33,7 @@ pub struct Evaluation {
 
 impl ActorCritic {
     pub fn evaluate(&self, batch: &ResponseBatch, temperature: f64) -> Evaluation {
-        let hidden = self.policy.hidden(batch.input_ids.clone(), &batch.padded, None);
+        let hidden = self.policy.hidden_from(batch.input_ids.clone(), &batch.padded, batch.from);
         let values = match &self.critic {
             Critic::Separate(_) => self.values(batch),
             Critic::Shared(head) => batch.at_responses(shared_values(head, hidden.clone())),
@@ -44,17 +44,19 @@ impl ActorCritic {
     /// V(state before each response token) `[B, R]`, without the policy's logits.
     pub fn values(&self, batch: &ResponseBatch) -> Tensor<2> {
         let per_position = match &self.critic {
-            Critic::Separate(model) => model.forward_tokens(batch.input_ids.clone(), &batch.padded),
+            Critic::Separate(model) => {
+                model.forward_tokens(batch.input_ids.clone(), &batch.padded, batch.from)
+            }
             Critic::Shared(head) => shared_values(
                 head,
-                self.policy.hidden(batch.input_ids.clone(), &batch.padded, None),
+                self.policy.hidden_from(batch.input_ids.clone(), &batch.padded, batch.from),
             ),
         };
         batch.at_responses(per_position)
     }
 }
 
-/// A scalar head over the policy's hidden states `[B, T, D]` → `[B, T]`.
+/// A scalar head over the policy's hidden states `[B, W, D]` → `[B, W]`.
 fn shared_values(head: &Linear, hidden: Tensor<3>) -> Tensor<2> {
     let [b, t, _] = hidden.dims();
     linear_tokens(head, hidden).reshape([b, t])

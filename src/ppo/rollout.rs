@@ -25,12 +25,16 @@ pub struct Rollout {
     pub ended: bool,
 }
 
-/// Prompt + response sequences right-padded to `[B, T]`, with the flat positions (into `B·T`)
-/// that predict each response token, laid out `[B, R]` (R: the longest response; slots past a
-/// response's end point at position 0 of its row and are masked).
+/// Prompt + response sequences right-padded to `[B, T]`. Nothing before `from`, the last
+/// token of the shortest prompt, predicts a response token, so models hand back hidden states
+/// of positions `from..T` only (`CausalLm::hidden_from`); `predict_at` holds the flat
+/// positions among those (into `B·(T − from)`) that predict each response token, laid out
+/// `[B, R]` (R: the longest response; slots past a response's end point at the first position
+/// of their row and are masked).
 pub struct ResponseBatch {
     pub input_ids: Tensor<2, Int>,
     pub padded: PaddedBatch,
+    pub from: usize,
     pub predict_at: Tensor<1, Int>,
     pub targets: Tensor<2, Int>,
     /// 1 at real response tokens.
@@ -44,6 +48,8 @@ impl ResponseBatch {
         let b = rows.len();
         let t = rows.iter().map(|(p, r)| p.len() + r.len()).max().unwrap_or(1);
         let r = rows.iter().map(|(_, r)| r.len()).max().unwrap_or(1).max(1);
+        let from = rows.iter().map(|(p, _)| p.len().saturating_sub(1)).min().unwrap_or(0);
+        let w = t - from; // positions a model hands back per row
         let mut ids = vec![pad_id as i64; b * t];
         let mut attention = vec![0i64; b * t];
         let mut predict_at = vec![0i64; b * r];
@@ -57,18 +63,19 @@ impl ResponseBatch {
             }
             for (j, &id) in response.iter().enumerate() {
                 // The token at prompt.len() + j is predicted by the position just before it.
-                predict_at[row * r + j] = (start + prompt.len() + j - 1) as i64;
+                predict_at[row * r + j] = (row * w + prompt.len() + j - 1 - from) as i64;
                 targets[row * r + j] = id as i64;
                 mask[row * r + j] = 1.0;
             }
             for j in response.len()..r {
-                predict_at[row * r + j] = start as i64;
+                predict_at[row * r + j] = (row * w) as i64;
             }
         }
         let attention = Tensor::from_data(TensorData::new(attention, [b, t]), device);
         Self {
             input_ids: Tensor::from_data(TensorData::new(ids, [b, t]), device),
             padded: PaddedBatch::new(attention),
+            from,
             predict_at: Tensor::from_data(TensorData::new(predict_at, [b * r]), device),
             targets: Tensor::from_data(TensorData::new(targets, [b, r]), device),
             mask: Tensor::from_data(TensorData::new(mask, [b, r]), device),
@@ -82,14 +89,15 @@ impl ResponseBatch {
         self.mask.dims()
     }
 
-    /// A per-position quantity `[B, T]` read at the positions that predict response tokens.
+    /// A per-position quantity `[B, T − from]` read at the positions that predict response
+    /// tokens.
     pub fn at_responses(&self, per_position: Tensor<2>) -> Tensor<2> {
         let [b, t] = per_position.dims();
         per_position.reshape([b * t]).select(0, self.predict_at.clone()).reshape(self.shape())
     }
 
     /// logits / temperature `[B·R, V]` at the positions that predict response tokens; only
-    /// those rows of `hidden` go through the LM head.
+    /// those rows of `hidden` (`[B, T − from, D]`) go through the LM head.
     pub fn logits(&self, lm: &CausalLm, hidden: Tensor<3>, temperature: f64) -> Tensor<2> {
         let [b, t, d] = hidden.dims();
         let n = self.predict_at.dims()[0];
@@ -138,7 +146,7 @@ pub fn entropy(logits: Tensor<2>, shape: [usize; 2]) -> Tensor<2> {
 
 /// log π_ref of each response token under a frozen model.
 pub fn reference_log_probs(lm: &CausalLm, batch: &ResponseBatch, temperature: f64) -> Tensor<2> {
-    let hidden = lm.hidden(batch.input_ids.clone(), &batch.padded, None);
+    let hidden = lm.hidden_from(batch.input_ids.clone(), &batch.padded, batch.from);
     batch.chosen(batch.logits(lm, hidden, temperature))
 }
 
@@ -161,5 +169,17 @@ mod tests {
         let [read, mask] = batch.rows_of([batch.at_responses(positions), batch.mask.clone()]);
         assert_eq!(read, [vec![1.0, 2.0, 3.0], vec![5.0]]);
         assert_eq!(mask, [vec![1.0; 3], vec![1.0]]);
+    }
+
+    #[test]
+    fn positions_before_the_shortest_prompts_last_token_are_not_read() {
+        let device = crate::device::DeviceSpec::Cpu.device().unwrap();
+        let rows: [(&[u32], &[u32]); 2] = [(&[1, 2, 3], &[4, 5]), (&[6, 7], &[8])];
+        let batch = ResponseBatch::new(&rows, 0, &device);
+        let ints = |t: Tensor<1, Int>| t.into_data().convert::<i64>().try_to_vec::<i64>().unwrap();
+        // T = 5, from 1, so 4 positions a row: row 0 predicts 4, 5 at 2, 3 (1, 2 of its
+        // four); row 1 predicts 8 at 1 (its first, 4 in all).
+        assert_eq!(batch.from, 1);
+        assert_eq!(ints(batch.predict_at.clone()), [1, 2, 4, 4]);
     }
 }

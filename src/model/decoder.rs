@@ -43,10 +43,7 @@ impl Decoder {
         batch: &PaddedBatch,
         from: usize,
     ) -> Tensor<3> {
-        match self {
-            Self::Gpt2(m) => m.forward_from(input_ids, batch, from),
-            Self::Llama(m) => m.forward_from(input_ids, batch, from),
-        }
+        self.top(self.prefix(input_ids, batch, 0), batch, 0, from)
     }
 
     /// Hidden states `[B, T, D]` after the embeddings and the first `n` blocks: what
@@ -54,18 +51,23 @@ impl Decoder {
     /// so a run that trains only the top blocks computes it once (`model::prefix_cache`).
     pub fn prefix(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch, n: usize) -> Tensor<3> {
         match self {
-            Self::Gpt2(m) => m.blocks(m.embed(input_ids, batch), batch, 0..n, None),
-            Self::Llama(m) => m.blocks(m.embed_tokens.forward(input_ids), batch, 0..n, None),
+            Self::Gpt2(m) => m.blocks(m.embed(input_ids, batch), batch, 0..n, None, 0),
+            Self::Llama(m) => m.blocks(m.embed_tokens.forward(input_ids), batch, 0..n, None, 0),
         }
     }
 
     /// Final hidden states from [`prefix`](Self::prefix)'s `x`: the blocks from `n` on and the
     /// final norm.
     pub fn rest(&self, x: Tensor<3>, batch: &PaddedBatch, n: usize) -> Tensor<3> {
+        self.top(x, batch, n, 0)
+    }
+
+    /// The blocks from `n` on and the final norm, the last block at positions `from..T` only.
+    fn top(&self, x: Tensor<3>, batch: &PaddedBatch, n: usize, from: usize) -> Tensor<3> {
         let depth = self.num_layers();
         match self {
-            Self::Gpt2(m) => m.ln_f.forward(m.blocks(x, batch, n..depth, None)),
-            Self::Llama(m) => m.norm.forward(m.blocks(x, batch, n..depth, None)),
+            Self::Gpt2(m) => m.ln_f.forward(m.blocks(x, batch, n..depth, None, from)),
+            Self::Llama(m) => m.norm.forward(m.blocks(x, batch, n..depth, None, from)),
         }
     }
 

@@ -227,20 +227,7 @@ impl Gpt2 {
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let x = self.embed(input_ids, batch);
-        self.ln_f.forward(self.blocks(x, batch, 0..self.h.len(), cache))
-    }
-
-    /// Final hidden states `[B, T - from, D]` of the positions `from..T` only: the last block
-    /// runs its queries and MLP there alone, its keys and values everywhere.
-    pub fn forward_from(
-        &self,
-        input_ids: Tensor<2, Int>,
-        batch: &PaddedBatch,
-        from: usize,
-    ) -> Tensor<3> {
-        let last = self.h.len() - 1;
-        let x = self.blocks(self.embed(input_ids, batch), batch, 0..last, None);
-        self.ln_f.forward(self.h[last].forward(x, batch, None, from))
+        self.ln_f.forward(self.blocks(x, batch, 0..self.h.len(), cache, 0))
     }
 
     /// Token plus position embeddings `[B, T, D]`.
@@ -248,17 +235,21 @@ impl Gpt2 {
         self.wte.forward(input_ids) + self.wpe.forward(batch.positions.clone())
     }
 
-    /// Runs the blocks `layers` over hidden states `x` `[B, T, D]` (no final norm).
+    /// Runs the blocks `layers` over hidden states `x` `[B, T, D]` (no final norm); the last of
+    /// them hands back the positions `from..T` only (0: all of them).
     pub fn blocks(
         &self,
         mut x: Tensor<3>,
         batch: &PaddedBatch,
         layers: Range<usize>,
         mut cache: Option<&mut KvCache>,
+        from: usize,
     ) -> Tensor<3> {
         let t = x.dims()[1];
+        let last = layers.end.saturating_sub(1);
         for i in layers {
-            x = self.h[i].forward(x, batch, cache.as_deref_mut().map(|c| c.slot(i, t)), 0);
+            let slot = cache.as_deref_mut().map(|c| c.slot(i, t));
+            x = self.h[i].forward(x, batch, slot, if i == last { from } else { 0 });
         }
         x
     }

@@ -253,7 +253,7 @@ impl Attention {
         let q = split_heads(q, self.n_head); // [B, H, T - from, hd]
         let k = split_heads(linear_tokens(&self.k_proj, x.clone()), self.n_kv_head); // [B, KV, T, hd]
         let v = split_heads(linear_tokens(&self.v_proj, x), self.n_kv_head);
-        let (q, k) = (rope.from(from).apply(q), rope.apply(k));
+        let (q, k) = (rope.from_position(from).apply(q), rope.apply(k));
         let (k, v) = with_cached(cache, k, v); // [B, KV, S, hd]
         let head_dim = q.dims()[3];
         let y = attend(q, k, v, &queries_from(blocked, from), (head_dim as f64).powf(-0.5));
@@ -327,49 +327,32 @@ impl Llama {
         cache: Option<&mut KvCache>,
     ) -> Tensor<3> {
         let x = self.embed_tokens.forward(input_ids);
-        self.norm.forward(self.blocks(x, batch, 0..self.layers.len(), cache))
+        self.norm.forward(self.blocks(x, batch, 0..self.layers.len(), cache, 0))
     }
 
-    /// Final hidden states `[B, T - from, D]` of the positions `from..T` only: the last layer
-    /// runs its queries and MLP there alone, its keys and values everywhere.
-    pub fn forward_from(
-        &self,
-        input_ids: Tensor<2, Int>,
-        batch: &PaddedBatch,
-        from: usize,
-    ) -> Tensor<3> {
-        let last = self.layers.len() - 1;
-        let x = self.blocks(self.embed_tokens.forward(input_ids), batch, 0..last, None);
-        let (rope, blocked) = self.attention_inputs(batch);
-        self.norm.forward(self.layers[last].forward(x, &blocked, &rope, None, from))
-    }
-
-    /// Runs the blocks `layers` over hidden states `x` `[B, T, D]` (no final norm).
+    /// Runs the blocks `layers` over hidden states `x` `[B, T, D]` (no final norm); the last of
+    /// them hands back the positions `from..T` only (0: all of them).
     pub fn blocks(
         &self,
         mut x: Tensor<3>,
         batch: &PaddedBatch,
         layers: Range<usize>,
         mut cache: Option<&mut KvCache>,
+        from: usize,
     ) -> Tensor<3> {
         let t = x.dims()[1];
-        let (rope, blocked) = self.attention_inputs(batch);
-        for i in layers {
-            let slot = cache.as_deref_mut().map(|c| c.slot(i, t));
-            x = self.layers[i].forward(x, &blocked, &rope, slot, 0);
-        }
-        x
-    }
-
-    /// What every layer's attention reads: the rotary tables at the batch's positions and the
-    /// blocked keys (with Mistral's window).
-    fn attention_inputs(&self, batch: &PaddedBatch) -> (RopeTables, Tensor<4, Bool>) {
         let rope = RopeTables::new(&self.inverse_frequencies, batch.positions.clone());
         let blocked = match self.sliding_window {
             Some(window) => with_sliding_window(&batch.blocked, window),
             None => batch.blocked.clone(),
         };
-        (rope, blocked)
+        let last = layers.end.saturating_sub(1);
+        for i in layers {
+            let slot = cache.as_deref_mut().map(|c| c.slot(i, t));
+            let from = if i == last { from } else { 0 };
+            x = self.layers[i].forward(x, &blocked, &rope, slot, from);
+        }
+        x
     }
 
     pub fn num_layers(&self) -> usize {

@@ -146,7 +146,7 @@ impl RopeTables {
     }
 
     /// The tables of the positions `from..T` only.
-    pub fn from(&self, from: usize) -> Self {
+    pub fn from_position(&self, from: usize) -> Self {
         if from == 0 {
             return self.clone();
         }

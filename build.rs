@@ -1,6 +1,6 @@
 //! Bakes LibTorch's library directory into the binary (RUNPATH), so `target/release/rlhf`
 //! runs with no environment variables, and compiles the C++ that calls LibTorch directly —
-//! the c10d shim (src/dist/c10d_shim.cpp) and the fused AdamW (src/model/fused_adamw.cpp) —
+//! the c10d shim (src/dist/c10d_shim.cpp) and the fused kernels tch lacks (src/model/fused.cpp) —
 //! against that LibTorch's headers. torch-sys exports the directory it linked against as
 //! DEP_TCH_LIBTORCH_LIB to its direct dependents.
 
@@ -11,7 +11,7 @@ fn main() {
     println!("cargo:rerun-if-env-changed=CUDA_HOME");
     println!("cargo:rerun-if-changed=src/dist/c10d_shim.cpp");
     println!("cargo:rerun-if-changed=src/dist/gloo_decls");
-    println!("cargo:rerun-if-changed=src/model/fused_adamw.cpp");
+    println!("cargo:rerun-if-changed=src/model/fused.cpp");
     let lib = PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys names LibTorch's lib directory"),
     );
@@ -49,13 +49,13 @@ fn main() {
     }
     cc::Build::new()
         .cpp(true)
-        .file("src/model/fused_adamw.cpp")
+        .file("src/model/fused.cpp")
         .include(&include)
         .flag("-std=c++17")
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .warnings(false)
-        .try_compile("rlhf_fused_adamw")
-        .expect("the fused AdamW compiles against LibTorch's headers");
+        .try_compile("rlhf_fused")
+        .expect("the fused kernels compile against LibTorch's headers");
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
 }

@@ -27,10 +27,11 @@ pub trait FusedKernels: Backend {
         beta: FloatTensor<Self>,
         epsilon: f64,
     ) -> [FloatTensor<Self>; 3];
-    /// Gradients of x, gamma and beta.
+    /// Gradients of x, gamma and beta (`beta` is read for its shape only).
     fn layer_norm_backward(
         x: FloatTensor<Self>,
         gamma: FloatTensor<Self>,
+        beta: FloatTensor<Self>,
         mean: FloatTensor<Self>,
         rstd: FloatTensor<Self>,
         grad: FloatTensor<Self>,
@@ -85,22 +86,29 @@ impl FusedKernels for LibTorch {
     fn layer_norm_backward(
         x: TchTensor,
         gamma: TchTensor,
+        beta: TchTensor,
         mean: TchTensor,
         rstd: TchTensor,
         grad: TchTensor,
     ) -> [TchTensor; 3] {
-        // x̂ = (x − μ)·r;  dγ = Σ dy·x̂;  dβ = Σ dy;  dx = r·(g − mean(g) − x̂·mean(g·x̂)), g = dy·γ
-        let (x, dy, rstd) = (&x.tensor, &grad.tensor, &rstd.tensor);
-        let d = *x.size().last().expect("layer norm of a scalar");
-        let rows = x.numel() as i64 / d;
-        let x_hat = (x - &mean.tensor) * rstd;
-        let dy_rows = dy.reshape([rows, d]);
-        let d_gamma = (&dy_rows * x_hat.reshape([rows, d])).sum_dim_intlist(0, false, None);
-        let d_beta = dy_rows.sum_dim_intlist(0, false, None);
-        let g = dy * &gamma.tensor;
-        let mean_g = g.mean_dim(-1, true, None);
-        let mean_gx = (&g * &x_hat).mean_dim(-1, true, None);
-        let dx = (g - mean_g - x_hat * mean_gx) * rstd;
+        let grad = grad.tensor.contiguous();
+        let mut out = [std::ptr::null_mut(); 3];
+        // SAFETY: the inputs are live tensors for the call's duration; on success the shim
+        // hands back three new tensors, each owned from here on by one `tch::Tensor`.
+        let [dx, d_gamma, d_beta] = unsafe {
+            check(rlhf_layer_norm_backward(
+                grad.as_ptr(),
+                x.tensor.as_ptr(),
+                mean.tensor.as_ptr(),
+                rstd.tensor.as_ptr(),
+                gamma.tensor.as_ptr(),
+                beta.tensor.as_ptr(),
+                &mut out[0],
+                &mut out[1],
+                &mut out[2],
+            ));
+            out.map(|t| tch::Tensor::from_ptr(t))
+        };
         [TchTensor::new(dx), TchTensor::new(d_gamma), TchTensor::new(d_beta)]
     }
 
@@ -241,13 +249,13 @@ impl<B: FusedKernels> Backward<B, 1> for GeluTanhBackward {
 struct LayerNormBackward;
 
 impl<B: FusedKernels> Backward<B, 3> for LayerNormBackward {
-    /// x, γ, μ, 1/σ.
-    type State = [FloatTensor<B>; 4];
+    /// x, γ, β, μ, 1/σ.
+    type State = [FloatTensor<B>; 5];
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let grad = grads.consume::<B>(&ops.node);
-        let [x, gamma, mean, rstd] = ops.state;
-        let [dx, d_gamma, d_beta] = B::layer_norm_backward(x, gamma, mean, rstd, grad);
+        let [x, gamma, beta, mean, rstd] = ops.state;
+        let [dx, d_gamma, d_beta] = B::layer_norm_backward(x, gamma, beta, mean, rstd, grad);
         for (parent, grad) in ops.parents.into_iter().zip([dx, d_gamma, d_beta]) {
             if let Some(parent) = parent {
                 grads.register::<B>(parent.id, grad);
@@ -311,14 +319,14 @@ impl<B: Backend + FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, 
         let parents = [x.node(), gamma.node(), beta.node()];
         match LayerNormBackward.prepare::<C>(parents).compute_bound().stateful() {
             OpsKind::Tracked(prep) => {
-                let (x, gamma) = (x.primitive().clone(), gamma.primitive().clone());
+                let [x, gamma, beta] = [x, gamma, beta].map(|t| t.primitive().clone());
                 let [y, mean, rstd] = <B as FusedKernels>::layer_norm(
                     x.clone(),
                     gamma.clone(),
-                    beta.into_primitive(),
+                    beta.clone(),
                     epsilon,
                 );
-                prep.finish([x, gamma, mean, rstd], y)
+                prep.finish([x, gamma, beta, mean, rstd], y)
             }
             OpsKind::UnTracked(prep) => {
                 let [y, _, _] = <B as FusedKernels>::layer_norm(
@@ -422,6 +430,7 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     ))
 }
 
+// The kernels tch does not expose, in src/model/fused.cpp.
 unsafe extern "C" {
     fn rlhf_fused_adamw(
         param: *mut torch_sys::C_tensor,
@@ -435,14 +444,39 @@ unsafe extern "C" {
         epsilon: f64,
         step: f64,
     ) -> *mut std::ffi::c_char;
+    #[allow(clippy::too_many_arguments)]
+    fn rlhf_layer_norm_backward(
+        grad: *const torch_sys::C_tensor,
+        x: *const torch_sys::C_tensor,
+        mean: *const torch_sys::C_tensor,
+        rstd: *const torch_sys::C_tensor,
+        gamma: *const torch_sys::C_tensor,
+        beta: *const torch_sys::C_tensor,
+        dx: *mut *mut torch_sys::C_tensor,
+        d_gamma: *mut *mut torch_sys::C_tensor,
+        d_beta: *mut *mut torch_sys::C_tensor,
+    ) -> *mut std::ffi::c_char;
     fn rlhf_free_message(message: *mut std::ffi::c_char);
+}
+
+/// Panics with LibTorch's message when a shim function reports an error.
+///
+/// # Safety
+/// `error` is null or a NUL-terminated message from the shim, not yet freed.
+unsafe fn check(error: *mut std::ffi::c_char) {
+    if !error.is_null() {
+        // SAFETY: as the caller promises; freed once, here.
+        let message = unsafe { std::ffi::CStr::from_ptr(error) }.to_string_lossy().into_owned();
+        unsafe { rlhf_free_message(error) };
+        panic!("LibTorch failed in a fused kernel: {message}");
+    }
 }
 
 /// The optimizer's kernels, each one pass over a tensor where the composed form makes several.
 #[backend_extension(LibTorch)]
 pub trait OptimizerKernels: Backend {
     /// One AdamW update of a parameter and its moments, in place, by PyTorch's fused kernel
-    /// (`torch.optim.AdamW(fused=True)`; src/model/fused_adamw.cpp): one pass instead of the
+    /// (`torch.optim.AdamW(fused=True)`): one pass instead of the
     /// nine of the composed form.
     /// `[lr, beta1, beta2, epsilon, weight_decay, step]`, `step` counting from 1.
     fn adamw_update(
@@ -481,8 +515,8 @@ impl OptimizerKernels for LibTorch {
         let grad = grad.tensor.contiguous();
         // SAFETY: the pointers are live tensors for the call's duration; p, m and v are owned
         // here (not shared), so updating them in place is seen by no one else.
-        let error = unsafe {
-            rlhf_fused_adamw(
+        unsafe {
+            check(rlhf_fused_adamw(
                 p.tensor.as_mut_ptr(),
                 grad.as_ptr(),
                 m.tensor.as_mut_ptr(),
@@ -493,14 +527,8 @@ impl OptimizerKernels for LibTorch {
                 weight_decay,
                 epsilon,
                 step,
-            )
+            ))
         };
-        if !error.is_null() {
-            // SAFETY: a NUL-terminated message the shim allocated; freed once, here.
-            let message = unsafe { std::ffi::CStr::from_ptr(error) }.to_string_lossy().into_owned();
-            unsafe { rlhf_free_message(error) };
-            panic!("LibTorch's fused AdamW failed: {message}");
-        }
         (p, m, v)
     }
 }

@@ -476,8 +476,7 @@ unsafe fn check(error: *mut std::ffi::c_char) {
 #[backend_extension(LibTorch)]
 pub trait OptimizerKernels: Backend {
     /// One AdamW update of a parameter and its moments, in place, by PyTorch's fused kernel
-    /// (`torch.optim.AdamW(fused=True)`): one pass instead of the
-    /// nine of the composed form.
+    /// (`torch.optim.AdamW(fused=True)`): one pass instead of the nine of the composed form.
     /// `[lr, beta1, beta2, epsilon, weight_decay, step]`, `step` counting from 1.
     fn adamw_update(
         param: FloatTensor<Self>,

@@ -52,6 +52,8 @@ fn main() {
         .file("src/model/fused.cpp")
         .include(&include)
         .flag("-std=c++17")
+        // The GELU loops must vectorise in every profile (src/model/fused.cpp).
+        .opt_level(3)
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .warnings(false)
         .try_compile("rlhf_fused")

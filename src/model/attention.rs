@@ -45,14 +45,46 @@ pub fn attend(
             // The flash kernel below is LibTorch's CPU one; elsewhere the composed form.
             return explicit(q, repeat_kv(k, n_rep), repeat_kv(v, n_rep), blocked, scale);
         }
-        let bias =
-            Tensor::<4>::zeros(blocked.dims(), &q.device()).mask_fill(blocked.clone(), BLOCKED);
-        let (q, k, v, bias) =
-            (low(q), low(repeat_kv(k, n_rep)), low(repeat_kv(v, n_rep)), low(bias));
-        full(fused::attention(q, k, v, bias, scale))
+        let (q, k, v) = (low(q), low(repeat_kv(k, n_rep)), low(repeat_kv(v, n_rep)));
+        full(fused::attention(q, k, v, low(additive(blocked)), scale))
     } else {
         full(fused(low(q), low(k), low(v), blocked, scale))
     }
+}
+
+/// `attend` over a packed projection qkv `[B, T, 3·H·hd]` (GPT-2's `c_attn`), the queries at
+/// `from..T` reading every key; `blocked` `[B, 1, T − from, T]`. Training on the CPU hands qkv
+/// to the flash kernel whole, so its gradient is written once rather than assembled from
+/// three slices.
+pub fn attend_packed(
+    qkv: Tensor<3>,
+    n_head: usize,
+    blocked: &Tensor<4, Bool>,
+    scale: f64,
+    from: usize,
+) -> Tensor<4> {
+    if qkv.is_autodiff() && crate::device::is_cpu(&qkv.device()) {
+        let layout = fused::Packed { n_head, scale, from };
+        return full(fused::packed_attention(low(qkv), low(additive(blocked)), layout));
+    }
+    let [q, k, v] = unpack(qkv, n_head);
+    attend(heads_from(q, from), k, v, blocked, scale)
+}
+
+/// q, k, v `[B, H, T, hd]` from a packed projection `[B, T, 3·H·hd]`.
+pub fn unpack(qkv: Tensor<3>, n_head: usize) -> [Tensor<4>; 3] {
+    let [q, k, v]: [Tensor<3>; 3] = qkv.chunk(3, 2).try_into().expect("3 chunks of 3D");
+    [q, k, v].map(|x| split_heads(x, n_head))
+}
+
+/// `[B, H, T, hd]` at the positions `from..T` (a view; `x` itself at 0).
+pub fn heads_from(x: Tensor<4>, from: usize) -> Tensor<4> {
+    if from == 0 { x } else { x.slice(s![.., .., from..]) }
+}
+
+/// The mask as an additive score bias: 0 where a key is read, `BLOCKED` where not.
+fn additive(blocked: &Tensor<4, Bool>) -> Tensor<4> {
+    Tensor::<4>::zeros(blocked.dims(), &blocked.device()).mask_fill(blocked.clone(), BLOCKED)
 }
 
 /// The composed form, differentiable and exactly `transformers`' eager attention.
@@ -167,5 +199,26 @@ mod tests {
             let diff: f32 = (a - b).abs().max().into_scalar();
             assert!(diff < 1e-5, "d{name} differs by {diff}");
         }
+    }
+
+    #[test]
+    fn packed_attention_and_its_gradient_match_explicit() {
+        let device = Device::default().autodiff();
+        device.seed(5);
+        let mask = Tensor::<2, Int>::from_ints([[0, 0, 1, 1, 1], [1, 1, 1, 1, 0]], &device);
+        let batch = PaddedBatch::new(mask);
+        let (n_head, from) = (2, 2);
+        let blocked = crate::model::mask::queries_from(&batch.blocked, from);
+        let qkv = Tensor::<3>::random([2, 5, 3 * 16], Distribution::Normal(0.0, 1.0), &device)
+            .require_grad();
+        let weights = Tensor::<4>::random([2, 2, 3, 8], Distribution::Normal(0.0, 1.0), &device);
+        let packed = attend_packed(qkv.clone(), n_head, &blocked, 0.3, from);
+        let [q, k, v] = unpack(qkv.clone(), n_head);
+        let reference = explicit(heads_from(q, from), k, v, &blocked, 0.3);
+        let diff: f32 = (packed.clone() - reference.clone()).abs().max().into_scalar();
+        assert!(diff < 1e-5, "packed and explicit attention differ by {diff}");
+        let grad = |out: Tensor<4>| qkv.grad(&(out * weights.clone()).sum().backward()).unwrap();
+        let diff: f32 = (grad(packed) - grad(reference)).abs().max().into_scalar();
+        assert!(diff < 1e-5, "d(qkv) differs by {diff}");
     }
 }

@@ -65,15 +65,59 @@ pub trait FusedKernels: Backend {
         logsumexp: FloatTensor<Self>,
         grad: FloatTensor<Self>,
     ) -> [FloatTensor<Self>; 3];
+    /// `attention` read straight from a packed projection qkv `[B, T, 3·H·hd]` (GPT-2's
+    /// `c_attn` output): output `[B, H, T − from, hd]` and the row log-sum-exp.
+    fn packed_attention(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        layout: Packed,
+    ) -> [FloatTensor<Self>; 2];
+    /// The gradient of qkv, written once into one `[B, T, 3·H·hd]` tensor.
+    fn packed_attention_backward(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        layout: Packed,
+        out: FloatTensor<Self>,
+        logsumexp: FloatTensor<Self>,
+        grad: FloatTensor<Self>,
+    ) -> FloatTensor<Self>;
+}
+
+/// How attention reads a packed q/k/v projection: `n_head` heads, the queries at `from..T`.
+#[derive(Debug, Clone, Copy)]
+pub struct Packed {
+    pub n_head: usize,
+    pub scale: f64,
+    pub from: usize,
+}
+
+/// q `[B, H, T − from, hd]`, k and v `[B, H, T, hd]`: strided views into qkv `[B, T, 3·H·hd]`,
+/// which LibTorch's flash kernels read as they are.
+fn unpack(qkv: &tch::Tensor, n_head: usize, from: usize) -> [tch::Tensor; 3] {
+    let [b, t, d3] = qkv.size3().expect("qkv is [B, T, 3D]").into();
+    let heads = qkv.view([b, t, 3, n_head as i64, d3 / 3 / n_head as i64]).permute([2, 0, 3, 1, 4]);
+    let from = from as i64;
+    [heads.get(0).narrow(2, from, t - from), heads.get(1), heads.get(2)]
 }
 
 impl FusedKernels for LibTorch {
     fn gelu_tanh(x: TchTensor) -> TchTensor {
-        TchTensor::new(x.tensor.gelu("tanh"))
+        let mut y = std::ptr::null_mut();
+        // SAFETY: `x` is live for the call; on success the shim hands back a new tensor, owned
+        // from here on by one `tch::Tensor`.
+        TchTensor::new(unsafe {
+            check(rlhf_gelu_tanh(x.tensor.as_ptr(), &mut y));
+            tch::Tensor::from_ptr(y)
+        })
     }
 
     fn gelu_tanh_backward(x: TchTensor, grad: TchTensor) -> TchTensor {
-        TchTensor::new(x.tensor.gelu_backward(&grad.tensor, "tanh"))
+        let mut dx = std::ptr::null_mut();
+        // SAFETY: as in `gelu_tanh`.
+        TchTensor::new(unsafe {
+            check(rlhf_gelu_tanh_backward(x.tensor.as_ptr(), grad.tensor.as_ptr(), &mut dx));
+            tch::Tensor::from_ptr(dx)
+        })
     }
 
     fn layer_norm(x: TchTensor, gamma: TchTensor, beta: TchTensor, epsilon: f64) -> [TchTensor; 3] {
@@ -174,6 +218,33 @@ impl FusedKernels for LibTorch {
             );
         [TchTensor::new(dq), TchTensor::new(dk), TchTensor::new(dv)]
     }
+
+    fn packed_attention(qkv: TchTensor, bias: TchTensor, layout: Packed) -> [TchTensor; 2] {
+        let [q, k, v] = unpack(&qkv.tensor, layout.n_head, layout.from).map(TchTensor::new);
+        Self::attention(q, k, v, bias, layout.scale)
+    }
+
+    fn packed_attention_backward(
+        qkv: TchTensor,
+        bias: TchTensor,
+        layout: Packed,
+        out: TchTensor,
+        logsumexp: TchTensor,
+        grad: TchTensor,
+    ) -> TchTensor {
+        let [q, k, v] = unpack(&qkv.tensor, layout.n_head, layout.from).map(TchTensor::new);
+        let [dq, dk, dv] =
+            Self::attention_backward(q, k, v, bias, layout.scale, out, logsumexp, grad);
+        let qkv = &qkv.tensor;
+        let d_qkv = tch::Tensor::empty(qkv.size(), (qkv.kind(), qkv.device()));
+        let [d_q, mut d_k, mut d_v] = unpack(&d_qkv, layout.n_head, 0);
+        let (from, t) = (layout.from as i64, d_q.size()[2]);
+        let _ = d_q.narrow(2, 0, from).zero_(); // the queries before `from` were not asked for
+        d_q.narrow(2, from, t - from).copy_(&dq.tensor);
+        d_k.copy_(&dk.tensor);
+        d_v.copy_(&dv.tensor);
+        TchTensor::new(d_qkv)
+    }
 }
 
 /// The differentiable operations, routed to LibTorch or to the autodiff backend over it.
@@ -196,6 +267,11 @@ pub trait FusedOps: Backend {
         v: FloatTensor<Self>,
         bias: FloatTensor<Self>,
         scale: f64,
+    ) -> FloatTensor<Self>;
+    fn fused_packed_attention(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        layout: Packed,
     ) -> FloatTensor<Self>;
 }
 
@@ -227,6 +303,11 @@ impl FusedOps for LibTorch {
         scale: f64,
     ) -> TchTensor {
         let [out, _] = <Self as FusedKernels>::attention(q, k, v, bias, scale);
+        out
+    }
+
+    fn fused_packed_attention(qkv: TchTensor, bias: TchTensor, layout: Packed) -> TchTensor {
+        let [out, _] = Self::packed_attention(qkv, bias, layout);
         out
     }
 }
@@ -295,6 +376,23 @@ impl<B: FusedKernels> Backward<B, 3> for AttentionBackward {
             if let Some(parent) = parent {
                 grads.register::<B>(parent.id, grad);
             }
+        }
+    }
+}
+
+#[derive(Debug)]
+struct PackedAttentionBackward(Packed);
+
+impl<B: FusedKernels> Backward<B, 1> for PackedAttentionBackward {
+    /// qkv, bias, output, log-sum-exp.
+    type State = [FloatTensor<B>; 4];
+
+    fn backward(self, ops: Ops<Self::State, 1>, grads: &mut Gradients, _: &mut Checkpointer) {
+        let grad = grads.consume::<B>(&ops.node);
+        let [qkv, bias, out, logsumexp] = ops.state;
+        if let [Some(parent)] = ops.parents {
+            let d_qkv = B::packed_attention_backward(qkv, bias, self.0, out, logsumexp, grad);
+            grads.register::<B>(parent.id, d_qkv);
         }
     }
 }
@@ -382,6 +480,25 @@ impl<B: Backend + FusedKernels, C: CheckpointStrategy> FusedOps for Autodiff<B, 
             }
         }
     }
+
+    fn fused_packed_attention(
+        qkv: FloatTensor<Self>,
+        bias: FloatTensor<Self>,
+        layout: Packed,
+    ) -> FloatTensor<Self> {
+        let parents = [qkv.node()];
+        let (qkv, bias) = (qkv.into_primitive(), bias.into_primitive());
+        match PackedAttentionBackward(layout).prepare::<C>(parents).compute_bound().stateful() {
+            OpsKind::Tracked(prep) => {
+                let [out, logsumexp] = B::packed_attention(qkv.clone(), bias.clone(), layout);
+                prep.finish([qkv, bias, out.clone(), logsumexp], out)
+            }
+            OpsKind::UnTracked(prep) => {
+                let [out, _] = B::packed_attention(qkv, bias, layout);
+                prep.finish(out)
+            }
+        }
+    }
 }
 
 /// GELU with the tanh approximation (`gelu_new`), one kernel each way.
@@ -422,6 +539,18 @@ pub fn attention(
     ))
 }
 
+/// `attention` over a packed projection qkv `[B, T, 3·H·hd]` (q, k, v side by side, as GPT-2's
+/// `c_attn` writes them) with the queries at `layout.from..T`: `[B, H, T − from, hd]`. The
+/// backward pass writes qkv's gradient once, where slicing q, k and v out of it would make
+/// three zero-filled copies and sum them.
+pub fn packed_attention(qkv: Tensor<3>, bias: Tensor<4>, layout: Packed) -> Tensor<4> {
+    Tensor::from_dispatch(<Dispatch as FusedOps>::fused_packed_attention(
+        qkv.into_dispatch(),
+        bias.into_dispatch(),
+        layout,
+    ))
+}
+
 /// −log softmax(logits)[target] for each row: logits `[N, V]`, targets `[N]` → `[N]`.
 pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
     Tensor::from_dispatch(<Dispatch as FusedOps>::fused_cross_entropy(
@@ -432,6 +561,15 @@ pub fn cross_entropy(logits: Tensor<2>, targets: Tensor<1, Int>) -> Tensor<1> {
 
 // The kernels tch does not expose, in src/model/fused.cpp.
 unsafe extern "C" {
+    fn rlhf_gelu_tanh(
+        x: *const torch_sys::C_tensor,
+        y: *mut *mut torch_sys::C_tensor,
+    ) -> *mut std::ffi::c_char;
+    fn rlhf_gelu_tanh_backward(
+        x: *const torch_sys::C_tensor,
+        grad: *const torch_sys::C_tensor,
+        dx: *mut *mut torch_sys::C_tensor,
+    ) -> *mut std::ffi::c_char;
     fn rlhf_fused_adamw(
         param: *mut torch_sys::C_tensor,
         grad: *const torch_sys::C_tensor,
@@ -553,4 +691,30 @@ pub fn adamw_update<const D: usize>(
 /// Σ x² over every element of a plain (non-autodiff) tensor, as `[1]`.
 pub fn squared_norm<const D: usize>(x: Tensor<D>) -> Tensor<1> {
     Tensor::from_dispatch(<Dispatch as OptimizerKernels>::squared_norm(x.into_dispatch()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Our GELU kernels against LibTorch's, over the range activations reach and a length that
+    /// leaves a remainder after every vector width.
+    #[test]
+    fn gelu_matches_libtorch_both_ways() {
+        let cpu = (tch::Kind::Float, tch::Device::Cpu);
+        let x = tch::Tensor::linspace(-12.0, 12.0, 100_003, cpu);
+        let grad = tch::Tensor::randn([100_003], cpu);
+        let tolerance = |ours: &tch::Tensor, theirs: &tch::Tensor| {
+            let err = ((ours - theirs).abs() / (x.abs() + 1.0)).max().double_value(&[]);
+            assert!(err < 2e-6, "relative difference {err}");
+        };
+        let ours = LibTorch::gelu_tanh(TchTensor::new(x.shallow_clone())).tensor;
+        tolerance(&ours, &x.gelu("tanh"));
+        let ours = LibTorch::gelu_tanh_backward(
+            TchTensor::new(x.shallow_clone()),
+            TchTensor::new(grad.shallow_clone()),
+        )
+        .tensor;
+        tolerance(&ours, &x.gelu_backward(&grad, "tanh"));
+    }
 }

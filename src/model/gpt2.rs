@@ -14,8 +14,8 @@ use burn::nn::{Embedding, EmbeddingConfig, Linear};
 use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::attention::{attend, merge_heads, split_heads};
-use super::kv_cache::{KvCache, LayerSlot, with_cached};
+use super::attention::{attend, attend_packed, heads_from, merge_heads, unpack};
+use super::kv_cache::{KvCache, LayerSlot};
 use super::layers::{
     Activation, LayerNorm, freeze_first, linear_tokens, normal_linear, positions_from,
 };
@@ -158,11 +158,15 @@ impl Attention {
         from: usize,
     ) -> Tensor<3> {
         let qkv = linear_tokens(&self.c_attn, x); // [B, T, 3D]
-        let [q, k, v]: [Tensor<3>; 3] = qkv.chunk(3, 2).try_into().expect("3 chunks of 3D");
-        let q = split_heads(positions_from(q, from), self.n_head); // [B, H, T - from, hd]
-        let (k, v) = (split_heads(k, self.n_head), split_heads(v, self.n_head));
-        let (k, v) = with_cached(cache, k, v); // [B, H, S, hd]
-        let y = attend(q, k, v, &queries_from(&batch.blocked, from), self.scale);
+        let blocked = queries_from(&batch.blocked, from);
+        let y = match cache {
+            None => attend_packed(qkv, self.n_head, &blocked, self.scale, from),
+            Some(slot) => {
+                let [q, k, v] = unpack(qkv, self.n_head); // [B, H, T, hd]
+                let (k, v) = slot.append(k, v); // [B, H, S, hd]
+                attend(heads_from(q, from), k, v, &blocked, self.scale)
+            }
+        };
         linear_tokens(&self.c_proj, merge_heads(y)) // [B, T - from, D]
     }
 }

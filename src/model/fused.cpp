@@ -1,7 +1,7 @@
-// The C side of `model::fused`: LibTorch kernels that tch does not expose, reached from Rust
-// through plain C functions. Tensors cross as the `at::Tensor*` that tch hands out; results
-// come back as new `at::Tensor*` that Rust owns (tch frees them). Each function returns null,
-// or a message (free it with rlhf_free_message) when LibTorch throws.
+// The C side of `model::fused`: LibTorch kernels that tch does not expose, and a GELU of our
+// own, reached from Rust through plain C functions. Tensors cross as the `at::Tensor*` that tch
+// hands out; results come back as new `at::Tensor*` that Rust owns (tch frees them). Each
+// function returns null, or a message (free it with rlhf_free_message) when LibTorch throws.
 
 #include <algorithm>
 #include <cstdint>

@@ -3,7 +3,9 @@
 //! Burn composes GELU, LayerNorm and log-softmax out of element-wise operations, and under
 //! autodiff each one allocates and saves a tensor; PyTorch runs one kernel forward and one
 //! backward. These operations call LibTorch's kernels through a Burn backend extension and give
-//! the autodiff backend a hand-written backward pass, so training runs what PyTorch runs.
+//! the autodiff backend a hand-written backward pass, so training runs what PyTorch runs — or
+//! less: tanh-GELU is a loop of our own (src/model/fused.cpp), and GPT-2's attention reads its
+//! packed q/k/v projection whole.
 //! The parity tests compare losses and gradients with `transformers` through them.
 #![allow(deprecated)] // Burn 0.22 marks the LibTorch backend deprecated; it is the one we run on.
 

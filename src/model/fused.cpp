@@ -126,17 +126,24 @@ char* rlhf_gelu_tanh_backward(const at::Tensor* x, const at::Tensor* grad, at::T
 }
 
 // PyTorch's fused AdamW kernel (what `torch.optim.AdamW(fused=True)` runs): updates `param`,
-// `exp_avg` and `exp_avg_sq` in place for update number `step` (from 1). One pass over a
-// parameter reads it, its gradient and both moments and writes the three back; the composed
-// form makes nine. The kernel pairs elements in memory order, so all four must be contiguous.
-char* rlhf_fused_adamw(at::Tensor* param, const at::Tensor* grad, at::Tensor* exp_avg,
+// `exp_avg` and `exp_avg_sq` in place for update number `step` (from 1), reading the gradient
+// as `grad_factor · grad` (through the kernel's `grad_scale`, which divides, as AMP's unscaling
+// does, and writes the scaled gradient back into `grad`). One pass over a parameter reads it,
+// its gradient and both moments and writes the three back; the composed form makes nine, and
+// clipping would add one more. The kernel pairs elements in memory order, so all four must be
+// contiguous.
+char* rlhf_fused_adamw(at::Tensor* param, at::Tensor* grad, at::Tensor* exp_avg,
                        at::Tensor* exp_avg_sq, double lr, double beta1, double beta2,
-                       double weight_decay, double eps, double step) {
+                       double weight_decay, double eps, double step, double grad_factor) {
   try {
+    const auto scalar = [&](double x) {
+      return at::full({}, x, param->options().dtype(at::kFloat));
+    };
+    std::optional<at::Tensor> grad_scale;
+    if (grad_factor != 1.0) grad_scale = scalar(1.0 / grad_factor);
     // The kernel reads the step count from a tensor, as the optimizer's state keeps it.
-    at::Tensor steps = at::full({}, step, param->options().dtype(at::kFloat));
-    at::_fused_adamw_({*param}, {*grad}, {*exp_avg}, {*exp_avg_sq}, {}, {steps}, lr, beta1, beta2,
-                      weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false);
+    at::_fused_adamw_({*param}, {*grad}, {*exp_avg}, {*exp_avg_sq}, {}, {scalar(step)}, lr, beta1,
+                      beta2, weight_decay, eps, /*amsgrad=*/false, /*maximize=*/false, grad_scale);
     return nullptr;
   } catch (const std::exception& e) {
     return strdup(e.what());

@@ -574,7 +574,7 @@ unsafe extern "C" {
     ) -> *mut std::ffi::c_char;
     fn rlhf_fused_adamw(
         param: *mut torch_sys::C_tensor,
-        grad: *const torch_sys::C_tensor,
+        grad: *mut torch_sys::C_tensor,
         exp_avg: *mut torch_sys::C_tensor,
         exp_avg_sq: *mut torch_sys::C_tensor,
         lr: f64,
@@ -583,6 +583,7 @@ unsafe extern "C" {
         weight_decay: f64,
         epsilon: f64,
         step: f64,
+        grad_factor: f64,
     ) -> *mut std::ffi::c_char;
     #[allow(clippy::too_many_arguments)]
     fn rlhf_layer_norm_backward(
@@ -617,13 +618,14 @@ unsafe fn check(error: *mut std::ffi::c_char) {
 pub trait OptimizerKernels: Backend {
     /// One AdamW update of a parameter and its moments, in place, by PyTorch's fused kernel
     /// (`torch.optim.AdamW(fused=True)`): one pass instead of the nine of the composed form.
-    /// `[lr, beta1, beta2, epsilon, weight_decay, step]`, `step` counting from 1.
+    /// `[lr, beta1, beta2, epsilon, weight_decay, step, grad_factor]`, `step` counting from 1,
+    /// the gradient read as `grad_factor · grad`.
     fn adamw_update(
         param: FloatTensor<Self>,
         grad: FloatTensor<Self>,
         exp_avg: FloatTensor<Self>,
         exp_avg_sq: FloatTensor<Self>,
-        hyper: [f64; 6],
+        hyper: [f64; 7],
     ) -> (FloatTensor<Self>, FloatTensor<Self>, FloatTensor<Self>);
     /// Σ x², as a one-element tensor.
     fn squared_norm(x: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -639,25 +641,26 @@ impl OptimizerKernels for LibTorch {
         grad: TchTensor,
         exp_avg: TchTensor,
         exp_avg_sq: TchTensor,
-        hyper: [f64; 6],
+        hyper: [f64; 7],
     ) -> (TchTensor, TchTensor, TchTensor) {
-        let [lr, beta1, beta2, epsilon, weight_decay, step] = hyper;
+        let [lr, beta1, beta2, epsilon, weight_decay, step, grad_factor] = hyper;
         // The kernel walks the four tensors' memory in step, so each must be contiguous (a
         // weight read transposed from a checkpoint is not), and one still shared (a snapshot
-        // of the best weights keeps it) is copied first, so that nothing else sees it change.
+        // of the best weights keeps it) is copied first, so that nothing else sees it change —
+        // the gradient too, which the kernel overwrites with its scaled self.
         let writable = |t: TchTensor| match (t.tensor.is_contiguous(), t.can_mut()) {
             (true, true) => t,
             (true, false) => TchTensor::new(t.tensor.copy()),
             (false, _) => TchTensor::new(t.tensor.contiguous()), // a new tensor already
         };
         let (mut p, mut m, mut v) = (writable(param), writable(exp_avg), writable(exp_avg_sq));
-        let grad = grad.tensor.contiguous();
-        // SAFETY: the pointers are live tensors for the call's duration; p, m and v are owned
+        let mut grad = writable(grad);
+        // SAFETY: the pointers are live tensors for the call's duration; all four are owned
         // here (not shared), so updating them in place is seen by no one else.
         unsafe {
             check(rlhf_fused_adamw(
                 p.tensor.as_mut_ptr(),
-                grad.as_ptr(),
+                grad.tensor.as_mut_ptr(),
                 m.tensor.as_mut_ptr(),
                 v.tensor.as_mut_ptr(),
                 lr,
@@ -666,6 +669,7 @@ impl OptimizerKernels for LibTorch {
                 weight_decay,
                 epsilon,
                 step,
+                grad_factor,
             ))
         };
         (p, m, v)
@@ -678,7 +682,7 @@ pub fn adamw_update<const D: usize>(
     grad: Tensor<D>,
     exp_avg: Tensor<D>,
     exp_avg_sq: Tensor<D>,
-    hyper: [f64; 6],
+    hyper: [f64; 7],
 ) -> [Tensor<D>; 3] {
     let (param, exp_avg, exp_avg_sq) = <Dispatch as OptimizerKernels>::adamw_update(
         param.into_dispatch(),

@@ -30,7 +30,7 @@ use crate::moderation::net::ModerationNet;
 use crate::moderation::{
     Chunker, Moderation, ModerationSettings, Moderator, calibrated, category_logits,
 };
-use crate::train::grad_norm::clip_global_norm;
+use crate::train::grad_norm::clip_factor;
 use crate::train::interrupt;
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::state::{RunProgress, STATE_DIR};
@@ -373,11 +373,11 @@ impl Run {
         dist::sum(&mut sums)?;
         let [loss_sum, tokens] = sums;
         self.trainer.progress.tokens += tokens as u64;
-        let grad_norm = clip_global_norm(&self.model, &mut grads, self.config.train.max_grad_norm);
+        let (grad_norm, clip) = clip_factor(&self.model, &grads, self.config.train.max_grad_norm);
         if !loss_sum.is_finite() || !grad_norm.is_finite() {
             return Err(self.trainer.diverged(loss_sum));
         }
-        self.trainer.adam.step(&mut self.model, grads, lr);
+        self.trainer.adam.step(&mut self.model, grads, lr, clip);
         Ok((loss_sum, grad_norm))
     }
 

@@ -41,7 +41,7 @@ use crate::ppo::advantage::{
 use crate::ppo::kl::{KlController, token_kl};
 use crate::ppo::loss::{clipped_policy_loss, clipped_value_loss, masked_mean};
 use crate::ppo::rollout::{ResponseBatch, Rollout, entropy, reference_log_probs};
-use crate::train::grad_norm::clip_global_norm;
+use crate::train::grad_norm::clip_factor;
 use crate::train::interrupt;
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::shuffle::permutation;
@@ -599,12 +599,12 @@ impl Run {
         let model = &self.models.actor_critic;
         dist::all_reduce_gradients(model, &mut grads)?;
         dist::sum(&mut parts)?;
-        let grad_norm = clip_global_norm(model, &mut grads, self.config.train.max_grad_norm);
+        let (grad_norm, clip) = clip_factor(model, &grads, self.config.train.max_grad_norm);
         let loss = parts[0] + self.config.ppo.vf_coef * parts[1];
         if !loss.is_finite() || !grad_norm.is_finite() {
             return Err(self.trainer.diverged(loss));
         }
-        self.trainer.adam.step(&mut self.models.actor_critic, grads, lr);
+        self.trainer.adam.step(&mut self.models.actor_critic, grads, lr, clip);
         self.updates += 1;
         stats.add(&parts, grad_norm);
         Ok(())

@@ -36,7 +36,7 @@ use crate::model::reward::{
     RewardModel, RewardNet, RewardStats, Scorer, response_encoder, score_all,
 };
 use crate::model::{ModelConfig, load_causal_lm, load_scalar_model, preset, save_scalar_model};
-use crate::train::grad_norm::clip_global_norm;
+use crate::train::grad_norm::clip_factor;
 use crate::train::interrupt;
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::state::{RunProgress, STATE_DIR};
@@ -586,11 +586,11 @@ impl<M: Backbone> Run<M> {
         dist::sum(&mut sums)?;
         let [loss_sum, right, pairs, tokens] = sums;
         self.trainer.progress.tokens += tokens as u64;
-        let grad_norm = clip_global_norm(&self.model, &mut grads, self.config.train.max_grad_norm);
+        let (grad_norm, clip) = clip_factor(&self.model, &grads, self.config.train.max_grad_norm);
         if !loss_sum.is_finite() || !grad_norm.is_finite() {
             return Err(self.trainer.diverged(loss_sum));
         }
-        self.trainer.adam.step(&mut self.model, grads, lr);
+        self.trainer.adam.step(&mut self.model, grads, lr, clip);
         Ok((loss_sum, right / pairs, grad_norm))
     }
 

@@ -27,7 +27,7 @@ use crate::model::mask::PaddedBatch;
 use crate::model::pretrained::init_causal_lm;
 use crate::model::reinit::reinit_top_blocks;
 use crate::model::{CausalLm, ModelConfig, load_causal_lm, preset, save_causal_lm};
-use crate::train::grad_norm::clip_global_norm;
+use crate::train::grad_norm::clip_factor;
 use crate::train::interrupt;
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::state::{RunProgress, STATE_DIR};
@@ -398,12 +398,12 @@ impl Run {
         dist::all_reduce_gradients(&self.model, &mut grads)?;
         dist::sum(&mut sums)?;
         self.trainer.progress.tokens += sums[1] as u64;
-        let grad_norm = clip_global_norm(&self.model, &mut grads, self.config.train.max_grad_norm);
+        let (grad_norm, clip) = clip_factor(&self.model, &grads, self.config.train.max_grad_norm);
         let loss = sums[0] / step_targets as f64;
         if !loss.is_finite() || !grad_norm.is_finite() {
             return Err(self.trainer.diverged(loss));
         }
-        self.trainer.adam.step(&mut self.model, grads, lr);
+        self.trainer.adam.step(&mut self.model, grads, lr, clip);
         Ok((loss, grad_norm))
     }
 

@@ -46,12 +46,19 @@ impl AdamW {
         self.lr_scales = lr_scales;
     }
 
-    /// One update of every parameter that has a gradient in `grads` (consumed), in place.
+    /// One update of every parameter that has a gradient in `grads` (consumed), in place, each
+    /// gradient scaled by `grad_factor` as it is read (the clip's, `grad_norm::clip_factor`).
     /// The model is moved out and back rather than cloned: a clone would share every tensor,
     /// and a shared tensor is copied before it is updated (a whole copy of the weights a step).
-    pub fn step<M: Module>(&mut self, model: &mut M, grads: GradientsParams, lr: f64) {
+    pub fn step<M: Module>(
+        &mut self,
+        model: &mut M,
+        grads: GradientsParams,
+        lr: f64,
+        grad_factor: f64,
+    ) {
         self.steps += 1;
-        let mut update = Update { adam: self, grads, lr };
+        let mut update = Update { adam: self, grads, lr, grad_factor };
         replace_with::replace_with_or_abort(model, |model| model.map(&mut update));
     }
 
@@ -113,6 +120,7 @@ struct Update<'a> {
     adam: &'a mut AdamW,
     grads: GradientsParams,
     lr: f64,
+    grad_factor: f64,
 }
 
 impl ModuleMapper for Update<'_> {
@@ -129,7 +137,7 @@ impl ModuleMapper for Update<'_> {
         };
         let decay = if D >= 2 { weight_decay } else { 0.0 };
         let lr = self.lr * self.adam.lr_scales.get(&id).copied().unwrap_or(1.0);
-        let hyper = [lr, beta1, beta2, epsilon, decay, self.adam.steps as f64];
+        let hyper = [lr, beta1, beta2, epsilon, decay, self.adam.steps as f64, self.grad_factor];
         let [value, m, v] = adamw_update(tensor.inner(), grad, m, v, hyper);
         let n = dims.iter().product::<usize>();
         let (m, v) = (m.reshape([n]), v.reshape([n]));
@@ -184,7 +192,7 @@ mod tests {
             let loss = (model.w.val().reshape([4]) * Tensor::from_floats(gw, &device)).sum()
                 + (model.b.val() * Tensor::from_floats(gb, &device)).sum();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
-            adam.step(&mut model, grads, lr);
+            adam.step(&mut model, grads, lr, 1.0);
         }
         let values = |t: Tensor<1>| t.into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
         let w = values(model.w.val().reshape([4]));
@@ -197,6 +205,32 @@ mod tests {
         for i in 0..2 {
             let expected = reference(b0[i], gb[i], 3, no_decay, lr);
             assert!((b[i] as f64 - expected).abs() < 1e-6, "b[{i}]: {} vs {expected}", b[i]);
+        }
+    }
+
+    /// The clip factor scales each gradient as the kernel reads it. A large epsilon makes the
+    /// update depend on the gradient's size (Adam is otherwise nearly scale-free).
+    #[test]
+    fn reads_each_gradient_scaled_by_the_clip_factor() {
+        let device = DeviceSpec::Cpu.device().unwrap().autodiff();
+        let config = AdamWConfig { beta1: 0.9, beta2: 0.95, epsilon: 1.0, weight_decay: 0.0 };
+        let (b0, gb, factor, lr) = ([0.25, -0.75], [1.5, -0.2], 0.3, 0.1);
+        let mut model = Pair {
+            w: Param::from_tensor(Tensor::zeros([2, 2], &device)),
+            b: Param::from_tensor(Tensor::from_floats(b0, &device)),
+        };
+        let mut adam = AdamW::new(config);
+        for _ in 0..2 {
+            let loss = (model.b.val() * Tensor::from_floats(gb, &device)).sum();
+            let grads = GradientsParams::from_grads(loss.backward(), &model);
+            adam.step(&mut model, grads, lr, factor);
+        }
+        let b = model.b.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+        for i in 0..2 {
+            let expected = reference(b0[i], gb[i] * factor, 2, config, lr);
+            let unscaled = reference(b0[i], gb[i], 2, config, lr);
+            assert!((b[i] as f64 - expected).abs() < 1e-6, "b[{i}]: {} vs {expected}", b[i]);
+            assert!((expected - unscaled).abs() > 1e-3, "the test cannot tell the factor");
         }
     }
 }

@@ -67,7 +67,6 @@ pub fn is_cpu(device: &Device) -> bool {
     *device == Device::libtorch()
 }
 
-/// Sets LibTorch's intra-op thread count (`--threads`); `None` keeps LibTorch's default.
 /// Keeps freed tensor memory in the process for the next step instead of handing it back to
 /// the kernel. glibc returns large blocks with `munmap`/`brk` trims, so every step's fresh
 /// activations and gradients fault their pages in again (PPO on `tiny`: ~14 % of the time in
@@ -89,6 +88,7 @@ pub fn keep_freed_memory() {
     }
 }
 
+/// Sets LibTorch's intra-op thread count (`--threads`); `None` keeps LibTorch's default.
 pub fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(n) = threads {
         if n == 0 {

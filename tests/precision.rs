@@ -43,8 +43,8 @@ fn check(io: &Io, ours: &[f32], name: &str) -> Result<(), String> {
 
 #[test]
 fn bf16_logits_and_scores_match_transformers_under_autocast() {
-    precision::set(Precision::Bf16);
     let device = cpu();
+    precision::set(Precision::Bf16, &device);
     let failures: Vec<String> = cases()
         .iter()
         .filter_map(|case| {
@@ -62,16 +62,25 @@ fn bf16_logits_and_scores_match_transformers_under_autocast() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-fn sft_losses(dir: &Path, precision: &str) -> Vec<f64> {
-    let out = dir.join(precision);
+/// Whether a run's stderr says that bf16 is emulated, which it must exactly when it ran in bf16
+/// on a CPU without LibTorch's bf16 kernels.
+fn check_emulation_warning(run: &std::process::Output, bf16: bool) {
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    let expected = bf16 && !precision::cpu_has_bf16();
+    assert_eq!(stderr.matches(precision::EMULATED_BF16).count(), expected as usize, "{stderr}");
+}
+
+fn sft_losses(dir: &Path, name: &str) -> Vec<f64> {
+    let out = dir.join(name);
     let run = rlhf_in(dir, &["sft", "train", "--config", "sft.toml"])
         .args(["--set", &format!("output.dir={}", out.display())])
-        .args(["--set", &format!("train.precision={precision}")])
+        .args(["--set", &format!("train.precision={name}")])
         .output()
         .unwrap();
     assert_ok(&run);
+    check_emulation_warning(&run, name == "bf16");
     let lineage = std::fs::read_to_string(out.join("rlhf.json")).unwrap();
-    assert!(lineage.contains(&format!("\"precision\": \"{precision}\"")), "{lineage}");
+    assert!(lineage.contains(&format!("\"precision\": \"{name}\"")), "{lineage}");
     std::fs::read_to_string(out.join("metrics.jsonl"))
         .unwrap()
         .lines()
@@ -111,4 +120,21 @@ fn a_bf16_sft_run_tracks_the_f32_run() {
         assert!((a - b).abs() < 0.02 * a.max(1.0), "step {}: f32 loss {a}, bf16 {b}", step + 1);
     }
     assert_ne!(f32, bf16, "identical losses: bf16 not in effect");
+
+    // `--precision` on a command that does not train, and on one that does (said once).
+    write_jsonl(&dir.join("prompts.jsonl"), &[serde_json::json!({"prompt": "What is 1 plus 1?"})]);
+    let generate = rlhf_in(&dir, &["--precision", "bf16", "generate", "--model"])
+        .arg(&model)
+        .args(["--data", "prompts.jsonl", "--template", "raw", "--max-new-tokens", "4", "--greedy"])
+        .output()
+        .unwrap();
+    assert_ok(&generate);
+    check_emulation_warning(&generate, true);
+    let train = rlhf_in(&dir, &["--precision", "bf16", "sft", "train", "--config", "sft.toml"])
+        .args(["--set", &format!("output.dir={}", dir.join("cli").display())])
+        .args(["--set", "train.max_steps=1"])
+        .output()
+        .unwrap();
+    assert_ok(&train);
+    check_emulation_warning(&train, true);
 }

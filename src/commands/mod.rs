@@ -22,10 +22,10 @@ use crate::{device, dist, stages};
 pub fn run(mut cli: Cli) -> Result<()> {
     device::set_threads(cli.threads)?;
     if let Some(chosen) = cli.precision {
-        precision::set(chosen);
-        if let Some(args) = cli.command.train_args() {
-            // Recorded in the run's config like any override; the stage sets it again from there.
-            args.overrides.push(format!("train.precision={}", chosen.name()));
+        match cli.command.train_args() {
+            // Recorded in the run's config like any override; the stage sets it from there.
+            Some(args) => args.overrides.push(format!("train.precision={}", chosen.name())),
+            None => precision::set(chosen, &cli.device.device()?),
         }
     }
     match cli.command {

@@ -38,7 +38,7 @@ use crate::{bad_input, config};
 
 pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
     let config: ModerateConfig = config::load(&args.config, &args.overrides)?;
-    crate::model::precision::set(config.train.precision);
+    crate::model::precision::set(config.train.precision, device);
     let origin = args.config.display();
     config.validate().map_err(|e| bad_input!("{origin}: {e}"))?;
     run::check_output(&config.output, args.resume)?;

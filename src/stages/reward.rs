@@ -51,7 +51,7 @@ struct Encoded {
 
 pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
     let config: RewardConfig = config::load(&args.config, &args.overrides)?;
-    crate::model::precision::set(config.train.precision);
+    crate::model::precision::set(config.train.precision, device);
     let origin = args.config.display();
     config.validate().map_err(|e| bad_input!("{origin}: {e}"))?;
     run::check_output(&config.output, args.resume)?;

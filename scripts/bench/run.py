@@ -84,6 +84,11 @@ def machine_limits(threads, device):
     return json.loads(subprocess.run([PY, "-c", code], check=True, capture_output=True, text=True).stdout)
 
 
+def bf16_emulated(fp32_gflops, bf16_gflops):
+    """A CPU without bf16 kernels (no AVX-512) emulates them, tens of times slower than fp32."""
+    return bf16_gflops < fp32_gflops / 10
+
+
 def measure_limits(threads, device):
     import torch
 
@@ -104,13 +109,19 @@ def measure_limits(threads, device):
             best = min(best, time.perf_counter() - start)
         return best
 
-    peaks = {}
-    n = 8192 if dev.type == "cuda" else 2048
-    for dtype, label in [(torch.float32, "fp32"), (torch.bfloat16, "bf16")]:
+    def peak(dtype, n, repeats):
         a, b = (torch.randn(n, n, device=dev).to(dtype) for _ in range(2))
-        # A CPU without bf16 instructions emulates them ~100x slower: one product says enough.
-        repeats = 5 if dtype == torch.float32 or dev.type == "cuda" else 1
-        peaks[label] = 2 * n**3 / timed(lambda: a @ b, repeats) / 1e9
+        return 2 * n**3 / timed(lambda: a @ b, repeats) / 1e9
+
+    n = 8192 if dev.type == "cuda" else 2048
+    peaks = {"fp32": peak(torch.float32, n, 5)}
+    # Emulated bf16 shows in a small product within a second, where a full-size one would take
+    # a minute.
+    small = peak(torch.bfloat16, 512, 1) if dev.type == "cpu" else None
+    if small is not None and bf16_emulated(peaks["fp32"], small):
+        peaks["bf16"] = small
+    else:
+        peaks["bf16"] = peak(torch.bfloat16, n, 1 if dev.type == "cpu" else 5)
     src = torch.empty(64 * 2**20, device=dev)  # 256 MiB: far past the caches
     dst = torch.empty_like(src)
     copy = timed(lambda: dst.copy_(src), 5)
@@ -484,6 +495,9 @@ def table(rows, benches, results, limits):
         if "failed" in result:
             lines.append(f"| {bench.name} | {bench.unit} | failed: `{result['failed']}` | | | | | |")
             continue
+        if "skipped" in result:
+            lines.append(f"| {bench.name} | {bench.unit} | skipped: {result['skipped']} | | | | | |")
+            continue
         for metric in result["ours"]["runs"][0]:
             ours = summary([r[metric] for r in result["ours"]["runs"]])
             rss = f"{max(result['ours']['rss_mib']) / 1024:.2f} GB"
@@ -538,6 +552,12 @@ def main():
     results = {}
     for i in chosen:
         log(f"{benches[i].group}: {benches[i].name}")
+        if benches[i].peak == "bf16_gflops" and bf16_emulated(limits["fp32_gflops"], limits["bf16_gflops"]):
+            # The row would take most of an hour and measure only the emulation.
+            results[i] = {"skipped": f"bf16 is emulated on this CPU ({limits['bf16_gflops']:.1f} "
+                                     f"GFLOP/s against {limits['fp32_gflops']:.0f} in fp32)"}
+            log(f"  {results[i]['skipped']}: skipped")
+            continue
         try:
             results[i] = measure(benches[i], args.runs, logs, i)
         except Failed as e:  # the rest of the suite still runs; the table says which failed

@@ -206,7 +206,7 @@ impl ModuleMapper for Loader<'_> {
             return param;
         }
         let tensor = Tensor::<D>::from_data(data, self.device);
-        let tensor = if transposed { tensor.transpose() } else { tensor };
+        let tensor = if transposed { transposed_contiguous(tensor) } else { tensor };
         match self.in_place {
             true => {
                 let id = param.id;
@@ -215,6 +215,16 @@ impl ModuleMapper for Loader<'_> {
             false => Param::from_tensor(tensor),
         }
     }
+}
+
+/// The transpose of `tensor`, laid out contiguously. A transposed view would run products
+/// through another kernel path than the contiguous weights a training step leaves, one that
+/// rounds differently on some CPUs (MKL on AMD's Zen), so a resumed run would drift from the
+/// run it resumes. LibTorch's reshape copies a view it cannot reinterpret.
+fn transposed_contiguous<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
+    let tensor = tensor.transpose();
+    let dims = tensor.dims();
+    tensor.reshape([dims.iter().product::<usize>()]).reshape(dims)
 }
 
 struct Collector<'a> {

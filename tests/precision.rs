@@ -62,8 +62,8 @@ fn bf16_logits_and_scores_match_transformers_under_autocast() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// Whether a run's stderr says that bf16 is emulated, which it must exactly when it ran in bf16
-/// on a CPU without LibTorch's bf16 kernels.
+/// A run's stderr says once that bf16 is emulated exactly when it ran in bf16 on a CPU without
+/// LibTorch's bf16 kernels, and never otherwise.
 fn check_emulation_warning(run: &std::process::Output, bf16: bool) {
     let stderr = String::from_utf8_lossy(&run.stderr);
     let expected = bf16 && !precision::cpu_has_bf16();

@@ -676,6 +676,39 @@ impl OptimizerKernels for LibTorch {
     }
 }
 
+/// Products on plain (non-autodiff) tensors whose best orientation depends on the layout.
+#[backend_extension(LibTorch)]
+pub trait LayoutKernels: Backend {
+    /// `x · w`; see `skinny_matmul`.
+    fn skinny_matmul(x: FloatTensor<Self>, w: FloatTensor<Self>) -> FloatTensor<Self>;
+}
+
+impl LayoutKernels for LibTorch {
+    fn skinny_matmul(x: TchTensor, w: TchTensor) -> TchTensor {
+        let (x, w) = (&x.tensor, &w.tensor);
+        let stored_transposed = !w.is_contiguous() && w.tr().is_contiguous();
+        TchTensor::new(if stored_transposed && x.size()[0] <= SKINNY_ROWS as i64 {
+            w.tr().matmul(&x.tr()).tr()
+        } else {
+            x.matmul(w)
+        })
+    }
+}
+
+/// Up to this many rows a product is skinny: MKL packs the whole other operand on each call.
+pub const SKINNY_ROWS: usize = 64;
+
+/// `x · w` for plain (non-autodiff) `x` `[N, K]` and `w` `[K, M]`. When `w` is stored as the
+/// contiguous transpose of itself (`decode_layout::for_decoding`) and `x` has at most
+/// `SKINNY_ROWS` rows, it runs as (wᵀ·xᵀ)ᵀ, which streams `w` where x·w would pack it whole
+/// (the result is then a transposed view).
+pub fn skinny_matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    Tensor::from_dispatch(<Dispatch as LayoutKernels>::skinny_matmul(
+        x.into_dispatch(),
+        w.into_dispatch(),
+    ))
+}
+
 /// AdamW on plain (non-autodiff) tensors of any rank; returns the new parameter and moments.
 pub fn adamw_update<const D: usize>(
     param: Tensor<D>,
@@ -722,5 +755,29 @@ mod tests {
         )
         .tensor;
         tolerance(&ours, &x.gelu_backward(&grad, "tanh"));
+    }
+
+    /// Either layout of w and either side of the skinny limit give x·w; a skinny product with
+    /// w stored transposed comes back as the transposed view that (wᵀ·xᵀ)ᵀ leaves.
+    #[test]
+    fn skinny_matmul_is_x_times_w_in_every_layout() {
+        let cpu = (tch::Kind::Float, tch::Device::Cpu);
+        let w = tch::Tensor::randn([24, 10], cpu);
+        let stored_transposed = w.tr().contiguous().tr();
+        assert!(!stored_transposed.is_contiguous());
+        for rows in [3, SKINNY_ROWS as i64 + 1] {
+            let x = tch::Tensor::randn([rows, 24], cpu);
+            for (layout, weight) in [("contiguous", &w), ("transposed", &stored_transposed)] {
+                let ours = LibTorch::skinny_matmul(
+                    TchTensor::new(x.shallow_clone()),
+                    TchTensor::new(weight.shallow_clone()),
+                )
+                .tensor;
+                let err = (&ours - x.matmul(&w)).abs().max().double_value(&[]);
+                assert!(err < 1e-5, "{rows} rows, {layout} w: difference {err}");
+                let streamed = layout == "transposed" && rows <= SKINNY_ROWS as i64;
+                assert_eq!(ours.stride() == [1, rows], streamed, "{rows} rows, {layout} w");
+            }
+        }
     }
 }

@@ -8,6 +8,7 @@ use burn::prelude::*;
 
 use super::bert::{Bert, Pooling};
 use super::decoder::Decoder;
+use super::fused::SKINNY_ROWS;
 use super::kv_cache::KvCache;
 use super::layers::{linear_tokens, normal_linear};
 use super::mask::PaddedBatch;
@@ -78,9 +79,6 @@ impl CausalLm {
         }
     }
 }
-
-/// Up to this many rows, the tied head multiplies in the W·xᵀ orientation (see `logits`).
-const SKINNY_ROWS: usize = 64;
 
 /// A decoder with a `score` head read at a sequence's last token: a scalar model (reward or
 /// value, one output) or a multi-label classifier (one output per label).

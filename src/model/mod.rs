@@ -3,6 +3,7 @@
 pub mod attention;
 pub mod bert;
 pub mod config;
+pub mod decode_layout;
 pub mod decoder;
 pub mod fused;
 pub mod gpt2;

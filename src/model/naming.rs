@@ -221,7 +221,7 @@ impl ModuleMapper for Loader<'_> {
 /// through another kernel path than the contiguous weights a training step leaves, one that
 /// rounds differently on some CPUs (MKL on AMD's Zen), so a resumed run would drift from the
 /// run it resumes. LibTorch's reshape copies a view it cannot reinterpret.
-fn transposed_contiguous<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
+pub(super) fn transposed_contiguous<const D: usize>(tensor: Tensor<D>) -> Tensor<D> {
     let tensor = tensor.transpose();
     let dims = tensor.dims();
     tensor.reshape([dims.iter().product::<usize>()]).reshape(dims)

@@ -14,6 +14,8 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
+use super::fused;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Precision {
@@ -98,6 +100,14 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 /// `x · W + b` for x `[N, D_in]` in the working precision, f32 out.
 pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
     match get() {
+        // Inference: the product's orientation follows the weight's layout (decode_layout).
+        Precision::F32 if !x.is_autodiff() => {
+            let y = fused::skinny_matmul(x, linear.weight.val());
+            match &linear.bias {
+                Some(bias) => y + bias.val().unsqueeze(),
+                None => y,
+            }
+        }
         Precision::F32 => linear.forward(x),
         Precision::Bf16 => {
             let y = low(x).matmul(low(linear.weight.val()));

@@ -4,6 +4,7 @@
 //! string, or the length limit) leave the batch, so they stop costing work. The chosen ids are
 //! the only per-step copy from the device; log-probabilities come back once at the end.
 
+use std::cell::OnceCell;
 use std::ops::ControlFlow;
 
 use anyhow::Result;
@@ -87,9 +88,10 @@ pub fn common_prefix_len(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
-#[derive(Clone)]
 pub struct Generator<'a> {
     model: &'a CausalLm,
+    /// `model` with its weights laid out for decoding several rows at once, made on first use.
+    batched: OnceCell<CausalLm>,
     tokenizer: &'a Tokenizer,
     device: Device,
     /// Tokens that end a row: the config's eos ids and ChatML's end of turn.
@@ -116,7 +118,8 @@ impl<'a> Generator<'a> {
     ) -> Self {
         let im_end = tokenizer.token_to_id(crate::data::tokenizer::IM_END);
         let eos = token_ids(config.json.get("eos_token_id")).into_iter().chain(im_end);
-        Self { model, tokenizer, device: device.clone(), eos: Vec::new() }.with_eos(eos)
+        let batched = OnceCell::new();
+        Self { model, batched, tokenizer, device: device.clone(), eos: Vec::new() }.with_eos(eos)
     }
 
     /// Adds the eos ids of a model directory's `generation_config.json` (which may list more
@@ -146,23 +149,13 @@ impl<'a> Generator<'a> {
         sampling: &SamplingConfig,
         on_token: &mut dyn FnMut(usize, u32),
     ) -> Result<Vec<Generation>> {
-        if prompts.len() < 2 || !is_cpu(&self.device) {
-            return self.generate_with_model(prompts, sampling, on_token);
-        }
         // Rows decoded together make skinny products, which run faster on CPU with the
         // weights stored transposed (SmolLM2 at batch 4: 39 → 48 tokens/s); a single row is
         // a matrix-vector product either way.
-        let model = decode_layout::for_decoding(self.model.clone());
-        let generator = Generator { model: &model, ..self.clone() };
-        generator.generate_with_model(prompts, sampling, on_token)
-    }
-
-    fn generate_with_model(
-        &self,
-        prompts: &[Vec<u32>],
-        sampling: &SamplingConfig,
-        on_token: &mut dyn FnMut(usize, u32),
-    ) -> Result<Vec<Generation>> {
+        let model = match prompts.len() > 1 && is_cpu(&self.device) {
+            true => self.batched.get_or_init(|| decode_layout::for_decoding(self.model.clone())),
+            false => self.model,
+        };
         // Identical prompts (K samples of one question) share one prefill, then fan out.
         let (distinct, source) = distinct_prompts(prompts);
         let b = distinct.len();
@@ -180,11 +173,11 @@ impl<'a> Generator<'a> {
         let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &self.device);
         let mut mask = Tensor::<2, Int>::from_data(TensorData::new(mask, [b, t]), &self.device);
         self.device.seed(sampling.seed);
-        let mut cache = KvCache::new(self.model.body.num_layers(), t + sampling.max_new_tokens);
+        let mut cache = KvCache::new(model.body.num_layers(), t + sampling.max_new_tokens);
         let batch = PaddedBatch::new(mask.clone());
         let mut next_positions = batch.positions.clone().slice(s![.., t - 1..t]) + 1;
-        let hidden = self.model.hidden(ids, &batch, Some(&mut cache));
-        let mut logits = self.last_logits(hidden);
+        let hidden = model.hidden(ids, &batch, Some(&mut cache));
+        let mut logits = self.last_logits(model, hidden);
         if b < prompts.len() {
             let source = Tensor::<1, Int>::from_data(source.as_slice(), &self.device);
             cache.select_rows(&source);
@@ -199,7 +192,7 @@ impl<'a> Generator<'a> {
             on_token(row, token);
             ControlFlow::Continue(())
         };
-        Ok(self.decode(running, &mut cache, sampling, &mut on_token))
+        Ok(self.decode(model, running, &mut cache, sampling, &mut on_token))
     }
 
     /// Starts a conversation with an empty cache.
@@ -272,14 +265,15 @@ impl<'a> Generator<'a> {
         self.device.seed(sampling.seed);
         let hidden = self.model.hidden(ids, &batch, Some(&mut conversation.cache));
         conversation.tokens.extend(&input);
-        let logits = self.last_logits(hidden);
+        let logits = self.last_logits(self.model, hidden);
         let next_positions = Tensor::<2, Int>::from_data([[(start + n) as i64]], &self.device);
         let seen = (sampling.repetition_penalty != 1.0)
             .then(|| self.seen(std::slice::from_ref(&conversation.tokens)));
         let running = Running { rows: vec![0], key_mask, next_positions, logits, seen };
         let mut on_token = |_, token| on_token(token);
-        let reply =
-            self.decode(running, &mut conversation.cache, sampling, &mut on_token).remove(0);
+        let reply = self
+            .decode(self.model, running, &mut conversation.cache, sampling, &mut on_token)
+            .remove(0);
         // Every reply token but the last went through the model and is cached.
         let fed = reply.tokens.len().saturating_sub(1);
         conversation.tokens.extend(&reply.tokens[..fed]);
@@ -302,6 +296,7 @@ impl<'a> Generator<'a> {
 
     fn decode(
         &self,
+        model: &CausalLm,
         mut run: Running,
         cache: &mut KvCache,
         sampling: &SamplingConfig,
@@ -370,8 +365,8 @@ impl<'a> Generator<'a> {
             }
             run.key_mask = Tensor::cat(vec![run.key_mask, Tensor::ones([b, 1], &self.device)], 1);
             let batch = PaddedBatch::with_keys(run.key_mask.clone(), run.next_positions.clone());
-            let hidden = self.model.hidden(chosen.reshape([b, 1]), &batch, Some(cache));
-            run.logits = self.last_logits(hidden);
+            let hidden = model.hidden(chosen.reshape([b, 1]), &batch, Some(cache));
+            run.logits = self.last_logits(model, hidden);
             run.next_positions = run.next_positions + 1;
         }
         // One copy of every step's log-probabilities, handed back to their rows.
@@ -390,9 +385,9 @@ impl<'a> Generator<'a> {
     }
 
     /// Logits of the last position: hidden `[B, T, D]` → `[B, V]`.
-    fn last_logits(&self, hidden: Tensor<3>) -> Tensor<2> {
+    fn last_logits(&self, model: &CausalLm, hidden: Tensor<3>) -> Tensor<2> {
         let [b, t, _] = hidden.dims();
-        let logits = self.model.logits(hidden.slice(s![.., t - 1..t, ..]));
+        let logits = model.logits(hidden.slice(s![.., t - 1..t, ..]));
         let v = logits.dims()[2];
         logits.reshape([b, v])
     }

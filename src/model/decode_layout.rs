@@ -8,7 +8,7 @@
 use burn::module::{Module, ModuleMapper, Param};
 use burn::prelude::*;
 
-use super::naming::transposed_contiguous;
+use super::naming::{is_linear_weight, transposed_contiguous};
 
 /// `model` with every `Linear` weight stored as the contiguous transpose of itself (a copy of
 /// those weights; everything else is shared).
@@ -31,11 +31,7 @@ impl ModuleMapper for TransposeStorage {
     }
 
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-        let is_linear_weight = self
-            .path
-            .last()
-            .is_some_and(|(field, container)| field == "weight" && container == "Struct:Linear");
-        if D != 2 || !is_linear_weight {
+        if !is_linear_weight(&self.path) {
             return param;
         }
         let id = param.id;

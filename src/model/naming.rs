@@ -54,8 +54,7 @@ impl HfLayout {
                 _ => name,
             };
         }
-        let is_linear_weight = container == "Struct:Linear" && last == "weight";
-        let transposed = is_linear_weight && !(in_body && self.body_is_conv1d);
+        let transposed = is_linear_weight(path) && !(in_body && self.body_is_conv1d);
         (names.join("."), transposed)
     }
 }
@@ -215,6 +214,12 @@ impl ModuleMapper for Loader<'_> {
             false => Param::from_tensor(tensor),
         }
     }
+}
+
+/// Whether a module path (field, container type), as a `ModuleMapper` or `ModuleVisitor` sees
+/// it, ends at a `Linear` layer's weight matrix.
+pub(super) fn is_linear_weight(path: &[(String, String)]) -> bool {
+    path.last().is_some_and(|(field, container)| field == "weight" && container == "Struct:Linear")
 }
 
 /// The transpose of `tensor`, laid out contiguously. A transposed view would run products

@@ -6,6 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::device::DeviceSpec;
 use crate::model::precision::Precision;
+use crate::train::start::TrainOptions;
 
 /// Train a ChatGPT-style assistant the InstructGPT way — supervised fine-tuning, a reward
 /// model from human comparisons, PPO against it — then chat with it behind a moderation
@@ -89,6 +90,17 @@ pub struct TrainArgs {
     /// Continue from the output directory's state/ instead of starting over.
     #[arg(long)]
     pub resume: bool,
+}
+
+impl TrainArgs {
+    /// The domain options these flags stand for.
+    pub fn options(&self) -> TrainOptions {
+        TrainOptions {
+            config: self.config.clone(),
+            overrides: self.overrides.clone(),
+            resume: self.resume,
+        }
+    }
 }
 
 /// A model evaluated on a data file.

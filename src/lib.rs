@@ -1,5 +1,12 @@
 //! `rlhf`: InstructGPT-style training (SFT → reward model → PPO) and serving, on Burn + LibTorch.
 //!
+//! The house, top to bottom (a folder imports only from below it): `commands/` (one file per
+//! subcommand family: options in, a stage or service called, results printed) and `chat/`;
+//! the method folders `sft/`, `reward/`, `ppo/`, `moderation/` (data, loss and metrics of
+//! one method each); `train/` (the loop, the optimizer step, start and resume), `generate/`,
+//! `gguf/`, `report/`, `dist/`; `model/` (families, heads, the one loader `model/auto.rs`);
+//! `data/` and `config/`; and the small files at the root (`error.rs`, `checkpoint.rs`, …).
+//!
 //! The binary (`src/main.rs`) is a thin shell over this library; integration tests use both.
 
 pub mod chat;
@@ -20,5 +27,7 @@ pub mod model;
 pub mod moderation;
 pub mod ppo;
 pub mod report;
-pub mod stages;
+pub mod reward;
+pub mod sft;
+pub mod toml_file;
 pub mod train;

@@ -8,7 +8,8 @@ use std::path::Path;
 
 use burn::prelude::*;
 use common::*;
-use rlhf::model::pretrained::{load_encoder_classifier, save_classifier};
+use rlhf::model::auto::load_encoder_classifier;
+use rlhf::model::pretrained::save_classifier;
 use rlhf::model::weights::{NamedTensors, write_file};
 
 const TOLERANCE: f32 = 1e-4;

@@ -22,7 +22,6 @@ use super::stream::TextStream;
 use crate::bad_input;
 use crate::data::chat::{Message, Role};
 use crate::data::moderation::CATEGORIES;
-use crate::data::sft::FitReport;
 use crate::data::template::ChatTemplate;
 use crate::generate::{Conversation, Finish, Generator, SamplingConfig};
 use crate::model::reward::RewardModel;
@@ -511,7 +510,9 @@ impl<'a> Session<'a> {
             ));
         }
         let reward = match (&self.services.reward, flagged) {
-            (Some(reward), false) => Some(self.score(reward, &fit.messages, &content)?),
+            (Some(reward), false) => {
+                Some(reward.score(&[&fit.messages], &[&content], &self.device)?[0])
+            }
             _ => None,
         };
         Ok(Answer {
@@ -528,15 +529,6 @@ impl<'a> Session<'a> {
             first_token,
             elapsed,
         })
-    }
-
-    fn score(&self, reward: &RewardModel, prompt: &[Message], response: &str) -> Result<f32> {
-        let encoder = reward.encoder()?;
-        let sequence = encoder
-            .encode(prompt, response, &mut FitReport::default())
-            .map_err(|e| anyhow!("reward model: {e}"))?
-            .ok_or_else(|| anyhow!("reward model: the answer does not fit its window"))?;
-        Ok(reward.score_sequences(&[&sequence], &self.device)[0])
     }
 
     fn log_turn(&mut self, answer: &Answer) -> Result<()> {

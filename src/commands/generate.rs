@@ -11,8 +11,7 @@ use serde_json::json;
 use crate::bad_input;
 use crate::checkpoint::write_file_atomically;
 use crate::cli::GenerateArgs;
-use crate::data::chat::prompt_messages;
-use crate::data::jsonl::read_rows;
+use crate::data::prompts::read_prompts;
 use crate::data::template::ChatTemplate;
 use crate::generate::{Generator, SamplingConfig};
 use crate::model::load_causal_lm;
@@ -29,7 +28,6 @@ pub fn generate(args: &GenerateArgs, device: &Device) -> Result<()> {
     })?;
 
     // Every row is read, rendered and encoded before any generation starts.
-    let rows = read_rows(&args.data)?;
     let room = loaded.config.context_window().saturating_sub(sampling.max_new_tokens);
     if room == 0 {
         return Err(bad_input!(
@@ -38,18 +36,8 @@ pub fn generate(args: &GenerateArgs, device: &Device) -> Result<()> {
             loaded.config.context_window()
         ));
     }
-    let mut prompts = Vec::with_capacity(rows.len());
-    let mut truncated = 0;
-    for row in &rows {
-        let at = |e: String| bad_input!("{}:{}: {e}", args.data.display(), row.line);
-        let messages = prompt_messages(&row.fields).map_err(at)?;
-        let mut ids = template.encode_prompt(tokenizer, &messages).map_err(at)?;
-        if ids.len() > room {
-            ids.drain(..ids.len() - room); // keep the end: the question and the assistant cue
-            truncated += 1;
-        }
-        prompts.push(ids);
-    }
+    let (rows, truncated) = read_prompts(&args.data, tokenizer, &template, room)?;
+    let prompts: Vec<&[u32]> = rows.iter().map(|p| p.ids.as_slice()).collect();
     if truncated > 0 {
         eprintln!(
             "warning: {truncated} prompt(s) cut from the left to {room} tokens so that {} new tokens fit the context window",
@@ -67,7 +55,7 @@ pub fn generate(args: &GenerateArgs, device: &Device) -> Result<()> {
     let mut results = vec![None; prompts.len()];
     let mut new_tokens = 0usize;
     for chunk in order.chunks(args.batch_size) {
-        let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].clone()).collect();
+        let batch: Vec<Vec<u32>> = chunk.iter().map(|&i| prompts[i].to_vec()).collect();
         let mut on_token = |_, _| {
             new_tokens += 1;
         };
@@ -91,9 +79,8 @@ pub fn generate(args: &GenerateArgs, device: &Device) -> Result<()> {
         if let Some(cut) = sampling.stop.iter().filter_map(|s| completion.find(s.as_str())).min() {
             completion.truncate(cut);
         }
-        let source = row.fields.get("prompt").or_else(|| row.fields.get("messages"));
         let line = json!({
-            "prompt": source,
+            "prompt": row.source,
             "completion": completion,
             "prompt_tokens": prompt.len(),
             "completion_tokens": generation.tokens.len(),

@@ -4,7 +4,11 @@ mod chat;
 mod demo;
 mod generate;
 mod model;
+mod moderate;
+mod ppo;
 mod report;
+mod reward;
+mod sft;
 mod tokenizer;
 
 use anyhow::Result;
@@ -17,7 +21,7 @@ use burn::prelude::Device;
 
 use crate::device::DeviceSpec;
 use crate::model::precision;
-use crate::{device, dist, stages};
+use crate::{device, dist};
 
 pub fn run(mut cli: Cli) -> Result<()> {
     device::set_threads(cli.threads)?;
@@ -33,27 +37,27 @@ pub fn run(mut cli: Cli) -> Result<()> {
         Command::Model(ModelCommand::Inspect(args)) => model::inspect(&args, &cli.device.device()?),
         Command::Model(ModelCommand::Import(args)) => model::import(&args, &cli.device.device()?),
         Command::Model(ModelCommand::Export(args)) => model::export(&args, &cli.device.device()?),
-        Command::Sft(SftCommand::Train(args)) => stages::sft::train(&args, &joined(cli.device)?),
-        Command::Sft(SftCommand::Eval(args)) => stages::sft::eval(&args, &cli.device.device()?),
+        Command::Sft(SftCommand::Train(args)) => {
+            crate::sft::train(&args.options(), &joined(cli.device)?)
+        }
+        Command::Sft(SftCommand::Eval(args)) => sft::eval(&args, &cli.device.device()?),
         Command::Reward(RewardCommand::Train(args)) => {
-            stages::reward::train(&args, &joined(cli.device)?)
+            crate::reward::train(&args.options(), &joined(cli.device)?)
         }
-        Command::Reward(RewardCommand::Eval(args)) => {
-            stages::reward::eval(&args, &cli.device.device()?)
+        Command::Reward(RewardCommand::Eval(args)) => reward::eval(&args, &cli.device.device()?),
+        Command::Reward(RewardCommand::Score(args)) => reward::score(&args, &cli.device.device()?),
+        Command::Ppo(PpoCommand::Train(args)) => {
+            crate::ppo::train::train(&args.options(), &joined(cli.device)?)
         }
-        Command::Reward(RewardCommand::Score(args)) => {
-            stages::reward::score(&args, &cli.device.device()?)
-        }
-        Command::Ppo(PpoCommand::Train(args)) => stages::ppo::train(&args, &joined(cli.device)?),
-        Command::Ppo(PpoCommand::Eval(args)) => stages::ppo::eval(&args, &cli.device.device()?),
+        Command::Ppo(PpoCommand::Eval(args)) => ppo::eval(&args, &cli.device.device()?),
         Command::Moderate(ModerateCommand::Train(args)) => {
-            stages::moderate::train(&args, &joined(cli.device)?)
+            crate::moderation::train::train(&args.options(), &joined(cli.device)?)
         }
         Command::Moderate(ModerateCommand::Eval(args)) => {
-            stages::moderate::eval(&args, &cli.device.device()?)
+            moderate::eval(&args, &cli.device.device()?)
         }
         Command::Moderate(ModerateCommand::Score(args)) => {
-            stages::moderate::score(&args, &cli.device.device()?)
+            moderate::score(&args, &cli.device.device()?)
         }
         Command::Chat(args) => chat::chat(&args, &cli.device.device()?),
         Command::Generate(args) => generate::generate(&args, &cli.device.device()?),

@@ -8,12 +8,9 @@ use crate::bad_input;
 use crate::checkpoint::{Lineage, save_atomically};
 use crate::cli::{ModelExportArgs, ModelImportArgs, ModelInitArgs, ModelInspectArgs};
 use crate::data::tokenizer;
-use crate::model::config::Arch;
+use crate::model::auto::{Holds, ModelDir};
 use crate::model::pretrained::init_causal_lm;
-use crate::model::pretrained::{load_decoder_classifier, load_encoder_classifier};
-use crate::model::{
-    HeadKind, ModelConfig, load_causal_lm, load_scalar_model, preset, save_causal_lm,
-};
+use crate::model::{preset, save_causal_lm};
 
 pub fn init(args: &ModelInitArgs, device: &Device) -> Result<()> {
     refuse_existing(&args.out, args.force)?;
@@ -42,37 +39,16 @@ pub fn init(args: &ModelInitArgs, device: &Device) -> Result<()> {
 }
 
 pub fn inspect(args: &ModelInspectArgs, device: &Device) -> Result<()> {
-    let config = ModelConfig::read(&args.model)?;
-    let head = config.head_kind();
-    let (params, tokenizer) = match (&config.arch, head) {
-        (Arch::Bert(_), HeadKind::Encoder) => {
-            let loaded = load_encoder_classifier(&args.model, Some(1), device)?;
-            (loaded.model.body.num_params(), loaded.tokenizer)
-        }
-        (Arch::Bert(_), _) => {
-            let loaded = load_encoder_classifier(&args.model, None, device)?;
-            (loaded.model.num_params(), loaded.tokenizer)
-        }
-        (_, HeadKind::Scalar) => {
-            let loaded = load_scalar_model(&args.model, device)?;
-            (loaded.model.num_params(), loaded.tokenizer)
-        }
-        (_, HeadKind::CausalLm) => {
-            let loaded = load_causal_lm(&args.model, device)?;
-            (loaded.model.num_params(), loaded.tokenizer)
-        }
-        (_, HeadKind::Classifier | HeadKind::Encoder) => {
-            let loaded = load_decoder_classifier(&args.model, config.num_labels(), device)?;
-            (loaded.model.num_params(), loaded.tokenizer)
-        }
-    };
+    let dir = ModelDir::open(&args.model)?;
+    let loaded = dir.load(device)?;
+    let (config, params, tokenizer) = (&dir.config, loaded.model.num_params(), loaded.tokenizer);
     let lineage = Lineage::read(&args.model).ok();
     let (layers, heads, kv_heads) = config.depth_and_heads();
-    let head = match head {
-        HeadKind::CausalLm => "causal-lm",
-        HeadKind::Scalar => "scalar",
-        HeadKind::Classifier => "classifier",
-        HeadKind::Encoder => "encoder",
+    let head = match dir.holds() {
+        Holds::CausalLm => "causal-lm",
+        Holds::Scalar | Holds::EncoderClassifier(1) => "scalar",
+        Holds::DecoderClassifier(_) | Holds::EncoderClassifier(_) => "classifier",
+        Holds::Encoder => "encoder",
     };
     let report = json!({
         "model": args.model.display().to_string(),

@@ -6,7 +6,6 @@ use serde::{Deserialize, Serialize};
 
 use super::train::{OutputConfig, TrainConfig};
 use crate::model::bert::Pooling;
-use crate::moderation::metrics::ThresholdRule;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -125,4 +124,15 @@ impl ModerateConfig {
         }
         Ok(())
     }
+}
+
+/// How a category's decision threshold is chosen on validation data.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ThresholdRule {
+    /// The threshold with the highest F1.
+    BestF1,
+    /// The lowest threshold whose precision reaches the target (most recall at that
+    /// precision); the best-F1 one when none does.
+    Precision,
 }

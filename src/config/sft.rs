@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use super::train::{ModelSource, OutputConfig, TrainConfig};
+pub use crate::data::sft::Truncation;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -45,13 +46,6 @@ impl Default for SftData {
             packing: false,
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Truncation {
-    Left,
-    Drop,
 }
 
 /// Greedy completions of a few validation prompts at each evaluation, to read how the model

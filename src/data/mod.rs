@@ -6,6 +6,7 @@ pub mod jsonl;
 pub mod moderation;
 pub mod pair;
 pub mod preference;
+pub mod prompts;
 pub mod scoring;
 pub mod sft;
 pub mod template;

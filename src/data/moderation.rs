@@ -5,7 +5,13 @@
 //! is unknown (OpenAI's evaluation set leaves many out): it is masked out of that category's loss
 //! and metrics, never read as "no".
 
+use std::path::Path;
+
+use anyhow::Result;
 use serde_json::{Map, Value};
+
+use super::jsonl::read_rows;
+use crate::bad_input;
 
 /// OpenAI's categories: (code, name), in the order of the classifier's outputs.
 pub const CATEGORIES: [(&str, &str); 8] = [
@@ -87,6 +93,17 @@ impl LabeledText {
         }
         Ok(Self { text, labels })
     }
+}
+
+/// Every row of a labelled file; errors name `FILE:LINE`.
+pub fn read_labeled(path: &Path) -> Result<Vec<LabeledText>> {
+    read_rows(path)?
+        .iter()
+        .map(|row| {
+            LabeledText::parse(&row.fields)
+                .map_err(|e| bad_input!("{}:{}: {e}", path.display(), row.line))
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use burn::prelude::*;
 use super::chat::{Message, Role};
 use super::pair::PairEncoder;
 use super::sft::{FitReport, SftEncoder, SftRow};
-use crate::config::sft::Truncation;
+use crate::data::sft::Truncation;
 
 /// One prompt + response, as the model reads it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -4,12 +4,21 @@
 //! answer is located exactly and tokenized on its own: the loss covers the answer (and the
 //! end-of-turn token that teaches the model to stop), never the prompt or the template's cue.
 
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use tokenizers::Tokenizer;
 
 use super::chat::{Message, Role, parse_messages};
 use super::template::ChatTemplate;
-use crate::config::sft::Truncation;
+
+/// What happens to a row longer than `max_len`: its prompt is cut from the left (never the
+/// response), or the row is dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Truncation {
+    Left,
+    Drop,
+}
 
 /// One training sequence: token ids and which of them are targets of the loss.
 #[derive(Debug, Clone, PartialEq, Eq)]

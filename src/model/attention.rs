@@ -48,7 +48,7 @@ pub fn attend(
         let (q, k, v) = (low(q), low(repeat_kv(k, n_rep)), low(repeat_kv(v, n_rep)));
         full(fused::attention(q, k, v, low(additive(blocked)), scale))
     } else {
-        full(fused(low(q), low(k), low(v), blocked, scale))
+        full(sdpa(low(q), low(k), low(v), blocked, scale))
     }
 }
 
@@ -102,9 +102,10 @@ pub fn explicit(
     precision::matmul(softmax(scores, 3), v) // [B, H, T, hd]
 }
 
-/// LibTorch's fused kernel. Query heads that share a kv head are stacked along the query axis
-/// (`[B, KV, n_rep·T, hd]`), so k and v are never copied per query head.
-fn fused(
+/// Scaled dot-product attention in LibTorch's fused kernel. Query heads that share a kv head
+/// are stacked along the query axis (`[B, KV, n_rep·T, hd]`), so k and v are never copied per
+/// query head.
+fn sdpa(
     q: Tensor<4>,
     k: Tensor<4>,
     v: Tensor<4>,
@@ -166,7 +167,7 @@ mod tests {
         let q = Tensor::<4>::random([2, 4, 5, 8], Distribution::Normal(0.0, 1.0), &device);
         let k = Tensor::<4>::random([2, 2, 5, 8], Distribution::Normal(0.0, 1.0), &device);
         let v = Tensor::<4>::random([2, 2, 5, 8], Distribution::Normal(0.0, 1.0), &device);
-        let ours = fused(q.clone(), k.clone(), v.clone(), &batch.blocked, 0.3);
+        let ours = sdpa(q.clone(), k.clone(), v.clone(), &batch.blocked, 0.3);
         let reference = explicit(q, repeat_kv(k, 2), repeat_kv(v, 2), &batch.blocked, 0.3);
         let diff: f32 = (ours - reference).abs().max().into_scalar();
         assert!(diff < 1e-5, "fused and explicit attention differ by {diff}");

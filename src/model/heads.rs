@@ -2,7 +2,6 @@
 //! sequence-classification head (`*ForSequenceClassification`): one output for reward and
 //! value models, one per label for a classifier (moderation).
 
-use anyhow::Result;
 use burn::nn::Linear;
 use burn::prelude::*;
 
@@ -13,7 +12,6 @@ use super::kv_cache::KvCache;
 use super::layers::{linear_tokens, normal_linear};
 use super::mask::PaddedBatch;
 use super::precision;
-use crate::bad_input;
 
 /// A causal language model: next-token logits at every position.
 #[derive(Module, Debug)]
@@ -211,15 +209,4 @@ pub(super) fn check_length(body: &Decoder, t: usize) {
         "sequence of {t} tokens exceeds the model's context window of {}",
         body.max_positions()
     );
-}
-
-/// The same check for user-facing paths, as a clear error.
-pub fn fits_context(body: &Decoder, len: usize) -> Result<()> {
-    if len > body.max_positions() {
-        return Err(bad_input!(
-            "{len} tokens exceed the model's context window of {} positions",
-            body.max_positions()
-        ));
-    }
-    Ok(())
 }

@@ -85,15 +85,6 @@ impl Activation {
         })
     }
 
-    pub fn hf_name(self) -> &'static str {
-        match self {
-            Self::GeluTanh => "gelu_new",
-            Self::Gelu => "gelu",
-            Self::Relu => "relu",
-            Self::Silu => "silu",
-        }
-    }
-
     pub fn forward<const D: usize>(self, x: Tensor<D>) -> Tensor<D> {
         match self {
             Self::GeluTanh => fused::gelu_tanh(x),

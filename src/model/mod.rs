@@ -1,6 +1,7 @@
 //! Transformer families, their heads, and Hugging Face checkpoint I/O.
 
 pub mod attention;
+pub mod auto;
 pub mod bert;
 pub mod config;
 pub mod decode_layout;
@@ -23,10 +24,9 @@ pub mod reward;
 pub mod rope;
 pub mod weights;
 
+pub use auto::{ModelDir, load_causal_lm, load_scalar_model};
 pub use config::{Arch, HeadKind, ModelConfig};
 pub use decoder::Decoder;
 pub use heads::{CausalLm, ScalarModel};
 pub use mask::PaddedBatch;
-pub use pretrained::{
-    Pretrained, load_causal_lm, load_scalar_model, save_causal_lm, save_scalar_model,
-};
+pub use pretrained::{Pretrained, save_causal_lm, save_scalar_model};

@@ -11,7 +11,7 @@ use super::config::{ModelConfig, SUPPORTED};
 use super::gpt2::Gpt2Config;
 use super::llama::{Flavor, LlamaConfig};
 use crate::data::tokenizer::configured_token;
-use crate::{bad_input, config, json_file};
+use crate::{bad_input, json_file, toml_file};
 
 /// Presets built into the binary, by name (the files under `configs/models/`).
 pub const BUILT_IN: [(&str, &str); 5] = [
@@ -46,7 +46,7 @@ pub fn resolve(
             ));
         }
     };
-    let mut table = config::parse_table(&text, &origin, overrides)?;
+    let mut table = toml_file::parse_table(&text, &origin, overrides)?;
     let model_type = match table.remove("model_type") {
         Some(toml::Value::String(t)) => t,
         _ => {
@@ -107,7 +107,7 @@ where
         .filter(|(k, _)| !defaults.contains_key(k.as_str()))
         .map(|(k, v)| Ok((k.clone(), serde_json::to_value(v)?)))
         .collect::<Result<_>>()?;
-    let typed: C = config::from_table(table, origin, overrides)?;
+    let typed: C = toml_file::from_table(table, origin, overrides)?;
     let Value::Object(mut json) = serde_json::to_value(typed)? else { unreachable!() };
     json.retain(|_, v| !v.is_null()); // unset optional keys keep transformers' defaults
     json.extend(extra);

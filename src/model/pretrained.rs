@@ -13,8 +13,8 @@ use burn::prelude::*;
 use serde_json::{Map, Value};
 use tokenizers::Tokenizer;
 
-use super::config::{Arch, HeadKind, ModelConfig};
-use super::heads::{CausalLm, EncoderClassifier, ScalarModel};
+use super::config::{HeadKind, ModelConfig};
+use super::heads::{CausalLm, ScalarModel};
 use super::layers::normal_linear;
 use super::naming::{load_module_keeping, named_tensors};
 use super::weights::{self, NamedTensors};
@@ -28,25 +28,6 @@ pub struct Pretrained<M> {
     pub config: ModelConfig,
     /// `None` when the directory has no `tokenizer.json` (weights-only checkpoints).
     pub tokenizer: Option<Tokenizer>,
-}
-
-/// Loads a causal LM (`GPT2LMHeadModel`, or a bare `GPT2Model` with a tied head).
-pub fn load_causal_lm(dir: &Path, device: &Device) -> Result<Pretrained<CausalLm>> {
-    let (config, tokenizer, mut tensors) = open(dir)?;
-    if config.head_kind() == HeadKind::Scalar {
-        return Err(bad_input!(
-            "{}: this is a scalar (reward or value) model, not a causal language model\nhint: pass the SFT or base model directory here",
-            dir.display()
-        ));
-    }
-    if let Arch::Bert(_) = config.arch {
-        return Err(bad_input!(
-            "{}: a BERT encoder is not a language model\nhint: pass a GPT-2 or Llama-family directory; encoders serve as reward and moderation backbones",
-            dir.display()
-        ));
-    }
-    let model = fill(init_causal_lm(&config, device)?, &config, &mut tensors, device, dir)?;
-    Ok(Pretrained { model, config, tokenizer })
 }
 
 /// A randomly initialised causal LM for `config` (lazy: loading over it draws nothing).
@@ -72,93 +53,6 @@ pub fn causal_lm_from_tensors(
     source: &Path,
 ) -> Result<CausalLm> {
     fill(init_causal_lm(config, device)?, config, &mut tensors, device, source)
-}
-
-/// Loads a scalar model (`*ForSequenceClassification` with `num_labels = 1`).
-pub fn load_scalar_model(dir: &Path, device: &Device) -> Result<Pretrained<ScalarModel>> {
-    let (config, tokenizer, tensors) = open(dir)?;
-    if config.head_kind() != HeadKind::Scalar {
-        return Err(bad_input!(
-            "{}: not a scalar model (expected architectures = [\"*ForSequenceClassification\"] with one label)\nhint: pass a directory written by `rlhf reward train`",
-            dir.display()
-        ));
-    }
-    fill_classifier(config, tokenizer, tensors, 1, device, dir)
-}
-
-/// Loads a decoder classifier (`*ForSequenceClassification`) with `labels` outputs.
-pub fn load_decoder_classifier(
-    dir: &Path,
-    labels: usize,
-    device: &Device,
-) -> Result<Pretrained<ScalarModel>> {
-    let (config, tokenizer, tensors) = open(dir)?;
-    if config.head_kind() != HeadKind::Classifier || config.num_labels() != labels {
-        return Err(bad_input!(
-            "{}: not a decoder classifier with {labels} labels (architectures = [\"*ForSequenceClassification\"])",
-            dir.display()
-        ));
-    }
-    fill_classifier(config, tokenizer, tensors, labels, device, dir)
-}
-
-fn fill_classifier(
-    config: ModelConfig,
-    tokenizer: Option<Tokenizer>,
-    mut tensors: NamedTensors,
-    labels: usize,
-    device: &Device,
-    dir: &Path,
-) -> Result<Pretrained<ScalarModel>> {
-    let (d, std) = (config.hidden_size(), config.initializer_range());
-    let model = ScalarModel::from_decoder(config.init_decoder(device)?, d, labels, std, device);
-    let model = fill(model, &config, &mut tensors, device, dir)?;
-    Ok(Pretrained { model, config, tokenizer })
-}
-
-/// Loads an encoder classifier (`BertForSequenceClassification`), or a bare encoder
-/// (`BertModel`, e.g. all-MiniLM-L6-v2) with a fresh head of `num_labels` outputs
-/// (N(0, initializer_range) weights, zero bias, as `transformers` initialises `classifier`).
-pub fn load_encoder_classifier(
-    dir: &Path,
-    num_labels: Option<usize>,
-    device: &Device,
-) -> Result<Pretrained<EncoderClassifier>> {
-    let (config, tokenizer, mut tensors) = open(dir)?;
-    let Arch::Bert(bert) = &config.arch else {
-        return Err(bad_input!(
-            "{}: a {} model is not an encoder\nhint: pass a BERT-family directory (e.g. models/minilm)",
-            dir.display(),
-            config.model_type()
-        ));
-    };
-    let labels = match (config.head_kind(), num_labels) {
-        (HeadKind::Encoder, Some(n)) => n,
-        (HeadKind::Encoder, None) => {
-            return Err(bad_input!("{}: a bare encoder has no classifier head", dir.display()));
-        }
-        (_, wanted) => {
-            let has = config.num_labels();
-            if wanted.is_some_and(|n| n != has) {
-                return Err(bad_input!(
-                    "{}: the classifier has {has} labels, not {}",
-                    dir.display(),
-                    wanted.unwrap_or_default()
-                ));
-            }
-            has
-        }
-    };
-    let (d, std) = (config.hidden_size(), config.initializer_range());
-    let model = EncoderClassifier {
-        body: bert.init(device)?,
-        classifier: normal_linear(d, labels, true, std, device),
-    };
-    let headless = config.head_kind() == HeadKind::Encoder;
-    let model = fill_keeping(model, &config, &mut tensors, device, dir, &|key| {
-        headless && key.starts_with("classifier.")
-    })?;
-    Ok(Pretrained { model, config, tokenizer })
 }
 
 /// Writes a classifier (an encoder's or a decoder's) into `dir` with its labels (`id2label`
@@ -245,24 +139,9 @@ fn write_model<M: Module>(
     Ok(())
 }
 
-/// Config, tokenizer (checked against the embedding) and raw tensors of a directory.
-fn open(dir: &Path) -> Result<(ModelConfig, Option<Tokenizer>, NamedTensors)> {
-    let config = ModelConfig::read(dir)?;
-    let tokenizer = if dir.join("tokenizer.json").is_file() {
-        let tokenizer = tokenizer::read(dir)?;
-        tokenizer::check_fits(&tokenizer, config.vocab_size(), dir)?;
-        Some(tokenizer)
-    } else {
-        None
-    };
-    let mut tensors = weights::read_model_weights(dir)?;
-    add_body_prefix(&mut tensors, &config);
-    Ok((config, tokenizer, tensors))
-}
-
 /// `GPT2Model.save_pretrained` (as on the Hub's `gpt2`) writes body tensors without the
 /// `transformer.` prefix that the head models use; `transformers` accepts both, and so do we.
-fn add_body_prefix(tensors: &mut NamedTensors, config: &ModelConfig) {
+pub(super) fn add_body_prefix(tensors: &mut NamedTensors, config: &ModelConfig) {
     let prefix = format!("{}.", config.layout().body_prefix);
     let heads = ["lm_head.", "score.", "classifier."];
     if tensors.keys().any(|k| k.starts_with(&prefix)) {
@@ -277,7 +156,7 @@ fn add_body_prefix(tensors: &mut NamedTensors, config: &ModelConfig) {
 }
 
 /// Loads `tensors` into `model`; what is left over must be a buffer `transformers` ignores too.
-fn fill<M: Module>(
+pub(super) fn fill<M: Module>(
     model: M,
     config: &ModelConfig,
     tensors: &mut NamedTensors,
@@ -288,7 +167,7 @@ fn fill<M: Module>(
 }
 
 /// `fill`, where tensors named so that `keep` holds may be missing (a fresh head).
-fn fill_keeping<M: Module>(
+pub(super) fn fill_keeping<M: Module>(
     model: M,
     config: &ModelConfig,
     tensors: &mut NamedTensors,

@@ -11,14 +11,15 @@ use burn::prelude::*;
 use serde::{Deserialize, Serialize};
 use tokenizers::Tokenizer;
 
-use super::config::{Arch, HeadKind, ModelConfig};
+use super::auto::{Holds, ModelDir};
+use super::config::ModelConfig;
 use super::heads::{EncoderClassifier, ScalarModel, check_length};
 use super::mask::PaddedBatch;
-use super::pretrained::{load_encoder_classifier, load_scalar_model};
-use crate::config::sft::Truncation;
+use crate::data::chat::Message;
 use crate::data::pair::PairEncoder;
 use crate::data::scoring::{ResponseEncoder, Sequence, SequenceBatch, run_sorted};
-use crate::data::sft::SftEncoder;
+use crate::data::sft::Truncation;
+use crate::data::sft::{FitReport, SftEncoder};
 use crate::data::template::ChatTemplate;
 use crate::{bad_input, json_file};
 
@@ -179,36 +180,29 @@ pub struct RewardModel {
 
 impl RewardModel {
     pub fn load(dir: &Path, device: &Device) -> Result<Self> {
-        let config = ModelConfig::read(dir)?;
+        let model = ModelDir::open(dir)?;
         let no_tokenizer =
             || bad_input!("{}: no tokenizer.json, so text cannot be scored", dir.display());
-        let (net, tokenizer, template) = match config.arch {
-            Arch::Bert(_) if config.head_kind() == HeadKind::Encoder => {
+        let (net, template) = match model.holds() {
+            Holds::Encoder => {
                 return Err(bad_input!(
                     "{}: a bare encoder has no reward head\nhint: train one with `rlhf reward train` (model.base = this directory)",
                     dir.display()
                 ));
             }
-            Arch::Bert(_) => {
-                let loaded = load_encoder_classifier(dir, Some(1), device).map_err(|e| {
+            Holds::EncoderClassifier(_) => {
+                let loaded = model.encoder_classifier(Some(1), device).map_err(|e| {
                     bad_input!("{e:#}\nhint: a reward model has one output (written by `rlhf reward train`)")
                 })?;
-                (
-                    RewardNet::CrossEncoder(loaded.model),
-                    loaded.tokenizer.ok_or_else(no_tokenizer)?,
-                    None,
-                )
+                (loaded.map(RewardNet::CrossEncoder), None)
             }
             _ => {
-                let loaded = load_scalar_model(dir, device)?;
-                let template = ChatTemplate::resolve(None, dir)?;
-                (
-                    RewardNet::Decoder(loaded.model),
-                    loaded.tokenizer.ok_or_else(no_tokenizer)?,
-                    Some(template),
-                )
+                let loaded = model.scalar_model(device)?;
+                (loaded.map(RewardNet::Decoder), Some(ChatTemplate::resolve(None, dir)?))
             }
         };
+        let (net, config, tokenizer) =
+            (net.model, net.config, net.tokenizer.ok_or_else(no_tokenizer)?);
         let stats_file = dir.join(STATS_FILE);
         let stats = match stats_file.is_file() {
             true => Some(json_file::read(&stats_file).map_err(|e| bad_input!("{e:#}"))?),
@@ -230,6 +224,35 @@ impl RewardModel {
             max_len,
             Truncation::Left,
         )
+    }
+
+    /// One (prompt, response) as this model reads it, the prompt cut from the left to fit.
+    pub fn encode(
+        encoder: &ResponseEncoder,
+        prompt: &[Message],
+        response: &str,
+    ) -> Result<Sequence, String> {
+        encoder.encode(prompt, response, &mut FitReport::default())?.ok_or_else(|| {
+            "the response alone is longer than the reward model's context window".into()
+        })
+    }
+
+    /// The score of each (prompt, response), in order: the reward-scoring service that the
+    /// chat, PPO and `rlhf reward score` share.
+    pub fn score(
+        &self,
+        prompts: &[&[Message]],
+        responses: &[&str],
+        device: &Device,
+    ) -> Result<Vec<f32>> {
+        let encoder = self.encoder()?;
+        let sequences = prompts
+            .iter()
+            .zip(responses)
+            .map(|(prompt, response)| Self::encode(&encoder, prompt, response))
+            .collect::<Result<Vec<_>, String>>()
+            .map_err(|e| anyhow::anyhow!("reward model: {e}"))?;
+        Ok(self.score_sequences(&sequences.iter().collect::<Vec<_>>(), device))
     }
 
     /// Scores sequences made by `encoder()`, in order.

@@ -2,18 +2,12 @@
 //! precision-recall curve, as scikit-learn's `average_precision_score`), precision, recall
 //! and F1 at a threshold, and the choice of threshold on validation data.
 
-use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
 
-/// How a category's decision threshold is chosen on validation data.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ThresholdRule {
-    /// The threshold with the highest F1.
-    BestF1,
-    /// The lowest threshold whose precision reaches the target (most recall at that
-    /// precision); the best-F1 one when none does.
-    Precision,
-}
+use super::Moderation;
+use super::calibration::expected_calibration_error;
+pub use crate::config::moderate::ThresholdRule;
+use crate::data::moderation::{CATEGORIES, LabeledText, NUM_CATEGORIES};
 
 /// Σₙ (Rₙ − Rₙ₋₁)·Pₙ over the thresholds at each distinct score, highest first. `None`
 /// without positives (undefined).
@@ -109,6 +103,59 @@ fn curve(scores: &[f32], labels: &[bool]) -> Vec<CurvePoint> {
         }
     }
     points
+}
+
+/// "Any category": a text is positive when a known label is, its score the highest category
+/// score. Returns (scores, labels).
+pub fn any_category<'a>(
+    rows: &[LabeledText],
+    scores: impl Iterator<Item = &'a [f32; NUM_CATEGORIES]>,
+) -> (Vec<f32>, Vec<bool>) {
+    rows.iter()
+        .zip(scores)
+        .map(|(row, s)| (s.iter().copied().fold(0.0, f32::max), row.labels.contains(&Some(true))))
+        .unzip()
+}
+
+/// Metrics of verdicts against labels, per category and for "any category" (`rlhf moderate
+/// eval`).
+pub fn evaluate(rows: &[LabeledText], verdicts: &[Moderation]) -> Value {
+    let mut categories = Vec::new();
+    let (mut all_scores, mut all_labels) = (Vec::new(), Vec::new());
+    for (c, (code, name)) in CATEGORIES.iter().enumerate() {
+        let (mut scores, mut labels, mut decisions) = (Vec::new(), Vec::new(), Vec::new());
+        for (row, verdict) in rows.iter().zip(verdicts) {
+            if let Some(label) = row.labels[c] {
+                scores.push(verdict.scores[c]);
+                labels.push(label);
+                decisions.push(if verdict.categories[c] { 1.0f32 } else { 0.0 });
+            }
+        }
+        let (precision, recall, f1) = precision_recall_f1(&decisions, &labels, 0.5);
+        let positives = labels.iter().filter(|&&l| l).count();
+        let defined = positives > 0;
+        categories.push(json!({
+            "category": name, "code": code,
+            "auprc": average_precision(&scores, &labels),
+            "precision": defined.then_some(precision), "recall": defined.then_some(recall), "f1": defined.then_some(f1),
+            "ece": expected_calibration_error(&scores, &labels),
+            "known": labels.len(), "positives": positives,
+        }));
+        all_scores.extend(scores);
+        all_labels.extend(labels);
+    }
+    let (any_scores, any_labels) = any_category(rows, verdicts.iter().map(|v| &v.scores));
+    let auprcs: Vec<f64> = categories.iter().filter_map(|c| c["auprc"].as_f64()).collect();
+    json!({
+        "categories": categories,
+        "macro_auprc": auprcs.iter().sum::<f64>() / auprcs.len().max(1) as f64,
+        "ece": expected_calibration_error(&all_scores, &all_labels),
+        "any": {
+            "auprc": average_precision(&any_scores, &any_labels),
+            "known": rows.len(),
+            "positives": any_labels.iter().filter(|&&l| l).count(),
+        },
+    })
 }
 
 #[cfg(test)]

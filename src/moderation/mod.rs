@@ -7,6 +7,7 @@
 pub mod calibration;
 pub mod metrics;
 pub mod net;
+pub mod train;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -19,6 +20,7 @@ use tokenizers::Tokenizer;
 
 use crate::data::moderation::{CATEGORIES, IMPLIES, NUM_CATEGORIES};
 use crate::data::scoring::{Sequence, SequenceBatch, run_sorted};
+use crate::model::ModelDir;
 use crate::model::config::{Arch, ModelConfig};
 use crate::{bad_input, json_file};
 use calibration::Platt;
@@ -150,7 +152,7 @@ impl Moderator {
             json_file::read(&settings_file).map_err(|e| bad_input!("{e:#}"))?;
         let thresholds =
             settings.threshold_values().map_err(|e| bad_input!("{}: {e}", dir.display()))?;
-        let (model, config, tokenizer) = ModerationNet::load(dir, device)?;
+        let (model, config, tokenizer) = ModerationNet::load(&ModelDir::open(dir)?, device)?;
         let chunker = Chunker::new(&config, &tokenizer, settings.max_len)?;
         let calibration = settings.calibration_values();
         Ok(Self {

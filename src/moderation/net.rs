@@ -12,11 +12,11 @@ use tokenizers::Tokenizer;
 use crate::bad_input;
 use crate::data::moderation::{CATEGORIES, NUM_CATEGORIES};
 use crate::data::scoring::SequenceBatch;
-use crate::model::bert::Pooling;
-use crate::model::config::{Arch, HeadKind, ModelConfig};
+use crate::model::ModelConfig;
+use crate::model::PaddedBatch;
+use crate::model::auto::{Classifier, ModelDir};
 use crate::model::heads::{EncoderClassifier, ScalarModel};
-use crate::model::pretrained::{load_decoder_classifier, load_encoder_classifier, save_classifier};
-use crate::model::{PaddedBatch, load_causal_lm};
+use crate::model::pretrained::save_classifier;
 
 #[derive(Module, Debug)]
 #[allow(clippy::large_enum_variant)] // one per process
@@ -28,33 +28,16 @@ pub enum ModerationNet {
 impl ModerationNet {
     /// The eight-category classifier in `dir`, or a backbone with a fresh eight-output head
     /// (a bare encoder, or a causal language model whose LM head is replaced).
-    pub fn load(dir: &Path, device: &Device) -> Result<(Self, ModelConfig, Tokenizer)> {
-        let config = ModelConfig::read(dir)?;
-        let (net, tokenizer) = match (&config.arch, config.head_kind()) {
-            (Arch::Bert(_), _) => {
-                let loaded = load_encoder_classifier(dir, Some(NUM_CATEGORIES), device)?;
-                (Self::Encoder(loaded.model), loaded.tokenizer)
-            }
-            (_, HeadKind::Classifier) => {
-                let loaded = load_decoder_classifier(dir, NUM_CATEGORIES, device)?;
-                (Self::Decoder(loaded.model), loaded.tokenizer)
-            }
-            (_, HeadKind::CausalLm) => {
-                let loaded = load_causal_lm(dir, device)?;
-                let (d, std) = (config.hidden_size(), config.initializer_range());
-                let head = |body| ScalarModel::from_decoder(body, d, NUM_CATEGORIES, std, device);
-                (Self::Decoder(head(loaded.model.body)), loaded.tokenizer)
-            }
-            (_, HeadKind::Scalar | HeadKind::Encoder) => {
-                return Err(bad_input!(
-                    "{}: a reward model (one score) is not a moderation classifier\nhint: start from an encoder (models/minilm), an SFT or base model, or a `rlhf moderate train` checkpoint",
-                    dir.display()
-                ));
-            }
+    pub fn load(dir: &ModelDir, device: &Device) -> Result<(Self, ModelConfig, Tokenizer)> {
+        let loaded = dir.trainable_classifier(NUM_CATEGORIES, device)?;
+        let net = match loaded.model {
+            Classifier::Encoder(model) => Self::Encoder(model),
+            Classifier::Decoder(model) => Self::Decoder(model),
         };
-        let tokenizer =
-            tokenizer.ok_or_else(|| bad_input!("{}: no tokenizer.json", dir.display()))?;
-        Ok((net, config, tokenizer))
+        let tokenizer = loaded
+            .tokenizer
+            .ok_or_else(|| bad_input!("{}: no tokenizer.json", dir.path.display()))?;
+        Ok((net, loaded.config, tokenizer))
     }
 
     /// Logits `[B, 8]`: at `[CLS]` for an encoder, at the last token that is not padding for a
@@ -71,14 +54,6 @@ impl ModerationNet {
                 &PaddedBatch::new(batch.attention_mask.clone()),
                 batch.last_non_pad.clone(),
             ),
-        }
-    }
-
-    /// An encoder's head reads `pooling` (a decoder's always reads its last token).
-    pub fn with_pooling(self, pooling: Pooling) -> Self {
-        match self {
-            Self::Encoder(model) => Self::Encoder(model.with_pooling(pooling)),
-            decoder => decoder,
         }
     }
 

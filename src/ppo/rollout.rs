@@ -1,11 +1,13 @@
 //! What one rollout holds — a prompt, the sampled response, and the numbers PPO computes for
 //! each response token — and the batch tensors that models read them from.
 
+use anyhow::{Result, anyhow};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
 use crate::model::fused::cross_entropy;
 use crate::model::{CausalLm, PaddedBatch};
+use tokenizers::Tokenizer;
 
 /// One sampled response and its per-token numbers (all as long as `response`).
 #[derive(Debug, Clone, Default)]
@@ -148,6 +150,17 @@ pub fn entropy(logits: Tensor<2>, shape: [usize; 2]) -> Tensor<2> {
 pub fn reference_log_probs(lm: &CausalLm, batch: &ResponseBatch, temperature: f64) -> Tensor<2> {
     let hidden = lm.hidden_from(batch.input_ids.clone(), &batch.padded, batch.from);
     batch.chosen(batch.logits(lm, hidden, temperature))
+}
+
+/// Texts of token sequences (special tokens left out: the reward model reads the reply).
+pub fn decode_all<'a>(
+    tokenizer: &Tokenizer,
+    sequences: impl IntoIterator<Item = &'a Vec<u32>>,
+) -> Result<Vec<String>> {
+    sequences
+        .into_iter()
+        .map(|ids| tokenizer.decode(ids, true).map_err(|e| anyhow!("decoding a response: {e}")))
+        .collect()
 }
 
 #[cfg(test)]

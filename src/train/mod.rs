@@ -8,4 +8,6 @@ pub mod lr_groups;
 pub mod run;
 pub mod schedule;
 pub mod shuffle;
+pub mod start;
 pub mod state;
+pub mod step;

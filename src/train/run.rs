@@ -15,39 +15,16 @@ use super::interrupt;
 use super::lr_groups::lr_scales;
 use super::schedule::learning_rate;
 use super::shuffle::permutation;
+use super::start::{Resumed, resume_error};
 use super::state::{BEST_FILE, BestStep, OPTIMIZER_FILE, RunProgress, STATE_DIR};
 use crate::bad_input;
-use crate::checkpoint::{self, Lineage, Source};
-use crate::config::train::{OutputConfig, TrainConfig};
+use crate::checkpoint::{Lineage, Source};
+use crate::config::train::TrainConfig;
 use crate::dist;
 use crate::error::Interrupted;
 use crate::metrics::{METRICS_FILE, RunLog, read_jsonl};
 use crate::model::naming::{HfLayout, named_tensors, param_names, restore_module};
 use crate::model::weights::{self, NamedTensors};
-
-/// Refuses to start over an existing run unless told to, and to resume where there is none;
-/// first cleans up after a save that was killed (see `checkpoint::recover`) and makes sure the
-/// checkpoint can be written at all, before any training time is spent.
-pub fn check_output(output: &OutputConfig, resume: bool) -> Result<()> {
-    let out = &output.dir;
-    if dist::is_main() {
-        checkpoint::recover(out)?;
-    }
-    checkpoint::check_writable(out)?;
-    if resume && !RunProgress::exists(out) {
-        return Err(bad_input!(
-            "--resume: {} holds no resumable run (no {STATE_DIR}/)\nhint: drop --resume to start a new run",
-            out.display()
-        ));
-    }
-    if !resume && out.exists() && !output.overwrite {
-        return Err(bad_input!(
-            "{} already exists\nhint: pass --resume to continue that run, or --set output.overwrite=true to replace it",
-            out.display()
-        ));
-    }
-    Ok(())
-}
 
 /// A run's state between steps.
 pub struct Trainer {
@@ -96,6 +73,15 @@ pub trait Stage {
 /// Steps until the last, logging each, evaluating and saving when due; Ctrl-C saves and ends
 /// the run with [`Trainer::interrupted`].
 pub fn run<S: Stage>(stage: &mut S) -> Result<()> {
+    let t = stage.trainer();
+    if t.progress.step >= t.total_steps {
+        t.log.say(&format!(
+            "{}: {} already has all {} steps",
+            t.stage,
+            t.out.display(),
+            t.total_steps
+        ));
+    }
     loop {
         let n = stage.examples();
         let t = stage.trainer();
@@ -212,8 +198,9 @@ fn restore_best<S: Stage>(stage: &mut S) -> Result<()> {
 }
 
 impl Trainer {
-    /// A fresh run, or (with `resumed`, the progress read from `out/state`) the continuation
-    /// of one, whose optimizer moments are restored into `model`. `device` is the plain one.
+    /// A fresh run, or (with `resumed`, read from `out`) the continuation of one, whose
+    /// optimizer moments are restored into `model`. `device` is the plain one. From here on,
+    /// Ctrl-C saves and stops the run.
     #[allow(clippy::too_many_arguments)]
     pub fn new<M: Module>(
         stage: &'static str,
@@ -221,7 +208,7 @@ impl Trainer {
         out: &Path,
         examples: usize,
         lineage: Lineage,
-        resumed: Option<(RunProgress, Lineage)>,
+        resumed: Option<Resumed>,
         model: &M,
         layout: HfLayout,
         device: &Device,
@@ -257,21 +244,22 @@ impl Trainer {
             tokens_before: 0,
             rows_read: 0,
         };
-        let Some((progress, previous)) = resumed else {
+        interrupt::install();
+        let Some(Resumed { progress, lineage: previous }) = resumed else {
             return Ok(trainer);
         };
         if previous.data != trainer.lineage.data {
-            return Err(bad_input!(
-                "--resume: the data files differ from those {} was trained on (paths or contents)\nhint: resume with the same data, or start a new run in another output.dir",
+            return Err(resume_error(anyhow!(
+                "the data files differ from those {} was trained on (paths or contents)\nhint: resume with the same data, or start a new run in another output.dir",
                 out.display()
-            ));
+            )));
         }
         let state = out.join(STATE_DIR).join(OPTIMIZER_FILE);
         // Moments are plain tensors: they never track gradients.
         trainer
             .adam
             .restore(progress.step as u64, model, layout, &state, device)
-            .map_err(|e| bad_input!("--resume: {e:#}"))?;
+            .map_err(resume_error)?;
         if let Some(stopped) = progress.stopped_at {
             trainer.total_steps = stopped;
         }
@@ -281,7 +269,7 @@ impl Trainer {
             trainer.best_weights = Some(match best.step == progress.step {
                 true => named_tensors(model, layout),
                 false => weights::read_file(&out.join(STATE_DIR).join(BEST_FILE))
-                    .map_err(|e| bad_input!("--resume: {e:#}"))?,
+                    .map_err(resume_error)?,
             });
         }
         trainer.log = RunLog::new(progress.step, total_steps, read_jsonl(&out.join(METRICS_FILE)));

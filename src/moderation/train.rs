@@ -1,190 +1,37 @@
 //! `rlhf moderate`: the moderation classifier — a multi-label head over an encoder (or a
 //! decoder) trained with binary cross-entropy on the known labels only, positives weighted
-//! against class imbalance; per-category thresholds chosen on validation; OpenAI-shaped
-//! verdicts.
+//! against class imbalance; per-category thresholds chosen on validation.
 
-use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::Result;
 use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use burn::tensor::activation::softplus;
 use serde_json::{Value, json};
 
-use crate::checkpoint::{Lineage, Source, save_atomically};
-use crate::cli::{EvalArgs, ModerateScoreArgs, TrainArgs};
+use super::calibration::{Platt, expected_calibration_error};
+use super::metrics::{any_category, average_precision, choose_threshold};
+use super::net::ModerationNet;
+use super::{Chunker, ModerationSettings, calibrated, category_logits};
+use crate::bad_input;
+use crate::checkpoint::{Source, save_atomically};
 use crate::config::moderate::{ModerateConfig, PosWeight};
-use crate::data::jsonl::read_rows;
-use crate::data::moderation::{CATEGORIES, LabeledText, NUM_CATEGORIES, row_text};
+use crate::data::moderation::{CATEGORIES, LabeledText, NUM_CATEGORIES, read_labeled};
 use crate::data::scoring::{Sequence, SequenceBatch};
 use crate::dist;
-use crate::model::ModelConfig;
 use crate::model::config::HeadKind;
 use crate::model::reinit::reinit_top_blocks;
-use crate::moderation::calibration::{Platt, expected_calibration_error};
-use crate::moderation::metrics::{average_precision, choose_threshold, precision_recall_f1};
-use crate::moderation::net::ModerationNet;
-use crate::moderation::{
-    Chunker, Moderation, ModerationSettings, Moderator, calibrated, category_logits,
-};
-use crate::train::grad_norm::clip_factor;
-use crate::train::interrupt;
+use crate::model::{ModelConfig, ModelDir};
 use crate::train::run::{self, Stage, Trainer, round};
-use crate::train::state::{RunProgress, STATE_DIR};
-use crate::{bad_input, config};
+use crate::train::start::{self, Resumed, TrainOptions};
+use crate::train::step;
 
-pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
-    let config: ModerateConfig = config::load(&args.config, &args.overrides)?;
-    crate::model::precision::set(config.train.precision, device);
-    let origin = args.config.display();
-    config.validate().map_err(|e| bad_input!("{origin}: {e}"))?;
-    run::check_output(&config.output, args.resume)?;
+pub fn train(options: &TrainOptions, device: &Device) -> Result<()> {
+    let config: ModerateConfig = start::load_config(options, device)?;
     let ad = device.clone().autodiff();
-    let mut run = Run::open(config, args.resume, &ad, device, &args.overrides)?;
-    interrupt::install();
+    let mut run = Run::open(config, options.resume, &ad, device, &options.overrides)?;
     run.train()
-}
-
-/// `rlhf moderate eval`: per-category AUPRC, and precision, recall and F1 at the saved
-/// thresholds, over the known labels of a labelled file.
-pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
-    let moderator = Moderator::load(&args.model, device)?;
-    let rows = read_labeled(&args.data)?;
-    let texts: Vec<&str> = rows.iter().map(|r| r.text.as_str()).collect();
-    let verdicts = moderator.moderate(&texts)?;
-    let report = evaluate(&rows, &verdicts);
-    if args.json {
-        println!("{report}");
-        return Ok(());
-    }
-    println!(
-        "{:<18} {:>7} {:>9} {:>7} {:>9} {:>7} {:>7} {:>6} {:>9}",
-        "category", "AUPRC", "precision", "recall", "F1", "ECE", "known", "pos", "threshold"
-    );
-    for ((_, name), row) in
-        CATEGORIES.iter().zip(report["categories"].as_array().expect("built above"))
-    {
-        let f = |key: &str| row[key].as_f64().map_or("-".to_string(), |v| format!("{v:.3}"));
-        println!(
-            "{name:<18} {:>7} {:>9} {:>7} {:>9} {:>7} {:>7} {:>6} {:>9}",
-            f("auprc"),
-            f("precision"),
-            f("recall"),
-            f("f1"),
-            f("ece"),
-            row["known"],
-            row["positives"],
-            moderator.settings.thresholds[*name]
-                .as_f64()
-                .map_or("never".into(), |t| format!("{t:.3}"))
-        );
-    }
-    let any = &report["any"];
-    println!(
-        "any category: AUPRC {}  ({} texts, {} positive); ECE over every label {}",
-        any["auprc"].as_f64().map_or("-".into(), |v| format!("{v:.3}")),
-        any["known"],
-        any["positives"],
-        report["ece"].as_f64().map_or("-".into(), |v| format!("{v:.3}"))
-    );
-    Ok(())
-}
-
-/// "Any category": a text is positive when a known label is, its score the highest category
-/// score. Returns (scores, labels).
-fn any_category<'a>(
-    rows: &[LabeledText],
-    scores: impl Iterator<Item = &'a [f32; NUM_CATEGORIES]>,
-) -> (Vec<f32>, Vec<bool>) {
-    rows.iter()
-        .zip(scores)
-        .map(|(row, s)| (s.iter().copied().fold(0.0, f32::max), row.labels.contains(&Some(true))))
-        .unzip()
-}
-
-/// Metrics of verdicts against labels (see `eval`).
-fn evaluate(rows: &[LabeledText], verdicts: &[Moderation]) -> Value {
-    let mut categories = Vec::new();
-    let (mut all_scores, mut all_labels) = (Vec::new(), Vec::new());
-    for (c, (code, name)) in CATEGORIES.iter().enumerate() {
-        let (mut scores, mut labels, mut decisions) = (Vec::new(), Vec::new(), Vec::new());
-        for (row, verdict) in rows.iter().zip(verdicts) {
-            if let Some(label) = row.labels[c] {
-                scores.push(verdict.scores[c]);
-                labels.push(label);
-                decisions.push(if verdict.categories[c] { 1.0f32 } else { 0.0 });
-            }
-        }
-        let (precision, recall, f1) = precision_recall_f1(&decisions, &labels, 0.5);
-        let positives = labels.iter().filter(|&&l| l).count();
-        let defined = positives > 0;
-        categories.push(json!({
-            "category": name, "code": code,
-            "auprc": average_precision(&scores, &labels),
-            "precision": defined.then_some(precision), "recall": defined.then_some(recall), "f1": defined.then_some(f1),
-            "ece": expected_calibration_error(&scores, &labels),
-            "known": labels.len(), "positives": positives,
-        }));
-        all_scores.extend(scores);
-        all_labels.extend(labels);
-    }
-    let (any_scores, any_labels) = any_category(rows, verdicts.iter().map(|v| &v.scores));
-    let auprcs: Vec<f64> = categories.iter().filter_map(|c| c["auprc"].as_f64()).collect();
-    json!({
-        "categories": categories,
-        "macro_auprc": auprcs.iter().sum::<f64>() / auprcs.len().max(1) as f64,
-        "ece": expected_calibration_error(&all_scores, &all_labels),
-        "any": {
-            "auprc": average_precision(&any_scores, &any_labels),
-            "known": rows.len(),
-            "positives": any_labels.iter().filter(|&&l| l).count(),
-        },
-    })
-}
-
-/// `rlhf moderate score`: one OpenAI-shaped verdict per text — the TEXT arguments, the rows of
-/// `--data` (`text` or `prompt`), or else the lines of stdin.
-pub fn score(args: &ModerateScoreArgs, device: &Device) -> Result<()> {
-    let moderator = Moderator::load(&args.model, device)?;
-    let texts: Vec<String> = match (&args.data, args.text.is_empty()) {
-        (Some(_), false) => return Err(bad_input!("give texts as arguments or --data, not both")),
-        (Some(path), true) => read_rows(path)?
-            .iter()
-            .map(|row| {
-                row_text(&row.fields)
-                    .map_err(|e| bad_input!("{}:{}: {e}", path.display(), row.line))
-            })
-            .collect::<Result<_>>()?,
-        (None, false) => args.text.clone(),
-        (None, true) => std::io::stdin().lock().lines().collect::<std::io::Result<_>>()?,
-    };
-    let started = Instant::now();
-    let verdicts = moderator.moderate(&texts.iter().map(String::as_str).collect::<Vec<_>>())?;
-    let seconds = started.elapsed().as_secs_f64();
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for verdict in &verdicts {
-        writeln!(out, "{}", verdict.to_json())?;
-    }
-    out.flush()?;
-    eprintln!(
-        "moderate: {} texts in {seconds:.2} s ({:.1} texts/s)",
-        texts.len(),
-        texts.len() as f64 / seconds
-    );
-    Ok(())
-}
-
-fn read_labeled(path: &Path) -> Result<Vec<LabeledText>> {
-    read_rows(path)?
-        .iter()
-        .map(|row| {
-            LabeledText::parse(&row.fields)
-                .map_err(|e| bad_input!("{}:{}: {e}", path.display(), row.line))
-        })
-        .collect()
 }
 
 /// A labelled text encoded for training: the head of the text, its labels as targets and
@@ -213,6 +60,22 @@ struct Run {
     device: Device,
 }
 
+/// A micro-batch with its targets and weights (see `label_targets`), `[B, C]` each.
+fn labeled_batch(
+    examples: &[&Example],
+    pad: u32,
+    pos_weight: &[f32; NUM_CATEGORIES],
+    device: &Device,
+) -> (SequenceBatch, Tensor<2>, Tensor<2>) {
+    let sequences: Vec<&Sequence> = examples.iter().map(|e| &e.sequence).collect();
+    let batch = SequenceBatch::new(&sequences, pad, device);
+    let rows: Vec<&LabeledText> = examples.iter().map(|e| &e.row).collect();
+    let (targets, weights) = label_targets(&rows, pos_weight);
+    let shape = [examples.len(), NUM_CATEGORIES];
+    let tensor = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, shape), device);
+    (batch, tensor(targets), tensor(weights))
+}
+
 impl Run {
     fn open(
         config: ModerateConfig,
@@ -223,25 +86,22 @@ impl Run {
     ) -> Result<Self> {
         let (dir, parent, resumed) = if resume {
             let dir = config.output.dir.clone();
-            let lineage = Lineage::read(&dir).map_err(|e| bad_input!("--resume: {e:#}"))?;
-            let progress = RunProgress::read(&dir.join(STATE_DIR))
-                .map_err(|e| bad_input!("--resume: {e:#}"))?;
-            (dir, lineage.parent.clone(), Some((progress, lineage)))
+            let resumed = Resumed::read(&dir)?;
+            (dir, resumed.lineage.parent.clone(), Some(resumed))
         } else {
             let base = config.model.base.clone();
             let parent = Source::model_dir(&base)?;
             (base, Some(parent), None)
         };
-        let model_config = ModelConfig::read(&dir)?;
-        if model_config.head_kind() == HeadKind::Classifier {
-            check_labels(&model_config, &dir)?;
+        let mut opened = ModelDir::open(&dir)?;
+        if opened.config.head_kind() == HeadKind::Classifier {
+            check_labels(&opened.config, &dir)?;
+        }
+        if let Some(pooling) = config.model.pooling {
+            opened = opened.with_pooling(pooling)?;
         }
         ad.seed(config.train.seed); // a fresh head draws its initial weights
-        let (model, model_config, tokenizer) = ModerationNet::load(&dir, ad)?;
-        let (model, model_config) = match config.model.pooling {
-            Some(pooling) => (model.with_pooling(pooling), model_config.with_pooling(pooling)?),
-            None => (model, model_config),
-        };
+        let (model, model_config, tokenizer) = ModerationNet::load(&opened, ad)?;
         let reinit = if resume { 0 } else { config.model.reinit_layers };
         let model = reinit_top_blocks(model, reinit, &model_config);
         let model = model.train_top_layers(config.model.train_layers);
@@ -307,13 +167,7 @@ impl Run {
         let train = &self.config.train;
         let n = self.train.len();
         let t = &self.trainer;
-        if t.progress.step >= t.total_steps {
-            t.log.say(&format!(
-                "moderate: {} already has all {} steps",
-                t.out.display(),
-                t.total_steps
-            ));
-        } else if t.progress.step == 0 {
+        if t.progress.step == 0 {
             let weights: Vec<String> = CATEGORIES
                 .iter()
                 .zip(self.pos_weight)
@@ -351,49 +205,28 @@ impl Run {
             .flatten()
             .map(|&i| self.train[i].row.labels.iter().flatten().count())
             .sum();
-        let mut accumulator = GradientsAccumulator::<ModerationNet>::new();
-        // This rank's Σ loss and tokens; then the whole step's.
-        let mut sums = [0.0; 2];
-        for rows in &micro_batches {
-            let rows = dist::shard(rows);
-            if rows.is_empty() {
-                continue;
-            }
-            let examples: Vec<&Example> = rows.iter().map(|&i| &self.train[i]).collect();
-            let (batch, targets, weights) = self.batch(&examples, ad);
-            sums[1] += batch.token_count as f64;
-            let logits = self.model.logits(&batch);
-            let loss = weighted_bce_sum(logits, targets, weights).div_scalar(known.max(1) as f64);
-            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-            accumulator.accumulate(&self.model, grads);
-            sums[0] += loss.into_scalar::<f32>() as f64;
-        }
-        let mut grads = accumulator.grads();
-        dist::all_reduce_gradients(&self.model, &mut grads)?;
-        dist::sum(&mut sums)?;
-        let [loss_sum, tokens] = sums;
+        let (train, pad, pos_weight) = (&self.train, self.chunker.pad, &self.pos_weight);
+        // Σ loss and tokens.
+        let step = step::optimizer_step(
+            &mut self.trainer,
+            &mut self.model,
+            &micro_batches,
+            lr,
+            |model, rows, [loss_sum, tokens]: &mut [f64; 2]| {
+                let examples: Vec<&Example> = rows.iter().map(|&i| &train[i]).collect();
+                let (batch, targets, weights) = labeled_batch(&examples, pad, pos_weight, ad);
+                *tokens += batch.token_count as f64;
+                let logits = model.logits(&batch);
+                let loss =
+                    weighted_bce_sum(logits, targets, weights).div_scalar(known.max(1) as f64);
+                *loss_sum += loss.clone().into_scalar::<f32>() as f64;
+                loss
+            },
+            |[loss_sum, _]| *loss_sum,
+        )?;
+        let [loss_sum, tokens] = step.sums;
         self.trainer.progress.tokens += tokens as u64;
-        let (grad_norm, clip) = clip_factor(&self.model, &grads, self.config.train.max_grad_norm);
-        if !loss_sum.is_finite() || !grad_norm.is_finite() {
-            return Err(self.trainer.diverged(loss_sum));
-        }
-        self.trainer.adam.step(&mut self.model, grads, lr, clip);
-        Ok((loss_sum, grad_norm))
-    }
-
-    /// The batch with its targets and weights (see `label_targets`), `[B, C]` each.
-    fn batch(
-        &self,
-        examples: &[&Example],
-        device: &Device,
-    ) -> (SequenceBatch, Tensor<2>, Tensor<2>) {
-        let sequences: Vec<&Sequence> = examples.iter().map(|e| &e.sequence).collect();
-        let batch = SequenceBatch::new(&sequences, self.chunker.pad, device);
-        let rows: Vec<&LabeledText> = examples.iter().map(|e| &e.row).collect();
-        let (targets, weights) = label_targets(&rows, &self.pos_weight);
-        let shape = [examples.len(), NUM_CATEGORIES];
-        let tensor = |v: Vec<f32>| Tensor::from_data(TensorData::new(v, shape), device);
-        (batch, tensor(targets), tensor(weights))
+        Ok((loss_sum, step.grad_norm))
     }
 
     /// Calibrates each category on the validation labels, then chooses its threshold on the

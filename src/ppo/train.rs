@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, anyhow};
+use anyhow::Result;
 use burn::module::Module;
 use burn::optim::GradientsParams;
 use burn::prelude::*;
@@ -14,17 +14,17 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
-use crate::checkpoint::{Lineage, Source, save_atomically, write_file_atomically};
-use crate::cli::{PpoEvalArgs, TrainArgs};
+use crate::checkpoint::{Source, save_atomically};
 use crate::config::ppo::{PpoConfig, ValueModel};
-use crate::config::sft::Truncation;
 use crate::data::batch::TokenBatch;
-use crate::data::chat::{Message, prompt_messages};
+use crate::data::chat::Message;
 use crate::data::jsonl::read_rows;
+use crate::data::prompts::{Prompt, read_prompts};
+use crate::data::sft::Truncation;
 use crate::data::sft::{Example, FitReport, SftEncoder, SftRow, pack};
 use crate::data::template::ChatTemplate;
 use crate::dist;
-use crate::generate::{Finish, Generation, Generator, SamplingConfig};
+use crate::generate::{Finish, Generator, SamplingConfig};
 use crate::metrics::{read_jsonl, write_jsonl};
 use crate::model::layers::normal_linear;
 use crate::model::loss::selected_nll_sum;
@@ -40,13 +40,13 @@ use crate::ppo::advantage::{
 };
 use crate::ppo::kl::{KlController, token_kl};
 use crate::ppo::loss::{clipped_policy_loss, clipped_value_loss, masked_mean};
-use crate::ppo::rollout::{ResponseBatch, Rollout, entropy, reference_log_probs};
-use crate::train::grad_norm::clip_factor;
-use crate::train::interrupt;
+use crate::ppo::rollout::{ResponseBatch, Rollout, decode_all, entropy, reference_log_probs};
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::shuffle::permutation;
-use crate::train::state::{RunProgress, STATE_DIR};
-use crate::{bad_input, config, json_file};
+use crate::train::start::{self, Resumed, TrainOptions, resume_error};
+use crate::train::state::STATE_DIR;
+use crate::train::step;
+use crate::{bad_input, json_file};
 
 /// The value model inside a PPO checkpoint (a `*ForSequenceClassification` directory).
 pub const VALUE_DIR: &str = "value";
@@ -56,52 +56,15 @@ const PPO_STATE_FILE: &str = "ppo.json";
 /// Rows of `samples.jsonl` per logged iteration.
 const SAMPLES_PER_LOG: usize = 4;
 
-pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
-    let config: PpoConfig = config::load(&args.config, &args.overrides)?;
-    crate::model::precision::set(config.train.precision, device);
-    let origin = args.config.display();
-    config.validate().map_err(|e| bad_input!("{origin}: {e}"))?;
-    run::check_output(&config.output, args.resume)?;
+pub fn train(options: &TrainOptions, device: &Device) -> Result<()> {
+    let config: PpoConfig = start::load_config(options, device)?;
 
     // Everything is loaded and checked before the first rollout, so bad input writes nothing.
-    let mut models = Models::open(&config, args.resume, device)?;
+    let mut models = Models::open(&config, options.resume, device)?;
     models.actor_critic = dist::broadcast_parameters(models.actor_critic)?;
     let data = Data::read(&config, &models)?;
-    let mut run = Run::new(config, models, data, device.clone(), &args.overrides)?;
-    interrupt::install();
+    let mut run = Run::new(config, models, data, device.clone(), &options.overrides)?;
     run.train()
-}
-
-/// A prompt as the reward model reads it (messages) and as the policy continues it (ids).
-struct Prompt {
-    messages: Vec<Message>,
-    ids: Vec<u32>,
-}
-
-/// Reads prompt rows, renders them with the policy's template (ending with the assistant cue)
-/// and keeps at most `max_len` tokens of each, cut from the left. Errors name `FILE:LINE`.
-fn read_prompts(
-    path: &Path,
-    tokenizer: &Tokenizer,
-    template: &ChatTemplate,
-    max_len: usize,
-) -> Result<(Vec<Prompt>, usize)> {
-    let mut truncated = 0;
-    let mut prompts = Vec::new();
-    for row in read_rows(path)? {
-        let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
-        let messages = prompt_messages(&row.fields).map_err(at)?;
-        let mut ids = template.encode_prompt(tokenizer, &messages).map_err(at)?;
-        if ids.len() > max_len {
-            ids.drain(..ids.len() - max_len);
-            truncated += 1;
-        }
-        prompts.push(Prompt { messages, ids });
-    }
-    if prompts.is_empty() {
-        return Err(bad_input!("{}: no prompts", path.display()));
-    }
-    Ok((prompts, truncated))
 }
 
 /// The models of a run: the trained pair and the frozen ones.
@@ -117,7 +80,7 @@ struct Models {
     reference: CausalLm,
     reward: RewardModel,
     moderator: Option<Moderator>,
-    resumed: Option<(RunProgress, Lineage, PpoState)>,
+    resumed: Option<(Resumed, PpoState)>,
 }
 
 impl Models {
@@ -143,18 +106,15 @@ impl Models {
         let (policy, critic, value_config, files, resumed) = if resume {
             let policy = load_causal_lm(out, &ad)?.model;
             let value = load_scalar_model(&out.join(VALUE_DIR), &ad)?;
-            let lineage = Lineage::read(out).map_err(|e| bad_input!("--resume: {e:#}"))?;
-            let state_dir = out.join(STATE_DIR);
-            let progress =
-                RunProgress::read(&state_dir).map_err(|e| bad_input!("--resume: {e:#}"))?;
-            let state: PpoState = json_file::read(&state_dir.join(PPO_STATE_FILE))
-                .map_err(|e| bad_input!("--resume: {e:#}"))?;
+            let resumed = Resumed::read(out)?;
+            let state: PpoState =
+                json_file::read(&out.join(STATE_DIR).join(PPO_STATE_FILE)).map_err(resume_error)?;
             let critic = match config.model.value_model {
                 ValueModel::Separate => Critic::Separate(value.model),
                 ValueModel::Shared => Critic::Shared(value.model.score),
             };
             let files = (out.clone(), out.join(VALUE_DIR));
-            (policy, critic, value.config, files, Some((progress, lineage, state)))
+            (policy, critic, value.config, files, Some((resumed, state)))
         } else {
             let policy = load_causal_lm(sft, &ad)?.model;
             let (critic, value_config, value_files) = match config.model.value_model {
@@ -227,6 +187,9 @@ impl Data {
         let path = &config.data.prompts;
         let (prompts, truncated) =
             read_prompts(path, &models.tokenizer, &models.template, max_prompt)?;
+        if prompts.is_empty() {
+            return Err(bad_input!("{}: no prompts", path.display()));
+        }
         if truncated > 0 {
             eprintln!(
                 "ppo: {truncated} prompt(s) longer than data.max_prompt_len = {max_prompt} cut from the left"
@@ -308,7 +271,7 @@ impl Run {
         let lineage = run::lineage("ppo", &config, overrides, parent, data.files.clone())?;
         let out = &config.output.dir;
         let resumed = models.resumed.take();
-        let state = resumed.as_ref().map(|(_, _, state)| *state);
+        let state = resumed.as_ref().map(|(_, state)| *state);
         let samples = match resumed {
             Some(_) => read_jsonl(&out.join(SAMPLES_FILE)),
             None => Vec::new(),
@@ -319,7 +282,7 @@ impl Run {
             out,
             data.prompts.len(),
             lineage,
-            resumed.map(|(progress, lineage, _)| (progress, lineage)),
+            resumed.map(|(resumed, _)| resumed),
             &models.actor_critic,
             models.policy_config.layout(),
             &device,
@@ -370,13 +333,7 @@ impl Run {
 
     fn train(&mut self) -> Result<()> {
         let t = &self.trainer;
-        if t.progress.step >= t.total_steps {
-            t.log.say(&format!(
-                "ppo: {} already has all {} iterations",
-                t.out.display(),
-                t.total_steps
-            ));
-        } else if t.progress.step == 0 {
+        if t.progress.step == 0 {
             let p = &self.config.ppo;
             t.log.say(&format!(
                 "ppo: {} prompts, {} iterations of {} rollouts × {} epochs in minibatches of {}",
@@ -468,8 +425,8 @@ impl Run {
         let texts = decode_all(&self.models.tokenizer, rollouts.iter().map(|r| &r.response))?;
         let prompts: Vec<&[Message]> =
             rows.iter().map(|&i| self.data.prompts[i].messages.as_slice()).collect();
-        let raw = reward_scores(&self.models.reward, &prompts, &texts, &self.device)?;
         let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let raw = self.models.reward.score(&prompts, &text_refs, &self.device)?;
         let moderation = match &self.models.moderator {
             Some(moderator) => Some(moderator.scores(&text_refs)?),
             None => None,
@@ -586,27 +543,26 @@ impl Run {
         Ok(stats.mean())
     }
 
-    /// The rest of an update, on every rank alike: the gradients and the minibatch's
-    /// statistics (`parts`, each rank's weighted by its share) summed over ranks, clipping,
-    /// the divergence check and the AdamW step.
+    /// The rest of an update, on every rank alike (see `train::step::apply`); PPO's loss is
+    /// the policy loss plus the weighted value loss.
     fn apply(
         &mut self,
-        mut grads: GradientsParams,
-        mut parts: [f64; 6],
+        grads: GradientsParams,
+        parts: [f64; 6],
         lr: f64,
         stats: &mut UpdateStats,
     ) -> Result<()> {
-        let model = &self.models.actor_critic;
-        dist::all_reduce_gradients(model, &mut grads)?;
-        dist::sum(&mut parts)?;
-        let (grad_norm, clip) = clip_factor(model, &grads, self.config.train.max_grad_norm);
-        let loss = parts[0] + self.config.ppo.vf_coef * parts[1];
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(self.trainer.diverged(loss));
-        }
-        self.trainer.adam.step(&mut self.models.actor_critic, grads, lr, clip);
+        let vf_coef = self.config.ppo.vf_coef;
+        let step = step::apply(
+            &mut self.trainer,
+            &mut self.models.actor_critic,
+            grads,
+            parts,
+            lr,
+            |parts| parts[0] + vf_coef * parts[1],
+        )?;
         self.updates += 1;
-        stats.add(&parts, grad_norm);
+        stats.add(&step.sums, step.grad_norm);
         Ok(())
     }
 
@@ -772,155 +728,4 @@ impl Stage for Run {
     fn save(&mut self) -> Result<()> {
         self.write_checkpoint()
     }
-}
-
-/// Texts of token sequences (special tokens left out: the reward model reads the reply).
-fn decode_all<'a>(
-    tokenizer: &Tokenizer,
-    sequences: impl IntoIterator<Item = &'a Vec<u32>>,
-) -> Result<Vec<String>> {
-    sequences
-        .into_iter()
-        .map(|ids| tokenizer.decode(ids, true).map_err(|e| anyhow!("decoding a response: {e}")))
-        .collect()
-}
-
-/// The reward model's score of each (prompt, response), re-tokenised for the reward model
-/// (it may use another tokenizer, or be a cross-encoder).
-fn reward_scores(
-    reward: &RewardModel,
-    prompts: &[&[Message]],
-    responses: &[String],
-    device: &Device,
-) -> Result<Vec<f32>> {
-    let encoder = reward.encoder()?;
-    let mut report = FitReport::default();
-    let mut sequences = Vec::with_capacity(responses.len());
-    for (prompt, response) in prompts.iter().zip(responses) {
-        let sequence = encoder.encode(prompt, response, &mut report).map_err(|e| anyhow!(e))?;
-        sequences.push(sequence.ok_or_else(|| {
-            bad_input!("a response does not fit the reward model's context window")
-        })?);
-    }
-    Ok(reward.score_sequences(&sequences.iter().collect::<Vec<_>>(), device))
-}
-
-/// `rlhf ppo eval`: samples a response to every prompt from the policy and reports the
-/// reward model's mean score and the KL to a reference policy.
-pub fn eval(args: &PpoEvalArgs, device: &Device) -> Result<()> {
-    let policy = load_causal_lm(&args.policy, device)?;
-    let tokenizer = policy.tokenizer.as_ref().ok_or_else(|| {
-        bad_input!("{}: no tokenizer.json, so prompts cannot be encoded", args.policy.display())
-    })?;
-    let reference_dir = args.reference.clone().unwrap_or_else(|| default_reference(&args.policy));
-    let reference = load_causal_lm(&reference_dir, device)?;
-    if reference.config.vocab_size() != policy.config.vocab_size() {
-        return Err(bad_input!(
-            "{} and {} have different vocabularies ({} and {} tokens): the KL needs the same one",
-            args.policy.display(),
-            reference_dir.display(),
-            policy.config.vocab_size(),
-            reference.config.vocab_size()
-        ));
-    }
-    let reward = RewardModel::load(&args.reward, device)?;
-    let template = ChatTemplate::resolve(None, &args.policy)?;
-    let window = policy.config.context_window();
-    if args.max_new_tokens == 0 || args.max_new_tokens >= window {
-        return Err(bad_input!(
-            "--max-new-tokens must be between 1 and {} (the context window less one)",
-            window - 1
-        ));
-    }
-    let (prompts, _) =
-        read_prompts(&args.data, tokenizer, &template, window - args.max_new_tokens)?;
-    let sampling = SamplingConfig {
-        max_new_tokens: args.max_new_tokens,
-        do_sample: true,
-        temperature: args.temperature,
-        seed: args.seed,
-        ..SamplingConfig::default()
-    };
-    sampling.validate().map_err(|e| bad_input!("{e}"))?;
-    let generator = Generator::new(&policy.model, tokenizer, &policy.config, device)
-        .with_generation_config(&args.policy);
-    let pad = policy.config.pad_id(tokenizer);
-    let (mut scores, mut kls, mut lengths, mut ended) = (Vec::new(), Vec::new(), 0usize, 0usize);
-    let mut rows = String::new();
-    for chunk in prompts.chunks(args.batch_size.max(1)) {
-        let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.ids.clone()).collect();
-        let generations: Vec<Generation> = generator.generate(&ids, &sampling, &mut |_, _| {})?;
-        let pairs: Vec<(&[u32], &[u32])> = ids
-            .iter()
-            .zip(&generations)
-            .map(|(p, g)| (p.as_slice(), g.tokens.as_slice()))
-            .collect();
-        let batch = ResponseBatch::new(&pairs, pad, device);
-        let [log_probs, ref_log_probs] = batch.rows_of([
-            reference_log_probs(&policy.model, &batch, args.temperature),
-            reference_log_probs(&reference.model, &batch, args.temperature),
-        ]);
-        let chunk_kls: Vec<f32> = log_probs
-            .iter()
-            .zip(&ref_log_probs)
-            .map(|(p, r)| token_kl(p, r).iter().map(|&k| k as f64).sum::<f64>() as f32)
-            .collect();
-        let texts = decode_all(tokenizer, generations.iter().map(|g| &g.tokens))?;
-        let messages: Vec<&[Message]> = chunk.iter().map(|p| p.messages.as_slice()).collect();
-        let chunk_scores = reward_scores(&reward, &messages, &texts, device)?;
-        if args.out.is_some() {
-            for (i, generation) in generations.iter().enumerate() {
-                let prompt = messages[i].last().map_or("", |m| m.content.as_str());
-                let row = json!({
-                    "prompt": prompt, "response": texts[i], "reward": chunk_scores[i], "kl": chunk_kls[i],
-                    "tokens": generation.tokens.len(), "finish_reason": generation.finish,
-                });
-                rows.push_str(&format!("{row}\n"));
-            }
-        }
-        kls.extend(chunk_kls);
-        scores.extend(chunk_scores);
-        lengths += generations.iter().map(|g| g.tokens.len()).sum::<usize>();
-        ended += generations.iter().filter(|g| g.finish == Finish::Eos).count();
-    }
-    if let Some(out) = &args.out {
-        write_file_atomically(out, &rows)?;
-    }
-    let (reward_stats, kl) = (RewardStats::of(&scores), RewardStats::of(&kls));
-    let n = prompts.len() as f64;
-    let report = json!({
-        "prompts": prompts.len(),
-        "reward_mean": reward_stats.mean,
-        "reward_std": reward_stats.std,
-        "kl_mean": kl.mean,
-        "response_length": lengths as f64 / n,
-        "ended": ended as f64 / n,
-        "policy": args.policy.display().to_string(),
-        "reference": reference_dir.display().to_string(),
-    });
-    if args.json {
-        println!("{report}");
-    } else {
-        println!("prompts          {}", prompts.len());
-        println!("reward           {:.4} ± {:.4}", reward_stats.mean, reward_stats.std);
-        println!("KL to reference  {:.4} nats per response ({})", kl.mean, reference_dir.display());
-        println!(
-            "response length  {:.1} tokens, {:.0}% ended",
-            lengths as f64 / n,
-            100.0 * ended as f64 / n
-        );
-    }
-    Ok(())
-}
-
-/// A PPO checkpoint's reference is the SFT policy it started from (its lineage parent); any
-/// other policy is compared with itself.
-fn default_reference(policy: &Path) -> PathBuf {
-    Lineage::read(policy)
-        .ok()
-        .filter(|lineage| lineage.stage == "ppo")
-        .and_then(|lineage| lineage.parent)
-        .map(|parent| PathBuf::from(parent.path))
-        .filter(|dir| dir.is_dir())
-        .unwrap_or_else(|| policy.to_path_buf())
 }

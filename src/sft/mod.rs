@@ -6,14 +6,13 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Result, anyhow};
 use burn::module::Module;
-use burn::optim::{GradientsAccumulator, GradientsParams};
 use burn::prelude::*;
 use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
-use crate::checkpoint::{Lineage, Source, save_atomically};
-use crate::cli::{EvalArgs, TrainArgs};
-use crate::config::sft::{SftConfig, Truncation};
+use crate::bad_input;
+use crate::checkpoint::{Source, save_atomically};
+use crate::config::sft::SftConfig;
 use crate::data::batch::TokenBatch;
 use crate::data::jsonl::read_rows;
 use crate::data::sft::{Example, FitReport, SftEncoder, SftRow, pack};
@@ -27,71 +26,27 @@ use crate::model::mask::PaddedBatch;
 use crate::model::pretrained::init_causal_lm;
 use crate::model::reinit::reinit_top_blocks;
 use crate::model::{CausalLm, ModelConfig, load_causal_lm, preset, save_causal_lm};
-use crate::train::grad_norm::clip_factor;
-use crate::train::interrupt;
 use crate::train::run::{self, Stage, Trainer, round};
-use crate::train::state::{RunProgress, STATE_DIR};
-use crate::{bad_input, config};
+use crate::train::start::{self, Resumed, TrainOptions};
+use crate::train::step;
 
 const SAMPLES_FILE: &str = "samples.jsonl";
 const EVAL_BATCH_SIZE: usize = 8;
 
-pub fn train(args: &TrainArgs, device: &Device) -> Result<()> {
-    let config: SftConfig = config::load(&args.config, &args.overrides)?;
-    crate::model::precision::set(config.train.precision, device);
-    let origin = args.config.display();
-    config.validate().map_err(|e| bad_input!("{origin}: {e}"))?;
-    run::check_output(&config.output, args.resume)?;
+pub fn train(options: &TrainOptions, device: &Device) -> Result<()> {
+    let config: SftConfig = start::load_config(options, device)?;
 
     // Everything is loaded and checked before the first step, so bad input writes nothing.
     let ad = device.clone().autodiff();
-    let mut start = Start::open(&config, args.resume, &ad)?;
-    if !args.resume {
+    let mut start = Start::open(&config, options.resume, &ad)?;
+    if !options.resume {
         start.model = reinit_top_blocks(start.model, config.model.reinit_layers, &start.config);
     }
     start.model = start.model.train_top_layers(config.model.train_layers);
     start.model = dist::broadcast_parameters(start.model)?;
     let data = Data::read(&config, &start)?;
-    let mut run = Run::new(config, start, data, device.clone(), &args.overrides)?;
-    interrupt::install();
+    let mut run = Run::new(config, start, data, device.clone(), &options.overrides)?;
     run.train()
-}
-
-/// `rlhf sft eval`: loss and perplexity of a model on a data file.
-pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
-    let loaded = load_causal_lm(&args.model, device)?;
-    let tokenizer = loaded.tokenizer.as_ref().ok_or_else(|| {
-        bad_input!("{}: no tokenizer.json, so the data cannot be encoded", args.model.display())
-    })?;
-    let template = ChatTemplate::resolve(None, &args.model)?;
-    let encoder = SftEncoder {
-        tokenizer,
-        template: &template,
-        max_len: loaded.config.context_window(),
-        truncation: Truncation::Left,
-        eos: loaded.config.eos_id(tokenizer),
-        eos_after_answers: false,
-    };
-    let (examples, report) = encode_file(&args.data, &encoder)?;
-    let examples: Vec<Example> = examples.into_iter().map(|(e, _)| e).collect();
-    let pad = loaded.config.pad_id(tokenizer);
-    let (loss, targets) = mean_loss(&loaded.model, &examples, pad, device);
-    let report = json!({
-        "loss": loss,
-        "perplexity": loss.exp(),
-        "rows": examples.len(),
-        "target_tokens": targets,
-        "truncated": report.truncated,
-        "dropped": report.dropped,
-    });
-    if args.json {
-        println!("{report}");
-    } else {
-        println!("loss        {loss:.4}");
-        println!("perplexity  {:.3}", loss.exp());
-        println!("rows        {} ({targets} target tokens)", examples.len());
-    }
-    Ok(())
 }
 
 /// The model a run starts from, and for `--resume` where it stopped.
@@ -102,7 +57,7 @@ struct Start {
     /// Where the tokenizer files (and the `model` chat template) come from.
     tokenizer_dir: PathBuf,
     parent: Option<Source>,
-    resumed: Option<(RunProgress, Lineage)>,
+    resumed: Option<Resumed>,
 }
 
 impl Start {
@@ -111,9 +66,7 @@ impl Start {
         if resume {
             let dir = &config.output.dir;
             let loaded = load_causal_lm(dir, ad)?;
-            let lineage = Lineage::read(dir).map_err(|e| bad_input!("--resume: {e:#}"))?;
-            let progress = RunProgress::read(&dir.join(STATE_DIR))
-                .map_err(|e| bad_input!("--resume: {e:#}"))?;
+            let resumed = Resumed::read(dir)?;
             let tokenizer = loaded
                 .tokenizer
                 .ok_or_else(|| bad_input!("{}: no tokenizer.json", dir.display()))?;
@@ -122,8 +75,8 @@ impl Start {
                 config: loaded.config,
                 tokenizer,
                 tokenizer_dir: dir.clone(),
-                parent: lineage.parent.clone(),
-                resumed: Some((progress, lineage)),
+                parent: resumed.lineage.parent.clone(),
+                resumed: Some(resumed),
             });
         }
         if let Some(base) = &source.base {
@@ -236,7 +189,7 @@ impl Data {
 
 /// Reads and encodes every row of `path`; errors name `FILE:LINE`. Each example comes with
 /// whether it is a `text` row (only those are packed).
-fn encode_file(path: &Path, encoder: &SftEncoder) -> Result<(Vec<(Example, bool)>, FitReport)> {
+pub fn encode_file(path: &Path, encoder: &SftEncoder) -> Result<(Vec<(Example, bool)>, FitReport)> {
     let mut report = FitReport::default();
     let mut examples = Vec::new();
     for row in read_rows(path)? {
@@ -253,7 +206,12 @@ fn encode_file(path: &Path, encoder: &SftEncoder) -> Result<(Vec<(Example, bool)
 
 /// Mean next-token loss over every target of `examples`, and the number of targets; batches
 /// of similar lengths go together to pad less.
-fn mean_loss(model: &CausalLm, examples: &[Example], pad: u32, device: &Device) -> (f64, usize) {
+pub fn mean_loss(
+    model: &CausalLm,
+    examples: &[Example],
+    pad: u32,
+    device: &Device,
+) -> (f64, usize) {
     let mut order: Vec<&Example> = examples.iter().collect();
     order.sort_by_key(|e| e.ids.len());
     let (mut sum, mut count) = (0.0, 0);
@@ -334,9 +292,7 @@ impl Run {
     fn train(&mut self) -> Result<()> {
         let train = &self.config.train;
         let t = &self.trainer;
-        if t.progress.step >= t.total_steps {
-            t.log.say(&format!("sft: {} already has all {} steps", t.out.display(), t.total_steps));
-        } else if t.progress.step == 0 {
+        if t.progress.step == 0 {
             t.log.say(&format!(
                 "sft: {} examples ({} for validation), {} steps of {} × {} rows",
                 self.data.train.len(),
@@ -373,38 +329,29 @@ impl Run {
         let n = self.data.train.len();
         let micro_batches: Vec<Vec<usize>> =
             (0..self.config.train.grad_accum).map(|_| self.trainer.next_batch(n)).collect();
-        let examples = |rows: &[usize]| -> Vec<&Example> {
-            rows.iter().map(|&i| &self.data.train[i]).collect()
-        };
+        let (train, pad) = (&self.data.train, self.pad);
+        let examples =
+            |rows: &[usize]| -> Vec<&Example> { rows.iter().map(|&i| &train[i]).collect() };
         let step_targets: usize =
             micro_batches.iter().flat_map(|rows| examples(rows)).map(Example::target_count).sum();
-        let mut accumulator = GradientsAccumulator::<CausalLm>::new();
-        // Σ nll and tokens of this rank's rows, then of the whole step.
-        let mut sums = [0.0; 2];
-        for rows in &micro_batches {
-            let rows = dist::shard(rows);
-            if rows.is_empty() {
-                continue;
-            }
-            let batch = TokenBatch::new(&examples(rows), self.pad, ad);
-            sums[1] += batch.token_count as f64;
-            let nll = batch_nll(&self.model, batch);
-            let loss = nll.clone().div_scalar(step_targets as f64);
-            let grads = GradientsParams::from_grads(loss.backward(), &self.model);
-            accumulator.accumulate(&self.model, grads);
-            sums[0] += nll.into_scalar::<f32>() as f64;
-        }
-        let mut grads = accumulator.grads();
-        dist::all_reduce_gradients(&self.model, &mut grads)?;
-        dist::sum(&mut sums)?;
-        self.trainer.progress.tokens += sums[1] as u64;
-        let (grad_norm, clip) = clip_factor(&self.model, &grads, self.config.train.max_grad_norm);
-        let loss = sums[0] / step_targets as f64;
-        if !loss.is_finite() || !grad_norm.is_finite() {
-            return Err(self.trainer.diverged(loss));
-        }
-        self.trainer.adam.step(&mut self.model, grads, lr, clip);
-        Ok((loss, grad_norm))
+        // Σ nll and tokens.
+        let step = step::optimizer_step(
+            &mut self.trainer,
+            &mut self.model,
+            &micro_batches,
+            lr,
+            |model, rows, [nll_sum, tokens]: &mut [f64; 2]| {
+                let batch = TokenBatch::new(&examples(rows), pad, ad);
+                *tokens += batch.token_count as f64;
+                let nll = batch_nll(model, batch);
+                *nll_sum += nll.clone().into_scalar::<f32>() as f64;
+                nll.div_scalar(step_targets as f64)
+            },
+            |[nll_sum, _]| nll_sum / step_targets as f64,
+        )?;
+        let [nll_sum, tokens] = step.sums;
+        self.trainer.progress.tokens += tokens as u64;
+        Ok((nll_sum / step_targets as f64, step.grad_norm))
     }
 
     /// Validation loss (recorded) and a few greedy samples (kept for `samples.jsonl`).

@@ -1,0 +1,141 @@
+//! `rlhf ppo eval`: a policy measured on held-out prompts — the reward model's mean score of
+//! its sampled answers and their KL to a reference policy, with the rows for other judges.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+use burn::prelude::*;
+use serde_json::json;
+
+use crate::bad_input;
+use crate::checkpoint::{Lineage, write_file_atomically};
+use crate::cli::PpoEvalArgs;
+use crate::data::chat::Message;
+use crate::data::prompts::read_prompts;
+use crate::data::template::ChatTemplate;
+use crate::generate::{Finish, Generation, Generator, SamplingConfig};
+use crate::model::load_causal_lm;
+use crate::model::reward::{RewardModel, RewardStats};
+use crate::ppo::kl::token_kl;
+use crate::ppo::rollout::{ResponseBatch, decode_all, reference_log_probs};
+
+/// `rlhf ppo eval`: samples a response to every prompt from the policy and reports the
+/// reward model's mean score and the KL to a reference policy.
+pub fn eval(args: &PpoEvalArgs, device: &Device) -> Result<()> {
+    let policy = load_causal_lm(&args.policy, device)?;
+    let tokenizer = policy.tokenizer.as_ref().ok_or_else(|| {
+        bad_input!("{}: no tokenizer.json, so prompts cannot be encoded", args.policy.display())
+    })?;
+    let reference_dir = args.reference.clone().unwrap_or_else(|| default_reference(&args.policy));
+    let reference = load_causal_lm(&reference_dir, device)?;
+    if reference.config.vocab_size() != policy.config.vocab_size() {
+        return Err(bad_input!(
+            "{} and {} have different vocabularies ({} and {} tokens): the KL needs the same one",
+            args.policy.display(),
+            reference_dir.display(),
+            policy.config.vocab_size(),
+            reference.config.vocab_size()
+        ));
+    }
+    let reward = RewardModel::load(&args.reward, device)?;
+    let template = ChatTemplate::resolve(None, &args.policy)?;
+    let window = policy.config.context_window();
+    if args.max_new_tokens == 0 || args.max_new_tokens >= window {
+        return Err(bad_input!(
+            "--max-new-tokens must be between 1 and {} (the context window less one)",
+            window - 1
+        ));
+    }
+    let (prompts, _) =
+        read_prompts(&args.data, tokenizer, &template, window - args.max_new_tokens)?;
+    let sampling = SamplingConfig {
+        max_new_tokens: args.max_new_tokens,
+        do_sample: true,
+        temperature: args.temperature,
+        seed: args.seed,
+        ..SamplingConfig::default()
+    };
+    sampling.validate().map_err(|e| bad_input!("{e}"))?;
+    let generator = Generator::new(&policy.model, tokenizer, &policy.config, device)
+        .with_generation_config(&args.policy);
+    let pad = policy.config.pad_id(tokenizer);
+    let (mut scores, mut kls, mut lengths, mut ended) = (Vec::new(), Vec::new(), 0usize, 0usize);
+    let mut rows = String::new();
+    for chunk in prompts.chunks(args.batch_size.max(1)) {
+        let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.ids.clone()).collect();
+        let generations: Vec<Generation> = generator.generate(&ids, &sampling, &mut |_, _| {})?;
+        let pairs: Vec<(&[u32], &[u32])> = ids
+            .iter()
+            .zip(&generations)
+            .map(|(p, g)| (p.as_slice(), g.tokens.as_slice()))
+            .collect();
+        let batch = ResponseBatch::new(&pairs, pad, device);
+        let [log_probs, ref_log_probs] = batch.rows_of([
+            reference_log_probs(&policy.model, &batch, args.temperature),
+            reference_log_probs(&reference.model, &batch, args.temperature),
+        ]);
+        let chunk_kls: Vec<f32> = log_probs
+            .iter()
+            .zip(&ref_log_probs)
+            .map(|(p, r)| token_kl(p, r).iter().map(|&k| k as f64).sum::<f64>() as f32)
+            .collect();
+        let texts = decode_all(tokenizer, generations.iter().map(|g| &g.tokens))?;
+        let messages: Vec<&[Message]> = chunk.iter().map(|p| p.messages.as_slice()).collect();
+        let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+        let chunk_scores = reward.score(&messages, &text_refs, device)?;
+        if args.out.is_some() {
+            for (i, generation) in generations.iter().enumerate() {
+                let prompt = messages[i].last().map_or("", |m| m.content.as_str());
+                let row = json!({
+                    "prompt": prompt, "response": texts[i], "reward": chunk_scores[i], "kl": chunk_kls[i],
+                    "tokens": generation.tokens.len(), "finish_reason": generation.finish,
+                });
+                rows.push_str(&format!("{row}\n"));
+            }
+        }
+        kls.extend(chunk_kls);
+        scores.extend(chunk_scores);
+        lengths += generations.iter().map(|g| g.tokens.len()).sum::<usize>();
+        ended += generations.iter().filter(|g| g.finish == Finish::Eos).count();
+    }
+    if let Some(out) = &args.out {
+        write_file_atomically(out, &rows)?;
+    }
+    let (reward_stats, kl) = (RewardStats::of(&scores), RewardStats::of(&kls));
+    let n = prompts.len() as f64;
+    let report = json!({
+        "prompts": prompts.len(),
+        "reward_mean": reward_stats.mean,
+        "reward_std": reward_stats.std,
+        "kl_mean": kl.mean,
+        "response_length": lengths as f64 / n,
+        "ended": ended as f64 / n,
+        "policy": args.policy.display().to_string(),
+        "reference": reference_dir.display().to_string(),
+    });
+    if args.json {
+        println!("{report}");
+    } else {
+        println!("prompts          {}", prompts.len());
+        println!("reward           {:.4} ± {:.4}", reward_stats.mean, reward_stats.std);
+        println!("KL to reference  {:.4} nats per response ({})", kl.mean, reference_dir.display());
+        println!(
+            "response length  {:.1} tokens, {:.0}% ended",
+            lengths as f64 / n,
+            100.0 * ended as f64 / n
+        );
+    }
+    Ok(())
+}
+
+/// A PPO checkpoint's reference is the SFT policy it started from (its lineage parent); any
+/// other policy is compared with itself.
+fn default_reference(policy: &Path) -> PathBuf {
+    Lineage::read(policy)
+        .ok()
+        .filter(|lineage| lineage.stage == "ppo")
+        .and_then(|lineage| lineage.parent)
+        .map(|parent| PathBuf::from(parent.path))
+        .filter(|dir| dir.is_dir())
+        .unwrap_or_else(|| policy.to_path_buf())
+}

@@ -1,0 +1,46 @@
+//! Prompts to continue (`rlhf generate`, PPO's rollouts): `{"prompt"}` or `{"messages"}` rows,
+//! rendered with the policy's chat template up to the assistant cue, and cut from the left to
+//! fit — the end holds the question and the cue.
+
+use std::path::Path;
+
+use anyhow::Result;
+use serde_json::Value;
+use tokenizers::Tokenizer;
+
+use super::chat::{Message, prompt_messages};
+use super::jsonl::read_rows;
+use super::template::ChatTemplate;
+use crate::bad_input;
+
+/// A prompt as a scorer reads it (messages) and as the policy continues it (ids).
+pub struct Prompt {
+    pub messages: Vec<Message>,
+    pub ids: Vec<u32>,
+    /// The row's `prompt` (or `messages`) as written, to echo back.
+    pub source: Value,
+}
+
+/// Every row of `path`, each kept to at most `max_len` tokens; also returns how many were cut.
+/// Errors name `FILE:LINE`.
+pub fn read_prompts(
+    path: &Path,
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    max_len: usize,
+) -> Result<(Vec<Prompt>, usize)> {
+    let mut truncated = 0;
+    let mut prompts = Vec::new();
+    for row in read_rows(path)? {
+        let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
+        let messages = prompt_messages(&row.fields).map_err(at)?;
+        let mut ids = template.encode_prompt(tokenizer, &messages).map_err(at)?;
+        if ids.len() > max_len {
+            ids.drain(..ids.len() - max_len);
+            truncated += 1;
+        }
+        let source = row.fields.get("prompt").or_else(|| row.fields.get("messages"));
+        prompts.push(Prompt { messages, ids, source: source.cloned().unwrap_or(Value::Null) });
+    }
+    Ok((prompts, truncated))
+}

@@ -22,11 +22,11 @@ pub fn save(path: &Path, messages: &[Message]) -> Result<()> {
 pub fn load(path: &Path) -> Result<Vec<Message>> {
     let rows = read_rows(path)?;
     let row = rows.last().expect("read_rows returns at least one row");
-    let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
+    let at = row.error_at(path);
     let Some(value) = row.fields.get("messages") else {
         return Err(at("not a conversation: no `messages` field".into()));
     };
-    let messages = parse_messages(value, "messages").map_err(at)?;
+    let messages = parse_messages(value, "messages").map_err(&at)?;
     if let Some(i) = messages.iter().skip(1).position(|m| m.role == Role::System) {
         return Err(at(format!("field `messages[{}]`: a system message must come first", i + 1)));
     }

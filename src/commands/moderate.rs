@@ -67,10 +67,7 @@ pub fn score(args: &ModerateScoreArgs, device: &Device) -> Result<()> {
         (Some(_), false) => return Err(bad_input!("give texts as arguments or --data, not both")),
         (Some(path), true) => read_rows(path)?
             .iter()
-            .map(|row| {
-                row_text(&row.fields)
-                    .map_err(|e| bad_input!("{}:{}: {e}", path.display(), row.line))
-            })
+            .map(|row| row_text(&row.fields).map_err(row.error_at(path)))
             .collect::<Result<_>>()?,
         (None, false) => args.text.clone(),
         (None, true) => std::io::stdin().lock().lines().collect::<std::io::Result<_>>()?,

@@ -56,10 +56,10 @@ pub fn score(args: &ScoreArgs, device: &Device) -> Result<()> {
     let mut sequences = Vec::new();
     let mut counts = Vec::with_capacity(rows.len());
     for row in &rows {
-        let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
-        let (prompt, responses) = scored_row(&row.fields).map_err(at)?;
+        let at = row.error_at(path);
+        let (prompt, responses) = scored_row(&row.fields).map_err(&at)?;
         for response in &responses {
-            sequences.push(RewardModel::encode(&encoder, &prompt, response).map_err(at)?);
+            sequences.push(RewardModel::encode(&encoder, &prompt, response).map_err(&at)?);
         }
         counts.push(responses.len());
     }

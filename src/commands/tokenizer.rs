@@ -20,8 +20,7 @@ pub fn train(args: &TokenizerTrainArgs) -> Result<()> {
     let mut rows = Vec::new();
     for path in &args.data {
         for row in read_rows(path)? {
-            row_texts(&row.fields)
-                .map_err(|e| bad_input!("{}:{}: {e}", path.display(), row.line))?;
+            row_texts(&row.fields).map_err(row.error_at(path))?;
             rows.push(row);
         }
     }

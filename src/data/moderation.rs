@@ -11,7 +11,6 @@ use anyhow::Result;
 use serde_json::{Map, Value};
 
 use super::jsonl::read_rows;
-use crate::bad_input;
 
 /// OpenAI's categories: (code, name), in the order of the classifier's outputs.
 pub const CATEGORIES: [(&str, &str); 8] = [
@@ -99,10 +98,7 @@ impl LabeledText {
 pub fn read_labeled(path: &Path) -> Result<Vec<LabeledText>> {
     read_rows(path)?
         .iter()
-        .map(|row| {
-            LabeledText::parse(&row.fields)
-                .map_err(|e| bad_input!("{}:{}: {e}", path.display(), row.line))
-        })
+        .map(|row| LabeledText::parse(&row.fields).map_err(row.error_at(path)))
         .collect()
 }
 

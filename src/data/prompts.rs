@@ -11,7 +11,6 @@ use tokenizers::Tokenizer;
 use super::chat::{Message, prompt_messages};
 use super::jsonl::read_rows;
 use super::template::ChatTemplate;
-use crate::bad_input;
 
 /// A prompt as a scorer reads it (messages) and as the policy continues it (ids).
 pub struct Prompt {
@@ -32,9 +31,9 @@ pub fn read_prompts(
     let mut truncated = 0;
     let mut prompts = Vec::new();
     for row in read_rows(path)? {
-        let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
-        let messages = prompt_messages(&row.fields).map_err(at)?;
-        let mut ids = template.encode_prompt(tokenizer, &messages).map_err(at)?;
+        let at = row.error_at(path);
+        let messages = prompt_messages(&row.fields).map_err(&at)?;
+        let mut ids = template.encode_prompt(tokenizer, &messages).map_err(&at)?;
         if ids.len() > max_len {
             ids.drain(..ids.len() - max_len);
             truncated += 1;

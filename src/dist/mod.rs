@@ -81,6 +81,14 @@ pub fn is_main() -> bool {
     rank() == 0
 }
 
+/// Prints a note for the user on rank 0 only: every rank reads the same data and config, so
+/// a warning about them would otherwise print once per rank.
+pub fn warn(message: &str) {
+    if is_main() {
+        eprintln!("{message}");
+    }
+}
+
 /// The job, for messages: `rank 1 of 2 (torchrun, gloo)`.
 pub fn describe() -> Option<String> {
     world().map(|w| {

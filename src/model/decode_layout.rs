@@ -1,7 +1,7 @@
 //! Weights laid out for decoding several rows at once. A decoding step multiplies a few rows
 //! by every weight matrix; for such a skinny x·W, MKL packs all of W into its own layout on
 //! every call, which costs more than the product. Stored as the contiguous transpose of
-//! itself, W can run the product as (Wᵀ·xᵀ)ᵀ instead, which streams it (`fused::skinny_matmul`
+//! itself, W can run the product as (Wᵀ·xᵀ)ᵀ instead, which streams it (`plain_ops::skinny_matmul`
 //! picks the orientation from the layout). The values are unchanged: the copy is a view of
 //! the same matrix, only its memory order differs, so every other use of W still holds.
 

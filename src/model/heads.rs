@@ -7,10 +7,10 @@ use burn::prelude::*;
 
 use super::bert::{Bert, Pooling};
 use super::decoder::Decoder;
-use super::fused::SKINNY_ROWS;
 use super::kv_cache::KvCache;
 use super::layers::{linear_tokens, normal_linear};
 use super::mask::PaddedBatch;
+use super::plain_ops::SKINNY_ROWS;
 use super::precision;
 
 /// A causal language model: next-token logits at every position.

@@ -15,6 +15,7 @@ pub mod llama;
 pub mod loss;
 pub mod mask;
 pub mod naming;
+pub mod plain_ops;
 pub mod precision;
 pub mod prefix_cache;
 pub mod preset;

@@ -14,7 +14,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
-use super::fused;
+use super::plain_ops;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -102,7 +102,7 @@ pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
     match get() {
         // Inference: the product's orientation follows the weight's layout (decode_layout).
         Precision::F32 if !x.is_autodiff() => {
-            let y = fused::skinny_matmul(x, linear.weight.val());
+            let y = plain_ops::skinny_matmul(x, linear.weight.val());
             match &linear.bias {
                 Some(bias) => y + bias.val().unsqueeze(),
                 None => y,

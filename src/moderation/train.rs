@@ -124,8 +124,8 @@ impl Run {
             read_labeled,
         )?;
         if valid.is_empty() {
-            eprintln!(
-                "moderate: no validation data, so every threshold stays 0.5\nhint: set data.valid or data.valid_fraction"
+            dist::warn(
+                "moderate: no validation data, so every threshold stays 0.5\nhint: set data.valid or data.valid_fraction",
             );
         }
         let pos_weight = positive_weights(&train, &config);
@@ -138,7 +138,7 @@ impl Run {
         let trainer = Trainer::new(
             "moderate",
             &config.train,
-            &config.output.dir,
+            &config.output,
             train.len(),
             lineage,
             resumed,

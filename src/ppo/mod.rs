@@ -7,4 +7,5 @@ pub mod advantage;
 pub mod kl;
 pub mod loss;
 pub mod rollout;
+pub mod stats;
 pub mod train;

@@ -35,12 +35,11 @@ use crate::model::{
 };
 use crate::moderation::Moderator;
 use crate::ppo::actor_critic::{ActorCritic, Critic};
-use crate::ppo::advantage::{
-    explained_variance, gae, moments, token_rewards, variance_sums, whiten,
-};
+use crate::ppo::advantage::{explained_variance, gae, moments, token_rewards, whiten};
 use crate::ppo::kl::{KlController, token_kl};
 use crate::ppo::loss::{clipped_policy_loss, clipped_value_loss, masked_mean};
 use crate::ppo::rollout::{ResponseBatch, Rollout, decode_all, entropy, reference_log_probs};
+use crate::ppo::stats::{RolloutSums, UpdateParts, UpdateStats};
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::shuffle::permutation;
 use crate::train::start::{self, Resumed, TrainOptions, resume_error};
@@ -127,8 +126,8 @@ impl Models {
                     (Critic::Separate(value.model), value.config, config.model.reward.clone())
                 }
                 ValueModel::Separate => {
-                    eprintln!(
-                        "ppo: the reward model does not read the policy's tokens (a cross-encoder or another tokenizer), so the value model starts from the SFT model with a fresh head"
+                    dist::warn(
+                        "ppo: the reward model does not read the policy's tokens (a cross-encoder or another tokenizer), so the value model starts from the SFT model with a fresh head",
                     );
                     let body = load_causal_lm(sft, &ad)?.model.body;
                     let value = ScalarModel::from_decoder(body, d, 1, std, &ad);
@@ -191,9 +190,9 @@ impl Data {
             return Err(bad_input!("{}: no prompts", path.display()));
         }
         if truncated > 0 {
-            eprintln!(
+            dist::warn(&format!(
                 "ppo: {truncated} prompt(s) longer than data.max_prompt_len = {max_prompt} cut from the left"
-            );
+            ));
         }
         if prompts.len() < config.train.batch_size {
             return Err(bad_input!(
@@ -227,11 +226,12 @@ fn read_ptx(path: &Path, models: &Models, max_len: usize) -> Result<Vec<Example>
     };
     let mut texts = Vec::new();
     for row in read_rows(path)? {
-        let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
-        let SftRow::Text(text) = SftRow::parse(&row.fields).map_err(at)? else {
+        let at = row.error_at(path);
+        let SftRow::Text(text) = SftRow::parse(&row.fields).map_err(&at)? else {
             return Err(at("PPO-ptx rows are `{\"text\": …}` (pre-training text)".into()));
         };
-        let example = encoder.encode(&SftRow::Text(text), &mut FitReport::default()).map_err(at)?;
+        let example =
+            encoder.encode(&SftRow::Text(text), &mut FitReport::default()).map_err(&at)?;
         texts.extend(example);
     }
     let blocks = pack(texts, max_len);
@@ -279,7 +279,7 @@ impl Run {
         let mut trainer = Trainer::new(
             "ppo",
             &config.train,
-            out,
+            &config.output,
             data.prompts.len(),
             lineage,
             resumed.map(|(resumed, _)| resumed),
@@ -300,10 +300,10 @@ impl Run {
             trainer.adam.set_steps(updates);
         }
         if config.reward.normalize && models.reward.stats.is_none() {
-            eprintln!(
+            dist::warn(&format!(
                 "ppo: {} has no reward_stats.json, so scores are used as they are (reward.normalize needs it)",
                 config.model.reward.display()
-            );
+            ));
         }
         let pad = models.policy_config.pad_id(&models.tokenizer);
         let eos = {
@@ -494,7 +494,7 @@ impl Run {
                 dist::sum(&mut counts)?;
                 let share = chunk.len() as f64 / counts[0];
                 if chunk.is_empty() {
-                    self.apply(GradientsParams::new(), [0.0; 6], lr, &mut stats)?;
+                    self.apply(GradientsParams::new(), UpdateParts::default(), lr, &mut stats)?;
                     continue;
                 }
                 let rows: Vec<&Rollout> = chunk.iter().map(|&i| &rollouts[i]).collect();
@@ -537,7 +537,7 @@ impl Run {
                     parts.into_data().convert::<f32>().try_to_vec().expect("f32");
                 let mut shares = [0.0; 6];
                 shares.iter_mut().zip(values).for_each(|(s, v)| *s = v as f64 * share);
-                self.apply(grads, shares, lr, &mut stats)?;
+                self.apply(grads, UpdateParts::from_array(shares), lr, &mut stats)?;
             }
         }
         Ok(stats.mean())
@@ -548,7 +548,7 @@ impl Run {
     fn apply(
         &mut self,
         grads: GradientsParams,
-        parts: [f64; 6],
+        parts: UpdateParts,
         lr: f64,
         stats: &mut UpdateStats,
     ) -> Result<()> {
@@ -557,12 +557,12 @@ impl Run {
             &mut self.trainer,
             &mut self.models.actor_critic,
             grads,
-            parts,
+            parts.to_array(),
             lr,
-            |parts| parts[0] + vf_coef * parts[1],
+            |parts| parts[0] + vf_coef * parts[1], // policy loss + c₁·value loss
         )?;
         self.updates += 1;
-        stats.add(&step.sums, step.grad_norm);
+        stats.add(UpdateParts::from_array(step.sums), step.grad_norm);
         Ok(())
     }
 
@@ -611,30 +611,6 @@ impl Run {
     }
 }
 
-/// Means over an iteration's updates.
-#[derive(Debug, Default)]
-struct UpdateStats {
-    /// policy loss, value loss, clip fraction, approx. KL, entropy, PPO-ptx loss, gradient norm.
-    sums: [f64; 7],
-    updates: usize,
-}
-
-impl UpdateStats {
-    fn add(&mut self, parts: &[f64; 6], grad_norm: f64) {
-        for (sum, &x) in self.sums.iter_mut().zip(parts) {
-            *sum += x;
-        }
-        self.sums[6] += grad_norm;
-        self.updates += 1;
-    }
-
-    fn mean(mut self) -> Self {
-        let n = self.updates.max(1) as f64;
-        self.sums.iter_mut().for_each(|s| *s /= n);
-        self
-    }
-}
-
 impl Stage for Run {
     type Model = ActorCritic;
 
@@ -665,44 +641,30 @@ impl Stage for Run {
         let update = self.update(&rollouts, all_rows.len(), lr)?;
         let update_seconds = updated.elapsed().as_secs_f64();
 
-        let values: Vec<f32> = rollouts.iter().flat_map(|r| r.values.clone()).collect();
-        let returns: Vec<f32> = rollouts.iter().flat_map(|r| r.returns.clone()).collect();
-        let scores = rollouts.iter().map(|r| r.score as f64);
-        let mut sums = vec![
-            rollouts.len() as f64,
-            scores.clone().sum(),
-            scores.map(|s| s * s).sum(),
-            raw_scores.iter().map(|&s| s as f64).sum(),
-            rollouts.iter().map(|r| r.response.len() as f64).sum(),
-            rollouts.iter().filter(|r| r.ended).count() as f64,
-            kl_sum,
-        ];
-        sums.extend(variance_sums(&values, &returns));
-        dist::sum(&mut sums)?;
-        let n = sums[0].max(1.0);
-        let score = sums[1] / n;
-        let score_std = (sums[2] / n - score * score).max(0.0).sqrt();
-        let (length, kl) = (sums[4] / n, sums[6] / n);
-        self.kl.update(kl, sums[0] as usize);
-        self.trainer.progress.tokens += sums[4] as u64;
-        let [policy_loss, value_loss, clip_fraction, approx_kl, entropy, ptx_loss, grad_norm] =
-            update.sums;
+        let sums = RolloutSums::of(&rollouts, &raw_scores, kl_sum)?;
+        let n = sums.rollouts.max(1.0);
+        let score = sums.score / n;
+        let score_std = (sums.score_squared / n - score * score).max(0.0).sqrt();
+        let (length, kl) = (sums.response_tokens / n, sums.kl / n);
+        self.kl.update(kl, sums.rollouts as usize);
+        self.trainer.progress.tokens += sums.response_tokens as u64;
+        let UpdateStats { parts, grad_norm, .. } = update;
         let rate = self.trainer.tokens_per_second();
         let mut record = json!({
             "score": round(score, 4), "score_std": round(score_std, 4),
-            "rm_score": round(sums[3] / n, 4),
+            "rm_score": round(sums.rm_score / n, 4),
             "kl": round(kl, 4), "beta": round(beta, 5), "non_score_reward": round(-beta * kl, 4),
-            "entropy": round(entropy, 4), "clip_fraction": round(clip_fraction, 4),
-            "approx_kl": round(approx_kl, 6), "policy_loss": round(policy_loss, 5),
-            "value_loss": round(value_loss, 5), "grad_norm": round(grad_norm, 4),
-            "explained_variance": round(explained_variance(sums[7..12].try_into().expect("5 sums")), 4),
+            "entropy": round(parts.entropy, 4), "clip_fraction": round(parts.clip_fraction, 4),
+            "approx_kl": round(parts.approx_kl, 6), "policy_loss": round(parts.policy_loss, 5),
+            "value_loss": round(parts.value_loss, 5), "grad_norm": round(grad_norm, 4),
+            "explained_variance": round(explained_variance(sums.variance), 4),
             "response_length": round(length, 2),
-            "ended": round(sums[5] / n, 3),
+            "ended": round(sums.ended / n, 3),
             "rollout_s": round(rollout_seconds, 3), "update_s": round(update_seconds, 3),
             "tokens": self.trainer.progress.tokens, "tokens_per_s": round(rate, 1),
         });
         if self.config.ppo.ptx_coef > 0.0 {
-            record["ptx_loss"] = round(ptx_loss, 5).into();
+            record["ptx_loss"] = round(parts.ptx_loss, 5).into();
         }
         let iteration = self.trainer.progress.step + 1;
         if iteration == 1 || iteration % self.config.ppo.log_samples_every == 0 {

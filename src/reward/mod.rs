@@ -174,13 +174,13 @@ impl Data {
             },
         )?;
         if report.truncated + report.dropped > 0 {
-            eprintln!(
+            dist::warn(&format!(
                 "reward: {} comparison(s) longer than data.max_len = {}: {} with prompts cut from the left, {} dropped",
                 report.truncated + report.dropped,
                 data.max_len,
                 report.truncated,
                 report.dropped
-            );
+            ));
         }
         if train.is_empty() {
             return Err(bad_input!(
@@ -249,7 +249,7 @@ impl<M: Backbone> Run<M> {
         let trainer = Trainer::new(
             "reward",
             &config.train,
-            &config.output.dir,
+            &config.output,
             data.train.len(),
             lineage,
             info.resumed.take(),

@@ -9,7 +9,6 @@ use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
 
-use crate::bad_input;
 use crate::data::jsonl::read_rows;
 use crate::data::preference::Comparison;
 use crate::data::scoring::{ResponseEncoder, Sequence, SequenceBatch};
@@ -28,13 +27,13 @@ pub fn encode_file(path: &Path, encoder: &ResponseEncoder) -> Result<(Vec<Encode
     let mut report = FitReport::default();
     let mut encoded = Vec::new();
     for row in read_rows(path)? {
-        let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
-        let comparison = Comparison::parse(&row.fields).map_err(at)?;
+        let at = row.error_at(path);
+        let comparison = Comparison::parse(&row.fields).map_err(&at)?;
         let mut sequences = Vec::new();
         let mut fit = FitReport::default();
         for response in &comparison.responses {
             if let Some(sequence) =
-                encoder.encode(&comparison.prompt, response, &mut fit).map_err(at)?
+                encoder.encode(&comparison.prompt, response, &mut fit).map_err(&at)?
             {
                 sequences.push(sequence);
             }

@@ -157,13 +157,13 @@ impl Data {
             },
         )?;
         if report.truncated + report.dropped > 0 {
-            eprintln!(
+            dist::warn(&format!(
                 "sft: {} row(s) longer than data.max_len = {}: {} cut from the left of the prompt, {} dropped",
                 report.truncated + report.dropped,
                 data.max_len,
                 report.truncated,
                 report.dropped
-            );
+            ));
         }
         let finish = |examples: Vec<(Example, bool)>| -> Vec<Example> {
             if !data.packing {
@@ -193,9 +193,9 @@ pub fn encode_file(path: &Path, encoder: &SftEncoder) -> Result<(Vec<(Example, b
     let mut report = FitReport::default();
     let mut examples = Vec::new();
     for row in read_rows(path)? {
-        let at = |e: String| bad_input!("{}:{}: {e}", path.display(), row.line);
-        let parsed = SftRow::parse(&row.fields).map_err(at)?;
-        if let Some(example) = encoder.encode(&parsed, &mut report).map_err(at)? {
+        let at = row.error_at(path);
+        let parsed = SftRow::parse(&row.fields).map_err(&at)?;
+        if let Some(example) = encoder.encode(&parsed, &mut report).map_err(&at)? {
             if example.target_count() > 0 {
                 examples.push((example, matches!(parsed, SftRow::Text(_))));
             }
@@ -264,7 +264,7 @@ impl Run {
         let trainer = Trainer::new(
             "sft",
             &config.train,
-            out,
+            &config.output,
             data.train.len(),
             lineage,
             start.resumed,

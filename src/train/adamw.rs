@@ -12,8 +12,8 @@ use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
-use crate::model::fused::adamw_update;
 use crate::model::naming::{HfLayout, param_names};
+use crate::model::plain_ops::adamw_update;
 use crate::model::weights::{self, NamedTensors};
 
 #[derive(Debug, Clone, Copy)]

@@ -5,7 +5,7 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::prelude::*;
 
-use crate::model::fused::squared_norm;
+use crate::model::plain_ops::squared_norm;
 
 /// The L2 norm over all gradients (NaN if any is one), and the factor
 /// `torch.nn.utils.clip_grad_norm_` scales them by: `max_norm / (norm + 1e-6)` when the norm

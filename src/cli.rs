@@ -90,6 +90,10 @@ pub struct TrainArgs {
     /// Continue from the output directory's state/ instead of starting over.
     #[arg(long)]
     pub resume: bool,
+    /// With --resume: continue although the config changes what a step computes (lr, batch
+    /// size, …); the lineage records the changes.
+    #[arg(long, requires = "resume")]
+    pub accept_changes: bool,
 }
 
 impl TrainArgs {
@@ -99,6 +103,7 @@ impl TrainArgs {
             config: self.config.clone(),
             overrides: self.overrides.clone(),
             resume: self.resume,
+            accept_changes: self.accept_changes,
         }
     }
 }

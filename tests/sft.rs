@@ -375,3 +375,73 @@ fn checkpoints_load_in_transformers_and_chain_from_a_base() {
         assert_ne!(floats(&top[name]), floats(&first[name]), "{name} did not train");
     }
 }
+
+#[test]
+fn resume_refuses_a_changed_learning_rate_and_says_what_it_resumes() {
+    let ws = Workspace::new();
+    assert_ok(&ws.sft(&["train.max_steps=2", "train.eval_every=0"], &[]));
+    let out = ws.sft(&["train.max_steps=4", "train.eval_every=0", "train.lr=5e-2"], &["--resume"]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("train.lr: 0.003 → 0.05"), "{err}");
+    assert!(err.contains("--accept-changes"), "{err}");
+    assert!(!err.contains("train.max_steps:"), "extending keys are not refused: {err}");
+
+    let out = ws.sft(&["train.max_steps=3", "train.eval_every=0"], &["--resume"]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(err.contains("resuming"), "{err}");
+    assert!(err.contains("at step 2 of 3"), "{err}");
+    assert!(err.contains("train.max_steps 2 → 3"), "{err}");
+
+    let sets = ["train.max_steps=4", "train.eval_every=0", "train.lr=5e-2"];
+    assert_ok(&ws.sft(&sets, &["--resume", "--accept-changes"]));
+    let lineage: Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.path("runs/sft/rlhf.json")).unwrap())
+            .unwrap();
+    let resumes = lineage["config"]["resumes"].as_array().expect("resumes recorded");
+    assert_eq!(resumes.len(), 2, "{resumes:?}");
+    assert_eq!(resumes[1]["step"], 3);
+    assert_eq!(resumes[1]["changed"]["train.lr"], json!([0.003, 0.05]));
+}
+
+#[test]
+fn a_missing_path_in_a_config_names_its_key_and_where_it_was_looked_for() {
+    let ws = Workspace::new();
+    let out = ws.sft(&["data.train=nope.jsonl"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("sft.toml: key `data.train` = \"nope.jsonl\": no such file"), "{err}");
+    assert!(err.contains("paths in a config are read from the current directory"), "{err}");
+
+    std::fs::write(
+        ws.path("base.toml"),
+        std::fs::read_to_string(ws.path("sft.toml"))
+            .unwrap()
+            .replace("init = \"tiny\"\ntokenizer = \"tok\"", "base = \"HuggingFaceTB/SmolLM2\""),
+    )
+    .unwrap();
+    let out = ws.command(&["sft", "train", "--config", "base.toml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("key `model.base`"), "{err}");
+    assert!(err.contains("looks like a Hugging Face hub id"), "{err}");
+
+    std::fs::write(ws.path("model.gguf"), b"GGUF").unwrap();
+    let out =
+        rlhf(&["generate", "--model", ws.path("model.gguf").to_str().unwrap(), "--data", "x"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("hint: import it first: rlhf model import"), "{}", stderr(&out));
+}
+
+#[test]
+fn keep_state_until_done_drops_the_state_from_the_finished_run() {
+    let ws = Workspace::new();
+    let sets = ["train.max_steps=2", "train.eval_every=0", "output.keep_state=until-done"];
+    assert_ok(&ws.sft(&sets, &[]));
+    assert!(ws.path("runs/sft/model.safetensors").is_file());
+    assert!(!ws.path("runs/sft/state").exists(), "state/ is dropped at the end");
+    let out = ws.sft(&["train.max_steps=3", "train.eval_every=0"], &["--resume"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("holds no resumable run"), "{}", stderr(&out));
+}

@@ -7,6 +7,8 @@ pub mod reward;
 pub mod sft;
 pub mod train;
 
+use std::path::Path;
+
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
@@ -20,6 +22,26 @@ pub trait StageConfig: DeserializeOwned + Serialize {
     fn output(&self) -> &OutputConfig;
     /// The cross-field rules serde cannot express; the message names the key.
     fn validate(&self) -> Result<(), String>;
+    /// The files and model directories the config names, checked before any work.
+    fn paths(&self) -> Vec<NamedPath<'_>>;
+}
+
+/// A path a config names, with its key.
+pub struct NamedPath<'a> {
+    pub key: &'static str,
+    pub path: &'a Path,
+    /// A model directory (else a file).
+    pub model: bool,
+}
+
+impl<'a> NamedPath<'a> {
+    pub fn file(key: &'static str, path: &'a Path) -> Self {
+        Self { key, path, model: false }
+    }
+
+    pub fn model(key: &'static str, path: &'a Path) -> Self {
+        Self { key, path, model: true }
+    }
 }
 
 macro_rules! stage_config {
@@ -33,6 +55,9 @@ macro_rules! stage_config {
             }
             fn validate(&self) -> Result<(), String> {
                 <$config>::validate(self)
+            }
+            fn paths(&self) -> Vec<NamedPath<'_>> {
+                <$config>::paths(self)
             }
         }
     )*};

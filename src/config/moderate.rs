@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::NamedPath;
+
 use super::train::{OutputConfig, TrainConfig};
 use crate::model::bert::Pooling;
 
@@ -91,6 +93,17 @@ pub struct Thresholds {
 impl Default for Thresholds {
     fn default() -> Self {
         Self { rule: ThresholdRule::BestF1, target_precision: 0.8 }
+    }
+}
+
+impl ModerateConfig {
+    pub fn paths(&self) -> Vec<NamedPath<'_>> {
+        let mut paths = vec![
+            NamedPath::model("model.base", &self.model.base),
+            NamedPath::file("data.train", &self.data.train),
+        ];
+        paths.extend(self.data.valid.as_deref().map(|v| NamedPath::file("data.valid", v)));
+        paths
     }
 }
 

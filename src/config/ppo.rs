@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::NamedPath;
+
 use super::train::{OutputConfig, TrainConfig};
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -162,6 +164,21 @@ impl Default for PpoHyper {
             ptx_coef: 0.0,
             log_samples_every: 10,
         }
+    }
+}
+
+impl PpoConfig {
+    pub fn paths(&self) -> Vec<NamedPath<'_>> {
+        let mut paths = vec![
+            NamedPath::model("model.policy", &self.model.policy),
+            NamedPath::model("model.reward", &self.model.reward),
+            NamedPath::file("data.prompts", &self.data.prompts),
+        ];
+        paths.extend(self.data.ptx.as_deref().map(|p| NamedPath::file("data.ptx", p)));
+        paths.extend(
+            self.reward.moderation.as_deref().map(|m| NamedPath::model("reward.moderation", m)),
+        );
+        paths
     }
 }
 

@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::NamedPath;
+
 use super::sft::Truncation;
 use super::train::{ModelSource, OutputConfig, TrainConfig};
 
@@ -66,6 +68,15 @@ pub struct RewardLoss {
 impl Default for RewardLoss {
     fn default() -> Self {
         Self { margin: 0.0, center_coefficient: 0.01, label_smoothing: 0.0 }
+    }
+}
+
+impl RewardConfig {
+    pub fn paths(&self) -> Vec<NamedPath<'_>> {
+        let mut paths = self.model.paths();
+        paths.push(NamedPath::file("data.train", &self.data.train));
+        paths.extend(self.data.valid.as_deref().map(|v| NamedPath::file("data.valid", v)));
+        paths
     }
 }
 

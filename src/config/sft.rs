@@ -4,6 +4,8 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use super::NamedPath;
+
 use super::train::{ModelSource, OutputConfig, TrainConfig};
 pub use crate::data::sft::Truncation;
 
@@ -60,6 +62,15 @@ pub struct SampleConfig {
 impl Default for SampleConfig {
     fn default() -> Self {
         Self { count: 4, max_new_tokens: 64 }
+    }
+}
+
+impl SftConfig {
+    pub fn paths(&self) -> Vec<NamedPath<'_>> {
+        let mut paths = self.model.paths();
+        paths.push(NamedPath::file("data.train", &self.data.train));
+        paths.extend(self.data.valid.as_deref().map(|v| NamedPath::file("data.valid", v)));
+        paths
     }
 }
 

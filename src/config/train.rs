@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::NamedPath;
+
 use crate::model::bert::Pooling;
 use crate::model::precision::Precision;
 
@@ -159,12 +161,23 @@ pub struct OutputConfig {
     pub dir: std::path::PathBuf,
     /// Replace an existing `dir` when not resuming (otherwise that is an error).
     pub overwrite: bool,
+    /// When the resumable state (`state/`: optimizer moments, about twice the weights) is
+    /// kept: `always` (a finished run can still be extended with --resume), or `until-done`
+    /// (dropped from the final checkpoint).
+    pub keep_state: KeepState,
 }
 
 impl Default for OutputConfig {
     fn default() -> Self {
-        Self { dir: "runs/out".into(), overwrite: false }
+        Self { dir: "runs/out".into(), overwrite: false, keep_state: KeepState::Always }
     }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeepState {
+    Always,
+    UntilDone,
 }
 
 /// The model a stage starts from: a Hugging Face directory (`base`), or a preset initialised
@@ -195,6 +208,13 @@ pub fn check_reinit(reinit_layers: usize, train_layers: usize) -> Result<(), Str
         ));
     }
     Ok(())
+}
+
+impl ModelSource {
+    /// `model.base` (a model directory); `model.tokenizer` may be a directory or a file.
+    pub fn paths(&self) -> Vec<NamedPath<'_>> {
+        self.base.as_deref().map(|b| NamedPath::model("model.base", b)).into_iter().collect()
+    }
 }
 
 impl ModelSource {

@@ -20,6 +20,14 @@ pub struct Row {
     pub fields: Map<String, Value>,
 }
 
+impl Row {
+    /// The error for something wrong in this row of `path`: `FILE:LINE: message`, bad input.
+    pub fn error_at(&self, path: &Path) -> impl Fn(String) -> anyhow::Error {
+        let at = format!("{}:{}", path.display(), self.line);
+        move |message| bad_input!("{at}: {message}")
+    }
+}
+
 /// Reads every non-blank line of `path` as a JSON object.
 pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
     let bytes =
@@ -34,6 +42,9 @@ pub fn read_rows(path: &Path) -> Result<Vec<Row>> {
 /// The rows of a JSONL text; an error reads `:LINE: what` (or `: what`), to follow the path.
 pub fn parse_rows(bytes: &[u8]) -> Result<Vec<Row>, String> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    if is_json_array_of_objects(bytes) {
+        return Err(": this is a JSON array; write one object a line (JSONL)\nhint: convert it with: jq -c '.[]' FILE.json > FILE.jsonl".into());
+    }
     let mut rows = Vec::new();
     for (index, line) in bytes.split(|&b| b == b'\n').enumerate() {
         let line_no = index + 1;
@@ -51,6 +62,24 @@ pub fn parse_rows(bytes: &[u8]) -> Result<Vec<Row>, String> {
         rows.push(Row { line: line_no, fields });
     }
     Ok(rows)
+}
+
+/// A `.json` file of objects rather than JSONL: its first line opens an array that either
+/// goes on over more lines or holds objects (a one-line array of numbers is just a bad row).
+fn is_json_array_of_objects(bytes: &[u8]) -> bool {
+    if !bytes.trim_ascii_start().starts_with(b"[") {
+        return false;
+    }
+    let text = String::from_utf8_lossy(bytes);
+    let Some(first) = text.lines().map(str::trim).find(|l| !l.is_empty()) else {
+        return false;
+    };
+    match serde_json::from_str::<Value>(first) {
+        _ if !first.starts_with('[') => false,
+        Err(_) => true,
+        Ok(Value::Array(items)) => !items.is_empty() && items.iter().all(Value::is_object),
+        Ok(_) => false,
+    }
 }
 
 /// A JSON value read with every object's keys checked for repeats.
@@ -146,5 +175,12 @@ mod tests {
         assert!(lines(b"{\"a\": NaN}").unwrap_err().starts_with(":1: invalid JSON"));
         assert!(lines(b"{\"a\": 1e999}").unwrap_err().starts_with(":1: invalid JSON"));
         assert_eq!(lines(b"[1]").unwrap_err(), ":1: expected a JSON object");
+    }
+
+    #[test]
+    fn a_json_array_file_is_told_to_become_jsonl() {
+        let err = lines(b"[\n  {\"text\": \"a\"}\n]\n").unwrap_err();
+        assert!(err.contains("this is a JSON array; write one object a line (JSONL)"), "{err}");
+        assert!(err.contains("jq -c '.[]'"), "{err}");
     }
 }

@@ -39,6 +39,9 @@ impl Example {
 pub enum SftRow {
     /// `messages`, or `prompt` + `completion` as a user turn and an assistant turn.
     Chat(Vec<Message>),
+    /// TRL's conversational prompt–completion row: the loss is on the completion's assistant
+    /// turns only, not on answers inside the prompt.
+    Completion { prompt: Vec<Message>, completion: Vec<Message> },
     /// `text`: continued pre-training, every token a target.
     Text(String),
 }
@@ -74,6 +77,9 @@ impl SftRow {
             if has("text") {
                 return Err("a row has `prompt` + `completion` or `text`, not both".into());
             }
+            if let Some(Value::Array(_)) = row.get("prompt") {
+                return Self::conversational_completion(row);
+            }
             let (prompt, completion) = (string("prompt")?, string("completion")?);
             if completion.trim().is_empty() {
                 return Err("field `completion` is empty".into());
@@ -90,8 +96,36 @@ impl SftRow {
             }
             return Ok(Self::Text(text));
         }
-        Err("expected `messages`, `prompt` + `completion`, or `text`".into())
+        Err(format!("expected `messages`, `prompt` + `completion`, or `text`{}", other_format(row)))
     }
+
+    /// `{"prompt": [messages], "completion": [messages]}` (the completion may also be one
+    /// string: the assistant's answer).
+    fn conversational_completion(row: &Map<String, Value>) -> Result<Self, String> {
+        let prompt = parse_messages(&row["prompt"], "prompt")?;
+        let completion = match row.get("completion") {
+            Some(Value::String(answer)) => vec![Message::new(Role::Assistant, answer.clone())],
+            Some(value) => parse_messages(value, "completion")?,
+            None => return Err("field `completion` is missing".into()),
+        };
+        if !completion.iter().any(|m| m.role == Role::Assistant && !m.content.trim().is_empty()) {
+            return Err("field `completion` has no assistant turn to learn from".into());
+        }
+        Ok(Self::Completion { prompt, completion })
+    }
+}
+
+/// A hint for rows in the formats other tools use, so the user learns the one-line
+/// conversion instead of only that the row is wrong.
+fn other_format(row: &Map<String, Value>) -> String {
+    let has = |field: &str| row.contains_key(field);
+    if has("instruction") && has("output") {
+        return "\nhint: this is an Alpaca row; convert it with: jq -c '{prompt: (.instruction + (if .input != \"\" then \"\\n\\n\" + .input else \"\" end)), completion: .output}' FILE".into();
+    }
+    if has("conversations") {
+        return "\nhint: this is a ShareGPT row; convert it with: jq -c '{messages: [.conversations[] | {role: ({human: \"user\", gpt: \"assistant\", system: \"system\"}[.from]), content: .value}]}' FILE".into();
+    }
+    String::new()
 }
 
 /// What encoding did to rows that did not fit.
@@ -118,7 +152,11 @@ impl SftEncoder<'_> {
     /// `Ok(None)` when the row is dropped for length (and `report` counts it).
     pub fn encode(&self, row: &SftRow, report: &mut FitReport) -> Result<Option<Example>, String> {
         let example = match row {
-            SftRow::Chat(messages) => self.encode_chat(messages)?,
+            SftRow::Chat(messages) => self.encode_chat(messages, 0)?,
+            SftRow::Completion { prompt, completion } => {
+                let messages: Vec<Message> = prompt.iter().chain(completion).cloned().collect();
+                self.encode_chat(&messages, prompt.len())?
+            }
             SftRow::Text(text) => {
                 let mut ids = self.tokens(text)?;
                 ids.extend(self.eos);
@@ -129,7 +167,8 @@ impl SftEncoder<'_> {
         Ok(self.fit(example, matches!(row, SftRow::Text(_)), report))
     }
 
-    fn encode_chat(&self, messages: &[Message]) -> Result<Example, String> {
+    /// The conversation with its assistant turns from `learn_from` on as targets.
+    fn encode_chat(&self, messages: &[Message], learn_from: usize) -> Result<Example, String> {
         let last_answer = messages.iter().rposition(|m| m.role == Role::Assistant);
         let last_answer = last_answer.ok_or("the conversation has no assistant turn")?;
         let mut example = Example { ids: Vec::new(), target: Vec::new() };
@@ -145,10 +184,11 @@ impl SftEncoder<'_> {
                 let cue = self.render(&messages[..i], true)?;
                 push(self.continuation(&rendered, &cue)?, false, &mut example)?;
                 let full = self.render(&messages[..=i], false)?;
-                push(self.continuation(&cue, &full)?, true, &mut example)?;
+                let learned = i >= learn_from;
+                push(self.continuation(&cue, &full)?, learned, &mut example)?;
                 if let Some(eos) = self.eos.filter(|_| self.eos_after_answers) {
                     example.ids.push(eos);
-                    example.target.push(true);
+                    example.target.push(learned);
                 }
                 rendered = full;
             } else {
@@ -406,5 +446,34 @@ mod tests {
             let err = row(value.clone()).unwrap_err();
             assert!(err.contains(expected), "{value}: {err}");
         }
+    }
+
+    #[test]
+    fn trl_conversational_prompt_completion_learns_the_completion_only() {
+        let tok = tokenizer();
+        let parsed = row(json!({
+            "prompt": [
+                {"role": "user", "content": "hello"},
+                {"role": "assistant", "content": "hello there"},
+                {"role": "user", "content": "how are you?"},
+            ],
+            "completion": [{"role": "assistant", "content": "fine thanks"}],
+        }))
+        .unwrap();
+        let example =
+            encoder(&tok, &ChatTemplate::ChatMl, 512).encode(&parsed, &mut FitReport::default());
+        let example = example.unwrap().unwrap();
+        assert_eq!(decode_targets(&tok, &example), format!("fine thanks{IM_END}\n"));
+        let plain =
+            row(json!({"prompt": [{"role": "user", "content": "hi"}], "completion": "fine"}));
+        assert!(matches!(plain, Ok(SftRow::Completion { .. })), "{plain:?}");
+    }
+
+    #[test]
+    fn alpaca_and_sharegpt_rows_get_the_conversion_as_a_hint() {
+        let alpaca = row(json!({"instruction": "Add", "input": "2+2", "output": "4"}));
+        assert!(alpaca.unwrap_err().contains("this is an Alpaca row"));
+        let sharegpt = row(json!({"conversations": [{"from": "human", "value": "hi"}]}));
+        assert!(sharegpt.unwrap_err().contains("this is a ShareGPT row"));
     }
 }

@@ -52,7 +52,7 @@ pub struct ModelConfig {
 impl ModelConfig {
     pub fn read(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
-            return Err(bad_input!("{}: no such model directory", dir.display()));
+            return Err(bad_input!("{}: {}", dir.display(), missing_model(dir)));
         }
         let path = dir.join("config.json");
         let text = std::fs::read_to_string(&path).map_err(|e| {
@@ -287,6 +287,31 @@ impl ModelConfig {
 }
 
 /// `eos_token_id` is an id or a list of ids in `config.json` / `generation_config.json`.
+/// Why `path` is not a model directory, and what to do: a GGUF file is imported first, a
+/// Hugging Face hub id is downloaded first (rlhf reads local directories only).
+pub fn missing_model(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    let is_gguf = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
+    let looks_like_hub_id = path.is_relative()
+        && text.split('/').count() == 2
+        && !text.starts_with('.')
+        && !path.exists()
+        && path.parent().is_some_and(|p| !p.exists());
+    match () {
+        _ if is_gguf && path.is_file() => format!(
+            "a GGUF file, not a model directory\nhint: import it first: rlhf model import --gguf {text} --out models/NAME, then pass models/NAME"
+        ),
+        _ if path.is_file() => {
+            "a file, not a model directory (config.json, model.safetensors, tokenizer.json)".into()
+        }
+        _ if looks_like_hub_id => format!(
+            "no such model directory\nhint: `{text}` looks like a Hugging Face hub id; rlhf reads local directories only: download it first (e.g. `huggingface-cli download {text} --local-dir models/{}`) and pass that directory",
+            text.rsplit('/').next().unwrap_or_default()
+        ),
+        _ => "no such model directory".into(),
+    }
+}
+
 pub fn token_ids(value: Option<&serde_json::Value>) -> Vec<u32> {
     match value {
         Some(serde_json::Value::Number(n)) => {

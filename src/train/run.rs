@@ -15,11 +15,11 @@ use super::interrupt;
 use super::lr_groups::lr_scales;
 use super::schedule::learning_rate;
 use super::shuffle::permutation;
-use super::start::{Resumed, resume_error};
+use super::start::{Resumed, config_changes, resume_error};
 use super::state::{BEST_FILE, BestStep, OPTIMIZER_FILE, RunProgress, STATE_DIR};
 use crate::bad_input;
 use crate::checkpoint::{Lineage, Source};
-use crate::config::train::TrainConfig;
+use crate::config::train::{KeepState, OutputConfig, TrainConfig};
 use crate::dist;
 use crate::error::Interrupted;
 use crate::metrics::{METRICS_FILE, RunLog, read_jsonl};
@@ -31,6 +31,7 @@ pub struct Trainer {
     pub stage: &'static str,
     pub train: TrainConfig,
     pub out: PathBuf,
+    output: OutputConfig,
     pub adam: AdamW,
     pub progress: RunProgress,
     pub lineage: Lineage,
@@ -205,7 +206,7 @@ impl Trainer {
     pub fn new<M: Module>(
         stage: &'static str,
         train: &TrainConfig,
-        out: &Path,
+        output: &OutputConfig,
         examples: usize,
         lineage: Lineage,
         resumed: Option<Resumed>,
@@ -213,6 +214,7 @@ impl Trainer {
         layout: HfLayout,
         device: &Device,
     ) -> Result<Self> {
+        let out = &output.dir;
         let batches_per_epoch = examples.div_ceil(train.batch_size);
         let total_steps = match train.max_steps {
             0 => (train.epochs * batches_per_epoch).div_ceil(train.grad_accum),
@@ -229,6 +231,7 @@ impl Trainer {
             stage,
             train: train.clone(),
             out: out.to_path_buf(),
+            output: output.clone(),
             adam,
             progress: RunProgress::default(),
             lineage,
@@ -272,11 +275,43 @@ impl Trainer {
                     .map_err(resume_error)?,
             });
         }
+        trainer.record_resume(&previous, &progress);
         trainer.log = RunLog::new(progress.step, total_steps, read_jsonl(&out.join(METRICS_FILE)));
         trainer.saved_step = Some(progress.step);
         (trainer.seconds_before, trainer.tokens_before) = (progress.seconds, progress.tokens);
         trainer.progress = progress;
         Ok(trainer)
+    }
+
+    /// Says where the run goes on from and which config values changed, and keeps the
+    /// changes in the lineage beside those of earlier resumes.
+    fn record_resume(&mut self, previous: &Lineage, progress: &RunProgress) {
+        let changes = config_changes(&previous.config["config"], &self.lineage.config["config"]);
+        let mut resumes = previous.config["resumes"].as_array().cloned().unwrap_or_default();
+        if !changes.is_empty() {
+            let changed: serde_json::Map<String, Value> = changes
+                .iter()
+                .map(|(key, before, now)| (key.clone(), json!([before, now])))
+                .collect();
+            resumes.push(json!({ "step": progress.step, "changed": changed }));
+        }
+        if !resumes.is_empty() {
+            self.lineage.config["resumes"] = resumes.into();
+        }
+        if dist::is_main() {
+            eprintln!(
+                "{}: resuming {} at step {} of {} (epoch {}, batch {} of it)",
+                self.stage,
+                self.out.display(),
+                progress.step,
+                self.total_steps,
+                progress.epoch,
+                progress.batch_in_epoch
+            );
+            for (key, before, now) in &changes {
+                eprintln!("{}: {key} {before} → {now}", self.stage);
+            }
+        }
     }
 
     /// `train.keep_best` and `train.patience` compare validation scores: refused without
@@ -379,6 +414,10 @@ impl Trainer {
         self.lineage.metrics = metrics;
         self.lineage.write(dir)?;
         self.log.write(dir)?;
+        let done = self.progress.step >= self.total_steps;
+        if done && self.output.keep_state == KeepState::UntilDone {
+            return Ok(());
+        }
         let state = dir.join(STATE_DIR);
         std::fs::create_dir(&state)?;
         self.progress.write(&state)?;
@@ -498,6 +537,7 @@ mod tests {
             stage: "test",
             train,
             out: PathBuf::new(),
+            output: OutputConfig::default(),
             adam: AdamW::new(AdamWConfig {
                 beta1: 0.9,
                 beta2: 0.999,

@@ -11,6 +11,7 @@ use super::state::{RunProgress, STATE_DIR};
 use crate::checkpoint::{self, Lineage};
 use crate::config::train::OutputConfig;
 use crate::config::{self, StageConfig};
+use crate::model::config::missing_model;
 use crate::{bad_input, dist};
 
 /// A training command's options, as the command line gave them.
@@ -22,15 +23,127 @@ pub struct TrainOptions {
     pub overrides: Vec<String>,
     /// Continue the run in the config's output directory.
     pub resume: bool,
+    /// With `resume`: continue even where the config differs from the run's in keys that
+    /// change what is trained (see `EXTENDING_KEYS` for those that never need it).
+    pub accept_changes: bool,
 }
+
+/// Keys a resumed run may change without `--accept-changes`: they only extend the run or
+/// change how it is watched, not what a step computes.
+pub const EXTENDING_KEYS: &[&str] = &[
+    "train.max_steps",
+    "train.epochs",
+    "train.eval_every",
+    "train.save_every",
+    "train.log_every",
+    "train.patience",
+    "output.overwrite",
+    "samples.count",
+    "samples.max_new_tokens",
+    "ppo.log_samples_every",
+];
+
+/// Data files are compared by path and content when a run resumes (`Trainer::new`), with an
+/// error of their own.
+const DATA_FILE_KEYS: &[&str] = &["data.train", "data.valid", "data.prompts", "data.ptx"];
+
+/// A key whose value differs between two resolved configs: (key, before, now).
+pub type Change = (String, serde_json::Value, serde_json::Value);
 
 /// Reads the stage's config, sets its precision, checks it and the output directory.
 pub fn load_config<C: StageConfig>(options: &TrainOptions, device: &Device) -> Result<C> {
     let config: C = config::load(&options.config, &options.overrides)?;
     crate::model::precision::set(config.train().precision, device);
     config.validate().map_err(|e| bad_input!("{}: {e}", options.config.display()))?;
+    check_paths(&config, options)?;
     check_output(config.output(), options.resume)?;
+    if options.resume {
+        check_changes(&config, options)?;
+    }
     Ok(config)
+}
+
+/// Every file and model directory the config names exists, or the error names its key (a
+/// resumed run reads its model from the output directory, so only its data is checked).
+fn check_paths<C: StageConfig>(config: &C, options: &TrainOptions) -> Result<()> {
+    for named in config.paths() {
+        let path = named.path;
+        let problem = match named.model {
+            true if options.resume || path.is_dir() => continue,
+            true => missing_model(path),
+            false if path.is_file() => continue,
+            false if path.is_dir() => "a directory, not a file".into(),
+            false => "no such file".into(),
+        };
+        let (first, hint) = problem.split_once('\n').unwrap_or((&problem, ""));
+        let rule = match path.is_relative() {
+            true => {
+                let cwd = std::env::current_dir().unwrap_or_default();
+                format!(
+                    " (paths in a config are read from the current directory, {})",
+                    cwd.display()
+                )
+            }
+            false => String::new(),
+        };
+        let hint = if hint.is_empty() { String::new() } else { format!("\n{hint}") };
+        return Err(bad_input!(
+            "{}: key `{}` = \"{}\": {first}{rule}{hint}",
+            options.config.display(),
+            named.key,
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// Resuming with another config is refused unless only `EXTENDING_KEYS` changed or the user
+/// said `--accept-changes`: a run whose learning rate changes halfway is not the run its
+/// lineage describes.
+fn check_changes<C: StageConfig>(config: &C, options: &TrainOptions) -> Result<()> {
+    let out = &config.output().dir;
+    let previous = Lineage::read(out).map_err(resume_error)?;
+    let now = serde_json::to_value(config)?;
+    let changes = config_changes(&previous.config["config"], &now);
+    let allowed = |key: &str| EXTENDING_KEYS.contains(&key) || DATA_FILE_KEYS.contains(&key);
+    let refused: Vec<&Change> = changes.iter().filter(|(key, ..)| !allowed(key)).collect();
+    if refused.is_empty() || options.accept_changes {
+        return Ok(());
+    }
+    let listed: Vec<String> =
+        refused.iter().map(|(key, before, now)| format!("  {key}: {before} → {now}")).collect();
+    Err(resume_error(anyhow::anyhow!(
+        "the config differs from the one {} was trained with:\n{}\nhint: resume with the run's values, or add --accept-changes to continue with these knowingly (the lineage records them)",
+        out.display(),
+        listed.join("\n")
+    )))
+}
+
+/// Every leaf key whose value differs between two resolved configs, dotted, in order.
+pub fn config_changes(before: &serde_json::Value, now: &serde_json::Value) -> Vec<Change> {
+    fn walk(
+        prefix: &str,
+        before: &serde_json::Value,
+        now: &serde_json::Value,
+        out: &mut Vec<Change>,
+    ) {
+        use serde_json::Value::{Null, Object};
+        match (before, now) {
+            (Object(a), Object(b)) => {
+                let keys = a.keys().chain(b.keys().filter(|k| !a.contains_key(*k)));
+                for key in keys {
+                    let name =
+                        if prefix.is_empty() { key.clone() } else { format!("{prefix}.{key}") };
+                    walk(&name, a.get(key).unwrap_or(&Null), b.get(key).unwrap_or(&Null), out);
+                }
+            }
+            (a, b) if a != b => out.push((prefix.to_string(), a.clone(), b.clone())),
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk("", before, now, &mut out);
+    out
 }
 
 /// Where a run to be resumed stopped: its progress and the lineage it was started with.

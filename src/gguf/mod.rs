@@ -10,6 +10,7 @@ pub mod file;
 mod import;
 pub mod names;
 pub mod quant;
+mod quantize;
 pub mod tokenizer;
 
 pub use export::{ExportType, export};

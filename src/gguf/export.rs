@@ -128,9 +128,11 @@ fn model_metadata(
 fn tokenizer_metadata(model_dir: &Path, config: &ModelConfig) -> Result<Vec<(String, Value)>> {
     let path = model_dir.join("tokenizer.json");
     let json: Json = json_file::read(&path).map_err(|e| bad_input!("{}: {e:#}", path.display()))?;
-    let mut metadata = tokenizer::export(&json, config.vocab_size(), &path.display().to_string())?;
-    let tokenizer = crate::data::tokenizer::read(model_dir)?;
     let tokenizer_config = json_file::read_optional(&model_dir.join("tokenizer_config.json"));
+    let imported_pre = tokenizer_config.get(tokenizer::PRE_NAME_KEY).and_then(Json::as_str);
+    let source = path.display().to_string();
+    let mut metadata = tokenizer::export(&json, config.vocab_size(), imported_pre, &source)?;
+    let tokenizer = crate::data::tokenizer::read(model_dir)?;
     // An id from config.json, else the token tokenizer_config.json names.
     let token_id = |config_key: &str, token_key: &str| {
         token_ids(config.json.get(config_key))

@@ -131,10 +131,10 @@ pub fn export(args: &ModelExportArgs, device: &Device) -> Result<()> {
     refuse_existing(&args.gguf, args.force)?;
     let bytes = crate::gguf::export(&args.model, &args.gguf, args.kind, device)?;
     eprintln!(
-        "exported {} -> {} ({:?}, {:.1} MB)",
+        "exported {} -> {} ({}, {:.1} MB)",
         args.model.display(),
         args.gguf.display(),
-        args.kind,
+        args.kind.label(),
         bytes as f64 / 1e6
     );
     Ok(())

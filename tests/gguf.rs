@@ -78,12 +78,14 @@ fn tiny_gpt2(dir: &Path) -> PathBuf {
     model
 }
 
-/// `dir`'s tokenizer with its `pre_tokenizer` replaced and no record of an imported name.
-fn set_pre_tokenizer(dir: &Path, pre: Value) {
+/// `dir`'s tokenizer with its `pre_tokenizer` and `ignore_merges` replaced, and no record of an
+/// imported name.
+fn set_pre_tokenizer(dir: &Path, pre: Value, ignore_merges: bool) {
     let path = dir.join("tokenizer.json");
     let mut tokenizer: Value =
         serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
     tokenizer["pre_tokenizer"] = pre;
+    tokenizer["model"]["ignore_merges"] = ignore_merges.into();
     std::fs::write(&path, tokenizer.to_string()).unwrap();
     let config_path = dir.join("tokenizer_config.json");
     let mut config: Value =
@@ -500,14 +502,17 @@ fn every_word_split_exports_under_a_pre_tokenizer_name_llama_cpp_knows() {
     let llama3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     let qwen2 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
     let mut cases = vec![(gpt2, "gpt-2"), (llama.clone(), "gpt-2")];
-    for (name, pre, expected) in [
-        ("smollm", digits, "smollm"),
-        ("llama3", split(llama3), "llama-bpe"),
-        ("qwen2", split(qwen2), "qwen2"),
+    // Meta's Llama 3 tokenizer takes whole words from the vocabulary (`ignore_merges`), as
+    // llama.cpp's llama-bpe does; with every word merged, that split is llama.cpp's smaug-bpe.
+    for (name, pre, ignore_merges, expected) in [
+        ("smollm", digits, false, "smollm"),
+        ("llama3", split(llama3), true, "llama-bpe"),
+        ("smaug", split(llama3), false, "smaug-bpe"),
+        ("qwen2", split(qwen2), false, "qwen2"),
     ] {
         let dir = tmp.path().join(name);
         import(&gguf_fixtures().join("llama-q8_0.gguf"), &dir);
-        set_pre_tokenizer(&dir, pre);
+        set_pre_tokenizer(&dir, pre, ignore_merges);
         cases.push((dir, expected));
     }
     for (dir, expected) in cases {
@@ -528,6 +533,7 @@ fn a_word_split_llama_cpp_has_no_name_for_is_refused_and_nothing_is_written() {
         &dir,
         json!({"type": "Sequence", "pretokenizers": [{"type": "Whitespace"},
             {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
+        false,
     );
     let file = tmp.path().join("out.gguf");
     let output = run_export(&dir, &file, "q8_0");

@@ -135,15 +135,18 @@ enum Split {
     Gpt2,
     /// Every digit alone, then GPT-2's regex (SmolLM, StarCoder).
     Digits,
-    /// Llama 3's regex: digits in groups of up to three.
+    /// Llama 3's regex (digits in groups of up to three), a word found whole in the vocabulary
+    /// taken as it is (`ignore_merges`, as in Meta's `tokenizer.json` and llama.cpp's `llama3`).
     Llama3,
+    /// Llama 3's regex, every word merged pair by pair (llama.cpp's `smaug-bpe`, `dbrx`).
+    Llama3Merging,
     /// Qwen2's regex: Llama 3's, with every digit alone.
     Qwen2,
 }
 
 /// llama.cpp's names, by the split each stands for (its `LLAMA_VOCAB_PRE_TYPE_*` that share
 /// these regexes).
-const SPLIT_NAMES: [(Split, &[&str]); 4] = [
+const SPLIT_NAMES: [(Split, &[&str]); 5] = [
     (
         Split::Gpt2,
         &[
@@ -193,10 +196,9 @@ const SPLIT_NAMES: [(Split, &[&str]); 4] = [
             "midm-2.0",
             "lfm2",
             "jina-v5-nano",
-            "dbrx",
-            "smaug-bpe",
         ],
     ),
+    (Split::Llama3Merging, &["smaug-bpe", "dbrx"]),
     (
         Split::Qwen2,
         &[
@@ -242,8 +244,23 @@ impl Split {
                 {"type": "Digits", "individual_digits": true},
                 byte_level(true),
             ]}),
-            Split::Llama3 => regex(LLAMA3_SPLIT),
+            Split::Llama3 | Split::Llama3Merging => regex(LLAMA3_SPLIT),
             Split::Qwen2 => regex(QWEN2_SPLIT),
+        }
+    }
+
+    /// Whether the BPE model takes a word found whole in the vocabulary without merging it.
+    fn ignores_merges(self) -> bool {
+        self == Split::Llama3
+    }
+
+    /// The split of a `tokenizer.json`: its `pre_tokenizer`, and for Llama 3's regex whether the
+    /// model ignores merges (llama.cpp ignores them for no other split).
+    fn of_tokenizer(tokenizer: &Json) -> Option<Split> {
+        let ignore_merges = tokenizer["model"]["ignore_merges"].as_bool().unwrap_or(false);
+        match (Split::of(&tokenizer["pre_tokenizer"])?, ignore_merges) {
+            (Split::Llama3, false) => Some(Split::Llama3Merging),
+            (split, ignore) => (split.ignores_merges() == ignore).then_some(split),
         }
     }
 
@@ -440,10 +457,12 @@ fn byte_level_bpe(file: &GgufFile, tokens: &[String], source: &str) -> Result<To
         pairs.push(json!([a, b]));
     }
     let pre = file.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
-    let pre_tokenizer = Split::of_name(pre).pre_tokenizer();
+    let split = Split::of_name(pre);
+    let pre_tokenizer = split.pre_tokenizer();
     let json = json!({"type": "BPE", "dropout": null, "unk_token": null,
         "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": false,
-        "byte_fallback": false, "ignore_merges": false, "vocab": vocab.clone(), "merges": pairs});
+        "byte_fallback": false, "ignore_merges": split.ignores_merges(), "vocab": vocab.clone(),
+        "merges": pairs});
     let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
     Ok(TokenizerModel { vocab, json, pre_tokenizer, decoder })
 }
@@ -553,7 +572,7 @@ pub fn export(
             "{source}: only byte-level BPE tokenizers (GPT-2, SmolLM, Qwen2, Llama 3 and the ones `rlhf tokenizer train` writes) can be exported to GGUF"
         ));
     }
-    let pre = pre_name(&tokenizer["pre_tokenizer"], imported_pre, source)?;
+    let pre = pre_name(tokenizer, imported_pre, source)?;
     let mut by_id: BTreeMap<usize, (String, i32)> = BTreeMap::new();
     for (token, id) in model["vocab"].as_object().into_iter().flatten() {
         if let Some(id) = id.as_u64() {
@@ -617,10 +636,15 @@ fn is_byte_level(pre: &Json) -> bool {
 /// `tokenizer.json` still splits that way), else llama.cpp's usual name for the split. A split
 /// llama.cpp has no name for is refused: llama.cpp would refuse the file, or cut words where
 /// the merges were not learned.
-fn pre_name<'a>(pre: &Json, imported: Option<&'a str>, source: &str) -> Result<&'a str> {
-    let Some(split) = Split::of(pre) else {
+fn pre_name<'a>(tokenizer: &Json, imported: Option<&'a str>, source: &str) -> Result<&'a str> {
+    let Some(split) = Split::of_tokenizer(tokenizer) else {
+        let pre = &tokenizer["pre_tokenizer"];
+        let merges = match Split::of(pre) {
+            Some(_) => ", with ignore_merges",
+            None => "",
+        };
         return Err(bad_input!(
-            "{source}: llama.cpp has no pre-tokenizer for this tokenizer's word split ({}): it knows GPT-2's byte-level regex, SmolLM's digits-first split, and Llama 3's and Qwen2's regexes, and refuses or mis-splits anything else\nhint: tokenizers from `rlhf tokenizer train` and from GPT-2, SmolLM, Llama 3 and Qwen2 checkpoints export",
+            "{source}: llama.cpp has no pre-tokenizer for this tokenizer's word split ({}{merges}): it knows GPT-2's byte-level regex, SmolLM's digits-first split, and Llama 3's and Qwen2's regexes, and refuses or mis-splits anything else\nhint: tokenizers from `rlhf tokenizer train` and from GPT-2, SmolLM, Llama 3 and Qwen2 checkpoints export",
             describe(pre)
         ));
     };
@@ -688,7 +712,18 @@ fn strings(file: &GgufFile, key: &str, source: &str) -> Result<Vec<String>> {
 mod tests {
     use super::*;
 
-    const SPLITS: [Split; 4] = [Split::Gpt2, Split::Digits, Split::Llama3, Split::Qwen2];
+    const SPLITS: [Split; 5] =
+        [Split::Gpt2, Split::Digits, Split::Llama3, Split::Llama3Merging, Split::Qwen2];
+
+    /// A `tokenizer.json` with this `pre_tokenizer` (and `ignore_merges`).
+    fn with(pre: Json, ignore_merges: bool) -> Json {
+        json!({"pre_tokenizer": pre, "model": {"type": "BPE", "ignore_merges": ignore_merges}})
+    }
+
+    /// The `tokenizer.json` import writes for `split`.
+    fn imported(split: Split) -> Json {
+        with(split.pre_tokenizer(), split.ignores_merges())
+    }
 
     #[test]
     fn every_name_export_writes_is_one_llama_cpp_knows() {
@@ -699,12 +734,12 @@ mod tests {
             }
         }
         for split in SPLITS {
-            let pre = split.pre_tokenizer();
-            assert_eq!(Split::of(&pre), Some(split), "{pre}");
-            assert_eq!(pre_name(&pre, None, "t").unwrap(), split.llama_cpp_name());
+            let tokenizer = imported(split);
+            assert_eq!(Split::of_tokenizer(&tokenizer), Some(split), "{tokenizer}");
+            assert_eq!(pre_name(&tokenizer, None, "t").unwrap(), split.llama_cpp_name());
         }
         let canonical: Vec<&str> = SPLITS.iter().map(|s| s.llama_cpp_name()).collect();
-        assert_eq!(canonical, ["gpt-2", "smollm", "llama-bpe", "qwen2"]);
+        assert_eq!(canonical, ["gpt-2", "smollm", "llama-bpe", "smaug-bpe", "qwen2"]);
         let unique: std::collections::HashSet<_> = LLAMA_CPP_PRE_NAMES.iter().collect();
         assert_eq!(unique.len(), LLAMA_CPP_PRE_NAMES.len());
     }
@@ -734,21 +769,27 @@ mod tests {
             ("Qwen2", split(QWEN2_SPLIT), "qwen2"),
         ];
         for (model, pre, name) in cases {
-            assert_eq!(pre_name(&pre, None, "t").unwrap(), name, "{model}");
+            // Meta's Llama 3 tokenizer.json ignores merges; the others do not.
+            let tokenizer = with(pre, name == "llama-bpe");
+            assert_eq!(pre_name(&tokenizer, None, "t").unwrap(), name, "{model}");
         }
     }
 
     #[test]
     fn the_imported_name_is_kept_while_it_still_describes_the_split() {
-        let digits = Split::Digits.pre_tokenizer();
+        let digits = imported(Split::Digits);
         assert_eq!(pre_name(&digits, Some("smollm"), "t").unwrap(), "smollm");
         assert_eq!(pre_name(&digits, Some("starcoder"), "t").unwrap(), "starcoder");
-        let llama3 = Split::Llama3.pre_tokenizer();
+        let llama3 = imported(Split::Llama3);
         assert_eq!(pre_name(&llama3, Some("llama3"), "t").unwrap(), "llama3");
+        assert_eq!(pre_name(&llama3, Some("dbrx"), "t").unwrap(), "llama-bpe", "dbrx merges");
+        let merging = imported(Split::Llama3Merging);
+        assert_eq!(pre_name(&merging, Some("dbrx"), "t").unwrap(), "dbrx");
         // A name llama.cpp refuses (what rlhf itself used to write) is replaced.
-        assert_eq!(pre_name(&Split::Gpt2.pre_tokenizer(), Some("gpt2"), "t").unwrap(), "gpt-2");
+        let gpt2 = imported(Split::Gpt2);
+        assert_eq!(pre_name(&gpt2, Some("gpt2"), "t").unwrap(), "gpt-2");
         // The tokenizer was replaced since the import: the name no longer fits.
-        assert_eq!(pre_name(&Split::Gpt2.pre_tokenizer(), Some("smollm"), "t").unwrap(), "gpt-2");
+        assert_eq!(pre_name(&gpt2, Some("smollm"), "t").unwrap(), "gpt-2");
         assert_eq!(pre_name(&digits, Some("qwen2"), "t").unwrap(), "smollm");
     }
 
@@ -776,8 +817,13 @@ mod tests {
                 "Whitespace then ByteLevel",
             ),
         ];
-        for (pre, described) in refused {
-            let message = format!("{:#}", pre_name(&pre, Some("gpt-2"), "tok.json").unwrap_err());
+        let mut refused: Vec<(Json, &str)> =
+            refused.into_iter().map(|(pre, described)| (with(pre, false), described)).collect();
+        // llama.cpp ignores merges for Llama 3's split only.
+        refused.push((with(Split::Gpt2.pre_tokenizer(), true), "ByteLevel, with ignore_merges"));
+        for (tokenizer, described) in refused {
+            let message =
+                format!("{:#}", pre_name(&tokenizer, Some("gpt-2"), "tok.json").unwrap_err());
             assert!(message.starts_with("tok.json: llama.cpp has no pre-tokenizer"), "{message}");
             assert!(message.contains(described), "{described:?} in {message}");
         }

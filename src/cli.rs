@@ -340,14 +340,14 @@ pub enum ModelCommand {
     Inspect(ModelInspectArgs),
     /// Convert a GGUF file (llama.cpp, ollama, LM Studio) into a model directory.
     Import(ModelImportArgs),
-    /// Write a Llama-family model directory as one GGUF file for llama.cpp and ollama.
+    /// Write a GPT-2- or Llama-family model directory as one GGUF file for llama.cpp and ollama.
     Export(ModelExportArgs),
 }
 
 #[derive(Debug, Args)]
 pub struct ModelImportArgs {
-    /// The GGUF file (architectures llama and qwen2; F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1,
-    /// Q8_0, Q4_K, Q5_K and Q6_K tensors).
+    /// The GGUF file (architectures gpt2, llama and qwen2; F32, F16, BF16, Q4_0, Q4_1, Q5_0,
+    /// Q5_1, Q8_0, Q4_K, Q5_K and Q6_K tensors).
     #[arg(long, value_name = "FILE")]
     pub gguf: PathBuf,
     /// Output model directory (must not exist, unless --force).
@@ -360,13 +360,14 @@ pub struct ModelImportArgs {
 
 #[derive(Debug, Args)]
 pub struct ModelExportArgs {
-    /// A causal LM directory of the Llama family (llama, mistral, qwen2).
+    /// A causal LM directory of the GPT-2 or Llama family (gpt2, llama, mistral, qwen2).
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
     /// The GGUF file to write (must not exist, unless --force).
     #[arg(long, value_name = "FILE")]
     pub gguf: PathBuf,
-    /// How the matrices are stored; norms and biases stay f32.
+    /// How the matrices are stored; norms, biases and learned positions stay f32. q4_k is
+    /// llama.cpp's Q4_K_M mix (Q4_K, Q6_K for the output and some value and down projections).
     #[arg(long = "type", value_enum, default_value = "f16")]
     pub kind: crate::gguf::ExportType,
     /// Replace --gguf if it exists.

@@ -124,6 +124,11 @@ fn train(stage: &'static str) -> fn(&str, &str) -> Vec<String> {
     }
 }
 
+/// The config key a training stage reads its data from.
+fn data_key(reader: &Reader) -> &'static str {
+    if reader.name == "ppo train" { "prompts" } else { "train" }
+}
+
 fn readers() -> Vec<Reader> {
     let prompt = json!({"prompt": "Question?"});
     let robot = json!({"messages": [{"role": "robot", "content": "Beep."}]});
@@ -408,16 +413,22 @@ fn evaluation_and_scoring_refuse_bad_data() {
 fn missing_paths_and_directories_where_files_belong() {
     let ws = workspace();
     for reader in readers() {
-        for (case, data, needle) in [
-            ("a missing file", "cases/nowhere.jsonl", "No such file"),
-            ("a directory", "runs", "Is a directory"),
+        // A training config's path is checked first and named by its key (#48).
+        for (case, data, needle, in_config) in [
+            ("a missing file", "cases/nowhere.jsonl", "No such file", "no such file"),
+            ("a directory", "runs", "Is a directory", "a directory, not a file"),
         ] {
             let id = format!("{}-{case}", reader.name).replace(' ', "-");
             let (output, wrote) = run_reader(ws, &reader, &id, data);
             let err = stderr(&output);
             let context = format!("{} on {case}:\n{err}", reader.name);
             assert_eq!(output.status.code(), Some(2), "{context}");
-            assert!(err.contains(data) && err.contains(needle), "{context}");
+            let stage = ["sft train", "reward train", "ppo train", "moderate train"];
+            let needle = match stage.contains(&reader.name) {
+                true => format!("key `data.{}` = \"{data}\": {in_config}", data_key(&reader)),
+                false => needle.to_string(),
+            };
+            assert!(err.contains(data) && err.contains(&needle), "{context}");
             assert!(!wrote, "{context}");
         }
     }
@@ -435,8 +446,8 @@ fn training_stages_refuse_bad_configs() {
         ("an infinite learning rate", "lr = inf", "train.lr"),
     ];
     let models: [(&str, &str, &str); 4] = [
-        ("a missing model", "runs/nowhere", "runs/nowhere: no such model directory"),
-        ("a file as the model", "rows.jsonl", "rows.jsonl: no such model directory"),
+        ("a missing model", "runs/nowhere", "= \"runs/nowhere\": no such model directory"),
+        ("a file as the model", "rows.jsonl", "= \"rows.jsonl\": a file, not a model directory"),
         ("a checkpoint of the wrong kind", "runs/mod", "runs/mod"),
         ("a tokenizer larger than the embedding", "runs/small-embedding", "the tokenizer has"),
     ];

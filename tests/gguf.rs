@@ -1,13 +1,17 @@
 //! `rlhf model import` / `export` against llama.cpp's `gguf-py` and `transformers`' GGUF loader:
 //! fixtures of `scripts/fixtures/make_gguf.py` (tiny llama and qwen2 models in every tensor type),
-//! the real SmolLM2-135M-Instruct file that set-up imports to `models/smollm2`, and hostile files.
+//! a from-scratch GPT-2, the real SmolLM2-135M-Instruct file that set-up imports to
+//! `models/smollm2`, and hostile files. tests/llama_cpp.rs loads the exports in llama.cpp itself.
 
 mod common;
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::*;
+use rlhf::gguf::file::{GgufFile, Value as Meta};
+use rlhf::gguf::tokenizer::{LLAMA_CPP_PRE_NAMES, PRE_NAME_KEY};
 use rlhf::model::load_causal_lm;
 use serde_json::{Value, json};
 
@@ -28,6 +32,66 @@ fn run_import(gguf: &Path, out: &Path) -> Output {
 
 fn import(gguf: &Path, out: &Path) {
     assert_ok(&run_import(gguf, out));
+}
+
+/// `rlhf model export --model MODEL --gguf GGUF --type KIND`
+fn run_export(model: &Path, gguf: &Path, kind: &str) -> Output {
+    let (model, gguf) = (model.to_str().unwrap(), gguf.to_str().unwrap());
+    rlhf(&["model", "export", "--model", model, "--gguf", gguf, "--type", kind])
+}
+
+fn export(model: &Path, gguf: &Path, kind: &str) {
+    assert_ok(&run_export(model, gguf, kind));
+}
+
+/// A GGUF file's metadata and each tensor's type, as `rlhf`'s reader parses them.
+fn read_gguf(path: &Path) -> (BTreeMap<String, Meta>, BTreeMap<String, &'static str>) {
+    let bytes = std::fs::read(path).unwrap();
+    let file = GgufFile::parse(&bytes, path).unwrap();
+    let types = file.tensors.iter().map(|t| (t.name.clone(), t.ggml_type.name())).collect();
+    (file.metadata, types)
+}
+
+/// `tokenizer.ggml.pre` of a GGUF file.
+fn pre_of(path: &Path) -> String {
+    let (metadata, _) = read_gguf(path);
+    metadata["tokenizer.ggml.pre"].as_str().unwrap().to_string()
+}
+
+/// A from-scratch GPT-2 as a new user makes one: `rlhf tokenizer train` on the demo data, then
+/// `rlhf model init --preset tiny`.
+fn tiny_gpt2(dir: &Path) -> PathBuf {
+    let tokenizer = dir.join("tokenizer");
+    let data = root().join("data/demo/sft.jsonl");
+    assert_ok(&rlhf(&[
+        "tokenizer",
+        "train",
+        "--data",
+        data.to_str().unwrap(),
+        "--vocab-size",
+        "400",
+        "--out",
+        tokenizer.to_str().unwrap(),
+    ]));
+    let model = dir.join("tiny");
+    assert_ok(&init_model("tiny", &tokenizer, &model, &["--seed", "7"]));
+    model
+}
+
+/// `dir`'s tokenizer with its `pre_tokenizer` and `ignore_merges` replaced, and no record of an
+/// imported name.
+fn set_pre_tokenizer(dir: &Path, pre: Value, ignore_merges: bool) {
+    let path = dir.join("tokenizer.json");
+    let mut tokenizer: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tokenizer["pre_tokenizer"] = pre;
+    tokenizer["model"]["ignore_merges"] = ignore_merges.into();
+    std::fs::write(&path, tokenizer.to_string()).unwrap();
+    let config_path = dir.join("tokenizer_config.json");
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&config_path).unwrap()).unwrap();
+    config.as_object_mut().unwrap().remove(PRE_NAME_KEY);
+    std::fs::write(&config_path, config.to_string()).unwrap();
 }
 
 /// Runs `scripts/fixtures/hf_gguf.py ARGS…`.
@@ -75,8 +139,9 @@ fn every_tensor_type_imports_as_gguf_py_dequantizes_it_and_gives_transformers_lo
 
 /// Export in each type, then: `gguf-py` reads the file; `transformers` loading it computes the
 /// logits `rlhf` computes from the file imported back; the weights that come back are the
-/// originals bit for bit (f32) or within the type's rounding (f16: half an ulp; q8_0: half a
-/// step of max |block| / 127, plus the step's own f16 rounding).
+/// originals bit for bit (f32) or within the rounding of the type each tensor was stored in
+/// (f16: half an ulp; q8_0: half a step of max |block| / 127, plus the step's own f16 rounding;
+/// q4_k, llama.cpp's Q4_K_M mix: a step of the block's range in Q4_K, Q6_K or Q5_0).
 #[test]
 fn export_round_trips_and_loads_in_transformers() {
     let device = cpu();
@@ -85,12 +150,9 @@ fn export_round_trips_and_loads_in_transformers() {
     for case in ["llama-q4_k", "qwen2-f16"] {
         let dir = tmp.path().join(case);
         import(&gguf_fixtures().join(format!("{case}.gguf")), &dir);
-        for kind in ["f32", "f16", "q8_0"] {
+        for kind in ["f32", "f16", "q8_0", "q4_k"] {
             let file = tmp.path().join(format!("{case}.{kind}.gguf"));
-            let (model, gguf) = (dir.to_str().unwrap(), file.to_str().unwrap());
-            assert_ok(&rlhf(&[
-                "model", "export", "--model", model, "--gguf", gguf, "--type", kind,
-            ]));
+            export(&dir, &file, kind);
             let back = tmp.path().join(format!("{case}.{kind}.back"));
             import(&file, &back);
             let reference = tmp.path().join(format!("{case}.{kind}.out.safetensors"));
@@ -104,7 +166,8 @@ fn export_round_trips_and_loads_in_transformers() {
     }
     hf_gguf(&args.iter().map(PathBuf::as_path).collect::<Vec<_>>());
 
-    for (case, kind, _, back, reference) in &jobs {
+    for (case, kind, file, back, reference) in &jobs {
+        let (_, stored) = read_gguf(file);
         let mut io = Io::read(&io_path(case));
         io.tensors.insert("logits".into(), read(reference)["logits"].clone());
         let ours = logits_of(&load_causal_lm(back, &device).unwrap().model, &io, &device);
@@ -116,22 +179,35 @@ fn export_round_trips_and_loads_in_transformers() {
         assert_eq!(again.keys().collect::<Vec<_>>(), original.keys().collect::<Vec<_>>());
         for (name, data) in &original {
             let (a, b) = (floats(&again[name]), floats(data));
-            let matrix = data.shape().len() == 2;
-            for (block, (x, y)) in a.chunks(32).zip(b.chunks(32)).enumerate() {
+            let gguf_name = rlhf::gguf::names::LLAMA.to_gguf(name).unwrap();
+            let ggml_type = stored[&gguf_name];
+            if *kind == "q4_k" && name.ends_with(".v_proj.weight") {
+                // use_more_bits(layer, 2 layers): Q6_K for the last layer only.
+                let expected = if name.contains(".1.") { "Q6_K" } else { "Q4_K" };
+                assert_eq!(ggml_type, expected, "{case}: {gguf_name}");
+            }
+            // k-quants scale their sub-blocks against the super-block of 256: bound by it.
+            let block_len = if ggml_type.ends_with("_K") { 256 } else { 32 };
+            for (block, (x, y)) in a.chunks(block_len).zip(b.chunks(block_len)).enumerate() {
                 let amax = y.iter().fold(0f32, |m, v| m.max(v.abs()));
+                let (lo, hi) = y.iter().fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
                 for (x, y) in x.iter().zip(y) {
-                    let bound = match *kind {
-                        "f16" if matrix => y.abs() / 2048.0 + 1e-7,
+                    let bound = match ggml_type {
+                        "F16" => y.abs() / 2048.0 + 1e-7,
                         // Half a step, plus 127 × the f16 rounding of the step itself
                         // (relative 2⁻¹¹, or 2⁻²⁵ absolute for a subnormal step).
-                        "q8_0" if matrix => {
-                            amax * (1.0 / 254.0 + 1.0 / 2048.0) + 127.0 * 2f32.powi(-25)
-                        }
+                        "Q8_0" => amax * (1.0 / 254.0 + 1.0 / 2048.0) + 127.0 * 2f32.powi(-25),
+                        // A step of the super-block's coarsest sub-block (the 6- or 8-bit
+                        // sub-block scales cost a little more than the half step of rounding):
+                        // Q4_K spans the range with 0 in it in 15 steps, Q6_K ±max in 32.
+                        "Q4_K" => (hi - lo) / 15.0 + 1e-6,
+                        "Q6_K" => amax / 32.0 + 1e-6,
+                        "Q5_0" => amax / 16.0 * 1.05 + 1e-6,
                         _ => 0.0, // f32, and the vectors every type keeps in f32
                     };
                     assert!(
                         (x - y).abs() <= bound,
-                        "{case} as {kind}: {name} block {block}: {y} came back as {x}"
+                        "{case} as {kind}: {name} ({ggml_type}) block {block}: {y} came back as {x}"
                     );
                 }
             }
@@ -389,7 +465,7 @@ fn hostile_and_broken_files_are_refused_naming_the_key_or_tensor() {
 }
 
 #[test]
-fn an_existing_output_is_kept_and_a_non_llama_model_is_not_exported() {
+fn an_existing_output_is_kept_and_an_encoder_is_not_exported() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("model");
     std::fs::create_dir(&out).unwrap();
@@ -397,17 +473,183 @@ fn an_existing_output_is_kept_and_a_non_llama_model_is_not_exported() {
     assert_eq!(output.status.code(), Some(2));
     assert!(stderr(&output).contains("--force"), "{}", stderr(&output));
 
-    let gpt2 = case("gpt2-0").join("lm");
-    let file = tmp.path().join("gpt2.gguf");
-    let output = rlhf(&[
-        "model",
-        "export",
-        "--model",
-        gpt2.to_str().unwrap(),
-        "--gguf",
-        file.to_str().unwrap(),
-    ]);
+    let bert = fixtures().join("bert/bert-multi/model");
+    let file = tmp.path().join("bert.gguf");
+    let output = run_export(&bert, &file, "f16");
     assert_eq!(output.status.code(), Some(2), "{}", stderr(&output));
-    assert!(stderr(&output).contains("gpt2 model cannot be exported"), "{}", stderr(&output));
+    assert!(stderr(&output).contains("not a language model"), "{}", stderr(&output));
     assert!(!file.exists());
+}
+
+/// Issue #46: exports said `tokenizer.ggml.pre = "gpt2"`, a name llama.cpp does not know, and
+/// llama.cpp refused every file. Each word split export meets gets llama.cpp's name for it.
+#[test]
+fn every_word_split_exports_under_a_pre_tokenizer_name_llama_cpp_knows() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gpt2 = tiny_gpt2(tmp.path());
+    let llama = tmp.path().join("llama");
+    // make_gguf.py writes `gpt2`, as rlhf used to: import keeps it, export must not.
+    import(&gguf_fixtures().join("llama-q8_0.gguf"), &llama);
+    let byte_level = |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
+    let split = |regex: &str| {
+        json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
+        byte_level(false)]})
+    };
+    let digits = json!({"type": "Sequence", "pretokenizers": [
+        {"type": "Digits", "individual_digits": true}, byte_level(true)]});
+    // The regexes of Meta's Llama 3 and Qwen's Qwen2 `tokenizer.json`.
+    let llama3 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    let qwen2 = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+    let mut cases = vec![(gpt2, "gpt-2"), (llama.clone(), "gpt-2")];
+    // Meta's Llama 3 tokenizer takes whole words from the vocabulary (`ignore_merges`), as
+    // llama.cpp's llama-bpe does; with every word merged, that split is llama.cpp's smaug-bpe.
+    for (name, pre, ignore_merges, expected) in [
+        ("smollm", digits, false, "smollm"),
+        ("llama3", split(llama3), true, "llama-bpe"),
+        ("smaug", split(llama3), false, "smaug-bpe"),
+        ("qwen2", split(qwen2), false, "qwen2"),
+    ] {
+        let dir = tmp.path().join(name);
+        import(&gguf_fixtures().join("llama-q8_0.gguf"), &dir);
+        set_pre_tokenizer(&dir, pre, ignore_merges);
+        cases.push((dir, expected));
+    }
+    for (dir, expected) in cases {
+        let file = dir.with_extension("gguf");
+        export(&dir, &file, "f16");
+        let pre = pre_of(&file);
+        assert!(LLAMA_CPP_PRE_NAMES.contains(&pre.as_str()), "{}: {pre}", dir.display());
+        assert_eq!(pre, expected, "{}", dir.display());
+    }
+}
+
+#[test]
+fn a_word_split_llama_cpp_has_no_name_for_is_refused_and_nothing_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    import(&gguf_fixtures().join("llama-q8_0.gguf"), &dir);
+    set_pre_tokenizer(
+        &dir,
+        json!({"type": "Sequence", "pretokenizers": [{"type": "Whitespace"},
+            {"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": false}]}),
+        false,
+    );
+    let file = tmp.path().join("out.gguf");
+    let output = run_export(&dir, &file, "q8_0");
+    let message = stderr(&output);
+    assert_eq!(output.status.code(), Some(2), "{message}");
+    assert!(message.contains("tokenizer.json: llama.cpp has no pre-tokenizer"), "{message}");
+    assert!(message.contains("Whitespace then ByteLevel"), "{message}");
+    let left: Vec<_> =
+        std::fs::read_dir(tmp.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, vec![std::ffi::OsString::from("model")], "nothing written beside it");
+}
+
+/// Issue #46: SmolLM2's file says `smollm` (every digit a word of its own); import wrote GPT-2's
+/// split and export then said `gpt2`. Import now writes the split and remembers the name.
+#[test]
+fn smollm2_import_then_export_keeps_its_pre_tokenizer() {
+    let (_, gguf) = smollm2();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("smollm2");
+    import(&gguf, &dir);
+    let tokenizer: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("tokenizer.json")).unwrap())
+            .unwrap();
+    assert_eq!(tokenizer["pre_tokenizer"]["pretokenizers"][0]["type"], "Digits");
+    let file = tmp.path().join("smollm2.gguf");
+    export(&dir, &file, "q8_0");
+    assert_eq!(pre_of(&gguf), "smollm");
+    assert_eq!(pre_of(&file), "smollm");
+    let again = tmp.path().join("again");
+    import(&file, &again);
+    let config: Value = serde_json::from_str(
+        &std::fs::read_to_string(again.join("tokenizer_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(config[PRE_NAME_KEY], "smollm");
+    let (ours, back) =
+        (rlhf::data::tokenizer::read(&dir).unwrap(), rlhf::data::tokenizer::read(&again).unwrap());
+    let text = "In 2024, 3.14159 × 10^6 = 3141590, ½ ② ٣";
+    let ids = |t: &tokenizers::Tokenizer| t.encode(text, true).unwrap().get_ids().to_vec();
+    assert_eq!(ids(&ours), ids(&back));
+}
+
+/// A GPT-2 trained here exports (llama.cpp's `gpt2`: positions in f32, Conv1D weights
+/// transposed) and imports back as the same model: the same weights bit for bit in f32, and in
+/// q8_0 and q4_k the logits within the quantization's reach. `transformers`, reading the f32
+/// file, computes our logits.
+#[test]
+fn gpt2_family_exports_and_imports_with_the_same_logits() {
+    let device = cpu();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tiny_gpt2(tmp.path());
+    let tokenizer = rlhf::data::tokenizer::read(&model).unwrap();
+    let io_path = tmp.path().join("io.safetensors");
+    write_padded_batch(
+        &tokenizer,
+        &["The capital of France is", "What is 2 + 2?", "Once upon a time, in a land far away"],
+        &io_path,
+    );
+    let io = Io::read(&io_path);
+    let original = read(&model.join("model.safetensors"));
+    let reference = logits_of(&load_causal_lm(&model, &device).unwrap().model, &io, &device);
+    let scale = reference.iter().fold(0f32, |m, x| m.max(x.abs()));
+    for (kind, tolerance) in [("f32", 0.0), ("q8_0", 0.02), ("q4_k", 0.1)] {
+        let file = tmp.path().join(format!("tiny.{kind}.gguf"));
+        export(&model, &file, kind);
+        let (metadata, types) = read_gguf(&file);
+        assert_eq!(metadata["general.architecture"].as_str(), Some("gpt2"));
+        assert_eq!(metadata["gpt2.context_length"].as_u64(), Some(256));
+        assert_eq!(metadata["tokenizer.ggml.pre"].as_str(), Some("gpt-2"));
+        assert_eq!(types["position_embd.weight"], "F32", "{kind}: llama.cpp keeps positions f32");
+        assert!(!types.contains_key("output.weight"), "tied: the embedding is the output");
+        let back = tmp.path().join(format!("tiny.{kind}.back"));
+        import(&file, &back);
+        let again = read(&back.join("model.safetensors"));
+        assert_eq!(again.keys().collect::<Vec<_>>(), original.keys().collect::<Vec<_>>());
+        if kind == "f32" {
+            for (name, data) in &original {
+                assert_eq!(again[name].shape(), data.shape(), "{name}");
+                assert!(bits(&again[name]) == bits(data), "{name} differs after the round trip");
+            }
+        }
+        let ours = logits_of(&load_causal_lm(&back, &device).unwrap().model, &io, &device);
+        let error =
+            max_abs_diff(&ours, &reference, |i| io.mask[i / (ours.len() / io.mask.len())] == 1);
+        println!(
+            "tiny GPT-2 as {kind}: logits within {error:e} of the original's (largest {scale})"
+        );
+        assert!(error <= tolerance * scale, "{kind}: logits differ by {error} (scale {scale})");
+    }
+    let out = tmp.path().join("transformers.safetensors");
+    hf_gguf(&[Path::new("forward"), &tmp.path().join("tiny.f32.gguf"), &io_path, &out]);
+    let mut io = io;
+    io.tensors.insert("logits".into(), read(&out)["logits"].clone());
+    let error = io.logit_error(&reference);
+    assert!(error < 1e-4, "transformers reading the GPT-2 file differs by {error}");
+}
+
+#[test]
+fn export_into_a_missing_folder_makes_it_and_names_the_model_by_its_lineage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tiny_gpt2(tmp.path());
+    // An SFT run of it, as far as export can tell: a copy whose lineage names it as parent.
+    let sft = tmp.path().join("runs/sft");
+    std::fs::create_dir_all(&sft).unwrap();
+    for entry in std::fs::read_dir(&base).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), sft.join(entry.file_name())).unwrap();
+    }
+    let mut lineage: Value =
+        serde_json::from_str(&std::fs::read_to_string(sft.join("rlhf.json")).unwrap()).unwrap();
+    lineage["stage"] = "sft".into();
+    lineage["parent"] = json!({"path": base.to_str().unwrap(), "sha256": "-"});
+    std::fs::write(sft.join("rlhf.json"), lineage.to_string()).unwrap();
+
+    let out = tmp.path().join("exports/new/sft.gguf");
+    export(&sft, &out, "f32");
+    let (metadata, _) = read_gguf(&out);
+    assert_eq!(metadata["general.name"].as_str(), Some("tiny-sft"));
 }

@@ -105,12 +105,22 @@ pub fn import(args: &ModelImportArgs, device: &Device) -> Result<()> {
 
 pub fn export(args: &ModelExportArgs, device: &Device) -> Result<()> {
     refuse_existing(&args.gguf, args.force)?;
+    // As `plot --out`: the folder is made; one that cannot be is named.
+    if let Some(folder) = args.gguf.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(|e| {
+            bad_input!(
+                "--gguf {}: cannot create the folder {}: {e}",
+                args.gguf.display(),
+                folder.display()
+            )
+        })?;
+    }
     let bytes = crate::gguf::export(&args.model, &args.gguf, args.kind, device)?;
     eprintln!(
-        "exported {} -> {} ({:?}, {:.1} MB)",
+        "exported {} -> {} ({}, {:.1} MB)",
         args.model.display(),
         args.gguf.display(),
-        args.kind,
+        args.kind.label(),
         bytes as f64 / 1e6
     );
     Ok(())

@@ -1,6 +1,9 @@
-//! `rlhf model export`: a Llama-family causal LM directory → one GGUF file that llama.cpp,
-//! ollama and `transformers` (`gguf_file=…`) load: llama.cpp's metadata keys and tensor names,
-//! q/k rows in llama.cpp's rotary order, the tokenizer and chat template in `tokenizer.*`.
+//! `rlhf model export`: a causal LM directory (Llama, Mistral, Qwen2 or GPT-2 family) → one GGUF
+//! file that llama.cpp, ollama and `transformers` (`gguf_file=…`) load: the metadata keys
+//! llama.cpp's converter writes for the architecture, its tensor names and layouts (Llama's q/k
+//! rows in its rotary order, GPT-2's Conv1D weights transposed), each tensor in the type mix.rs
+//! picks, and the tokenizer and chat template in `tokenizer.*` under a pre-tokenizer name
+//! llama.cpp knows.
 
 use std::io::{BufWriter, Write};
 use std::path::Path;
@@ -9,51 +12,21 @@ use anyhow::{Context, Result};
 use serde_json::Value as Json;
 
 use super::file::{self, TensorOut, Value};
+use super::mix::{ExportType, Mix};
 use super::names;
-use super::quant::GgmlType;
 use super::tokenizer;
 use crate::bad_input;
+use crate::checkpoint::Lineage;
 use crate::data::template::ChatTemplate;
 use crate::data::tokenizer::configured_token;
 use crate::json_file;
 use crate::model::config::Arch;
 use crate::model::config::token_ids;
+use crate::model::gpt2::Gpt2Config;
 use crate::model::llama::LlamaConfig;
 use crate::model::naming::named_tensors;
 use crate::model::rope::RopeScaling;
 use crate::model::{CausalLm, ModelConfig, load_causal_lm};
-
-/// How export stores the matrices (vectors — norms, biases — stay f32, as in llama.cpp).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum ExportType {
-    F32,
-    F16,
-    #[value(name = "q8_0")]
-    Q8_0,
-}
-
-impl ExportType {
-    /// `general.file_type` (llama.cpp's `LLAMA_FTYPE_ALL_F32`, `MOSTLY_F16`, `MOSTLY_Q8_0`).
-    fn file_type(self) -> u32 {
-        match self {
-            ExportType::F32 => 0,
-            ExportType::F16 => 1,
-            ExportType::Q8_0 => 7,
-        }
-    }
-
-    /// The type of a tensor with ggml dims `dims`: matrices take the chosen type when their rows
-    /// fill its blocks (else f16), vectors stay f32.
-    fn tensor_type(self, dims: &[u64]) -> GgmlType {
-        match self {
-            _ if dims.len() < 2 => GgmlType::F32,
-            ExportType::F32 => GgmlType::F32,
-            ExportType::F16 => GgmlType::F16,
-            ExportType::Q8_0 if dims[0] % 32 == 0 => GgmlType::Q8_0,
-            ExportType::Q8_0 => GgmlType::F16,
-        }
-    }
-}
 
 /// Writes `model_dir` as `out` (atomically: a partial file is never left under that name).
 /// Returns the file's size in bytes.
@@ -65,38 +38,77 @@ pub fn export(
 ) -> Result<u64> {
     let loaded = load_causal_lm(model_dir, device)?;
     let config = &loaded.config;
-    let Arch::Llama(llama) = &config.arch else {
-        return Err(bad_input!(
-            "{}: a {} model cannot be exported to GGUF (supported: llama, mistral, qwen2)",
-            model_dir.display(),
-            config.model_type()
-        ));
+    let (arch, model_keys) = match &config.arch {
+        Arch::Llama(llama) => {
+            let arch = if config.model_type() == "qwen2" { "qwen2" } else { "llama" };
+            (arch, llama_metadata(model_dir, config, llama, arch)?)
+        }
+        Arch::Gpt2(gpt2) => ("gpt2", gpt2_metadata(model_dir, gpt2)?),
+        Arch::Bert(_) => {
+            return Err(bad_input!(
+                "{}: a {} model cannot be exported to GGUF (supported: gpt2, llama, mistral, qwen2)",
+                model_dir.display(),
+                config.model_type()
+            ));
+        }
     };
-    let arch = if config.model_type() == "qwen2" { "qwen2" } else { "llama" };
-    let mut metadata = model_metadata(model_dir, config, llama, arch, kind)?;
-    metadata.extend(tokenizer_metadata(model_dir, config)?);
-    let tensors = encode_tensors(&loaded.model, config, arch, kind)?;
-    write_atomically(out, &metadata, &tensors)
-}
-
-/// `general.*` and `{arch}.*`: what llama.cpp needs to rebuild the model.
-fn model_metadata(
-    model_dir: &Path,
-    config: &ModelConfig,
-    llama: &LlamaConfig,
-    arch: &str,
-    kind: ExportType,
-) -> Result<Vec<(String, Value)>> {
-    let rope = llama.rope()?;
-    let (layers, heads, kv_heads) = config.depth_and_heads();
-    let head_dim = llama.head_dim.unwrap_or(config.hidden_size() / heads);
-    let key = |name: &str| format!("{arch}.{name}");
-    let name = model_dir.file_name().map_or("model".into(), |n| n.to_string_lossy().into_owned());
+    let name = lineage_name(model_dir);
     let mut metadata: Vec<(String, Value)> = vec![
         ("general.architecture".into(), Value::String(arch.into())),
         ("general.name".into(), Value::String(name)),
         ("general.file_type".into(), Value::U32(kind.file_type())),
         ("general.quantization_version".into(), Value::U32(2)),
+    ];
+    metadata.extend(model_keys);
+    metadata.extend(tokenizer_metadata(model_dir, config)?);
+    let (layers, _, _) = config.depth_and_heads();
+    let mix = Mix { kind, layers, tied: config.tied_embeddings() };
+    let tensors = encode_tensors(&loaded.model, config, arch, &mix)?;
+    write_atomically(out, &metadata, &tensors)
+}
+
+/// `general.name`: the model a run started from and the stages since, from the lineage
+/// (`smollm2-sft-ppo`), rather than the output folder's name (`ppo`).
+fn lineage_name(model_dir: &Path) -> String {
+    let folder = |dir: &Path| dir.file_name().map(|n| n.to_string_lossy().into_owned());
+    let mut stages = Vec::new();
+    let mut dir = model_dir.to_path_buf();
+    // A chain longer than this is a loop of copied lineages, not a history.
+    for _ in 0..16 {
+        let Ok(lineage) = Lineage::read(&dir) else { break };
+        if matches!(lineage.stage.as_str(), "import" | "init") {
+            break;
+        }
+        stages.push(lineage.stage);
+        match lineage.parent {
+            Some(parent) => dir = parent.path.into(),
+            None => break,
+        }
+    }
+    let root = folder(&dir).or_else(|| folder(model_dir)).unwrap_or_else(|| "model".into());
+    stages.reverse();
+    std::iter::once(root).chain(stages).collect::<Vec<_>>().join("-")
+}
+
+/// `{arch}.*` for Llama, Mistral (written as `llama`, as llama.cpp's converter does) and Qwen2.
+fn llama_metadata(
+    model_dir: &Path,
+    config: &ModelConfig,
+    llama: &LlamaConfig,
+    arch: &str,
+) -> Result<Vec<(String, Value)>> {
+    if !matches!(llama.hidden_act.as_str(), "silu" | "swish") {
+        return Err(bad_input!(
+            "{}: hidden_act `{}` cannot be exported: llama.cpp's {arch} computes SiLU",
+            model_dir.display(),
+            llama.hidden_act
+        ));
+    }
+    let rope = llama.rope()?;
+    let (layers, heads, kv_heads) = config.depth_and_heads();
+    let head_dim = llama.head_dim.unwrap_or(config.hidden_size() / heads);
+    let key = |name: &str| format!("{arch}.{name}");
+    let mut metadata: Vec<(String, Value)> = vec![
         (key("context_length"), Value::U32(config.context_window() as u32)),
         (key("embedding_length"), Value::U32(config.hidden_size() as u32)),
         (key("block_count"), Value::U32(layers as u32)),
@@ -108,6 +120,12 @@ fn model_metadata(
         (key("rope.dimension_count"), Value::U32(head_dim as u32)),
         (key("vocab_size"), Value::U32(config.vocab_size() as u32)),
     ];
+    // A head size other than hidden / heads: llama.cpp takes it from the key length (and refuses
+    // a rope dimension that differs from it); the converter writes both for a `head_dim`.
+    if llama.head_dim.is_some() {
+        metadata.push((key("attention.key_length"), Value::U32(head_dim as u32)));
+        metadata.push((key("attention.value_length"), Value::U32(head_dim as u32)));
+    }
     match rope.scaling {
         RopeScaling::None => {}
         RopeScaling::Linear { factor } => {
@@ -124,13 +142,46 @@ fn model_metadata(
     Ok(metadata)
 }
 
+/// `gpt2.*`, the keys llama.cpp's converter writes. llama.cpp's GPT-2 computes GELU's tanh form
+/// and scales attention by 1/√head_dim: a config that asks for anything else is refused.
+fn gpt2_metadata(model_dir: &Path, gpt2: &Gpt2Config) -> Result<Vec<(String, Value)>> {
+    let tanh_gelu = ["gelu_new", "gelu_pytorch_tanh", "gelu_fast"];
+    let unsupported = if !tanh_gelu.contains(&gpt2.activation_function.as_str()) {
+        Some(format!(
+            "activation_function `{}` (llama.cpp computes GELU's tanh form: gelu_new)",
+            gpt2.activation_function
+        ))
+    } else if !gpt2.scale_attn_weights || gpt2.scale_attn_by_inverse_layer_idx {
+        Some("attention scaled other than by 1/sqrt(head_dim)".to_string())
+    } else {
+        None
+    };
+    if let Some(what) = unsupported {
+        return Err(bad_input!(
+            "{}: {what} cannot be exported: llama.cpp's gpt2 has no such option",
+            model_dir.display()
+        ));
+    }
+    let key = |name: &str| format!("gpt2.{name}");
+    Ok(vec![
+        (key("context_length"), Value::U32(gpt2.n_positions as u32)),
+        (key("embedding_length"), Value::U32(gpt2.n_embd as u32)),
+        (key("block_count"), Value::U32(gpt2.n_layer as u32)),
+        (key("feed_forward_length"), Value::U32(gpt2.inner_dim() as u32)),
+        (key("attention.head_count"), Value::U32(gpt2.n_head as u32)),
+        (key("attention.layer_norm_epsilon"), Value::F32(gpt2.layer_norm_epsilon as f32)),
+    ])
+}
+
 /// `tokenizer.*`: the vocabulary, the special token ids and the chat template.
 fn tokenizer_metadata(model_dir: &Path, config: &ModelConfig) -> Result<Vec<(String, Value)>> {
     let path = model_dir.join("tokenizer.json");
     let json: Json = json_file::read(&path).map_err(|e| bad_input!("{}: {e:#}", path.display()))?;
-    let mut metadata = tokenizer::export(&json, config.vocab_size(), &path.display().to_string())?;
-    let tokenizer = crate::data::tokenizer::read(model_dir)?;
     let tokenizer_config = json_file::read_optional(&model_dir.join("tokenizer_config.json"));
+    let imported_pre = tokenizer_config.get(tokenizer::PRE_NAME_KEY).and_then(Json::as_str);
+    let source = path.display().to_string();
+    let mut metadata = tokenizer::export(&json, config.vocab_size(), imported_pre, &source)?;
+    let tokenizer = crate::data::tokenizer::read(model_dir)?;
     // An id from config.json, else the token tokenizer_config.json names.
     let token_id = |config_key: &str, token_key: &str| {
         token_ids(config.json.get(config_key))
@@ -148,8 +199,14 @@ fn tokenizer_metadata(model_dir: &Path, config: &ModelConfig) -> Result<Vec<(Str
             metadata.push((meta.into(), Value::U32(id)));
         }
     }
-    let add_bos = tokenizer_config.get("add_bos_token").and_then(Json::as_bool).unwrap_or(false);
-    metadata.push(("tokenizer.ggml.add_bos_token".into(), Value::Bool(add_bos)));
+    let flag = |key: &str| tokenizer_config.get(key).and_then(Json::as_bool);
+    metadata.push((
+        "tokenizer.ggml.add_bos_token".into(),
+        Value::Bool(flag("add_bos_token") == Some(true)),
+    ));
+    if let Some(add_eos) = flag("add_eos_token") {
+        metadata.push(("tokenizer.ggml.add_eos_token".into(), Value::Bool(add_eos)));
+    }
     if let Ok(ChatTemplate::Model { source, .. }) = ChatTemplate::resolve(Some("model"), model_dir)
     {
         metadata.push(("tokenizer.chat_template".into(), Value::String(source)));
@@ -157,19 +214,19 @@ fn tokenizer_metadata(model_dir: &Path, config: &ModelConfig) -> Result<Vec<(Str
     Ok(metadata)
 }
 
-/// Every weight under llama.cpp's name, q/k rows in its rotary order, encoded as `kind`.
+/// Every weight under llama.cpp's name and in its layout, encoded as `mix` says.
 fn encode_tensors(
     model: &CausalLm,
     config: &ModelConfig,
     arch: &str,
-    kind: ExportType,
+    mix: &Mix,
 ) -> Result<Vec<TensorOut>> {
     let (_, heads, kv_heads) = config.depth_and_heads();
+    let table = names::for_arch(arch).expect("an architecture that export writes");
     let mut tensors = Vec::new();
     for (hf, data) in named_tensors(model, config.layout()) {
-        let name =
-            names::to_gguf(&hf).with_context(|| format!("no GGUF name for tensor `{hf}`"))?;
-        let shape = data.shape().to_vec();
+        let name = table.to_gguf(&hf).with_context(|| format!("no GGUF name for tensor `{hf}`"))?;
+        let mut shape = data.shape().to_vec();
         let mut values: Vec<f32> =
             data.convert::<f32>().try_into_vec::<f32>().expect("f32 weights");
         if arch == "llama"
@@ -177,8 +234,12 @@ fn encode_tensors(
         {
             values = names::to_pairs(&values, n, shape.get(1).copied().unwrap_or(1));
         }
+        if names::is_conv1d_weight(&hf) {
+            values = names::transpose(&values, shape[0], shape[1]);
+            shape.swap(0, 1);
+        }
         let dims: Vec<u64> = shape.iter().rev().map(|&d| d as u64).collect();
-        let ggml_type = kind.tensor_type(&dims);
+        let ggml_type = mix.tensor_type(&name, &dims);
         tensors.push(TensorOut { name, bytes: ggml_type.quantize(&values), dims, ggml_type });
     }
     Ok(tensors)

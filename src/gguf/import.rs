@@ -2,7 +2,8 @@
 //!
 //! `config.json` comes from the `{arch}.*` metadata, the weights are dequantized to f32 and
 //! renamed to `transformers`' names (q and k rows put back in `transformers`' rotary order for
-//! `llama`), and the tokenizer and chat template come from `tokenizer.*`. The result is loaded
+//! `llama`, GPT-2's Conv1D weights transposed back), and the tokenizer and chat template come
+//! from `tokenizer.*`. The result is loaded
 //! into the model as any directory would be before it is written, so a file that does not fit its
 //! own config fails here, not in a later stage.
 
@@ -22,7 +23,7 @@ use crate::model::weights::NamedTensors;
 use crate::model::{ModelConfig, save_causal_lm};
 
 /// The architectures import maps, by `general.architecture`.
-const ARCHITECTURES: &str = "llama, qwen2";
+const ARCHITECTURES: &str = "gpt2, llama, qwen2";
 
 /// What an import produced, for the one-line report.
 pub struct Imported {
@@ -49,12 +50,12 @@ pub fn import(gguf: &Path, out: &Path, device: &Device) -> Result<Imported> {
         .and_then(Value::as_str)
         .ok_or_else(|| bad_input!("{source}: metadata `general.architecture` is missing"))?
         .to_string();
-    if !matches!(arch.as_str(), "llama" | "qwen2") {
+    let Some(table) = names::for_arch(&arch) else {
         return Err(bad_input!(
             "{source}: architecture `{arch}` is not supported (supported: {ARCHITECTURES})"
         ));
-    }
-    if let Some(t) = file.tensors.iter().find(|t| names::to_hf(&t.name).is_none()) {
+    };
+    if let Some(t) = file.tensors.iter().find(|t| table.to_hf(&t.name).is_none()) {
         return Err(bad_input!(
             "{source}: tensor `{}` has no place in a {arch} model{}",
             t.name,
@@ -80,12 +81,16 @@ pub fn import(gguf: &Path, out: &Path, device: &Device) -> Result<Imported> {
             tok.vocab_size
         ));
     }
-    let config_json = config_json(&file, &arch, vocab_size, tied, &source)?;
+    let config_json = if arch == "gpt2" {
+        gpt2_config_json(&file, vocab_size, tied, &source)?
+    } else {
+        config_json(&file, &arch, vocab_size, tied, &source)?
+    };
     let config = ModelConfig::from_json(config_json)
         .map_err(|e| bad_input!("{source}: the model its metadata describes: {e:#}"))?;
     let (_, heads, kv_heads) = config.depth_and_heads();
 
-    let (tensors, types) = read_tensors(&file, &arch, heads, kv_heads, &source)?;
+    let (tensors, types) = read_tensors(&file, &arch, table, heads, kv_heads, &source)?;
     let model = causal_lm_from_tensors(&config, tensors, device, gguf)?;
     let parameters = burn::module::Module::num_params(&model);
     let lineage = Lineage {
@@ -110,6 +115,7 @@ pub fn import(gguf: &Path, out: &Path, device: &Device) -> Result<Imported> {
 fn read_tensors(
     file: &GgufFile,
     arch: &str,
+    table: &names::Names,
     heads: usize,
     kv_heads: usize,
     source: &str,
@@ -117,8 +123,8 @@ fn read_tensors(
     let mut tensors = NamedTensors::new();
     let mut types = BTreeMap::new();
     for info in &file.tensors {
-        let hf = names::to_hf(&info.name).expect("checked by the caller");
-        let shape = info.torch_shape();
+        let hf = table.to_hf(&info.name).expect("checked by the caller");
+        let mut shape = info.torch_shape();
         let mut values = file.tensor_f32(info);
         // llama.cpp reorders q/k rows only for `llama` (its rope pairs adjacent dimensions);
         // `qwen2` files keep `transformers`' order.
@@ -135,10 +141,67 @@ fn read_tensors(
             }
             values = names::to_halves(&values, n, cols);
         }
+        if names::is_conv1d_weight(&hf) && shape.len() == 2 {
+            values = names::transpose(&values, shape[0], shape[1]);
+            shape.swap(0, 1);
+        }
         tensors.insert(hf, TensorData::new(values, shape));
         *types.entry(info.ggml_type.name()).or_insert(0) += 1;
     }
     Ok((tensors, types))
+}
+
+/// A metadata key that must be a non-negative integer if present.
+fn count(file: &GgufFile, key: &str, source: &str) -> Result<Option<u64>> {
+    match file.get(key) {
+        None => Ok(None),
+        Some(v) => v.as_u64().map(Some).ok_or_else(|| {
+            bad_input!("{source}: metadata `{key}` = {v:?} is not a non-negative integer")
+        }),
+    }
+}
+
+/// GPT-2's `config.json` from the `gpt2.*` keys llama.cpp's converter writes.
+fn gpt2_config_json(
+    file: &GgufFile,
+    vocab_size: usize,
+    tied: bool,
+    source: &str,
+) -> Result<Map<String, Json>> {
+    let required = |name: &str| -> Result<u64> {
+        let key = format!("gpt2.{name}");
+        count(file, &key, source)?
+            .ok_or_else(|| bad_input!("{source}: metadata `{key}` is missing"))
+    };
+    let epsilon = file.get("gpt2.attention.layer_norm_epsilon").and_then(Value::as_f64);
+    let mut json = Map::new();
+    json.insert("architectures".into(), json!(["GPT2LMHeadModel"]));
+    json.insert("model_type".into(), "gpt2".into());
+    json.insert("vocab_size".into(), vocab_size.into());
+    json.insert("n_positions".into(), required("context_length")?.into());
+    json.insert("n_embd".into(), required("embedding_length")?.into());
+    json.insert("n_layer".into(), required("block_count")?.into());
+    json.insert("n_head".into(), required("attention.head_count")?.into());
+    json.insert("n_inner".into(), required("feed_forward_length")?.into());
+    json.insert("layer_norm_epsilon".into(), epsilon.unwrap_or(1e-5).into());
+    // What llama.cpp's GPT-2 computes.
+    json.insert("activation_function".into(), "gelu_new".into());
+    json.insert("tie_word_embeddings".into(), tied.into());
+    insert_special_ids(file, &mut json);
+    Ok(json)
+}
+
+/// `bos_token_id`, `eos_token_id` and `pad_token_id` from `tokenizer.ggml.*`.
+fn insert_special_ids(file: &GgufFile, json: &mut Map<String, Json>) {
+    for (name, meta) in [
+        ("bos_token_id", "tokenizer.ggml.bos_token_id"),
+        ("eos_token_id", "tokenizer.ggml.eos_token_id"),
+        ("pad_token_id", "tokenizer.ggml.padding_token_id"),
+    ] {
+        if let Some(id) = file.get(meta).and_then(Value::as_u64) {
+            json.insert(name.into(), id.into());
+        }
+    }
 }
 
 /// `config.json` from the `{arch}.*` keys, as `transformers`' GGUF loader maps them.
@@ -150,17 +213,7 @@ fn config_json(
     source: &str,
 ) -> Result<Map<String, Json>> {
     let key = |name: &str| format!("{arch}.{name}");
-    let count = |name: &str| -> Result<Option<u64>> {
-        match file.get(&key(name)) {
-            None => Ok(None),
-            Some(v) => v.as_u64().map(Some).ok_or_else(|| {
-                bad_input!(
-                    "{source}: metadata `{}` = {v:?} is not a non-negative integer",
-                    key(name)
-                )
-            }),
-        }
-    };
+    let count = |name: &str| count(file, &key(name), source);
     let required = |name: &str| -> Result<u64> {
         count(name)?.ok_or_else(|| bad_input!("{source}: metadata `{}` is missing", key(name)))
     };
@@ -207,14 +260,6 @@ fn config_json(
     }
     json.insert("hidden_act".into(), "silu".into());
     json.insert("tie_word_embeddings".into(), tied.into());
-    for (name, meta) in [
-        ("bos_token_id", "tokenizer.ggml.bos_token_id"),
-        ("eos_token_id", "tokenizer.ggml.eos_token_id"),
-        ("pad_token_id", "tokenizer.ggml.padding_token_id"),
-    ] {
-        if let Some(id) = file.get(meta).and_then(Value::as_u64) {
-            json.insert(name.into(), id.into());
-        }
-    }
+    insert_special_ids(file, &mut json);
     Ok(json)
 }

@@ -6,7 +6,9 @@
 
 use half::f16;
 
-/// The tensor types `rlhf` reads (and, for F32, F16 and Q8_0, writes).
+use super::quantize;
+
+/// The tensor types `rlhf` reads (and, for F32, F16, Q8_0, Q5_0, Q4_K and Q6_K, writes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GgmlType {
     F32,
@@ -131,12 +133,16 @@ impl GgmlType {
         out
     }
 
-    /// Encodes f32 values as this type; only the types `rlhf model export` writes.
+    /// Encodes f32 values (whole blocks) as this type; only the types `rlhf model export`
+    /// writes.
     pub fn quantize(self, values: &[f32]) -> Vec<u8> {
         match self {
             GgmlType::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
             GgmlType::F16 => values.iter().flat_map(|&v| f16::from_f32(v).to_le_bytes()).collect(),
-            GgmlType::Q8_0 => values.chunks(32).flat_map(quantize_q8_0).collect(),
+            GgmlType::Q8_0 => quantize::q8_0(values),
+            GgmlType::Q5_0 => quantize::q5_0(values),
+            GgmlType::Q4K => quantize::q4_k(values),
+            GgmlType::Q6K => quantize::q6_k(values),
             other => unreachable!("export never writes {}", other.name()),
         }
     }
@@ -241,18 +247,6 @@ fn q6_k(b: &[u8], out: &mut Vec<f32>) {
     }
 }
 
-/// llama.cpp's reference Q8_0 quantizer: scale = max |x| / 127, values rounded half away from
-/// zero.
-fn quantize_q8_0(values: &[f32]) -> Vec<u8> {
-    let amax = values.iter().fold(0f32, |m, v| m.max(v.abs()));
-    let d = amax / 127.0;
-    let inverse = if d == 0.0 { 0.0 } else { 1.0 / d };
-    let mut block = Vec::with_capacity(34);
-    block.extend_from_slice(&f16::from_f32(d).to_le_bytes());
-    block.extend(values.iter().map(|v| (v * inverse).round() as i8 as u8));
-    block
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -268,6 +262,72 @@ mod tests {
             for (a, b) in block.iter().zip(chunk) {
                 assert!((a - b).abs() <= step * 0.5 + 1e-3 * step, "{a} vs {b}");
             }
+        }
+    }
+
+    /// 512 values in two super-blocks, their magnitude growing by sub-block of 32, with one
+    /// sub-block of zeros.
+    fn ramp() -> Vec<f32> {
+        (0..512)
+            .map(|i| {
+                let v = ((i * 37 % 101) as f32 - 50.0) / 40.0 * (1.0 + (i / 32) as f32 * 0.3);
+                if (256..288).contains(&i) { 0.0 } else { v }
+            })
+            .collect()
+    }
+
+    /// The sha256 of `ramp()` encoded by ggml's own `ggml_quantize_chunk` (llama-cpp-python
+    /// 0.3.36's libggml-base, no importance matrix): numpy computes `ramp()` in f32 exactly as
+    /// above, then
+    ///   lib.ggml_quantize_chunk(type, x.ctypes.data, out, 0, 1, 512, None)
+    /// with type 6 (Q5_0), 12 (Q4_K), 14 (Q6_K).
+    #[test]
+    fn encoders_write_the_bytes_ggml_writes() {
+        use sha2::{Digest, Sha256};
+        let values = ramp();
+        for (kind, sha256) in [
+            (GgmlType::Q5_0, "9c1cf54cf3ac780632ee13f6c8f4f4e55ecc939f808a8204d85651c195194f30"),
+            (GgmlType::Q4K, "7e9cbbb3ea6dfb25fbe6bc812d54ad09b8487e420a2e98de7869ae52e2e4bea3"),
+            (GgmlType::Q6K, "2fb2dd191756911bfa5809969ed1ee0eb901b56279c5e309d97ba12102cc83db"),
+        ] {
+            let bytes = kind.quantize(&values);
+            assert_eq!(bytes.len() as u64, kind.byte_size(&[512]).unwrap(), "{}", kind.name());
+            let digest: String =
+                Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
+            assert_eq!(digest, sha256, "{} differs from ggml's encoding", kind.name());
+        }
+    }
+
+    /// Encoded then decoded, each type keeps the values within its resolution: the RMS error
+    /// relative to the values' RMS, and no value off by more than a step of its (sub-)block.
+    #[test]
+    fn encoders_round_trip_within_a_step() {
+        let values = ramp();
+        let rms = |v: &[f32]| (v.iter().map(|x| x * x).sum::<f32>() / v.len() as f32).sqrt();
+        for (kind, block, levels, relative) in [
+            (GgmlType::Q8_0, 32, 254.0, 0.005),
+            (GgmlType::Q5_0, 32, 31.0, 0.04),
+            (GgmlType::Q4K, 32, 15.0, 0.08),
+            (GgmlType::Q6K, 16, 63.0, 0.02),
+        ] {
+            let back = kind.dequantize(&kind.quantize(&values));
+            let errors: Vec<f32> = values.iter().zip(&back).map(|(a, b)| a - b).collect();
+            let ratio = rms(&errors) / rms(&values);
+            assert!(ratio < relative, "{}: relative RMS error {ratio}", kind.name());
+            for (chunk, (x, e)) in values.chunks(block).zip(errors.chunks(block)).enumerate() {
+                let (lo, hi) = x.iter().fold((0f32, 0f32), |(l, h), &v| (l.min(v), h.max(v)));
+                let step = (hi - lo) / levels;
+                let worst = e.iter().fold(0f32, |m, v| m.max(v.abs()));
+                assert!(
+                    worst <= step * 1.01 + 1e-6,
+                    "{} block {chunk}: off by {worst}, step {step}",
+                    kind.name()
+                );
+            }
+        }
+        let zeros = vec![0f32; 256];
+        for kind in [GgmlType::Q8_0, GgmlType::Q5_0, GgmlType::Q4K, GgmlType::Q6K] {
+            assert_eq!(kind.dequantize(&kind.quantize(&zeros)), zeros, "{}", kind.name());
         }
     }
 

@@ -27,19 +27,275 @@ const UNUSED: i32 = 5;
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
-/// `tokenizer.ggml.pre` values whose words are not split by GPT-2's own regex. Every other
-/// name (`gpt2`, `smollm`, `default`, …) gets GPT-2's byte-level split, as in `transformers`.
-const SPLITS: [(&str, &str); 9] = [
-    ("llama-bpe", LLAMA3_SPLIT),
-    ("llama3", LLAMA3_SPLIT),
-    ("llama-v3", LLAMA3_SPLIT),
-    ("smaug-bpe", LLAMA3_SPLIT),
-    ("dbrx", LLAMA3_SPLIT),
-    ("falcon3", LLAMA3_SPLIT),
-    ("qwen2", QWEN2_SPLIT),
-    ("deepseek-r1-qwen", QWEN2_SPLIT),
-    ("megrez", QWEN2_SPLIT),
+/// Every `tokenizer.ggml.pre` that llama.cpp accepts (`src/llama-vocab.cpp` of the llama.cpp
+/// that `scripts/llama_cpp_venv.sh` pins); it refuses to load a file with any other name.
+pub const LLAMA_CPP_PRE_NAMES: [&str; 91] = [
+    "default",
+    "minicpm5",
+    "llama3",
+    "llama-v3",
+    "llama-bpe",
+    "falcon3",
+    "falcon-h1",
+    "pixtral",
+    "midm-2.0",
+    "lfm2",
+    "jina-v5-nano",
+    "deepseek-llm",
+    "deepseek-coder",
+    "deepseek-v3",
+    "spark2_5",
+    "youtu",
+    "falcon",
+    "mpt",
+    "starcoder",
+    "gpt-2",
+    "phi-2",
+    "jina-es",
+    "jina-de",
+    "gigachat",
+    "jina-v2-es",
+    "jina-v2-de",
+    "a.x-4.0",
+    "mellum",
+    "modern-bert",
+    "jina-v1-en",
+    "jina-v2-code",
+    "roberta-bpe",
+    "exaone4",
+    "jais-2",
+    "gemma4",
+    "granite-embed-multi-311m",
+    "sarvam-moe",
+    "whitespace",
+    "refact",
+    "command-r",
+    "qwen2",
+    "deepseek-r1-qwen",
+    "kormo",
+    "f2llmv2",
+    "megrez",
+    "qwen35",
+    "stablelm2",
+    "olmo",
+    "dbrx",
+    "smaug-bpe",
+    "poro-chat",
+    "chatglm-bpe",
+    "glm4",
+    "glm5",
+    "viking",
+    "jais",
+    "tekken",
+    "smollm",
+    "codeshell",
+    "bloom",
+    "gpt3-finnish",
+    "exaone",
+    "exaone-moe",
+    "chameleon",
+    "minerva-7b",
+    "gpt-4o",
+    "llama4",
+    "kanana2",
+    "talkie",
+    "granite-embed-multi-97m",
+    "tiny_aya",
+    "cohere2moe",
+    "superbpe",
+    "trillion",
+    "granite-docling",
+    "bailingmoe",
+    "bailingmoe2",
+    "llada-moe",
+    "seed-coder",
+    "hunyuan",
+    "hunyuan-dense",
+    "hy_v4",
+    "joyai-llm",
+    "kimi-k2",
+    "ufakzeka",
+    "grok-2",
+    "afmoe",
+    "laguna",
+    "minimax-m2",
+    "solar-open",
+    "mellum2",
 ];
+
+/// `tokenizer_config.json`'s record of the `tokenizer.ggml.pre` a model was imported with, so
+/// that export writes it back (several llama.cpp names share one split).
+pub const PRE_NAME_KEY: &str = "gguf_pre_tokenizer";
+
+/// How a byte-level BPE cuts text into words before merging, for the word splits that both
+/// `tokenizer.json` and llama.cpp can express.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Split {
+    /// GPT-2's regex (`ByteLevel` with `use_regex`).
+    Gpt2,
+    /// Every digit alone, then GPT-2's regex (SmolLM, StarCoder).
+    Digits,
+    /// Llama 3's regex (digits in groups of up to three), a word found whole in the vocabulary
+    /// taken as it is (`ignore_merges`, as in Meta's `tokenizer.json` and llama.cpp's `llama3`).
+    Llama3,
+    /// Llama 3's regex, every word merged pair by pair (llama.cpp's `smaug-bpe`, `dbrx`).
+    Llama3Merging,
+    /// Qwen2's regex: Llama 3's, with every digit alone.
+    Qwen2,
+}
+
+/// llama.cpp's names, by the split each stands for (its `LLAMA_VOCAB_PRE_TYPE_*` that share
+/// these regexes).
+const SPLIT_NAMES: [(Split, &[&str]); 5] = [
+    (
+        Split::Gpt2,
+        &[
+            "gpt-2",
+            "phi-2",
+            "jina-es",
+            "jina-de",
+            "gigachat",
+            "jina-v2-es",
+            "jina-v2-de",
+            "a.x-4.0",
+            "mellum",
+            "modern-bert",
+            "jina-v1-en",
+            "jina-v2-code",
+            "roberta-bpe",
+            "exaone4",
+            "mpt",
+            "olmo",
+            "jais",
+            "trillion",
+            "granite-docling",
+        ],
+    ),
+    (
+        Split::Digits,
+        &[
+            "smollm",
+            "starcoder",
+            "refact",
+            "command-r",
+            "codeshell",
+            "exaone",
+            "minerva-7b",
+            "mellum2",
+        ],
+    ),
+    (
+        Split::Llama3,
+        &[
+            "llama-bpe",
+            "llama3",
+            "llama-v3",
+            "falcon3",
+            "falcon-h1",
+            "pixtral",
+            "midm-2.0",
+            "lfm2",
+            "jina-v5-nano",
+        ],
+    ),
+    (Split::Llama3Merging, &["smaug-bpe", "dbrx"]),
+    (
+        Split::Qwen2,
+        &[
+            "qwen2",
+            "deepseek-r1-qwen",
+            "kormo",
+            "f2llmv2",
+            "megrez",
+            "stablelm2",
+            "hunyuan",
+            "solar-open",
+        ],
+    ),
+];
+
+impl Split {
+    /// The split a `tokenizer.ggml.pre` name stands for. Names of splits `tokenizer.json`
+    /// cannot express (and `default`) are read as GPT-2's, as `transformers` reads them.
+    fn of_name(name: &str) -> Split {
+        SPLIT_NAMES
+            .iter()
+            .find(|(_, names)| names.contains(&name))
+            .map_or(Split::Gpt2, |(split, _)| *split)
+    }
+
+    /// The name export writes for this split when the model was not imported with one.
+    fn llama_cpp_name(self) -> &'static str {
+        SPLIT_NAMES.iter().find(|(split, _)| *split == self).expect("every split is named").1[0]
+    }
+
+    /// The `pre_tokenizer` of `tokenizer.json` that splits this way.
+    fn pre_tokenizer(self) -> Json {
+        let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
+        let regex = |regex: &str| {
+            json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
+                byte_level(false),
+            ]})
+        };
+        match self {
+            Split::Gpt2 => byte_level(true),
+            Split::Digits => json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Digits", "individual_digits": true},
+                byte_level(true),
+            ]}),
+            Split::Llama3 | Split::Llama3Merging => regex(LLAMA3_SPLIT),
+            Split::Qwen2 => regex(QWEN2_SPLIT),
+        }
+    }
+
+    /// Whether the BPE model takes a word found whole in the vocabulary without merging it.
+    fn ignores_merges(self) -> bool {
+        self == Split::Llama3
+    }
+
+    /// The split of a `tokenizer.json`: its `pre_tokenizer`, and for Llama 3's regex whether the
+    /// model ignores merges (llama.cpp ignores them for no other split).
+    fn of_tokenizer(tokenizer: &Json) -> Option<Split> {
+        let ignore_merges = tokenizer["model"]["ignore_merges"].as_bool().unwrap_or(false);
+        match (Split::of(&tokenizer["pre_tokenizer"])?, ignore_merges) {
+            (Split::Llama3, false) => Some(Split::Llama3Merging),
+            (split, ignore) => (split.ignores_merges() == ignore).then_some(split),
+        }
+    }
+
+    /// The split of a `tokenizer.json` `pre_tokenizer`, if it is one of these.
+    fn of(pre: &Json) -> Option<Split> {
+        // A byte-level step: no prefix space (llama.cpp adds none), GPT-2's regex or none.
+        let byte_level = |step: &Json, use_regex: bool| {
+            step["type"] == "ByteLevel"
+                && !step["add_prefix_space"].as_bool().unwrap_or(false)
+                && step["use_regex"].as_bool().unwrap_or(true) == use_regex
+        };
+        fn isolated_regex(step: &Json) -> Option<&str> {
+            let isolated = step["type"] == "Split"
+                && step["behavior"] == "Isolated"
+                && !step["invert"].as_bool().unwrap_or(false);
+            step["pattern"]["Regex"].as_str().filter(|_| isolated)
+        }
+        if byte_level(pre, true) {
+            return Some(Split::Gpt2);
+        }
+        let steps = pre["pretokenizers"].as_array().filter(|_| pre["type"] == "Sequence")?;
+        match steps.as_slice() {
+            [one] => Split::of(one),
+            [digits, last] if digits["type"] == "Digits" => (digits["individual_digits"] == true
+                && byte_level(last, true))
+            .then_some(Split::Digits),
+            [split, last] if byte_level(last, false) => match isolated_regex(split)? {
+                r if r == LLAMA3_SPLIT => Some(Split::Llama3),
+                r if r == QWEN2_SPLIT => Some(Split::Qwen2),
+                _ => None,
+            },
+            _ => None,
+        }
+    }
+}
 
 /// What import writes: `tokenizer.json`, the special tokens for `tokenizer_config.json`, and
 /// the chat template.
@@ -153,6 +409,11 @@ pub fn import(file: &GgufFile, source: &str) -> Result<ImportedTokenizer> {
             config.insert(name.into(), tokens[id].clone().into());
         }
     }
+    if kind == "gpt2"
+        && let Some(pre) = file.get("tokenizer.ggml.pre").and_then(Value::as_str)
+    {
+        config.insert(PRE_NAME_KEY.into(), pre.into());
+    }
     config.insert("add_bos_token".into(), add_bos.into());
     config.insert("add_eos_token".into(), add_eos.into());
     config.insert("clean_up_tokenization_spaces".into(), false.into());
@@ -195,18 +456,13 @@ fn byte_level_bpe(file: &GgufFile, tokens: &[String], source: &str) -> Result<To
         };
         pairs.push(json!([a, b]));
     }
-    let byte_level = |use_regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": use_regex});
     let pre = file.get("tokenizer.ggml.pre").and_then(Value::as_str).unwrap_or("default");
-    let pre_tokenizer = match SPLITS.iter().find(|(name, _)| *name == pre) {
-        Some((_, regex)) => json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
-            byte_level(false),
-        ]}),
-        None => byte_level(true),
-    };
+    let split = Split::of_name(pre);
+    let pre_tokenizer = split.pre_tokenizer();
     let json = json!({"type": "BPE", "dropout": null, "unk_token": null,
         "continuing_subword_prefix": "", "end_of_word_suffix": "", "fuse_unk": false,
-        "byte_fallback": false, "ignore_merges": false, "vocab": vocab.clone(), "merges": pairs});
+        "byte_fallback": false, "ignore_merges": split.ignores_merges(), "vocab": vocab.clone(),
+        "merges": pairs});
     let decoder = json!({"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true});
     Ok(TokenizerModel { vocab, json, pre_tokenizer, decoder })
 }
@@ -303,13 +559,20 @@ fn post_processor(tokens: &[String], bos: Option<usize>, eos: Option<usize>) -> 
 
 /// The `tokenizer.ggml.*` metadata for a `tokenizer.json` (a byte-level BPE), padded with
 /// unused `[PADn]` tokens up to the embedding's `vocab_size` rows, as llama.cpp's converter does.
-pub fn export(tokenizer: &Json, vocab_size: usize, source: &str) -> Result<Vec<(String, Value)>> {
+/// `imported_pre` is the `tokenizer.ggml.pre` the model was imported with, if any.
+pub fn export(
+    tokenizer: &Json,
+    vocab_size: usize,
+    imported_pre: Option<&str>,
+    source: &str,
+) -> Result<Vec<(String, Value)>> {
     let model = &tokenizer["model"];
     if model["type"] != "BPE" || !is_byte_level(&tokenizer["pre_tokenizer"]) {
         return Err(bad_input!(
             "{source}: only byte-level BPE tokenizers (GPT-2, SmolLM, Qwen2, Llama 3 and the ones `rlhf tokenizer train` writes) can be exported to GGUF"
         ));
     }
+    let pre = pre_name(tokenizer, imported_pre, source)?;
     let mut by_id: BTreeMap<usize, (String, i32)> = BTreeMap::new();
     for (token, id) in model["vocab"].as_object().into_iter().flatten() {
         if let Some(id) = id.as_u64() {
@@ -350,7 +613,7 @@ pub fn export(tokenizer: &Json, vocab_size: usize, source: &str) -> Result<Vec<(
         .collect();
     Ok(vec![
         ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
-        ("tokenizer.ggml.pre".into(), Value::String(pre_name(&tokenizer["pre_tokenizer"]).into())),
+        ("tokenizer.ggml.pre".into(), Value::String(pre.into())),
         ("tokenizer.ggml.tokens".into(), Value::Array(tokens)),
         ("tokenizer.ggml.token_type".into(), Value::Array(types)),
         ("tokenizer.ggml.merges".into(), Value::Array(merges)),
@@ -368,15 +631,44 @@ fn is_byte_level(pre: &Json) -> bool {
     }
 }
 
-/// The `tokenizer.ggml.pre` that tells llama.cpp how this tokenizer splits words.
-fn pre_name(pre: &Json) -> &'static str {
-    let steps = pre["pretokenizers"].as_array().map(Vec::as_slice).unwrap_or_default();
-    let regex = steps.iter().find_map(|s| s["pattern"]["Regex"].as_str());
-    match regex {
-        Some(r) if r == LLAMA3_SPLIT => "llama-bpe",
-        Some(r) if r == QWEN2_SPLIT => "qwen2",
-        _ if steps.iter().any(|s| s["type"] == "Digits") => "smollm",
-        _ => "gpt2",
+/// The `tokenizer.ggml.pre` that tells llama.cpp how this tokenizer splits words: the name the
+/// model was imported with while it still describes the split (it is one llama.cpp knows, and
+/// `tokenizer.json` still splits that way), else llama.cpp's usual name for the split. A split
+/// llama.cpp has no name for is refused: llama.cpp would refuse the file, or cut words where
+/// the merges were not learned.
+fn pre_name<'a>(tokenizer: &Json, imported: Option<&'a str>, source: &str) -> Result<&'a str> {
+    let Some(split) = Split::of_tokenizer(tokenizer) else {
+        let pre = &tokenizer["pre_tokenizer"];
+        let merges = match Split::of(pre) {
+            Some(_) => ", with ignore_merges",
+            None => "",
+        };
+        return Err(bad_input!(
+            "{source}: llama.cpp has no pre-tokenizer for this tokenizer's word split ({}{merges}): it knows GPT-2's byte-level regex, SmolLM's digits-first split, and Llama 3's and Qwen2's regexes, and refuses or mis-splits anything else\nhint: tokenizers from `rlhf tokenizer train` and from GPT-2, SmolLM, Llama 3 and Qwen2 checkpoints export",
+            describe(pre)
+        ));
+    };
+    Ok(match imported {
+        Some(name) if LLAMA_CPP_PRE_NAMES.contains(&name) && Split::of_name(name) == split => name,
+        _ => split.llama_cpp_name(),
+    })
+}
+
+/// A pre-tokenizer in a few words, for errors: its steps' types, and a split's regex.
+fn describe(pre: &Json) -> String {
+    let step = |s: &Json| match s["pattern"]["Regex"].as_str() {
+        Some(regex) => format!("{} /{regex}/", s["type"].as_str().unwrap_or("?")),
+        None => {
+            let mut text = s["type"].as_str().unwrap_or("none").to_string();
+            if s["add_prefix_space"] == true {
+                text.push_str(" with add_prefix_space");
+            }
+            text
+        }
+    };
+    match pre["pretokenizers"].as_array() {
+        Some(steps) => steps.iter().map(step).collect::<Vec<_>>().join(" then "),
+        None => step(pre),
     }
 }
 
@@ -419,6 +711,123 @@ fn strings(file: &GgufFile, key: &str, source: &str) -> Result<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const SPLITS: [Split; 5] =
+        [Split::Gpt2, Split::Digits, Split::Llama3, Split::Llama3Merging, Split::Qwen2];
+
+    /// A `tokenizer.json` with this `pre_tokenizer` (and `ignore_merges`).
+    fn with(pre: Json, ignore_merges: bool) -> Json {
+        json!({"pre_tokenizer": pre, "model": {"type": "BPE", "ignore_merges": ignore_merges}})
+    }
+
+    /// The `tokenizer.json` import writes for `split`.
+    fn imported(split: Split) -> Json {
+        with(split.pre_tokenizer(), split.ignores_merges())
+    }
+
+    #[test]
+    fn every_name_export_writes_is_one_llama_cpp_knows() {
+        for (split, names) in SPLIT_NAMES {
+            for name in names {
+                assert!(LLAMA_CPP_PRE_NAMES.contains(name), "{name} is not in llama.cpp's list");
+                assert_eq!(Split::of_name(name), split, "{name}");
+            }
+        }
+        for split in SPLITS {
+            let tokenizer = imported(split);
+            assert_eq!(Split::of_tokenizer(&tokenizer), Some(split), "{tokenizer}");
+            assert_eq!(pre_name(&tokenizer, None, "t").unwrap(), split.llama_cpp_name());
+        }
+        let canonical: Vec<&str> = SPLITS.iter().map(|s| s.llama_cpp_name()).collect();
+        assert_eq!(canonical, ["gpt-2", "smollm", "llama-bpe", "smaug-bpe", "qwen2"]);
+        let unique: std::collections::HashSet<_> = LLAMA_CPP_PRE_NAMES.iter().collect();
+        assert_eq!(unique.len(), LLAMA_CPP_PRE_NAMES.len());
+    }
+
+    /// The `pre_tokenizer`s of the `tokenizer.json` files Hugging Face ships for these models.
+    #[test]
+    fn hugging_face_tokenizers_get_their_llama_cpp_names() {
+        let byte_level = |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
+        let split = |regex: &str| {
+            json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": regex}, "behavior": "Isolated", "invert": false},
+            byte_level(false)]})
+        };
+        let cases = [
+            ("GPT-2", byte_level(true), "gpt-2"),
+            (
+                "rlhf tokenizer train",
+                json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true}),
+                "gpt-2",
+            ),
+            (
+                "SmolLM2",
+                json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": true}, byte_level(true)]}),
+                "smollm",
+            ),
+            ("Llama 3", split(LLAMA3_SPLIT), "llama-bpe"),
+            ("Qwen2", split(QWEN2_SPLIT), "qwen2"),
+        ];
+        for (model, pre, name) in cases {
+            // Meta's Llama 3 tokenizer.json ignores merges; the others do not.
+            let tokenizer = with(pre, name == "llama-bpe");
+            assert_eq!(pre_name(&tokenizer, None, "t").unwrap(), name, "{model}");
+        }
+    }
+
+    #[test]
+    fn the_imported_name_is_kept_while_it_still_describes_the_split() {
+        let digits = imported(Split::Digits);
+        assert_eq!(pre_name(&digits, Some("smollm"), "t").unwrap(), "smollm");
+        assert_eq!(pre_name(&digits, Some("starcoder"), "t").unwrap(), "starcoder");
+        let llama3 = imported(Split::Llama3);
+        assert_eq!(pre_name(&llama3, Some("llama3"), "t").unwrap(), "llama3");
+        assert_eq!(pre_name(&llama3, Some("dbrx"), "t").unwrap(), "llama-bpe", "dbrx merges");
+        let merging = imported(Split::Llama3Merging);
+        assert_eq!(pre_name(&merging, Some("dbrx"), "t").unwrap(), "dbrx");
+        // A name llama.cpp refuses (what rlhf itself used to write) is replaced.
+        let gpt2 = imported(Split::Gpt2);
+        assert_eq!(pre_name(&gpt2, Some("gpt2"), "t").unwrap(), "gpt-2");
+        // The tokenizer was replaced since the import: the name no longer fits.
+        assert_eq!(pre_name(&gpt2, Some("smollm"), "t").unwrap(), "gpt-2");
+        assert_eq!(pre_name(&digits, Some("qwen2"), "t").unwrap(), "smollm");
+    }
+
+    #[test]
+    fn a_split_llama_cpp_has_no_name_for_is_refused_naming_it() {
+        let refused = [
+            (
+                json!({"type": "ByteLevel", "add_prefix_space": true, "use_regex": true}),
+                "ByteLevel with add_prefix_space",
+            ),
+            (
+                json!({"type": "Sequence", "pretokenizers": [
+                {"type": "Split", "pattern": {"Regex": "\\w+|\\s+"}, "behavior": "Isolated", "invert": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}]}),
+                "Split /\\w+|\\s+/ then ByteLevel",
+            ),
+            (
+                json!({"type": "Sequence", "pretokenizers": [{"type": "Digits", "individual_digits": false},
+                {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}]}),
+                "Digits then ByteLevel",
+            ),
+            (
+                json!({"type": "Sequence", "pretokenizers": [{"type": "Whitespace"},
+                {"type": "ByteLevel", "add_prefix_space": false, "use_regex": true}]}),
+                "Whitespace then ByteLevel",
+            ),
+        ];
+        let mut refused: Vec<(Json, &str)> =
+            refused.into_iter().map(|(pre, described)| (with(pre, false), described)).collect();
+        // llama.cpp ignores merges for Llama 3's split only.
+        refused.push((with(Split::Gpt2.pre_tokenizer(), true), "ByteLevel, with ignore_merges"));
+        for (tokenizer, described) in refused {
+            let message =
+                format!("{:#}", pre_name(&tokenizer, Some("gpt-2"), "tok.json").unwrap_err());
+            assert!(message.starts_with("tok.json: llama.cpp has no pre-tokenizer"), "{message}");
+            assert!(message.contains(described), "{described:?} in {message}");
+        }
+    }
 
     #[test]
     fn byte_alphabet_is_gpt2s() {

@@ -7,9 +7,14 @@
 //! 1/(K·(K−1)/2) so that each prompt counts once however many responses it ranks — InstructGPT
 //! trains on all pairs of a prompt together for that reason (Ouyang et al., 2022, §3.5).
 
+use std::path::Path;
+
+use anyhow::Result;
 use serde_json::{Map, Value};
 
 use super::chat::{Message, Role, parse_messages};
+use super::jsonl::read_rows;
+use super::sft::FitReport;
 
 const HUMAN: &str = "\n\nHuman:";
 const ASSISTANT: &str = "\n\nAssistant:";
@@ -102,6 +107,38 @@ impl Comparison {
             .flat_map(|better| (better + 1..k).map(move |worse| Pair { better, worse, weight }))
             .collect()
     }
+}
+
+/// A comparison with its responses encoded (as token ids, sequences, …), best first.
+pub type Encoded<T> = (Comparison, Vec<T>);
+
+/// Every comparison of `path` with each of its responses encoded by `encode` (prompt,
+/// response, report → `None` when it does not fit). A comparison one of whose responses does
+/// not fit is dropped whole, and counted; a bad row is an error naming `FILE:LINE`.
+pub fn encode_comparisons<T>(
+    path: &Path,
+    mut encode: impl FnMut(&[Message], &str, &mut FitReport) -> Result<Option<T>, String>,
+) -> Result<(Vec<Encoded<T>>, FitReport)> {
+    let mut report = FitReport::default();
+    let mut encoded = Vec::new();
+    for row in read_rows(path)? {
+        let at = row.error_at(path);
+        let comparison = Comparison::parse(&row.fields).map_err(&at)?;
+        let mut responses = Vec::new();
+        let mut fit = FitReport::default();
+        for response in &comparison.responses {
+            if let Some(done) = encode(&comparison.prompt, response, &mut fit).map_err(&at)? {
+                responses.push(done);
+            }
+        }
+        if responses.len() == comparison.responses.len() {
+            report.truncated += usize::from(fit.truncated > 0);
+            encoded.push((comparison, responses));
+        } else {
+            report.dropped += 1;
+        }
+    }
+    Ok((encoded, report))
 }
 
 /// `prompt` as a conversation: a string (an HH transcript ending with `Assistant:` is read as

@@ -9,8 +9,7 @@ use anyhow::Result;
 use burn::prelude::*;
 use burn::tensor::activation::log_sigmoid;
 
-use crate::data::jsonl::read_rows;
-use crate::data::preference::Comparison;
+use crate::data::preference::{Comparison, encode_comparisons};
 use crate::data::scoring::{ResponseEncoder, Sequence, SequenceBatch};
 use crate::data::sft::FitReport;
 
@@ -24,27 +23,12 @@ pub struct Encoded {
 /// Reads and encodes every comparison of `path`; errors name `FILE:LINE`. A comparison one of
 /// whose responses does not fit is dropped whole (and counted).
 pub fn encode_file(path: &Path, encoder: &ResponseEncoder) -> Result<(Vec<Encoded>, FitReport)> {
-    let mut report = FitReport::default();
-    let mut encoded = Vec::new();
-    for row in read_rows(path)? {
-        let at = row.error_at(path);
-        let comparison = Comparison::parse(&row.fields).map_err(&at)?;
-        let mut sequences = Vec::new();
-        let mut fit = FitReport::default();
-        for response in &comparison.responses {
-            if let Some(sequence) =
-                encoder.encode(&comparison.prompt, response, &mut fit).map_err(&at)?
-            {
-                sequences.push(sequence);
-            }
-        }
-        if sequences.len() == comparison.responses.len() {
-            report.truncated += usize::from(fit.truncated > 0);
-            encoded.push(Encoded { sequences, comparison });
-        } else {
-            report.dropped += 1;
-        }
-    }
+    let (encoded, report) =
+        encode_comparisons(path, |prompt, response, fit| encoder.encode(prompt, response, fit))?;
+    let encoded = encoded
+        .into_iter()
+        .map(|(comparison, sequences)| Encoded { sequences, comparison })
+        .collect();
     Ok((encoded, report))
 }
 

@@ -23,11 +23,10 @@ use crate::generate::{Generator, SamplingConfig};
 use crate::metrics::{read_jsonl, write_jsonl};
 use crate::model::loss::selected_nll_sum;
 use crate::model::mask::PaddedBatch;
-use crate::model::pretrained::init_causal_lm;
 use crate::model::reinit::reinit_top_blocks;
-use crate::model::{CausalLm, ModelConfig, load_causal_lm, preset, save_causal_lm};
+use crate::model::{CausalLm, ModelConfig, save_causal_lm};
 use crate::train::run::{self, Stage, Trainer, round};
-use crate::train::start::{self, Resumed, TrainOptions};
+use crate::train::start::{self, CausalStart, LmSource, TrainOptions};
 use crate::train::step;
 
 const SAMPLES_FILE: &str = "samples.jsonl";
@@ -38,7 +37,15 @@ pub fn train(options: &TrainOptions, device: &Device) -> Result<()> {
 
     // Everything is loaded and checked before the first step, so bad input writes nothing.
     let ad = device.clone().autodiff();
-    let mut start = Start::open(&config, options.resume, &ad)?;
+    let source = LmSource::of(&config.model);
+    let mut start = CausalStart::open(
+        "sft",
+        source,
+        &config.output.dir,
+        options.resume,
+        config.train.seed,
+        &ad,
+    )?;
     if !options.resume {
         start.model = reinit_top_blocks(start.model, config.model.reinit_layers, &start.config);
     }
@@ -47,73 +54,6 @@ pub fn train(options: &TrainOptions, device: &Device) -> Result<()> {
     let data = Data::read(&config, &start)?;
     let mut run = Run::new(config, start, data, device.clone(), &options.overrides)?;
     run.train()
-}
-
-/// The model a run starts from, and for `--resume` where it stopped.
-struct Start {
-    model: CausalLm,
-    config: ModelConfig,
-    tokenizer: Tokenizer,
-    /// Where the tokenizer files (and the `model` chat template) come from.
-    tokenizer_dir: PathBuf,
-    parent: Option<Source>,
-    resumed: Option<Resumed>,
-}
-
-impl Start {
-    fn open(config: &SftConfig, resume: bool, ad: &Device) -> Result<Self> {
-        let source = &config.model;
-        if resume {
-            let dir = &config.output.dir;
-            let loaded = load_causal_lm(dir, ad)?;
-            let resumed = Resumed::read(dir)?;
-            let tokenizer = loaded
-                .tokenizer
-                .ok_or_else(|| bad_input!("{}: no tokenizer.json", dir.display()))?;
-            return Ok(Self {
-                model: loaded.model,
-                config: loaded.config,
-                tokenizer,
-                tokenizer_dir: dir.clone(),
-                parent: resumed.lineage.parent.clone(),
-                resumed: Some(resumed),
-            });
-        }
-        if let Some(base) = &source.base {
-            let loaded = load_causal_lm(base, ad)?;
-            let tokenizer = loaded.tokenizer.ok_or_else(|| {
-                bad_input!(
-                    "{}: no tokenizer.json\nhint: SFT needs the base model's tokenizer",
-                    base.display()
-                )
-            })?;
-            return Ok(Self {
-                model: loaded.model,
-                config: loaded.config,
-                tokenizer,
-                tokenizer_dir: base.clone(),
-                parent: Some(Source::model_dir(base)?),
-                resumed: None,
-            });
-        }
-        let (preset_name, tokenizer_path) = (
-            source.init.as_deref().expect("validated: init or base"),
-            source.tokenizer.as_ref().expect("validated: init comes with tokenizer"),
-        );
-        let tokenizer = tokenizer::read(tokenizer_path)?;
-        let tokenizer_dir = tokenizer::files_dir(tokenizer_path).to_path_buf();
-        let model_config = preset::resolve(preset_name, &[], &tokenizer, &tokenizer_dir)?;
-        ad.seed(config.train.seed);
-        let model = init_causal_lm(&model_config, ad)?;
-        Ok(Self {
-            model,
-            config: model_config,
-            tokenizer,
-            tokenizer_dir,
-            parent: None,
-            resumed: None,
-        })
-    }
 }
 
 /// Training and validation examples, encoded.
@@ -125,7 +65,7 @@ struct Data {
 }
 
 impl Data {
-    fn read(config: &SftConfig, start: &Start) -> Result<Self> {
+    fn read(config: &SftConfig, start: &CausalStart) -> Result<Self> {
         let data = &config.data;
         let window = start.config.context_window();
         if data.max_len > window {
@@ -249,7 +189,7 @@ struct Run {
 impl Run {
     fn new(
         config: SftConfig,
-        start: Start,
+        start: CausalStart,
         data: Data,
         device: Device,
         overrides: &[String],

@@ -6,12 +6,16 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Result;
 use burn::prelude::Device;
+use tokenizers::Tokenizer;
 
 use super::state::{RunProgress, STATE_DIR};
-use crate::checkpoint::{self, Lineage};
-use crate::config::train::OutputConfig;
+use crate::checkpoint::{self, Lineage, Source};
+use crate::config::train::{ModelSource, OutputConfig};
 use crate::config::{self, StageConfig};
+use crate::data::tokenizer;
 use crate::model::config::missing_model;
+use crate::model::pretrained::init_causal_lm;
+use crate::model::{CausalLm, ModelConfig, load_causal_lm, preset};
 use crate::{bad_input, dist};
 
 /// A training command's options, as the command line gave them.
@@ -188,4 +192,97 @@ fn check_output(output: &OutputConfig, resume: bool) -> Result<()> {
         ));
     }
     Ok(())
+}
+
+/// Where a stage's causal LM comes from: a checkpoint (`base`), or a preset (`init`) drawn at
+/// random with a `tokenizer`.
+#[derive(Debug, Clone, Copy)]
+pub struct LmSource<'a> {
+    pub base: Option<&'a Path>,
+    pub init: Option<&'a str>,
+    pub tokenizer: Option<&'a Path>,
+}
+
+impl<'a> LmSource<'a> {
+    pub fn of(model: &'a ModelSource) -> Self {
+        Self {
+            base: model.base.as_deref(),
+            init: model.init.as_deref(),
+            tokenizer: model.tokenizer.as_deref(),
+        }
+    }
+}
+
+/// The causal LM a run starts from (SFT, DPO, KTO), and for `--resume` where it stopped.
+pub struct CausalStart {
+    pub model: CausalLm,
+    pub config: ModelConfig,
+    pub tokenizer: Tokenizer,
+    /// Where the tokenizer files (and the `model` chat template) come from.
+    pub tokenizer_dir: PathBuf,
+    pub parent: Option<Source>,
+    pub resumed: Option<Resumed>,
+}
+
+impl CausalStart {
+    /// Loads the model `source` names onto `ad` (a preset is drawn with `seed`), or with
+    /// `resume` the run saved in `out`. `stage` names the stage in errors.
+    pub fn open(
+        stage: &str,
+        source: LmSource,
+        out: &Path,
+        resume: bool,
+        seed: u64,
+        ad: &Device,
+    ) -> Result<Self> {
+        if resume {
+            let loaded = load_causal_lm(out, ad)?;
+            let resumed = Resumed::read(out)?;
+            let tokenizer = loaded
+                .tokenizer
+                .ok_or_else(|| bad_input!("{}: no tokenizer.json", out.display()))?;
+            return Ok(Self {
+                model: loaded.model,
+                config: loaded.config,
+                tokenizer,
+                tokenizer_dir: out.to_path_buf(),
+                parent: resumed.lineage.parent.clone(),
+                resumed: Some(resumed),
+            });
+        }
+        if let Some(base) = source.base {
+            let loaded = load_causal_lm(base, ad)?;
+            let tokenizer = loaded.tokenizer.ok_or_else(|| {
+                bad_input!(
+                    "{}: no tokenizer.json\nhint: {stage} needs the base model's tokenizer",
+                    base.display()
+                )
+            })?;
+            return Ok(Self {
+                model: loaded.model,
+                config: loaded.config,
+                tokenizer,
+                tokenizer_dir: base.to_path_buf(),
+                parent: Some(Source::model_dir(base)?),
+                resumed: None,
+            });
+        }
+        let (preset_name, tokenizer_path) = (
+            source.init.expect("validated: init or base"),
+            source.tokenizer.expect("validated: init comes with tokenizer"),
+        );
+        let tokenizer = tokenizer::read(tokenizer_path)?;
+        let tokenizer_dir = tokenizer::files_dir(tokenizer_path).to_path_buf();
+        let model_config = preset::resolve(preset_name, &[], &tokenizer, &tokenizer_dir)?;
+        ad.seed(seed);
+        let model = init_causal_lm(&model_config, ad)?;
+        Ok(Self {
+            model,
+            config: model_config,
+            tokenizer,
+            tokenizer_dir,
+            parent: None,
+            resumed: None,
+        })
+    }
 }

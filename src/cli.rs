@@ -43,6 +43,13 @@ pub enum Command {
     /// Stage 3: PPO against the reward model, held near the SFT policy by a KL penalty.
     #[command(subcommand)]
     Ppo(PpoCommand),
+    /// DPO and its variants (IPO, hinge, robust): the policy trained on comparisons directly,
+    /// against a frozen reference — no reward model, no sampling.
+    #[command(subcommand)]
+    Dpo(DpoCommand),
+    /// KTO: the policy trained on answers marked good or bad one at a time.
+    #[command(subcommand)]
+    Kto(KtoCommand),
     /// Moderation classifier (sexual, hate, violence, harassment, self-harm and sub-categories).
     #[command(subcommand)]
     Moderate(ModerateCommand),
@@ -72,6 +79,8 @@ impl Command {
             Self::Sft(SftCommand::Train(args))
             | Self::Reward(RewardCommand::Train(args))
             | Self::Ppo(PpoCommand::Train(args))
+            | Self::Dpo(DpoCommand::Train(args))
+            | Self::Kto(KtoCommand::Train(args))
             | Self::Moderate(ModerateCommand::Train(args)) => Some(args),
             _ => None,
         }
@@ -193,6 +202,48 @@ pub struct PpoEvalArgs {
     /// Also write every (prompt, response, reward, KL) as JSONL to FILE.
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DpoCommand {
+    /// Train the policy on comparisons (configs/dpo.toml).
+    Train(TrainArgs),
+    /// Implicit-reward accuracy and margin of a policy against its reference on comparisons.
+    Eval(DpoEvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DpoEvalArgs {
+    /// The policy (a DPO or KTO checkpoint, or any causal LM).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// The frozen reference (default: the one the checkpoint's rlhf.json names).
+    #[arg(long, value_name = "DIR")]
+    pub reference: Option<PathBuf>,
+    /// JSONL comparisons, in any form `rlhf dpo train` reads.
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// β of the implicit reward β·(log π − log π_ref).
+    #[arg(long, default_value_t = 0.1)]
+    pub beta: f64,
+    /// The loss reported: sigmoid, ipo, hinge or robust.
+    #[arg(long, default_value = "sigmoid", value_parser = ["sigmoid", "ipo", "hinge", "robust"])]
+    pub loss_type: String,
+    /// ε of the robust loss.
+    #[arg(long, default_value_t = 0.0)]
+    pub label_smoothing: f64,
+    /// Chat template: chatml, hh or model [default: the model's own, else chatml].
+    #[arg(long)]
+    pub template: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KtoCommand {
+    /// Train the policy on answers marked good or bad (configs/kto.toml).
+    Train(TrainArgs),
 }
 
 #[derive(Debug, Subcommand)]

@@ -2,6 +2,7 @@
 
 mod chat;
 mod demo;
+mod dpo;
 mod generate;
 mod model;
 mod moderate;
@@ -14,8 +15,8 @@ mod tokenizer;
 use anyhow::Result;
 
 use crate::cli::{
-    Cli, Command, ModelCommand, ModerateCommand, PpoCommand, RewardCommand, SftCommand,
-    TokenizerCommand,
+    Cli, Command, DpoCommand, KtoCommand, ModelCommand, ModerateCommand, PpoCommand, RewardCommand,
+    SftCommand, TokenizerCommand,
 };
 use burn::prelude::Device;
 
@@ -50,6 +51,13 @@ pub fn run(mut cli: Cli) -> Result<()> {
             crate::ppo::train::train(&args.options(), &joined(cli.device)?)
         }
         Command::Ppo(PpoCommand::Eval(args)) => ppo::eval(&args, &cli.device.device()?),
+        Command::Dpo(DpoCommand::Train(args)) => {
+            crate::dpo::train(&args.options(), &joined(cli.device)?)
+        }
+        Command::Dpo(DpoCommand::Eval(args)) => dpo::eval(&args, &cli.device.device()?),
+        Command::Kto(KtoCommand::Train(args)) => {
+            crate::dpo::kto::train(&args.options(), &joined(cli.device)?)
+        }
         Command::Moderate(ModerateCommand::Train(args)) => {
             crate::moderation::train::train(&args.options(), &joined(cli.device)?)
         }

@@ -1,6 +1,7 @@
 //! The stages' TOML configs (serde structs with documented defaults and `deny_unknown_fields`),
 //! read through `toml_file` (`--set` overrides, errors that name the file and the key).
 
+pub mod dpo;
 pub mod moderate;
 pub mod ppo;
 pub mod reward;
@@ -62,4 +63,11 @@ macro_rules! stage_config {
         }
     )*};
 }
-stage_config!(sft::SftConfig, reward::RewardConfig, ppo::PpoConfig, moderate::ModerateConfig);
+stage_config!(
+    sft::SftConfig,
+    reward::RewardConfig,
+    ppo::PpoConfig,
+    moderate::ModerateConfig,
+    dpo::DpoConfig,
+    dpo::KtoConfig
+);

@@ -2,6 +2,8 @@
 
 pub mod batch;
 pub mod chat;
+pub mod completion;
+pub mod feedback;
 pub mod jsonl;
 pub mod moderation;
 pub mod pair;

@@ -278,6 +278,18 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_configs_are_valid_and_show_the_loss_defaults() {
+        let dpo: DpoConfig =
+            crate::config::parse(include_str!("../../configs/dpo.toml"), "dpo.toml", &[]).unwrap();
+        dpo.validate().unwrap();
+        assert_eq!(dpo.dpo, DpoLoss::default());
+        let kto: KtoConfig =
+            crate::config::parse(include_str!("../../configs/kto.toml"), "kto.toml", &[]).unwrap();
+        kto.validate().unwrap();
+        assert_eq!(kto.kto, KtoLoss::default());
+    }
+
+    #[test]
     fn bad_keys_are_named() {
         let base = "[model]\nbase = \"m\"\n[data]\ntrain = \"p.jsonl\"\n[dpo]\n";
         let err = dpo(&format!("{base}loss_type = \"kto\"")).unwrap_err();

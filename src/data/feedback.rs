@@ -44,7 +44,9 @@ impl Feedback {
         let desirable = match row.get("label") {
             Some(Value::Bool(label)) => *label,
             Some(_) => {
-                return Err("field `label` must be true (a good answer) or false (a bad one)".into());
+                return Err(
+                    "field `label` must be true (a good answer) or false (a bad one)".into()
+                );
             }
             None => {
                 return Err(

@@ -77,7 +77,7 @@ impl Workspace {
 }
 
 /// Every stage saves after each step, so kills land in saves as often as in steps.
-const CONFIGS: [(&str, &str); 4] = [
+const CONFIGS: [(&str, &str); 6] = [
     (
         "sft",
         r#"
@@ -154,6 +154,42 @@ mini_batch_size = 4
 max_steps = 12
 batch_size = 8
 lr = 3e-4
+save_every = 1
+log_every = 1
+"#,
+    ),
+    (
+        "dpo",
+        r#"
+[model]
+base = "runs/base"
+[data]
+train = "prefs.jsonl"
+valid_fraction = 0.1
+max_len = 48
+[train]
+max_steps = 30
+batch_size = 8
+lr = 1e-3
+eval_every = 10
+save_every = 1
+log_every = 1
+"#,
+    ),
+    (
+        "kto",
+        r#"
+[model]
+base = "runs/base"
+[data]
+train = "prefs.jsonl"
+valid_fraction = 0.1
+max_len = 48
+[train]
+max_steps = 30
+batch_size = 8
+lr = 1e-3
+eval_every = 10
 save_every = 1
 log_every = 1
 "#,
@@ -352,6 +388,16 @@ fn reward_survives_kills() {
 #[test]
 fn moderate_survives_kills() {
     survives_kills("moderate", &["model.safetensors"], 1e-6);
+}
+
+#[test]
+fn dpo_survives_kills() {
+    survives_kills("dpo", &["model.safetensors", "state/reference_logps.safetensors"], 1e-6);
+}
+
+#[test]
+fn kto_survives_kills() {
+    survives_kills("kto", &["model.safetensors", "state/reference_logps.safetensors"], 1e-6);
 }
 
 #[test]

@@ -1,9 +1,9 @@
 //! Data-parallel training with two processes on PyTorch's Gloo backend (loopback, one thread
-//! per rank), launched the way torchrun launches them: SFT, reward and moderation training on
-//! two ranks end with the weights of one process given the same global batch; PPO on two
-//! ranks finishes with the same weights on both; a rank that dies ends the other with a
-//! message; a two-rank run stopped by SIGTERM resumes, on two ranks or one, to the weights of
-//! an uninterrupted run.
+//! per rank), launched the way torchrun launches them: SFT, reward, moderation, DPO and KTO
+//! training on two ranks end with the weights of one process given the same global batch;
+//! PPO on two ranks finishes with the same weights on both; a rank that dies ends the other
+//! with a message; a two-rank run stopped by SIGTERM resumes, on two ranks or one, to the
+//! weights of an uninterrupted run.
 
 mod common;
 
@@ -141,7 +141,7 @@ fn weight_diff(a: &Path, b: &Path) -> f32 {
 }
 
 /// Rows that do not split evenly (7 = 3 + 4) and two micro-batches a step.
-const CONFIGS: [(&str, &str); 4] = [
+const CONFIGS: [(&str, &str); 6] = [
     (
         "sft",
         r#"
@@ -220,12 +220,48 @@ lr = 3e-4
 log_every = 1
 "#,
     ),
+    (
+        "dpo",
+        r#"
+[model]
+base = "runs/base"
+[data]
+train = "prefs.jsonl"
+valid_fraction = 0.1
+max_len = 48
+[train]
+max_steps = 10
+batch_size = 7
+grad_accum = 2
+lr = 1e-3
+eval_every = 5
+log_every = 1
+"#,
+    ),
+    (
+        "kto",
+        r#"
+[model]
+base = "runs/base"
+[data]
+train = "prefs.jsonl"
+valid_fraction = 0.1
+max_len = 48
+[train]
+max_steps = 10
+batch_size = 7
+grad_accum = 2
+lr = 1e-3
+eval_every = 5
+log_every = 1
+"#,
+    ),
 ];
 
 #[test]
 fn two_ranks_train_the_weights_one_process_does() {
     let ws = workspace();
-    for stage in ["sft", "reward", "moderate"] {
+    for stage in ["sft", "reward", "moderate", "dpo", "kto"] {
         assert_ok(&ws.single(stage, &format!("{stage}-one"), &[]));
         let results = wait_all(ws.ranks(stage, &format!("{stage}-two"), &[]));
         assert_all_ok(&results);

@@ -23,7 +23,7 @@ fn workspace() -> &'static Workspace {
 }
 
 /// Each stage's one-step config: its `[model]` section, then the rest reading `DATA`.
-const CONFIGS: [(&str, &str, &str); 4] = [
+const CONFIGS: [(&str, &str, &str); 6] = [
     (
         "sft",
         "[model]\ninit = \"tiny\"\ntokenizer = \"tok\"\n",
@@ -36,6 +36,8 @@ const CONFIGS: [(&str, &str, &str); 4] = [
         "[data]\nprompts = \"DATA\"\nmax_prompt_len = 16\n[rollout]\nmax_new_tokens = 4\n[ppo]\nmini_batch_size = 1\n",
     ),
     ("moderate", "[model]\nbase = \"runs/base\"\n", "[data]\ntrain = \"DATA\"\nmax_len = 48\n"),
+    ("dpo", "[model]\nbase = \"runs/base\"\n", "[data]\ntrain = \"DATA\"\nmax_len = 48\n"),
+    ("kto", "[model]\nbase = \"runs/base\"\n", "[data]\ntrain = \"DATA\"\nmax_len = 48\n"),
 ];
 const TRAIN: &str = "[train]\nmax_steps = 1\nbatch_size = 1\neval_every = 0\n";
 
@@ -48,7 +50,12 @@ fn data_of(stage: &str) -> String {
 fn config_text(stage: &str, data: &str, out: &str, model: Option<&str>) -> String {
     let (_, default_model, rest) = CONFIGS.iter().find(|(s, ..)| *s == stage).unwrap();
     let model = model.unwrap_or(default_model);
-    format!("{model}{}{TRAIN}[output]\ndir = \"{out}\"\n", rest.replace("DATA", data))
+    // KTO pairs each row's prompt with another row's answer: two rows a batch at least.
+    let train = match stage {
+        "kto" => TRAIN.replace("batch_size = 1", "batch_size = 2"),
+        _ => TRAIN.to_string(),
+    };
+    format!("{model}{}{train}[output]\ndir = \"{out}\"\n", rest.replace("DATA", data))
 }
 
 impl Workspace {
@@ -60,11 +67,13 @@ impl Workspace {
         let ws = Self { dir };
         let rows = |row: &dyn Fn(usize) -> Value| (0..16).map(row).collect::<Vec<_>>();
         let q = |i| format!("Question {i}?");
-        let files: [(&str, Vec<Value>); 4] = [
+        let files: [(&str, Vec<Value>); 6] = [
             ("sft", rows(&|i| json!({"prompt": q(i), "completion": "Yes, quite so."}))),
             ("reward", rows(&|i| json!({"prompt": q(i), "chosen": "Yes.", "rejected": "No."}))),
             ("ppo", rows(&|i| json!({"prompt": q(i)}))),
             ("moderate", rows(&|i| json!({"text": q(i), "HR": i % 2}))),
+            ("dpo", rows(&|i| json!({"prompt": q(i), "chosen": "Yes.", "rejected": "No."}))),
+            ("kto", rows(&|i| json!({"prompt": q(i), "completion": "Yes.", "label": i % 2 == 0}))),
         ];
         for (stage, rows) in &files {
             write_jsonl(&ws.dir.join(data_of(stage)), rows);
@@ -120,6 +129,8 @@ fn train(stage: &'static str) -> fn(&str, &str) -> Vec<String> {
         "sft" => |config, _| strings(&["sft", "train", "--config", config]),
         "reward" => |config, _| strings(&["reward", "train", "--config", config]),
         "ppo" => |config, _| strings(&["ppo", "train", "--config", config]),
+        "dpo" => |config, _| strings(&["dpo", "train", "--config", config]),
+        "kto" => |config, _| strings(&["kto", "train", "--config", config]),
         _ => |config, _| strings(&["moderate", "train", "--config", config]),
     }
 }
@@ -156,6 +167,12 @@ fn readers() -> Vec<Reader> {
             "field `labels.rudeness`: unknown category",
         ),
     ];
+    let kto_bad = vec![
+        (json!({"prompt": "Q?", "completion": "Yes."}), "field `label` is missing"),
+        (json!({"prompt": "Q?", "completion": "Yes.", "label": 1}), "field `label` must be true"),
+        (json!({"prompt": "Q?", "completion": 3, "label": true}), "field `completion` must be"),
+        (json!({"prompt": "Q?", "responses": ["a", "b"]}), "a ranking (`responses`)"),
+    ];
     let sft_row = json!({"prompt": "Question?", "completion": "Yes, quite so."});
     let pair_row = json!({"prompt": "Question?", "chosen": "Yes.", "rejected": "No."});
     let text_row = json!({"text": "Hello there.", "HR": 0});
@@ -189,6 +206,20 @@ fn readers() -> Vec<Reader> {
             writes: true,
         },
         Reader {
+            name: "dpo train",
+            args: train("dpo"),
+            good: pair_row.clone(),
+            bad_rows: pair_bad.clone(),
+            writes: true,
+        },
+        Reader {
+            name: "kto train",
+            args: train("kto"),
+            good: json!({"prompt": "Question?", "completion": "Yes.", "label": true}),
+            bad_rows: kto_bad,
+            writes: true,
+        },
+        Reader {
             name: "sft eval",
             args: |_, data| strings(&["sft", "eval", "--model", "runs/base", "--data", data]),
             good: sft_row.clone(),
@@ -198,6 +229,16 @@ fn readers() -> Vec<Reader> {
         Reader {
             name: "reward eval",
             args: |_, data| strings(&["reward", "eval", "--model", "runs/rm", "--data", data]),
+            good: pair_row.clone(),
+            bad_rows: pair_bad.clone(),
+            writes: false,
+        },
+        Reader {
+            name: "dpo eval",
+            args: |_, data| {
+                let model = ["--model", "runs/base", "--reference", "runs/base"];
+                strings(&[&["dpo", "eval", "--data", data][..], &model].concat())
+            },
             good: pair_row,
             bad_rows: pair_bad,
             writes: false,
@@ -423,7 +464,14 @@ fn missing_paths_and_directories_where_files_belong() {
             let err = stderr(&output);
             let context = format!("{} on {case}:\n{err}", reader.name);
             assert_eq!(output.status.code(), Some(2), "{context}");
-            let stage = ["sft train", "reward train", "ppo train", "moderate train"];
+            let stage = [
+                "sft train",
+                "reward train",
+                "ppo train",
+                "moderate train",
+                "dpo train",
+                "kto train",
+            ];
             let needle = match stage.contains(&reader.name) {
                 true => format!("key `data.{}` = \"{data}\": {in_config}", data_key(&reader)),
                 false => needle.to_string(),

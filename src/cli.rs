@@ -43,11 +43,10 @@ pub enum Command {
     /// Stage 3: PPO against the reward model, held near the SFT policy by a KL penalty.
     #[command(subcommand)]
     Ppo(PpoCommand),
-    /// DPO and its variants (IPO, hinge, robust): the policy trained on comparisons directly,
-    /// against a frozen reference — no reward model, no sampling.
+    /// DPO (or IPO, hinge, robust): the policy trained on comparisons, no reward model.
     #[command(subcommand)]
     Dpo(DpoCommand),
-    /// KTO: the policy trained on answers marked good or bad one at a time.
+    /// KTO: the policy trained on single answers marked good or bad.
     #[command(subcommand)]
     Kto(KtoCommand),
     /// Moderation classifier (sexual, hate, violence, harassment, self-harm and sub-categories).

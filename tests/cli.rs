@@ -7,8 +7,8 @@ use std::path::Path;
 use common::*;
 use rlhf::model::PaddedBatch;
 
-const SUBCOMMANDS: [&str; 8] =
-    ["sft", "reward", "ppo", "moderate", "chat", "generate", "tokenizer", "model"];
+const SUBCOMMANDS: [&str; 10] =
+    ["sft", "reward", "ppo", "dpo", "kto", "moderate", "chat", "generate", "tokenizer", "model"];
 
 #[test]
 fn help_lists_every_subcommand_and_each_has_its_own() {
@@ -25,6 +25,8 @@ fn help_lists_every_subcommand_and_each_has_its_own() {
         ["sft", "eval"],
         ["reward", "score"],
         ["ppo", "eval"],
+        ["dpo", "eval"],
+        ["kto", "train"],
         ["moderate", "score"],
         ["model", "init"],
     ] {

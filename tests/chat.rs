@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use common::*;
+use rexpect::session::PtySession;
 use serde_json::{Value, json};
 
 const QA: [(&str, &str); 4] = [
@@ -191,30 +192,67 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
     json_lines(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
-#[test]
-fn the_repl_in_a_terminal() {
-    let f = fixture();
+/// `rlhf chat --model sft ARGS…` on a pseudo-terminal, in the fixture's directory, once the
+/// REPL has greeted.
+fn repl(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> PtySession {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rlhf"));
     command
-        .args(["--threads", "1", "chat", "--model", "sft", "--moderation", "mod", "--reward", "rm"])
-        .args(["--log", "logs", "--prefs", "prefs.jsonl", "--system", "Answer briefly."])
-        .args(["--max-new-tokens", "16"])
+        .args(["--threads", "1", "chat", "--model", "sft"])
+        .args(args)
         .current_dir(&f.dir)
         .env("RLHF_HISTORY", f.path("history"))
-        .env("TERM", "xterm");
+        .env("TERM", "xterm")
+        .envs(env.iter().copied());
     let options =
         rexpect::reader::Options::new().timeout_ms(Some(30_000)).strip_ansi_escape_codes(true);
     let mut p = rexpect::session::spawn_with_options(command, options).unwrap();
-    let expect = |p: &mut rexpect::session::PtySession, needle: &str| -> String {
-        p.exp_string(needle).unwrap_or_else(|e| panic!("waiting for {needle:?}: {e}"))
-    };
-    // Typing before the line editor is ready loses keys, as on a real terminal: wait for the
-    // prompt (`you› `, which rexpect reads byte by byte as Latin-1).
-    let say = |p: &mut rexpect::session::PtySession, line: &str| {
-        expect(p, "you\u{e2}\u{80}\u{ba} ");
-        p.send_line(line).unwrap();
-    };
     expect(&mut p, "/help lists the commands");
+    p
+}
+
+/// Everything the REPL printed up to `needle`.
+fn expect(p: &mut PtySession, needle: &str) -> String {
+    p.exp_string(needle).unwrap_or_else(|e| panic!("waiting for {needle:?}: {e}"))
+}
+
+/// Types a line once the prompt shows: typing before the line editor is ready loses keys, as
+/// on a real terminal (the prompt is `you› `, which rexpect reads byte by byte as Latin-1).
+fn say(p: &mut PtySession, line: &str) {
+    expect(p, "you\u{e2}\u{80}\u{ba} ");
+    p.send_line(line).unwrap();
+}
+
+/// `/exit`, and the REPL ends with 0.
+fn leave(mut p: PtySession) {
+    say(&mut p, "/exit");
+    p.exp_eof().unwrap();
+    match p.process_mut().wait().unwrap() {
+        rexpect::process::WaitStatus::Exited(_, code) => assert_eq!(code, 0),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_repl_in_a_terminal() {
+    let f = fixture();
+    let mut p = repl(
+        f,
+        &[
+            "--moderation",
+            "mod",
+            "--reward",
+            "rm",
+            "--log",
+            "logs",
+            "--prefs",
+            "prefs.jsonl",
+            "--system",
+            "Answer briefly.",
+            "--max-new-tokens",
+            "16",
+        ],
+        &[],
+    );
 
     // Answers stream, then a status line with the speed and the reward.
     say(&mut p, QA[0].0);
@@ -282,12 +320,7 @@ fn the_repl_in_a_terminal() {
     expect(&mut p, "loaded 5 messages");
     say(&mut p, QA[0].0);
     expect(&mut p, "tokens/s");
-    say(&mut p, "/exit");
-    p.exp_eof().unwrap();
-    match p.process_mut().wait().unwrap() {
-        rexpect::process::WaitStatus::Exited(_, code) => assert_eq!(code, 0),
-        other => panic!("{other:?}"),
-    }
+    leave(p);
 
     // /save wrote what `rlhf sft train` reads; the interrupted answer was kept.
     let saved = read_jsonl(&f.path("saved.jsonl"));
@@ -320,6 +353,32 @@ fn the_repl_in_a_terminal() {
     assert_eq!(prefs[0]["responses"].as_array().unwrap().len(), 3);
     assert_eq!(prefs[0]["prompt"].as_array().unwrap().last().unwrap()["role"], "user");
     assert_ok(&f.reward_train("prefs.jsonl", "rm-from-chat"));
+}
+
+/// Issue 48: `rlhf chat --temperature 0.9` then `/set` showed `temperature=0` (the flag was
+/// ignored without `--sample`), and `/retry` sampled at a temperature `/set` did not show.
+#[test]
+fn a_temperature_flag_means_sampling_and_set_shows_what_retry_uses() {
+    let f = fixture();
+    let mut p = repl(f, &["--temperature", "0.9", "--max-new-tokens", "8"], &[]);
+    say(&mut p, "/set");
+    expect(&mut p, "temperature=0.9 top_p=1");
+    say(&mut p, "/set temperature=0");
+    expect(&mut p, "temperature=0 (greedy; /retry, /best and /compare sample at temperature=0.9)");
+    say(&mut p, "/set top_k=5");
+    expect(&mut p, "temperature=0.9 top_p=1 top_k=5");
+    leave(p);
+
+    // Piped: a temperature alone samples, so two seeds differ where greedy cannot.
+    let input: String = QA.iter().map(|(q, _)| format!("{q}\n")).collect();
+    let answers = |args: &[&str]| {
+        let out = f.piped(&[&["--max-new-tokens", "12"], args].concat(), &input);
+        assert_ok(&out);
+        out.stdout
+    };
+    let hot = |seed: &str| answers(&["--temperature", "8", "--seed", seed]);
+    assert_ne!(hot("1"), hot("2"), "--temperature alone must sample");
+    assert_eq!(answers(&["--seed", "1"]), answers(&["--seed", "2"]), "greedy ignores the seed");
 }
 
 #[test]

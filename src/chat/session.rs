@@ -315,13 +315,11 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// The sampler for a drawn answer: sampling (greedy would repeat itself) with a fresh seed.
+    /// The sampler for a drawn answer: sampling (greedy would repeat itself) at the
+    /// temperature `/set` shows, with a fresh seed.
     fn draw(&mut self) -> SamplingConfig {
         self.draws += 1;
-        let mut sampling = self.settings.sampling.clone();
-        sampling.do_sample = true;
-        sampling.seed = sampling.seed.wrapping_add(self.draws);
-        sampling
+        self.settings.drawn(self.draws)
     }
 
     fn candidates(&mut self, k: usize, out: &mut dyn Output) -> Result<Vec<Answer>> {

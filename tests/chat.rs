@@ -381,6 +381,38 @@ fn a_temperature_flag_means_sampling_and_set_shows_what_retry_uses() {
     assert_eq!(answers(&["--seed", "1"]), answers(&["--seed", "2"]), "greedy ignores the seed");
 }
 
+/// Issue 48: with scores shown, a message read `flagged (violence 0.19, violence/graphic 0.19,
+/// self-harm 0.13)` while the refusal named other categories, flagged at thresholds near 0.
+/// Here a copy of the classifier flags `hate` at a threshold of 0, whatever its score.
+#[test]
+fn shown_scores_name_the_categories_the_refusal_names() {
+    let f = fixture();
+    let dir = f.path("mod-hate");
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(f.path("mod")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let settings = dir.join("moderation.json");
+        let mut json: Value =
+            serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+        json["thresholds"]["hate"] = json!(0.0);
+        std::fs::write(&settings, json.to_string()).unwrap();
+    }
+    let mut p = repl(f, &["--moderation", "mod-hate", "--max-new-tokens", "8"], &[]);
+    say(&mut p, "/set show_scores=true");
+    expect(&mut p, "show_scores=true");
+    say(&mut p, SAFE[0]);
+    let shown = expect(&mut p, "your message was flagged for hate.");
+    let scores = shown.lines().find(|l| l.contains("moderation (your message)")).unwrap();
+    assert!(scores.trim().starts_with("moderation (your message): flagged: hate 0."), "{scores}");
+    assert_eq!(scores.matches(", ").count(), 0, "only hate is flagged: {scores}");
+    leave(p);
+}
+
 #[test]
 fn piped_json_reuses_the_cache_and_answers_as_generate_does() {
     let f = fixture();

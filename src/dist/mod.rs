@@ -81,6 +81,21 @@ pub fn is_main() -> bool {
     rank() == 0
 }
 
+/// `warning: MESSAGE` on stderr, from rank 0 only: every rank would say the same.
+pub fn warn(message: &str) {
+    if is_main() {
+        eprintln!("warning: {message}");
+    }
+}
+
+/// `note: MESSAGE` on stderr, from rank 0 only: something done for the user that they may want
+/// to choose themselves.
+pub fn note(message: &str) {
+    if is_main() {
+        eprintln!("note: {message}");
+    }
+}
+
 /// The job, for messages: `rank 1 of 2 (torchrun, gloo)`.
 pub fn describe() -> Option<String> {
     world().map(|w| {

@@ -115,6 +115,17 @@ impl Moderation {
         Self { flagged: categories.iter().any(|&c| c), categories, scores }
     }
 
+    /// The flagged categories by name with their scores, in category order: what a refusal
+    /// names and what scores shown beside it list, so the two always agree.
+    pub fn flagged_categories(&self) -> Vec<(&'static str, f32)> {
+        CATEGORIES
+            .iter()
+            .zip(self.categories.iter().zip(self.scores))
+            .filter(|(_, (flagged, _))| **flagged)
+            .map(|((_, name), (_, score))| (*name, score))
+            .collect()
+    }
+
     /// `{"flagged": …, "categories": {"sexual": …, …}, "category_scores": {…}}` (OpenAI's key
     /// order).
     pub fn to_json(&self) -> Value {

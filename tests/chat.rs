@@ -413,6 +413,107 @@ fn shown_scores_name_the_categories_the_refusal_names() {
     leave(p);
 }
 
+/// Issue 48: a declined message was followed by a `0 tokens` status line.
+#[test]
+fn a_refusal_has_no_token_status_line() {
+    let f = fixture();
+    let mut p = repl(f, &["--moderation", "mod", "--max-new-tokens", "8"], &[]);
+    say(&mut p, HARASSMENT[1]);
+    expect(&mut p, "your message was flagged for harassment.");
+    let after = expect(&mut p, "you\u{e2}\u{80}\u{ba} ");
+    assert!(!after.contains("tokens"), "a status line after the refusal: {after:?}");
+    p.send_line("/exit").unwrap();
+    p.exp_eof().unwrap();
+}
+
+/// Issue 48: an answer that stopped at max_new_tokens looked like a finished one.
+#[test]
+fn an_answer_cut_at_max_new_tokens_is_marked() {
+    let f = fixture();
+    let mut p = repl(f, &["--max-new-tokens", "3"], &[]);
+    say(&mut p, QA[0].0);
+    expect(&mut p, "[cut at max_new_tokens=3: /set max_new_tokens=N for longer answers]");
+    expect(&mut p, "3 tokens");
+    say(&mut p, "/set max_new_tokens=24");
+    expect(&mut p, "max_new_tokens=24");
+    say(&mut p, QA[1].0);
+    let whole = expect(&mut p, "tokens/s");
+    assert!(!whole.contains("[cut at"), "a finished answer is not cut: {whole:?}");
+    leave(p);
+
+    let out = f.piped(&["--max-new-tokens", "3"], &format!("{}\n", QA[0].0));
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("[cut at max_new_tokens=3: --max-new-tokens N for longer answers]"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Issue 48: invalid UTF-8 piped into the chat ended it with exit 1 and `reading stdin:
+/// stream did not contain valid UTF-8`; every other reader names the line and exits 2.
+#[test]
+fn invalid_utf8_on_stdin_names_the_line_and_exits_2() {
+    let f = fixture();
+    let mut child = f
+        .command(&["chat", "--model", "sft", "--max-new-tokens", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"What is two plus two?\r\nab\xff\xfe\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stdin:2: not valid UTF-8 (at byte 3)"), "{}", stderr(&out));
+    assert!(!out.stdout.is_empty(), "the first line was answered");
+}
+
+/// Issue 48: `/compare 3` of three identical answers wrote a ranking of equal texts, which
+/// teaches a reward model nothing.
+#[test]
+fn compare_of_identical_answers_warns_and_writes_nothing() {
+    let f = fixture();
+    let prefs = f.path("identical-prefs.jsonl");
+    let _ = std::fs::remove_file(&prefs);
+    let mut p = repl(f, &["--prefs", "identical-prefs.jsonl", "--max-new-tokens", "16"], &[]);
+    say(&mut p, QA[0].0);
+    expect(&mut p, "tokens/s");
+    say(&mut p, "/set temperature=0.01");
+    expect(&mut p, "temperature=0.01");
+    say(&mut p, "/compare 3");
+    expect(&mut p, "warning: the 3 answers are all the same, so there is nothing to rank");
+    expect(&mut p, "hint: sample more freely");
+    leave(p);
+    assert!(!prefs.exists(), "a ranking of identical answers was written");
+}
+
+/// Issue 48: `--json` timings came with every digit of a float (`first_token_ms:
+/// 12.345678901`).
+#[test]
+fn json_timings_are_rounded() {
+    let f = fixture();
+    let out = f.piped(&["--json", "--max-new-tokens", "8"], &format!("{}\n", QA[0].0));
+    assert_ok(&out);
+    let turn = &json_lines(&out.stdout)[0];
+    for key in ["first_token_ms", "tokens_per_second"] {
+        let value = turn["timing"][key].to_string();
+        let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 1, "{key} = {value}");
+    }
+}
+
+/// Issue 48: answers broke words in two at the terminal's edge.
+#[test]
+fn answers_wrap_at_whole_words() {
+    let f = fixture();
+    let mut p = repl(f, &["--max-new-tokens", "16"], &[("COLUMNS", "12")]);
+    say(&mut p, QA[0].0);
+    let shown = expect(&mut p, "tokens/s");
+    assert!(shown.contains("Paris is the\r\ncapital of\r\nFrance."), "{shown:?}");
+    leave(p);
+}
+
 #[test]
 fn piped_json_reuses_the_cache_and_answers_as_generate_does() {
     let f = fixture();

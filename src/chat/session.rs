@@ -96,9 +96,11 @@ impl Answer {
             json["reward"] = (reward as f64).into();
         }
         if let Some(first) = self.first_token {
+            // Tenths: the clock says no more than that about one answer.
+            let tenths = |x: f64| (x * 10.0).round() / 10.0;
             json["timing"] = json!({
-                "first_token_ms": first.as_secs_f64() * 1e3,
-                "tokens_per_second": self.tokens_per_second(),
+                "first_token_ms": tenths(first.as_secs_f64() * 1e3),
+                "tokens_per_second": tenths(self.tokens_per_second()),
             });
         }
         json
@@ -261,7 +263,9 @@ impl<'a> Session<'a> {
         Ok(answers)
     }
 
-    /// `/compare`'s first half: `k` sampled answers to the last user message.
+    /// `/compare`'s first half: `k` sampled answers to the last user message, each text once
+    /// (a ranking of equal answers teaches a reward model nothing); fewer than two when the
+    /// draws all said the same.
     pub fn compare(&mut self, k: usize, out: &mut dyn Output) -> Result<Vec<Answer>> {
         if self.services.prefs.is_none() {
             return Err(anyhow!(
@@ -272,7 +276,13 @@ impl<'a> Session<'a> {
         if answers.len() < 2 {
             return Err(anyhow!("fewer than two answers passed moderation; nothing to compare"));
         }
-        Ok(answers)
+        let mut distinct: Vec<Answer> = Vec::with_capacity(answers.len());
+        for answer in answers {
+            if !distinct.iter().any(|a| a.content.trim() == answer.content.trim()) {
+                distinct.push(answer);
+            }
+        }
+        Ok(distinct)
     }
 
     /// `/compare`'s second half: `ranking` (indices, best first) is appended to `--prefs` and

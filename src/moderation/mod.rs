@@ -231,7 +231,8 @@ pub fn category_logits(
 /// decoder.
 pub struct Chunker {
     tokenizer: Tokenizer,
-    max_len: usize,
+    /// Tokens per chunk, `[CLS]` and `[SEP]` included.
+    pub max_len: usize,
     /// `[CLS]` and `[SEP]` (encoders only).
     frame: Option<(u32, u32)>,
     pub pad: u32,

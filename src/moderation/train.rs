@@ -16,7 +16,8 @@ use super::net::ModerationNet;
 use super::{Chunker, ModerationSettings, calibrated, category_logits};
 use crate::bad_input;
 use crate::checkpoint::{Source, save_atomically};
-use crate::config::moderate::{ModerateConfig, PosWeight};
+use crate::config::moderate::{DEFAULT_MAX_LEN, MIN_MAX_LEN, ModerateConfig, PosWeight};
+use crate::config::train::resolve_max_len;
 use crate::data::moderation::{CATEGORIES, LabeledText, NUM_CATEGORIES, read_labeled};
 use crate::data::scoring::{Sequence, SequenceBatch};
 use crate::dist;
@@ -106,14 +107,18 @@ impl Run {
         let model = reinit_top_blocks(model, reinit, &model_config);
         let model = model.train_top_layers(config.model.train_layers);
         let model = dist::broadcast_parameters(model)?;
-        let window = model.max_len();
-        if config.data.max_len > window {
+        let (max_len, note) =
+            resolve_max_len(config.data.max_len, DEFAULT_MAX_LEN, model.max_len())
+                .map_err(|e| bad_input!("{e}"))?;
+        if max_len < MIN_MAX_LEN {
             return Err(bad_input!(
-                "key `data.max_len` = {} exceeds the model's {window} positions",
-                config.data.max_len
+                "data.max_len would be {max_len}, the model's context window, but a chunk needs at least {MIN_MAX_LEN} tokens\nhint: start from a model with a longer window"
             ));
         }
-        let chunker = Chunker::new(&model_config, &tokenizer, config.data.max_len)?;
+        if let Some(note) = note {
+            dist::note(&format!("moderate: {note}"));
+        }
+        let chunker = Chunker::new(&model_config, &tokenizer, max_len)?;
 
         let data = &config.data;
         let (train, valid, files) = run::read_splits(
@@ -296,7 +301,7 @@ impl Run {
             &calibration,
             rule.rule,
             rule.target_precision,
-            self.config.data.max_len,
+            self.chunker.max_len,
         );
         let metrics = json!({
             "step": self.trainer.progress.step,

@@ -325,19 +325,21 @@ pub struct GenerateArgs {
     pub sampling: SamplingArgs,
 }
 
-/// Decoding options; unset ones come from the model's generation_config.json.
+/// Decoding options; unset ones come from the model's generation_config.json. A temperature
+/// above 0, a top-p or a top-k means sampling; --greedy or --temperature 0 means greedy.
 #[derive(Debug, Args)]
 pub struct SamplingArgs {
     /// Tokens to generate at most per prompt [default: generation_config.json's, else 128].
     #[arg(long, value_name = "N")]
     pub max_new_tokens: Option<usize>,
-    /// Sample (temperature, top-k, top-p) instead of greedy decoding.
+    /// Sample at the model's temperature (generation_config.json's, else 1); a temperature,
+    /// top-p or top-k already means sampling.
     #[arg(long, conflicts_with = "greedy")]
     pub sample: bool,
     /// Greedy decoding, even where generation_config.json says to sample.
-    #[arg(long)]
+    #[arg(long, conflicts_with_all = ["temperature", "top_k", "top_p"])]
     pub greedy: bool,
-    /// Softmax temperature when sampling.
+    /// Sample at this softmax temperature (0: greedy decoding).
     #[arg(long, value_name = "T")]
     pub temperature: Option<f64>,
     /// Sample among the K most likely tokens (0: all).

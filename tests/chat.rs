@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
 
 use common::*;
+use rexpect::session::PtySession;
 use serde_json::{Value, json};
 
 const QA: [(&str, &str); 4] = [
@@ -191,30 +192,67 @@ fn read_jsonl(path: &Path) -> Vec<Value> {
     json_lines(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())))
 }
 
-#[test]
-fn the_repl_in_a_terminal() {
-    let f = fixture();
+/// `rlhf chat --model sft ARGS…` on a pseudo-terminal, in the fixture's directory, once the
+/// REPL has greeted.
+fn repl(f: &Fixture, args: &[&str], env: &[(&str, &str)]) -> PtySession {
     let mut command = Command::new(env!("CARGO_BIN_EXE_rlhf"));
     command
-        .args(["--threads", "1", "chat", "--model", "sft", "--moderation", "mod", "--reward", "rm"])
-        .args(["--log", "logs", "--prefs", "prefs.jsonl", "--system", "Answer briefly."])
-        .args(["--max-new-tokens", "16"])
+        .args(["--threads", "1", "chat", "--model", "sft"])
+        .args(args)
         .current_dir(&f.dir)
         .env("RLHF_HISTORY", f.path("history"))
-        .env("TERM", "xterm");
+        .env("TERM", "xterm")
+        .envs(env.iter().copied());
     let options =
         rexpect::reader::Options::new().timeout_ms(Some(30_000)).strip_ansi_escape_codes(true);
     let mut p = rexpect::session::spawn_with_options(command, options).unwrap();
-    let expect = |p: &mut rexpect::session::PtySession, needle: &str| -> String {
-        p.exp_string(needle).unwrap_or_else(|e| panic!("waiting for {needle:?}: {e}"))
-    };
-    // Typing before the line editor is ready loses keys, as on a real terminal: wait for the
-    // prompt (`you› `, which rexpect reads byte by byte as Latin-1).
-    let say = |p: &mut rexpect::session::PtySession, line: &str| {
-        expect(p, "you\u{e2}\u{80}\u{ba} ");
-        p.send_line(line).unwrap();
-    };
     expect(&mut p, "/help lists the commands");
+    p
+}
+
+/// Everything the REPL printed up to `needle`.
+fn expect(p: &mut PtySession, needle: &str) -> String {
+    p.exp_string(needle).unwrap_or_else(|e| panic!("waiting for {needle:?}: {e}"))
+}
+
+/// Types a line once the prompt shows: typing before the line editor is ready loses keys, as
+/// on a real terminal (the prompt is `you› `, which rexpect reads byte by byte as Latin-1).
+fn say(p: &mut PtySession, line: &str) {
+    expect(p, "you\u{e2}\u{80}\u{ba} ");
+    p.send_line(line).unwrap();
+}
+
+/// `/exit`, and the REPL ends with 0.
+fn leave(mut p: PtySession) {
+    say(&mut p, "/exit");
+    p.exp_eof().unwrap();
+    match p.process_mut().wait().unwrap() {
+        rexpect::process::WaitStatus::Exited(_, code) => assert_eq!(code, 0),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn the_repl_in_a_terminal() {
+    let f = fixture();
+    let mut p = repl(
+        f,
+        &[
+            "--moderation",
+            "mod",
+            "--reward",
+            "rm",
+            "--log",
+            "logs",
+            "--prefs",
+            "prefs.jsonl",
+            "--system",
+            "Answer briefly.",
+            "--max-new-tokens",
+            "16",
+        ],
+        &[],
+    );
 
     // Answers stream, then a status line with the speed and the reward.
     say(&mut p, QA[0].0);
@@ -282,12 +320,7 @@ fn the_repl_in_a_terminal() {
     expect(&mut p, "loaded 5 messages");
     say(&mut p, QA[0].0);
     expect(&mut p, "tokens/s");
-    say(&mut p, "/exit");
-    p.exp_eof().unwrap();
-    match p.process_mut().wait().unwrap() {
-        rexpect::process::WaitStatus::Exited(_, code) => assert_eq!(code, 0),
-        other => panic!("{other:?}"),
-    }
+    leave(p);
 
     // /save wrote what `rlhf sft train` reads; the interrupted answer was kept.
     let saved = read_jsonl(&f.path("saved.jsonl"));
@@ -320,6 +353,165 @@ fn the_repl_in_a_terminal() {
     assert_eq!(prefs[0]["responses"].as_array().unwrap().len(), 3);
     assert_eq!(prefs[0]["prompt"].as_array().unwrap().last().unwrap()["role"], "user");
     assert_ok(&f.reward_train("prefs.jsonl", "rm-from-chat"));
+}
+
+/// Issue 48: `rlhf chat --temperature 0.9` then `/set` showed `temperature=0` (the flag was
+/// ignored without `--sample`), and `/retry` sampled at a temperature `/set` did not show.
+#[test]
+fn a_temperature_flag_means_sampling_and_set_shows_what_retry_uses() {
+    let f = fixture();
+    let mut p = repl(f, &["--temperature", "0.9", "--max-new-tokens", "8"], &[]);
+    say(&mut p, "/set");
+    expect(&mut p, "temperature=0.9 top_p=1");
+    say(&mut p, "/set temperature=0");
+    expect(&mut p, "temperature=0 (greedy; /retry, /best and /compare sample at temperature=0.9)");
+    say(&mut p, "/set top_k=5");
+    expect(&mut p, "temperature=0.9 top_p=1 top_k=5");
+    leave(p);
+
+    // Piped: a temperature alone samples, so two seeds differ where greedy cannot.
+    let input: String = QA.iter().map(|(q, _)| format!("{q}\n")).collect();
+    let answers = |args: &[&str]| {
+        let out = f.piped(&[&["--max-new-tokens", "12"], args].concat(), &input);
+        assert_ok(&out);
+        out.stdout
+    };
+    let hot = |seed: &str| answers(&["--temperature", "8", "--seed", seed]);
+    assert_ne!(hot("1"), hot("2"), "--temperature alone must sample");
+    assert_eq!(answers(&["--seed", "1"]), answers(&["--seed", "2"]), "greedy ignores the seed");
+}
+
+/// Issue 48: with scores shown, a message read `flagged (violence 0.19, violence/graphic 0.19,
+/// self-harm 0.13)` while the refusal named other categories, flagged at thresholds near 0.
+/// Here a copy of the classifier flags `hate` at a threshold of 0, whatever its score.
+#[test]
+fn shown_scores_name_the_categories_the_refusal_names() {
+    let f = fixture();
+    let dir = f.path("mod-hate");
+    if !dir.is_dir() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for entry in std::fs::read_dir(f.path("mod")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_file() {
+                std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        let settings = dir.join("moderation.json");
+        let mut json: Value =
+            serde_json::from_str(&std::fs::read_to_string(&settings).unwrap()).unwrap();
+        json["thresholds"]["hate"] = json!(0.0);
+        std::fs::write(&settings, json.to_string()).unwrap();
+    }
+    let mut p = repl(f, &["--moderation", "mod-hate", "--max-new-tokens", "8"], &[]);
+    say(&mut p, "/set show_scores=true");
+    expect(&mut p, "show_scores=true");
+    say(&mut p, SAFE[0]);
+    let shown = expect(&mut p, "your message was flagged for hate.");
+    let scores = shown.lines().find(|l| l.contains("moderation (your message)")).unwrap();
+    assert!(scores.trim().starts_with("moderation (your message): flagged: hate 0."), "{scores}");
+    assert_eq!(scores.matches(", ").count(), 0, "only hate is flagged: {scores}");
+    leave(p);
+}
+
+/// Issue 48: a declined message was followed by a `0 tokens` status line.
+#[test]
+fn a_refusal_has_no_token_status_line() {
+    let f = fixture();
+    let mut p = repl(f, &["--moderation", "mod", "--max-new-tokens", "8"], &[]);
+    say(&mut p, HARASSMENT[1]);
+    expect(&mut p, "your message was flagged for harassment.");
+    let after = expect(&mut p, "you\u{e2}\u{80}\u{ba} ");
+    assert!(!after.contains("tokens"), "a status line after the refusal: {after:?}");
+    p.send_line("/exit").unwrap();
+    p.exp_eof().unwrap();
+}
+
+/// Issue 48: an answer that stopped at max_new_tokens looked like a finished one.
+#[test]
+fn an_answer_cut_at_max_new_tokens_is_marked() {
+    let f = fixture();
+    let mut p = repl(f, &["--max-new-tokens", "3"], &[]);
+    say(&mut p, QA[0].0);
+    expect(&mut p, "[cut at max_new_tokens=3: /set max_new_tokens=N for longer answers]");
+    expect(&mut p, "3 tokens");
+    say(&mut p, "/set max_new_tokens=24");
+    expect(&mut p, "max_new_tokens=24");
+    say(&mut p, QA[1].0);
+    let whole = expect(&mut p, "tokens/s");
+    assert!(!whole.contains("[cut at"), "a finished answer is not cut: {whole:?}");
+    leave(p);
+
+    let out = f.piped(&["--max-new-tokens", "3"], &format!("{}\n", QA[0].0));
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("[cut at max_new_tokens=3: --max-new-tokens N for longer answers]"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// Issue 48: invalid UTF-8 piped into the chat ended it with exit 1 and `reading stdin:
+/// stream did not contain valid UTF-8`; every other reader names the line and exits 2.
+#[test]
+fn invalid_utf8_on_stdin_names_the_line_and_exits_2() {
+    let f = fixture();
+    let mut child = f
+        .command(&["chat", "--model", "sft", "--max-new-tokens", "4"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"What is two plus two?\r\nab\xff\xfe\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("stdin:2: not valid UTF-8 (at byte 3)"), "{}", stderr(&out));
+    assert!(!out.stdout.is_empty(), "the first line was answered");
+}
+
+/// Issue 48: `/compare 3` of three identical answers wrote a ranking of equal texts, which
+/// teaches a reward model nothing.
+#[test]
+fn compare_of_identical_answers_warns_and_writes_nothing() {
+    let f = fixture();
+    let prefs = f.path("identical-prefs.jsonl");
+    let _ = std::fs::remove_file(&prefs);
+    let mut p = repl(f, &["--prefs", "identical-prefs.jsonl", "--max-new-tokens", "16"], &[]);
+    say(&mut p, QA[0].0);
+    expect(&mut p, "tokens/s");
+    say(&mut p, "/set temperature=0.01");
+    expect(&mut p, "temperature=0.01");
+    say(&mut p, "/compare 3");
+    expect(&mut p, "warning: the 3 answers are all the same, so there is nothing to rank");
+    expect(&mut p, "hint: sample more freely");
+    leave(p);
+    assert!(!prefs.exists(), "a ranking of identical answers was written");
+}
+
+/// Issue 48: `--json` timings came with every digit of a float (`first_token_ms:
+/// 12.345678901`).
+#[test]
+fn json_timings_are_rounded() {
+    let f = fixture();
+    let out = f.piped(&["--json", "--max-new-tokens", "8"], &format!("{}\n", QA[0].0));
+    assert_ok(&out);
+    let turn = &json_lines(&out.stdout)[0];
+    for key in ["first_token_ms", "tokens_per_second"] {
+        let value = turn["timing"][key].to_string();
+        let decimals = value.split_once('.').map_or(0, |(_, d)| d.len());
+        assert!(decimals <= 1, "{key} = {value}");
+    }
+}
+
+/// Issue 48: answers broke words in two at the terminal's edge.
+#[test]
+fn answers_wrap_at_whole_words() {
+    let f = fixture();
+    let mut p = repl(f, &["--max-new-tokens", "16"], &[("COLUMNS", "12")]);
+    say(&mut p, QA[0].0);
+    let shown = expect(&mut p, "tokens/s");
+    assert!(shown.contains("Paris is the\r\ncapital of\r\nFrance."), "{shown:?}");
+    leave(p);
 }
 
 #[test]

@@ -148,3 +148,26 @@ fn model_init_rejects_unknown_keys_and_existing_output() {
     assert!(stderr(&out).contains("already exists"), "{}", stderr(&out));
     assert!(init(&dir, &["--force"]).status.success());
 }
+
+/// Issue 48: an unknown config key got the list of every key but no "did you mean", and a
+/// negative count was refused with Rust's `expected usize`.
+#[test]
+fn config_errors_suggest_the_key_and_name_the_type_in_words() {
+    let config = root().join("configs/sft.toml");
+    let train =
+        |set: &str| rlhf(&["sft", "train", "--config", config.to_str().unwrap(), "--set", set]);
+    let out = train("train.lrr=1e-3");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("\nhint: did you mean `train.lr`?"), "{}", stderr(&out));
+    let out = train("train.epochs=-1");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("key `train.epochs` (from --set train.epochs=-1): invalid value: integer `-1`, expected a whole number ≥ 0"),
+        "{}",
+        stderr(&out)
+    );
+    // Presets go through the same reader.
+    let tmp = tempfile::tempdir().unwrap();
+    let out = init(&tmp.path().join("m"), &["--set", "n_layers=3"]);
+    assert!(stderr(&out).contains("hint: did you mean `n_layer`?"), "{}", stderr(&out));
+}

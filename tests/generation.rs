@@ -366,3 +366,36 @@ fn generate_rejects_bad_prompts_with_file_and_line() {
     assert_eq!(run.status.code(), Some(2));
     assert!(stderr(&run).contains("unknown chat template `fancy`"), "{}", stderr(&run));
 }
+
+/// Issue 48: `rlhf generate --temperature 1.5` returned the greedy text, without a word,
+/// unless `--sample` was given too. A temperature (or top-p, top-k) given now means sampling.
+#[test]
+fn a_temperature_alone_means_sampling_in_generate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    let init = init_model("tiny", &fixtures().join("tokenizer"), &model, &[]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    let data = tmp.path().join("prompts.jsonl");
+    std::fs::write(&data, "{\"prompt\": \"Hello there\"}\n{\"prompt\": \"The quick brown fox\"}\n")
+        .unwrap();
+    let completions = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec!["--max-new-tokens", "12", "--ignore-eos", "--seed", "3"];
+        args.extend_from_slice(extra);
+        let run = generate(&model, &data, &args);
+        assert!(run.status.success(), "{extra:?}: {}", stderr(&run));
+        String::from_utf8(run.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap()["completion"].to_string())
+            .collect()
+    };
+    let greedy = completions(&[]);
+    assert_eq!(completions(&["--greedy"]), greedy);
+    assert_eq!(completions(&["--temperature", "0"]), greedy, "temperature 0 means greedy");
+    let hot = completions(&["--temperature", "1.5"]);
+    assert_ne!(hot, greedy, "a temperature alone must sample");
+    assert_eq!(completions(&["--sample", "--temperature", "1.5"]), hot, "--sample still works");
+    assert_ne!(completions(&["--top-k", "50"]), greedy, "a top-k alone must sample");
+    let both = generate(&model, &data, &["--greedy", "--temperature", "0.7"]);
+    assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
+}

@@ -266,6 +266,35 @@ fn assert_transformers_agrees(ws: &Workspace, run: &str) {
     }
 }
 
+/// Issue 48: a classifier whose chosen thresholds fell to ~0.05 flagged "Hello, how are you
+/// today?", and `moderate train` ended without a word. Here no classifier can do better: the
+/// one positive text is the same as the 39 negative ones.
+#[test]
+fn a_classifier_that_cannot_tell_texts_apart_is_warned_about() {
+    let ws = Workspace::new();
+    let rows: Vec<Value> = (0..40)
+        .map(|i| {
+            let harassment = u8::from(i == 7);
+            json!({"text": "Hello, how are you today?", "HR": harassment, "SH": 0, "S": 0, "H": 0, "V": 0})
+        })
+        .collect();
+    ws.write_jsonl("same.jsonl", &rows);
+    let out = ws.train(&[
+        "data.train=same.jsonl",
+        "data.valid=same.jsonl",
+        "train.max_steps=1",
+        "output.dir=runs/same",
+    ]);
+    assert_ok(&out);
+    let err = stderr(&out);
+    assert!(err.contains("warning: moderate: validation AUPRC (any category) is 0.025"), "{err}");
+    assert!(err.contains("warning: moderate: the threshold chosen for harassment (0.0"), "{err}");
+    assert!(err.contains("so the classifier flags almost any text for it"), "{err}");
+    assert!(err.contains("hint: more labelled texts"), "{err}");
+    let line = err.lines().find(|l| l.contains("the threshold chosen for")).unwrap();
+    assert!(line.contains("at most 0.05"), "{line}");
+}
+
 #[test]
 fn a_decoder_backbone_learns_the_categories_and_transformers_reads_the_same_scores() {
     let ws = Workspace::new();

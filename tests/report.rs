@@ -17,6 +17,7 @@ const RUN0_VALID: [u8; 3] = [0xff, 0x7f, 0x0e];
 const RUN1: [u8; 3] = [0x2c, 0xa0, 0x2c];
 
 const PPO_STEPS: usize = 12;
+const MODERATE_STEPS: usize = 3;
 const PPO_PARENT_HASH: &str = "5e1f0c3d9a7b2e4f6a8c0b1d3e5f7a9c1b3d5e7f9a1c3e5b7d9f1a3c5e7b9d1f";
 const SAMPLE: &str = "<script>alert(\"hi\")</script> & 'quotes'";
 
@@ -125,6 +126,42 @@ dir = "runs/sft"
             "data": [{"path": "data/prompts.jsonl", "sha256": "ab".repeat(32)}],
             "config": {"config": {"ppo": {"target_kl": 3.0}}, "overrides": []},
             "metrics": {"step": PPO_STEPS, "score": 1.4321, "kl": 3.6},
+        });
+        std::fs::write(dir.join("rlhf.json"), serde_json::to_string_pretty(&lineage).unwrap())
+            .unwrap();
+    }
+
+    /// A moderation run as `rlhf moderate train` writes it: three steps, one validation, and
+    /// the chosen thresholds (f32 values widened to f64, as written) in rlhf.json's metrics.
+    fn write_moderate(&self) {
+        let dir = self.path("runs/mod");
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut metrics: Vec<Value> = (1..=MODERATE_STEPS)
+            .map(|step| {
+                json!({"step": step, "epoch": step as f64 / 3.0, "loss": 0.3 - 0.05 * step as f64,
+                       "grad_norm": 0.8, "lr": 1e-4, "tokens": 300 * step, "texts_per_s": 40.0})
+            })
+            .collect();
+        metrics.push(
+            json!({"step": MODERATE_STEPS, "valid_auprc_HR": 0.875, "valid_macro_auprc": 0.8125,
+                            "valid_auprc_any": 0.9375, "valid_ece": 0.042}),
+        );
+        write_jsonl(&dir.join("metrics.jsonl"), &metrics);
+        let lineage = json!({
+            "stage": "moderate", "tool_version": "0.1.0",
+            "parent": {"path": "models/minilm", "sha256": "cd".repeat(32)},
+            "data": [{"path": "moderation.jsonl", "sha256": "ef".repeat(32)}],
+            "config": {"config": {"thresholds": {"rule": "best_f1"}}, "overrides": []},
+            "metrics": {
+                "step": MODERATE_STEPS, "valid_auprc_any": 0.9375, "valid_macro_auprc": 0.8125,
+                "valid_ece": 0.042,
+                "thresholds": {
+                    "sexual": null, "hate": 0.03910000262260437,
+                    "violence": 0.07857143133878708, "harassment": 0.4434782564640045,
+                    "self-harm": 0.2130434811115265, "sexual/minors": null,
+                    "hate/threatening": 0.5, "violence/graphic": 0.10389610379934311,
+                },
+            },
         });
         std::fs::write(dir.join("rlhf.json"), serde_json::to_string_pretty(&lineage).unwrap())
             .unwrap();
@@ -378,6 +415,51 @@ fn bad_input_exits_2_and_writes_nothing() {
     assert!(hidden.is_empty(), "left behind: {hidden:?}");
 }
 
+/// Issue 48: `rlhf plot` of runs of several stages drew the SFT language-model loss and the
+/// moderation classifier's loss on one axis, and a three-step run's step axis had ticks at 1.5
+/// and 2.5.
+#[test]
+fn plot_gives_each_quantity_its_own_chart_and_whole_step_ticks() {
+    let runs = Runs::with_sft();
+    runs.write_moderate();
+    assert_ok(&runs.rlhf(&["plot", "runs/sft", "runs/mod", "--out", "plots"]));
+    assert!(!runs.path("plots/loss.svg").exists(), "two stages' losses on one axis");
+    let svg =
+        |name: &str| std::fs::read_to_string(runs.path(&format!("plots/{name}.svg"))).unwrap();
+    let sft = texts(&svg("sft-loss"));
+    assert!(sft.contains(&"sft: language-model loss".into()), "{sft:?}");
+    assert!(!sft.contains(&"mod".into()), "the moderation run is not on sft's chart");
+    let moderate = texts(&svg("moderate-loss"));
+    assert!(moderate.contains(&"moderate: classifier loss".into()), "{moderate:?}");
+    assert!(polylines(&svg("moderate-loss"), RUN1).contains(&MODERATE_STEPS));
+    // The learning rate means the same in both: one chart, both runs.
+    assert_eq!(polylines(&svg("lr"), RUN0).len() + polylines(&svg("lr"), RUN1).len(), 4);
+    // Three steps: ticks 1, 2 and 3, nothing between.
+    for tick in ["1", "2", "3"] {
+        assert!(moderate.contains(&tick.into()), "no step tick {tick}: {moderate:?}");
+    }
+    for between in ["1.5", "2.5", "1.0", "2.0"] {
+        assert!(!moderate.contains(&between.into()), "step tick {between}: {moderate:?}");
+    }
+}
+
+/// Issue 48: on a moderation run the report printed rlhf.json's `thresholds` object as one raw
+/// JSON string, too long for the page; it also named no run's headline number.
+#[test]
+fn a_moderation_run_reports_thresholds_readably_and_its_headline() {
+    let runs = Runs::ppo();
+    runs.write_moderate();
+    assert_ok(&runs.rlhf(&["report", "runs/mod", "runs/ppo", "--out", "report.html"]));
+    let html = std::fs::read_to_string(runs.path("report.html")).unwrap();
+    assert!(!html.contains("{&quot;") && !html.contains("{\""), "a raw JSON object on the page");
+    assert!(html.contains("<tr><td>hate</td><td class=\"num\">0.0391</td></tr>"), "thresholds");
+    assert!(html.contains("<tr><td>sexual</td><td class=\"num\">—</td></tr>"));
+    // The overview names each run's headline metric.
+    assert!(html.contains("<th>headline metric</th>"));
+    assert!(html.contains("valid_auprc_any <b>0.9375</b>"), "moderate's headline");
+    assert!(html.contains("rm_score <b>1.2</b>"), "ppo's headline");
+}
+
 /// Chromium renders the page offline and the screenshot shows drawn curves. CI installs only
 /// what scripts/setup.sh does, so without `chromium` on PATH the test says so and passes.
 #[test]
@@ -387,7 +469,8 @@ fn report_renders_in_headless_chromium() {
         return;
     }
     let runs = Runs::with_sft();
-    assert_ok(&runs.rlhf(&["report", "runs/sft", "runs/ppo", "--out", "report.html"]));
+    runs.write_moderate();
+    assert_ok(&runs.rlhf(&["report", "runs/sft", "runs/ppo", "runs/mod", "--out", "report.html"]));
     let profile = tempfile::tempdir().unwrap();
     let shot = runs.path("shot.png");
     let out = Command::new("chromium")
@@ -415,6 +498,31 @@ fn report_renders_in_headless_chromium() {
     assert!(image.count_near(RUN0, 24) > 300, "no training curve on the screenshot");
     assert!(image.count_near(RUN0_VALID, 24) > 100, "no validation curve on the screenshot");
     assert!(image.distinct_colours() > 100, "the screenshot is nearly flat");
+
+    // Issue 48: nothing runs off the page in a laptop's 1000 px window (moderate's thresholds
+    // made it 1042 px wide). The page has no script, so a copy of it gets one that writes the
+    // laid-out width into the DOM that Chromium dumps.
+    let page = std::fs::read_to_string(runs.path("report.html")).unwrap();
+    let measured = page.replace(
+        "</body>",
+        "<script>document.body.dataset.width = document.documentElement.scrollWidth;</script></body>",
+    );
+    std::fs::write(runs.path("measured.html"), measured).unwrap();
+    let dom = Command::new("chromium")
+        .args(["--headless", "--no-sandbox", "--disable-gpu", "--window-size=1000,2000"])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(format!("file://{}", runs.path("measured.html").display()))
+        .output()
+        .unwrap();
+    let dom = String::from_utf8_lossy(&dom.stdout);
+    let width: u32 = dom
+        .split("data-width=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .and_then(|w| w.parse().ok())
+        .unwrap_or_else(|| panic!("no width measured in {dom:.400}"));
+    assert!(width <= 1000, "the page is {width} px wide in a 1000 px window");
 }
 
 #[test]

@@ -246,6 +246,31 @@ fn bad_rows_name_file_line_and_field_and_write_nothing() {
     assert!(!ws.path("runs").exists());
 }
 
+/// Issue 48: the default `data.max_len` of 512 failed on a model with a smaller context
+/// window, though the user had set nothing; a value they set still has to fit.
+#[test]
+fn the_default_max_len_is_capped_at_a_short_window() {
+    let ws = Workspace::new();
+    let config = std::fs::read_to_string(ws.path("sft.toml")).unwrap();
+    std::fs::write(ws.path("unset.toml"), config.replace("max_len = 64\n", "")).unwrap();
+    let out = ws
+        .command(&["sft", "train", "--config", "unset.toml", "--set", "train.max_steps=2"])
+        .output()
+        .unwrap();
+    assert_ok(&out);
+    assert!(
+        stderr(&out).contains("note: sft: data.max_len is 256, the model's context window (the default 512 does not fit it"),
+        "{}",
+        stderr(&out)
+    );
+    let lineage = rlhf::checkpoint::Lineage::read(&ws.path("runs/sft")).unwrap();
+    assert!(lineage.config["config"]["data"]["max_len"].is_null(), "recorded as unset");
+
+    let out = ws.sft(&["data.max_len=512", "output.dir=runs/explicit"], &[]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("key `data.max_len` = 512 exceeds"), "{}", stderr(&out));
+}
+
 #[test]
 fn long_rows_are_cut_from_the_left_or_dropped_and_counted() {
     let ws = Workspace::new();

@@ -3,12 +3,13 @@
 
 use std::path::PathBuf;
 
-use crate::generate::SamplingConfig;
+use crate::generate::{Choice, SamplingConfig};
 
 pub const HELP: &str = "\
 /help                 this list
 /system TEXT          set the system message (no TEXT: remove it)
-/set KEY=VALUE …      temperature (0: greedy), top_p, top_k, max_new_tokens,
+/set KEY=VALUE …      temperature (0: greedy; a temperature, top_p or top_k
+                      means sampling), top_p, top_k, max_new_tokens,
                       repetition_penalty, seed, show_scores, ignore_eos (runs to
                       max_new_tokens: benchmarks); no argument: show them
 /retry                a new answer to the last message
@@ -90,7 +91,10 @@ impl Settings {
     /// Applies every pair or none of them.
     pub fn apply(&mut self, pairs: &[(String, String)]) -> Result<(), String> {
         let mut next = self.clone();
-        for (key, value) in pairs {
+        // A temperature of 0 means greedy even beside a top_p or top_k, as on the command line.
+        let (temperature, rest): (Vec<_>, Vec<_>) =
+            pairs.iter().partition(|(key, _)| key == "temperature");
+        for (key, value) in rest.into_iter().chain(temperature) {
             next.set(key, value)?;
         }
         next.sampling.validate()?;
@@ -104,14 +108,11 @@ impl Settings {
         }
         let s = &mut self.sampling;
         match key {
-            // llama.cpp's convention: temperature 0 means greedy.
-            "temperature" => match number::<f64>(key, value)? {
-                t if t < 0.0 => return Err(format!("temperature must be ≥ 0 (got {t})")),
-                0.0 => s.do_sample = false,
-                t => (s.do_sample, s.temperature) = (true, t),
-            },
-            "top_p" => s.top_p = number(key, value)?,
-            "top_k" => s.top_k = number(key, value)?,
+            // The rule of the command line's flags: a temperature above 0, a top-p or a top-k
+            // means sampling, a temperature of 0 greedy decoding.
+            "temperature" => s.apply_choice(Choice::Temperature(number(key, value)?))?,
+            "top_p" => s.apply_choice(Choice::TopP(number(key, value)?))?,
+            "top_k" => s.apply_choice(Choice::TopK(number(key, value)?))?,
             "max_new_tokens" => match number(key, value)? {
                 0 => return Err("max_new_tokens must be at least 1".into()),
                 n => s.max_new_tokens = n,
@@ -129,14 +130,31 @@ impl Settings {
         Ok(())
     }
 
-    /// `temperature=0.7 top_p=0.9 …`, as `/set` takes them (ignore_eos only when on).
+    /// `temperature=0.7 top_p=0.9 …`, as `/set` takes them (ignore_eos only when on): what
+    /// an answer really uses. Greedy shows `temperature=0` and the temperature `/retry`,
+    /// `/best` and `/compare` sample at, since greedy would repeat the same answer.
     pub fn describe(&self) -> String {
         let s = &self.sampling;
-        let temperature = if s.do_sample { s.temperature } else { 0.0 };
+        let temperature = match s.do_sample {
+            true => format!("temperature={}", s.temperature),
+            false => format!(
+                "temperature=0 (greedy; /retry, /best and /compare sample at temperature={})",
+                s.temperature
+            ),
+        };
         format!(
-            "temperature={temperature} top_p={} top_k={} max_new_tokens={} repetition_penalty={} seed={} show_scores={}",
+            "{temperature} top_p={} top_k={} max_new_tokens={} repetition_penalty={} seed={} show_scores={}",
             s.top_p, s.top_k, s.max_new_tokens, s.repetition_penalty, s.seed, self.show_scores
         ) + if s.ignore_eos { " ignore_eos=true" } else { "" }
+    }
+
+    /// The sampler of an answer drawn by `/retry`, `/best` or `/compare`: these settings, and
+    /// sampling at the temperature [`Self::describe`] names when they are greedy.
+    pub fn drawn(&self, draw: u64) -> SamplingConfig {
+        let mut sampling = self.sampling.clone();
+        sampling.do_sample = true;
+        sampling.seed = sampling.seed.wrapping_add(draw);
+        sampling
     }
 }
 
@@ -184,5 +202,35 @@ mod tests {
         settings.apply(&pairs("temperature=0")).unwrap();
         assert!(!settings.sampling.do_sample);
         assert!(settings.describe().starts_with("temperature=0 "));
+    }
+
+    /// Issue 48: `/set` showed `temperature=0` while `/retry` sampled at a temperature it did
+    /// not show, and a top_p or top_k did not switch sampling on as the flags now do.
+    #[test]
+    fn set_follows_the_flags_rule_and_shows_what_retry_samples_at() {
+        let greedy = SamplingConfig { temperature: 0.9, ..SamplingConfig::default() };
+        let mut settings = Settings { sampling: greedy, show_scores: false };
+        let shown = settings.describe();
+        assert!(
+            shown.starts_with(
+                "temperature=0 (greedy; /retry, /best and /compare sample at temperature=0.9)"
+            ),
+            "{shown}"
+        );
+        let drawn = settings.drawn(1);
+        assert!(drawn.do_sample && drawn.temperature == 0.9 && drawn.seed == 1);
+
+        let pairs = |text: &str| match parse(&format!("/set {text}")).unwrap() {
+            Command::Set(pairs) => pairs,
+            other => panic!("{other:?}"),
+        };
+        settings.apply(&pairs("top_k=40")).unwrap();
+        assert!(settings.sampling.do_sample, "a top_k means sampling");
+        assert!(settings.describe().starts_with("temperature=0.9 top_p=1 top_k=40"));
+        settings.apply(&pairs("temperature=0 top_p=0.5")).unwrap();
+        assert!(!settings.sampling.do_sample, "temperature 0 means greedy, whatever the order");
+        settings.apply(&pairs("top_p=0.5 temperature=0")).unwrap();
+        assert!(!settings.sampling.do_sample);
+        assert!(settings.apply(&pairs("temperature=-1")).unwrap_err().contains("≥ 0"));
     }
 }

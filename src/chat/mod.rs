@@ -4,7 +4,8 @@
 //! [`piped`] are its two front ends. Around a turn: [`context`] fits the conversation to the
 //! window, [`stream`] turns tokens into text, [`screen`] holds it back until moderation passed
 //! it, [`log`] and [`prefs`] keep what the chat yields as training data, [`saved`] is
-//! `/save` and `/load`, [`command`] the slash commands, [`interrupt`] Ctrl-C.
+//! `/save` and `/load`, [`command`] the slash commands, [`interrupt`] Ctrl-C, [`wrap`] whole
+//! words at the terminal's edge.
 
 pub mod command;
 pub mod context;
@@ -17,5 +18,6 @@ pub mod saved;
 pub mod screen;
 pub mod session;
 pub mod stream;
+pub mod wrap;
 
 pub use session::{Answer, Services, Session};

@@ -6,12 +6,19 @@ use std::io::{BufRead, Write};
 
 use anyhow::{Context, Result};
 
-use super::session::{Output, Session};
+use super::session::{FinishReason, Output, Session};
+use crate::bad_input;
 
 pub fn run(session: &mut Session, prompt: Option<&str>, json: bool) -> Result<()> {
     let mut out = Piped { json };
     let mut turn = |text: &str, out: &mut Piped| -> Result<()> {
         let answer = session.send(text, out)?;
+        if answer.finish == FinishReason::Length {
+            out.notice(&format!(
+                "[cut at max_new_tokens={}: --max-new-tokens N for longer answers]",
+                session.settings.sampling.max_new_tokens
+            ));
+        }
         let mut stdout = std::io::stdout().lock();
         match json {
             true => writeln!(stdout, "{}", answer.to_json()),
@@ -23,10 +30,23 @@ pub fn run(session: &mut Session, prompt: Option<&str>, json: bool) -> Result<()
     if let Some(prompt) = prompt {
         return turn(prompt, &mut out);
     }
-    for line in std::io::stdin().lock().lines() {
-        let line = line.context("reading stdin")?;
+    let mut stdin = std::io::stdin().lock();
+    let mut bytes = Vec::new();
+    for number in 1.. {
+        bytes.clear();
+        if stdin.read_until(b'\n', &mut bytes).context("reading stdin")? == 0 {
+            break;
+        }
+        let line = std::str::from_utf8(&bytes).map_err(|e| {
+            bad_input!(
+                "stdin:{number}: not valid UTF-8 (at byte {})\nhint: convert the input to UTF-8 first, e.g. with iconv -t UTF-8",
+                e.valid_up_to() + 1
+            )
+        })?;
+        let line = line.strip_suffix('\n').unwrap_or(line);
+        let line = line.strip_suffix('\r').unwrap_or(line);
         if !line.trim().is_empty() {
-            turn(&line, &mut out)?;
+            turn(line, &mut out)?;
         }
     }
     Ok(())

@@ -15,6 +15,7 @@ use super::command::{self, Command, HELP};
 use super::prefs::parse_ranking;
 use super::saved;
 use super::session::{Answer, FinishReason, Output, Session};
+use super::wrap::{WordWrap, terminal_width};
 
 const DIM: &str = "\x1b[2m";
 const BOLD: &str = "\x1b[1m";
@@ -28,7 +29,7 @@ pub fn run(session: &mut Session) -> Result<()> {
         let _ = editor.load_history(path); // none yet on a first run
     }
     println!("{DIM}rlhf chat: /help lists the commands, Ctrl-D or /exit leaves{RESET}");
-    let mut out = Terminal;
+    let mut out = Terminal::new();
     loop {
         let line = match editor.readline("you› ") {
             Ok(line) => line,
@@ -107,7 +108,7 @@ fn run_command(
             let answers = session.best_of(n, out)?;
             let scores: Vec<String> =
                 answers.iter().map(|a| format!("{:.3}", a.reward.unwrap_or(f32::NAN))).collect();
-            println!("{}", answers[0].content);
+            println!("{}", out.wrapped(&answers[0].content, 0));
             out.notice(&format!(
                 "best of {n} by reward (scores, best first: {})",
                 scores.join(" ")
@@ -127,8 +128,23 @@ fn compare(
     out: &mut Terminal,
 ) -> Result<()> {
     let answers = session.compare(k, out)?;
+    if answers.len() < 2 {
+        out.notice(&format!(
+            "warning: the {k} answers are all the same, so there is nothing to rank and nothing was written\nhint: sample more freely (/set temperature=1.2 or higher), then /compare again"
+        ));
+        return Ok(());
+    }
+    if answers.len() < k {
+        out.notice(&format!(
+            "{} of the {k} answers repeat another and are left out: {} to rank",
+            k - answers.len(),
+            answers.len()
+        ));
+    }
     for (i, answer) in answers.iter().enumerate() {
-        println!("{BOLD}[{}]{RESET} {}", i + 1, answer.content);
+        let label = format!("[{}] ", i + 1);
+        let text = out.wrapped(&answer.content, label.chars().count());
+        println!("{BOLD}{label}{RESET}{text}");
     }
     loop {
         let line = match editor.readline("rank best first (e.g. 2 1 3, /skip)› ") {
@@ -160,10 +176,21 @@ fn answer(
     out: &mut Terminal,
     ask: impl FnOnce(&mut Session, &mut dyn Output) -> Result<Answer>,
 ) -> Result<()> {
-    let answer = ask(session, out)?;
+    let answer = ask(session, out);
+    out.end_answer();
+    let answer = answer?;
     println!();
-    if answer.finish == FinishReason::Interrupted {
-        out.notice("[interrupted: the partial answer stays in the conversation]");
+    match answer.finish {
+        FinishReason::Interrupted => {
+            out.notice("[interrupted: the partial answer stays in the conversation]")
+        }
+        FinishReason::Length => out.notice(&format!(
+            "[cut at max_new_tokens={}: /set max_new_tokens=N for longer answers]",
+            session.settings.sampling.max_new_tokens
+        )),
+        // A declined message was never answered: no tokens, no speed to report.
+        FinishReason::ContentFilter if answer.usage.completion_tokens == 0 => return Ok(()),
+        _ => {}
     }
     out.notice(&status(&answer));
     Ok(())
@@ -181,19 +208,57 @@ fn status(answer: &Answer) -> String {
     parts.join(" · ")
 }
 
-/// The terminal: answers on stdout as they stream, notices dimmed.
-struct Terminal;
+/// The terminal: answers on stdout as they stream, wrapped at whole words, notices dimmed.
+struct Terminal {
+    /// The answer streaming now, when the terminal's width is known.
+    wrap: Option<WordWrap>,
+}
+
+impl Terminal {
+    fn new() -> Self {
+        Self { wrap: terminal_width().map(WordWrap::new) }
+    }
+
+    /// Shows the word the wrapping held back; the next text starts a new answer.
+    fn end_answer(&mut self) {
+        if let Some(wrap) = &mut self.wrap {
+            write_out(&wrap.finish());
+        }
+        self.wrap = terminal_width().map(WordWrap::new); // the terminal may have been resized
+    }
+
+    /// Whole `text` wrapped to the terminal, its first line starting `indent` columns in.
+    fn wrapped(&self, text: &str, indent: usize) -> String {
+        match terminal_width() {
+            Some(width) => {
+                let wrapped = WordWrap::text(width, &format!("{}{text}", " ".repeat(indent)));
+                wrapped.chars().skip(indent).collect()
+            }
+            None => text.to_string(),
+        }
+    }
+}
 
 impl Output for Terminal {
     fn text(&mut self, piece: &str) {
-        let mut stdout = std::io::stdout().lock();
-        let _ = stdout.write_all(piece.as_bytes());
-        let _ = stdout.flush();
+        match &mut self.wrap {
+            Some(wrap) => write_out(&wrap.push(piece)),
+            None => write_out(piece),
+        }
     }
 
     fn notice(&mut self, text: &str) {
+        if let Some(wrap) = &mut self.wrap {
+            write_out(&wrap.finish());
+        }
         println!("{DIM}{text}{RESET}");
     }
+}
+
+fn write_out(text: &str) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
 }
 
 /// `a\` + newline continues a message on the next line; the backslash is not part of it.

@@ -96,9 +96,11 @@ impl Answer {
             json["reward"] = (reward as f64).into();
         }
         if let Some(first) = self.first_token {
+            // Tenths: the clock says no more than that about one answer.
+            let tenths = |x: f64| (x * 10.0).round() / 10.0;
             json["timing"] = json!({
-                "first_token_ms": first.as_secs_f64() * 1e3,
-                "tokens_per_second": self.tokens_per_second(),
+                "first_token_ms": tenths(first.as_secs_f64() * 1e3),
+                "tokens_per_second": tenths(self.tokens_per_second()),
             });
         }
         json
@@ -261,7 +263,9 @@ impl<'a> Session<'a> {
         Ok(answers)
     }
 
-    /// `/compare`'s first half: `k` sampled answers to the last user message.
+    /// `/compare`'s first half: `k` sampled answers to the last user message, each text once
+    /// (a ranking of equal answers teaches a reward model nothing); fewer than two when the
+    /// draws all said the same.
     pub fn compare(&mut self, k: usize, out: &mut dyn Output) -> Result<Vec<Answer>> {
         if self.services.prefs.is_none() {
             return Err(anyhow!(
@@ -272,7 +276,13 @@ impl<'a> Session<'a> {
         if answers.len() < 2 {
             return Err(anyhow!("fewer than two answers passed moderation; nothing to compare"));
         }
-        Ok(answers)
+        let mut distinct: Vec<Answer> = Vec::with_capacity(answers.len());
+        for answer in answers {
+            if !distinct.iter().any(|a| a.content.trim() == answer.content.trim()) {
+                distinct.push(answer);
+            }
+        }
+        Ok(distinct)
     }
 
     /// `/compare`'s second half: `ranking` (indices, best first) is appended to `--prefs` and
@@ -315,13 +325,11 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// The sampler for a drawn answer: sampling (greedy would repeat itself) with a fresh seed.
+    /// The sampler for a drawn answer: sampling (greedy would repeat itself) at the
+    /// temperature `/set` shows, with a fresh seed.
     fn draw(&mut self) -> SamplingConfig {
         self.draws += 1;
-        let mut sampling = self.settings.sampling.clone();
-        sampling.do_sample = true;
-        sampling.seed = sampling.seed.wrapping_add(self.draws);
-        sampling
+        self.settings.drawn(self.draws)
     }
 
     fn candidates(&mut self, k: usize, out: &mut dyn Output) -> Result<Vec<Answer>> {
@@ -380,7 +388,7 @@ impl<'a> Session<'a> {
             log.moderated(Role::User, text, &verdict)?;
         }
         if self.settings.show_scores {
-            out.notice(&format!("moderation (your message): {}", top_scores(&verdict)));
+            out.notice(&format!("moderation (your message): {}", shown_scores(&verdict)));
         }
         Ok(verdict.flagged.then_some(verdict))
     }
@@ -501,7 +509,7 @@ impl<'a> Session<'a> {
             Finish::Eos | Finish::Stop | Finish::Cancelled => FinishReason::Stop,
         };
         if let (true, Some(v)) = (self.settings.show_scores, &verdict) {
-            out.notice(&format!("moderation (answer): {}", top_scores(v)));
+            out.notice(&format!("moderation (answer): {}", shown_scores(v)));
         }
         if flagged {
             let categories = verdict.as_ref().map(category_names).unwrap_or_default();
@@ -558,14 +566,9 @@ fn emit(verdict: Result<Verdict>, stream: bool, out: &mut dyn Output) -> Result<
     }
 }
 
-/// "harassment and self-harm"
+/// "harassment and self-harm": the flagged categories.
 fn category_names(verdict: &Moderation) -> String {
-    let names: Vec<&str> = CATEGORIES
-        .iter()
-        .zip(&verdict.categories)
-        .filter(|(_, flagged)| **flagged)
-        .map(|((_, name), _)| *name)
-        .collect();
+    let names: Vec<&str> = verdict.flagged_categories().into_iter().map(|(name, _)| name).collect();
     match names.as_slice() {
         [] => "unsafe content".into(),
         [one] => one.to_string(),
@@ -573,14 +576,21 @@ fn category_names(verdict: &Moderation) -> String {
     }
 }
 
-/// The three highest category scores: "harassment 0.91, hate 0.12, violence 0.03".
-fn top_scores(verdict: &Moderation) -> String {
+/// The scores shown with `show_scores`: those of the flagged categories, the same set a
+/// refusal names ("flagged: hate 0.08, violence 0.19"), or the three highest when nothing is
+/// flagged ("not flagged (highest: harassment 0.31, hate 0.12, violence 0.03)").
+fn shown_scores(verdict: &Moderation) -> String {
+    let listed = |scores: &[(&str, f32)]| -> String {
+        let parts: Vec<String> = scores.iter().map(|(n, s)| format!("{n} {s:.2}")).collect();
+        parts.join(", ")
+    };
+    if verdict.flagged {
+        return format!("flagged: {}", listed(&verdict.flagged_categories()));
+    }
     let mut scores: Vec<(&str, f32)> =
         CATEGORIES.iter().zip(verdict.scores).map(|((_, name), s)| (*name, s)).collect();
     scores.sort_by(|a, b| b.1.total_cmp(&a.1));
-    let top: Vec<String> = scores.iter().take(3).map(|(n, s)| format!("{n} {s:.2}")).collect();
-    let flagged = if verdict.flagged { "flagged" } else { "not flagged" };
-    format!("{flagged} ({})", top.join(", "))
+    format!("not flagged (highest: {})", listed(&scores[..3]))
 }
 
 /// Token counts as the policy's tokenizer and template give them.
@@ -617,5 +627,35 @@ impl TokenMeasure<'_> {
         let encoding =
             self.tokenizer.encode(text, false).map_err(|e| anyhow!("tokenizing: {e}"))?;
         Ok(encoding.get_ids().to_vec())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::data::moderation::NUM_CATEGORIES;
+
+    /// Issue 48: with scores shown, a message read `flagged (violence 0.19, violence/graphic
+    /// 0.19, self-harm 0.13)` — the three highest scores — while the refusal named hate,
+    /// violence, hate/threatening and violence/graphic, flagged at their low thresholds.
+    #[test]
+    fn shown_scores_name_the_flagged_categories() {
+        // sexual, hate, violence, harassment, self-harm, sexual/minors, hate/threatening,
+        // violence/graphic
+        let scores = [0.01, 0.08, 0.12, 0.02, 0.13, 0.01, 0.07, 0.19];
+        let thresholds = [0.5, 0.05, 0.5, 0.5, 0.5, 0.5, 0.05, 0.1];
+        let verdict = Moderation::new(scores, &thresholds);
+        let refusal = category_names(&verdict);
+        assert_eq!(refusal, "hate, violence, hate/threatening and violence/graphic");
+        let shown = shown_scores(&verdict);
+        assert_eq!(
+            shown,
+            "flagged: hate 0.08, violence 0.19, hate/threatening 0.07, violence/graphic 0.19"
+        );
+        let calm = Moderation::new(scores, &[0.9; NUM_CATEGORIES]);
+        assert_eq!(
+            shown_scores(&calm),
+            "not flagged (highest: violence 0.19, violence/graphic 0.19, self-harm 0.13)"
+        );
     }
 }

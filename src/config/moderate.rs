@@ -41,6 +41,12 @@ impl Default for ModerateModel {
     }
 }
 
+/// `data.max_len` when unset (capped at the model's positions).
+pub const DEFAULT_MAX_LEN: usize = 256;
+
+/// The shortest `data.max_len` a chunk can be read with.
+pub const MIN_MAX_LEN: usize = 40;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModerateData {
@@ -48,14 +54,15 @@ pub struct ModerateData {
     /// Validation file (thresholds are chosen on it); without one, `valid_fraction` of `train`.
     pub valid: Option<PathBuf>,
     pub valid_fraction: f64,
-    /// Tokens per sequence, `[CLS]` and `[SEP]` included. Training reads the first `max_len`
+    /// Tokens per sequence, `[CLS]` and `[SEP]` included, at most the model's positions; unset:
+    /// [`DEFAULT_MAX_LEN`], or the positions when fewer. Training reads the first `max_len`
     /// tokens of a text; scoring reads every chunk.
-    pub max_len: usize,
+    pub max_len: Option<usize>,
 }
 
 impl Default for ModerateData {
     fn default() -> Self {
-        Self { train: PathBuf::new(), valid: None, valid_fraction: 0.2, max_len: 256 }
+        Self { train: PathBuf::new(), valid: None, valid_fraction: 0.2, max_len: None }
     }
 }
 
@@ -114,8 +121,8 @@ impl ModerateConfig {
         if self.data.train.as_os_str().is_empty() {
             return Err("key `data.train` is required (a JSONL file of labelled texts)".into());
         }
-        if self.data.max_len < 40 {
-            return Err("key `data.max_len` must be at least 40".into());
+        if self.data.max_len.is_some_and(|n| n < MIN_MAX_LEN) {
+            return Err(format!("key `data.max_len` must be at least {MIN_MAX_LEN}"));
         }
         if !(0.0..1.0).contains(&self.data.valid_fraction) {
             return Err(format!(

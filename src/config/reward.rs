@@ -19,6 +19,9 @@ pub struct RewardConfig {
     pub output: OutputConfig,
 }
 
+/// `data.max_len` when unset (capped at the model's context window).
+pub const DEFAULT_MAX_LEN: usize = 512;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RewardData {
@@ -26,8 +29,9 @@ pub struct RewardData {
     /// Validation file; without one, `valid_fraction` of `train` is held out.
     pub valid: Option<PathBuf>,
     pub valid_fraction: f64,
-    /// Longest prompt + response in tokens; at most the model's context window.
-    pub max_len: usize,
+    /// Longest prompt + response in tokens, at most the model's context window; unset:
+    /// [`DEFAULT_MAX_LEN`], or the window when that is shorter.
+    pub max_len: Option<usize>,
     /// Decoder backbones: `chatml`, `hh` or `model`; unset: the base model's own template if
     /// it has one, else `chatml`. Cross-encoders read `[CLS] prompt [SEP] response [SEP]`.
     pub template: Option<String>,
@@ -42,7 +46,7 @@ impl Default for RewardData {
             train: PathBuf::new(),
             valid: None,
             valid_fraction: 0.0,
-            max_len: 512,
+            max_len: None,
             template: None,
             truncation: Truncation::Left,
         }
@@ -87,7 +91,7 @@ impl RewardConfig {
         if self.data.train.as_os_str().is_empty() {
             return Err("key `data.train` is required (a JSONL file of comparisons)".into());
         }
-        if self.data.max_len < 4 {
+        if self.data.max_len.is_some_and(|n| n < 4) {
             return Err("key `data.max_len` must be at least 4".into());
         }
         if !(0.0..1.0).contains(&self.data.valid_fraction) {

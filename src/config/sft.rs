@@ -19,6 +19,9 @@ pub struct SftConfig {
     pub output: OutputConfig,
 }
 
+/// `data.max_len` when unset (capped at the model's context window).
+pub const DEFAULT_MAX_LEN: usize = 512;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SftData {
@@ -26,8 +29,9 @@ pub struct SftData {
     /// Validation file; without one, `valid_fraction` of `train` is held out.
     pub valid: Option<PathBuf>,
     pub valid_fraction: f64,
-    /// Longest sequence in tokens (prompt + response); at most the model's context window.
-    pub max_len: usize,
+    /// Longest sequence in tokens (prompt + response), at most the model's context window;
+    /// unset: [`DEFAULT_MAX_LEN`], or the window when that is shorter.
+    pub max_len: Option<usize>,
     /// `chatml`, `hh` or `model` (the base tokenizer's own chat template).
     pub template: String,
     /// Rows longer than `max_len`: `left` cuts the prompt from the left, `drop` skips the row.
@@ -42,7 +46,7 @@ impl Default for SftData {
             train: PathBuf::new(),
             valid: None,
             valid_fraction: 0.0,
-            max_len: 512,
+            max_len: None,
             template: "chatml".into(),
             truncation: Truncation::Left,
             packing: false,
@@ -84,7 +88,7 @@ impl SftConfig {
         if self.data.train.as_os_str().is_empty() {
             return Err("key `data.train` is required (a JSONL file of demonstrations)".into());
         }
-        if self.data.max_len < 2 {
+        if self.data.max_len.is_some_and(|n| n < 2) {
             return Err("key `data.max_len` must be at least 2".into());
         }
         if !(0.0..1.0).contains(&self.data.valid_fraction) {

@@ -200,6 +200,29 @@ pub struct ModelSource {
     pub pooling: Option<Pooling>,
 }
 
+/// `data.max_len` against the model's context window of `window` tokens: a value the user set
+/// must fit it (bad input otherwise); unset, the stage's `default` is capped at the window, and
+/// the second value is a note saying so.
+pub fn resolve_max_len(
+    set: Option<usize>,
+    default: usize,
+    window: usize,
+) -> Result<(usize, Option<String>), String> {
+    match set {
+        Some(n) if n > window => Err(format!(
+            "key `data.max_len` = {n} exceeds the model's context window of {window} tokens\nhint: set it to {window} or less, or leave it unset to use the window"
+        )),
+        Some(n) => Ok((n, None)),
+        None if default > window => Ok((
+            window,
+            Some(format!(
+                "data.max_len is {window}, the model's context window (the default {default} does not fit it; set data.max_len to choose)"
+            )),
+        )),
+        None => Ok((default, None)),
+    }
+}
+
 /// Re-initialised blocks must be trained: `reinit_layers` ≤ `train_layers` when that is set.
 pub fn check_reinit(reinit_layers: usize, train_layers: usize) -> Result<(), String> {
     if train_layers > 0 && reinit_layers > train_layers {
@@ -238,5 +261,28 @@ impl ModelSource {
                 "no model: set `model.base` (a Hugging Face directory) or `model.init` (a preset) with `model.tokenizer`".into(),
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 48: the default `data.max_len` of 512 failed on a model with a 256-token window,
+    /// though the user had asked for nothing.
+    #[test]
+    fn an_unset_max_len_is_capped_at_the_window_and_a_set_one_checked() {
+        let (len, note) = resolve_max_len(None, 512, 256).unwrap();
+        assert_eq!(len, 256);
+        assert!(note.unwrap().contains("the default 512 does not fit"));
+        assert_eq!(resolve_max_len(None, 512, 1024).unwrap(), (512, None));
+        assert_eq!(resolve_max_len(Some(128), 512, 256).unwrap(), (128, None));
+        let err = resolve_max_len(Some(512), 512, 256).unwrap_err();
+        assert!(
+            err.starts_with(
+                "key `data.max_len` = 512 exceeds the model's context window of 256 tokens"
+            ),
+            "{err}"
+        );
     }
 }

@@ -81,11 +81,18 @@ pub fn is_main() -> bool {
     rank() == 0
 }
 
-/// Prints a note for the user on rank 0 only: every rank reads the same data and config, so
-/// a warning about them would otherwise print once per rank.
+/// `warning: MESSAGE` on stderr, from rank 0 only: every rank would say the same.
 pub fn warn(message: &str) {
     if is_main() {
-        eprintln!("{message}");
+        eprintln!("warning: {message}");
+    }
+}
+
+/// `note: MESSAGE` on stderr, from rank 0 only: something done for the user that they may want
+/// to choose themselves.
+pub fn note(message: &str) {
+    if is_main() {
+        eprintln!("note: {message}");
     }
 }
 

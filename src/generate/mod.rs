@@ -4,4 +4,4 @@ pub mod engine;
 pub mod sampling;
 
 pub use engine::{Conversation, Finish, Generation, Generator};
-pub use sampling::SamplingConfig;
+pub use sampling::{Choice, SamplingConfig};

@@ -98,8 +98,9 @@ where
         let mut known: Vec<&str> = defaults.keys().map(String::as_str).collect();
         known.extend(TOKEN_KEYS);
         return Err(bad_input!(
-            "{origin}: key `{key}`: unknown field `{key}`, expected one of {}",
-            known.join(", ")
+            "{origin}: key `{key}`: unknown field `{key}`, expected one of {}{}",
+            known.join(", "),
+            toml_file::did_you_mean(key, &known, "")
         ));
     }
     let extra: Map<String, Value> = table

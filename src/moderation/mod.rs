@@ -115,6 +115,17 @@ impl Moderation {
         Self { flagged: categories.iter().any(|&c| c), categories, scores }
     }
 
+    /// The flagged categories by name with their scores, in category order: what a refusal
+    /// names and what scores shown beside it list, so the two always agree.
+    pub fn flagged_categories(&self) -> Vec<(&'static str, f32)> {
+        CATEGORIES
+            .iter()
+            .zip(self.categories.iter().zip(self.scores))
+            .filter(|(_, (flagged, _))| **flagged)
+            .map(|((_, name), (_, score))| (*name, score))
+            .collect()
+    }
+
     /// `{"flagged": …, "categories": {"sexual": …, …}, "category_scores": {…}}` (OpenAI's key
     /// order).
     pub fn to_json(&self) -> Value {
@@ -220,7 +231,8 @@ pub fn category_logits(
 /// decoder.
 pub struct Chunker {
     tokenizer: Tokenizer,
-    max_len: usize,
+    /// Tokens per chunk, `[CLS]` and `[SEP]` included.
+    pub max_len: usize,
     /// `[CLS]` and `[SEP]` (encoders only).
     frame: Option<(u32, u32)>,
     pub pad: u32,

@@ -16,7 +16,8 @@ use super::net::ModerationNet;
 use super::{Chunker, ModerationSettings, calibrated, category_logits};
 use crate::bad_input;
 use crate::checkpoint::{Source, save_atomically};
-use crate::config::moderate::{ModerateConfig, PosWeight};
+use crate::config::moderate::{DEFAULT_MAX_LEN, MIN_MAX_LEN, ModerateConfig, PosWeight};
+use crate::config::train::resolve_max_len;
 use crate::data::moderation::{CATEGORIES, LabeledText, NUM_CATEGORIES, read_labeled};
 use crate::data::scoring::{Sequence, SequenceBatch};
 use crate::dist;
@@ -106,14 +107,18 @@ impl Run {
         let model = reinit_top_blocks(model, reinit, &model_config);
         let model = model.train_top_layers(config.model.train_layers);
         let model = dist::broadcast_parameters(model)?;
-        let window = model.max_len();
-        if config.data.max_len > window {
+        let (max_len, note) =
+            resolve_max_len(config.data.max_len, DEFAULT_MAX_LEN, model.max_len())
+                .map_err(|e| bad_input!("{e}"))?;
+        if max_len < MIN_MAX_LEN {
             return Err(bad_input!(
-                "key `data.max_len` = {} exceeds the model's {window} positions",
-                config.data.max_len
+                "data.max_len would be {max_len}, the model's context window, but a chunk needs at least {MIN_MAX_LEN} tokens\nhint: start from a model with a longer window"
             ));
         }
-        let chunker = Chunker::new(&model_config, &tokenizer, config.data.max_len)?;
+        if let Some(note) = note {
+            dist::note(&format!("moderate: {note}"));
+        }
+        let chunker = Chunker::new(&model_config, &tokenizer, max_len)?;
 
         let data = &config.data;
         let (train, valid, files) = run::read_splits(
@@ -189,6 +194,11 @@ impl Run {
                 self.trainer.progress.seconds,
                 self.trainer.out.display()
             );
+        }
+        if let Some(validation) = &self.valid_result {
+            for warning in weak_classifier_warnings(validation, &self.trainer.out) {
+                dist::warn(&warning);
+            }
         }
         Ok(())
     }
@@ -291,7 +301,7 @@ impl Run {
             &calibration,
             rule.rule,
             rule.target_precision,
-            self.config.data.max_len,
+            self.chunker.max_len,
         );
         let metrics = json!({
             "step": self.trainer.progress.step,
@@ -359,6 +369,43 @@ struct Validation {
     calibration: [Platt; NUM_CATEGORIES],
 }
 
+/// A chosen threshold at or below this flags nearly every text for its category.
+const LOW_THRESHOLD: f32 = 0.05;
+
+/// Validation "any category" AUPRC below this: flagged and safe texts are told apart poorly.
+const WEAK_AUPRC: f64 = 0.5;
+
+/// What the user should know about the classifier a run saved: thresholds so low that it flags
+/// harmless text ("Hello, how are you today?"), or a weak validation AUPRC; each with a hint.
+fn weak_classifier_warnings(validation: &Validation, out: &Path) -> Vec<String> {
+    let data_hint = "more labelled texts of these categories help most (docs/cli.md, \"Labelled moderation data\", says where to find them)";
+    let mut warnings = Vec::new();
+    let low: Vec<String> = CATEGORIES
+        .iter()
+        .zip(validation.thresholds)
+        .filter_map(|((_, name), t)| {
+            t.filter(|&t| t <= LOW_THRESHOLD).map(|t| format!("{name} ({t:.3})"))
+        })
+        .collect();
+    if !low.is_empty() {
+        warnings.push(format!(
+            "moderate: the threshold{} chosen for {} {} at most {LOW_THRESHOLD}, so the classifier flags almost any text for {} (even \"Hello, how are you today?\")\nhint: {data_hint}; see the effect with `rlhf moderate score --model {} \"Hello, how are you today?\"`; thresholds.rule = \"precision\" flags less",
+            if low.len() == 1 { "" } else { "s" },
+            low.join(", "),
+            if low.len() == 1 { "is" } else { "are" },
+            if low.len() == 1 { "it" } else { "them" },
+            out.display()
+        ));
+    }
+    if validation.any_auprc < WEAK_AUPRC {
+        warnings.push(format!(
+            "moderate: validation AUPRC (any category) is {:.3}, below {WEAK_AUPRC}: the classifier tells flagged texts from safe ones apart poorly\nhint: {data_hint}; more epochs may help too",
+            validation.any_auprc
+        ));
+    }
+    warnings
+}
+
 /// Row-major targets (1 for a positive label, else 0) and loss weights: 0 where the label is
 /// unknown, the category's positive weight on a positive, 1 on a negative.
 fn label_targets(
@@ -414,6 +461,36 @@ fn check_labels(config: &ModelConfig, dir: &Path) -> Result<()> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    /// Issue 48: a classifier whose chosen thresholds fell to ~0.05 flagged "Hello, how are
+    /// you today?", and `moderate train` ended without a word about it.
+    #[test]
+    fn low_thresholds_and_a_weak_auprc_are_warned_about() {
+        let mut validation = Validation {
+            any_auprc: 0.9,
+            macro_auprc: 0.9,
+            ece: 0.0,
+            thresholds: [Some(0.5), Some(0.04), None, Some(0.05), Some(0.3), None, None, None],
+            calibration: Default::default(),
+        };
+        let warnings = weak_classifier_warnings(&validation, Path::new("runs/moderate"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(
+            warnings[0].starts_with(
+                "moderate: the thresholds chosen for hate (0.040), harassment (0.050) are at most 0.05"
+            ),
+            "{}",
+            warnings[0]
+        );
+        assert!(warnings[0].contains("\nhint: more labelled texts"), "{}", warnings[0]);
+        validation.thresholds = [Some(0.5); NUM_CATEGORIES];
+        validation.any_auprc = 0.31;
+        let warnings = weak_classifier_warnings(&validation, Path::new("runs/moderate"));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].contains("validation AUPRC (any category) is 0.310"), "{warnings:?}");
+        validation.any_auprc = 0.8;
+        assert!(weak_classifier_warnings(&validation, Path::new("x")).is_empty());
+    }
 
     #[test]
     fn unknown_labels_weigh_nothing_and_positives_are_weighted() {

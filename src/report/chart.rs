@@ -2,7 +2,11 @@
 //! plotters as SVG (files and the HTML report) and PNG.
 //!
 //! A metric and its validation twin (`loss` and `valid_loss`) share a chart: a run's training
-//! curve is a line, its validation curve (sparser rows of their own) a line with dots.
+//! curve is a line, its validation curve (sparser rows of their own) a line with dots. A chart
+//! holds one quantity: where runs of several stages log a metric of the same name that means
+//! something else in each (`loss`: the SFT language-model loss, the reward model's pairwise
+//! loss, the moderation classifier's cross-entropy), each stage gets a chart of its own.
+//! Steps are whole numbers, and so are the step axis's ticks.
 
 use std::sync::OnceLock;
 
@@ -32,6 +36,17 @@ const BOOKKEEPING: [&str; 8] = [
     "update_s",
 ];
 
+/// Metrics that mean the same in every stage, so runs of different stages share their chart.
+const SHARED: [&str; 2] = ["lr", "grad_norm"];
+
+/// What a stage's metric measures, for the title of a chart of that stage alone.
+const QUANTITIES: [(&str, &str, &str); 4] = [
+    ("sft", "loss", "language-model loss"),
+    ("reward", "loss", "pairwise loss"),
+    ("moderate", "loss", "classifier loss"),
+    ("reward", "accuracy", "pairwise accuracy"),
+];
+
 /// matplotlib's default colours; run i draws training in 2i and validation in 2i + 1, so
 /// both stand apart from each other and from other runs.
 const PALETTE: [RGBColor; 10] = [
@@ -50,6 +65,9 @@ const PALETTE: [RGBColor; 10] = [
 pub struct Chart {
     /// The metric without `valid_`: training and validation values share a chart.
     pub metric: String,
+    /// The stage whose runs alone the chart shows, where runs of other stages log a metric of
+    /// the same name that measures something else.
+    pub stage: Option<String>,
     pub series: Vec<Series>,
 }
 
@@ -62,20 +80,49 @@ pub struct Series {
     pub points: Vec<(f64, f64)>,
 }
 
-/// One chart per metric any run logs, in order of first appearance (bookkeeping last).
+/// A metric key's chart name and whether it is a validation value: `valid_loss` → `loss`.
+fn metric_of(key: &str) -> (&str, bool) {
+    match key.strip_prefix(VALID_PREFIX) {
+        Some(metric) => (metric, true),
+        None => (key, false),
+    }
+}
+
+/// One chart per quantity any run logs — per metric, and per stage where stages mean different
+/// things by one name — in order of first appearance (bookkeeping last).
 pub fn charts(runs: &[Run]) -> Vec<Chart> {
+    // The stages that log each metric.
+    let mut stages: Vec<(&str, Vec<&str>)> = Vec::new();
+    for run in runs {
+        for (key, _) in run.rows.iter().flat_map(|row| &row.values) {
+            let metric = metric_of(key).0;
+            let stage = run.lineage.stage.as_str();
+            match stages.iter_mut().find(|(m, _)| *m == metric) {
+                Some((_, seen)) if !seen.contains(&stage) => seen.push(stage),
+                Some(_) => {}
+                None => stages.push((metric, vec![stage])),
+            }
+        }
+    }
+    let per_stage = |metric: &str| {
+        !SHARED.contains(&metric)
+            && !BOOKKEEPING.contains(&metric)
+            && stages.iter().any(|(m, seen)| *m == metric && seen.len() > 1)
+    };
     let mut charts: Vec<Chart> = Vec::new();
     for (r, run) in runs.iter().enumerate() {
         for row in &run.rows {
             for (key, value) in &row.values {
-                let (metric, validation) = match key.strip_prefix(VALID_PREFIX) {
-                    Some(metric) => (metric, true),
-                    None => (key.as_str(), false),
-                };
-                let at = match charts.iter().position(|c| c.metric == metric) {
+                let (metric, validation) = metric_of(key);
+                let stage = per_stage(metric).then(|| run.lineage.stage.clone());
+                let at = match charts.iter().position(|c| c.metric == metric && c.stage == stage) {
                     Some(at) => at,
                     None => {
-                        charts.push(Chart { metric: metric.to_string(), series: Vec::new() });
+                        charts.push(Chart {
+                            metric: metric.to_string(),
+                            stage,
+                            series: Vec::new(),
+                        });
                         charts.len() - 1
                     }
                 };
@@ -108,13 +155,31 @@ pub fn charts(runs: &[Run]) -> Vec<Chart> {
 }
 
 impl Chart {
-    /// A file name for the chart: the metric with anything but letters, digits, `-`, `_` and
-    /// `.` replaced by `_`.
+    /// A file name for the chart: the metric (after its stage and `-` when the chart is one
+    /// stage's) with anything but letters, digits, `-`, `_` and `.` replaced by `_`.
     pub fn file_stem(&self) -> String {
-        self.metric
-            .chars()
+        let name = match &self.stage {
+            Some(stage) => format!("{stage}-{}", self.metric),
+            None => self.metric.clone(),
+        };
+        name.chars()
             .map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' })
             .collect()
+    }
+
+    /// The chart's title: the metric, or for one stage's chart the stage and what the metric
+    /// measures there (`reward: pairwise loss`).
+    pub fn title(&self) -> String {
+        match &self.stage {
+            Some(stage) => {
+                let quantity = QUANTITIES
+                    .iter()
+                    .find(|(s, m, _)| s == stage && *m == self.metric)
+                    .map_or(self.metric.as_str(), |(_, _, quantity)| quantity);
+                format!("{stage}: {quantity}")
+            }
+            None => self.metric.clone(),
+        }
     }
 
     /// The chart as SVG of `size` pixels (text keeps its size: a smaller canvas gives it more
@@ -144,7 +209,7 @@ impl Chart {
     }
 
     fn failed(&self, e: impl std::fmt::Display) -> anyhow::Error {
-        anyhow!("drawing the {} chart: {e}", self.metric)
+        anyhow!("drawing the {} chart: {e}", self.title())
     }
 
     fn draw<DB: DrawingBackend>(
@@ -154,9 +219,9 @@ impl Chart {
         root.fill(&WHITE)?;
         let points = self.series.iter().flat_map(|s| s.points.iter().copied());
         let (xs, ys): (Vec<f64>, Vec<f64>) = points.unzip();
-        let (x, y) = (axis_range(&xs, false), axis_range(&ys, true));
+        let (x, y) = (step_range(&xs), axis_range(&ys, true));
         let mut chart = ChartBuilder::on(root)
-            .caption(&self.metric, (FONT, 22))
+            .caption(self.title(), (FONT, 22))
             .margin(14)
             .x_label_area_size(46)
             .y_label_area_size(78)
@@ -166,9 +231,10 @@ impl Chart {
             .configure_mesh()
             .x_desc("step")
             .y_desc(&self.metric)
-            .x_labels(8)
+            // No more ticks than whole steps, so the nicest spacing is a whole number too.
+            .x_labels(((x.end - x.start).round() as usize + 1).min(8))
             .y_labels(7)
-            .x_label_formatter(&|v| tick_label(*v, &x))
+            .x_label_formatter(&step_label)
             .y_label_formatter(&|v| tick_label(*v, &y))
             .bold_line_style(grid)
             .light_line_style(TRANSPARENT)
@@ -276,6 +342,23 @@ fn axis_range(values: &[f64], pad: bool) -> std::ops::Range<f64> {
     (lo - margin)..(hi + margin)
 }
 
+/// The step axis: whole steps from the first to the last (one either side of a lone step).
+fn step_range(steps: &[f64]) -> std::ops::Range<f64> {
+    let lo = steps.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = steps.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if !lo.is_finite() || !hi.is_finite() {
+        return 0.0..1.0;
+    }
+    let (lo, hi) = (lo.floor(), hi.ceil());
+    if hi > lo { lo..hi } else { (lo - 1.0)..(hi + 1.0) }
+}
+
+/// A step tick: a whole number, or nothing between steps.
+fn step_label(value: &f64) -> String {
+    let whole = value.round();
+    if (value - whole).abs() < 1e-6 { format!("{whole:.0}") } else { String::new() }
+}
+
 /// A tick label on `axis`: with as many decimals as ticks about a fifth of the axis apart
 /// need, or in scientific notation on an axis of very small or large numbers (learning rates,
 /// token counts). Every label of an axis takes the same form.
@@ -287,7 +370,11 @@ fn tick_label(value: f64, axis: &std::ops::Range<f64>) -> String {
     }
     let largest = axis.start.abs().max(axis.end.abs());
     if !(1e-3..1e6).contains(&largest) {
-        return format!("{value:.1e}");
+        // Enough mantissa digits that ticks a fifth of the axis apart differ (a constant
+        // learning rate's axis, 9.0e-5 to 1.1e-4, had two ticks reading 1.1e-4).
+        let digits = largest.log10().floor() - (span / 5.0).log10().floor();
+        let decimals = digits.clamp(1.0, 4.0) as usize;
+        return format!("{value:.decimals$e}");
     }
     let decimals = (-(span / 5.0).log10()).ceil().clamp(0.0, 6.0) as usize;
     format!("{value:.decimals$}")
@@ -321,10 +408,14 @@ mod tests {
     use crate::report::run::Row;
 
     fn run(name: &str, rows: &[(f64, &[(&str, f64)])]) -> Run {
+        staged("sft", name, rows)
+    }
+
+    fn staged(stage: &str, name: &str, rows: &[(f64, &[(&str, f64)])]) -> Run {
         Run {
             name: name.into(),
             dir: name.into(),
-            lineage: Lineage::new("sft", serde_json::Value::Null),
+            lineage: Lineage::new(stage, serde_json::Value::Null),
             rows: rows
                 .iter()
                 .map(|(step, values)| Row {
@@ -357,6 +448,43 @@ mod tests {
         assert!(charts[1].series[0].validation);
     }
 
+    /// Issue 48: `rlhf plot` of an SFT, a reward and a moderation run drew the LM loss, the
+    /// pairwise loss and the classifier loss on one axis.
+    #[test]
+    fn each_stage_gets_its_own_chart_of_a_metric_it_means_differently() {
+        let sft = staged("sft", "sft", &[(1.0, &[("loss", 2.0), ("lr", 1e-3)])]);
+        let reward = staged("reward", "rm", &[(1.0, &[("loss", 0.69), ("lr", 1e-5)])]);
+        let moderate =
+            staged("moderate", "mod", &[(1.0, &[("loss", 0.3)]), (1.0, &[("valid_loss", 0.4)])]);
+        let charts = charts(&[sft, reward, moderate]);
+        let names: Vec<(String, String)> =
+            charts.iter().map(|c| (c.file_stem(), c.title())).collect();
+        let name = |stem: &str, title: &str| (stem.to_string(), title.to_string());
+        assert_eq!(
+            names,
+            [
+                name("sft-loss", "sft: language-model loss"),
+                name("lr", "lr"),
+                name("reward-loss", "reward: pairwise loss"),
+                name("moderate-loss", "moderate: classifier loss"),
+            ]
+        );
+        assert_eq!(charts[1].series.len(), 2, "the learning rate means the same everywhere");
+        assert_eq!(charts[3].series.len(), 2, "moderate's validation loss on its own chart");
+        let alone = super::charts(&[staged("sft", "sft", &[(1.0, &[("loss", 2.0)])])]);
+        assert_eq!((alone[0].file_stem(), alone[0].title()), name("loss", "loss"));
+    }
+
+    /// Issue 48: a short run's step axis had ticks at 1.5 and 2.5.
+    #[test]
+    fn step_ticks_are_whole_numbers() {
+        assert_eq!(step_range(&[1.0, 3.0]), 1.0..3.0);
+        assert_eq!(step_range(&[5.0]), 4.0..6.0);
+        assert_eq!(step_label(&2.0), "2");
+        assert_eq!(step_label(&2.5), "");
+        assert_eq!(step_label(&300.0000000001), "300");
+    }
+
     #[test]
     fn tick_labels_fit_the_scale() {
         assert_eq!(tick_label(150.0, &(0.0..300.0)), "150");
@@ -365,6 +493,8 @@ mod tests {
         assert_eq!(tick_label(5e-4, &(0.0..3e-3)), "0.0005");
         assert_eq!(tick_label(3e-4, &(0.0..4e-4)), "3.0e-4");
         assert_eq!(tick_label(2.5e6, &(1e6..3e6)), "2.5e6");
+        assert_eq!(tick_label(1.05e-4, &(9e-5..1.1e-4)), "1.05e-4");
+        assert_eq!(tick_label(1.1e-4, &(9e-5..1.1e-4)), "1.10e-4");
     }
 
     #[test]
@@ -376,7 +506,7 @@ mod tests {
 
     #[test]
     fn file_names_are_tame() {
-        let chart = Chart { metric: "auprc/S 2".into(), series: Vec::new() };
+        let chart = Chart { metric: "auprc/S 2".into(), stage: None, series: Vec::new() };
         assert_eq!(chart.file_stem(), "auprc_S_2");
     }
 }

@@ -39,6 +39,10 @@ td.num { text-align: right; font-variant-numeric: tabular-nums; }
 figure { margin: 0; border: 1px solid var(--line); border-radius: 8px; padding: 8px; background: #fff; }
 figure svg { display: block; width: 100%; height: auto; }
 .metrics { display: flex; flex-wrap: wrap; gap: 40px; }
+.metrics > div { min-width: 0; max-width: 100%; }
+td code { overflow-wrap: anywhere; }
+table.nested { margin: 0; }
+table.nested td { padding: 1px 10px 1px 0; border-bottom: none; font-size: 13px; }
 .stage { display: inline-block; font-size: 12px; font-weight: 600; color: #fff; background: var(--accent);
   border-radius: 10px; padding: 1px 9px; vertical-align: middle; margin-left: 6px; }
 table.samples { width: 100%; table-layout: fixed; }
@@ -77,7 +81,7 @@ pub fn page(runs: &[Run], charts: &[Chart]) -> Result<String> {
                 chart.svg(CHART_SIZE)?.replacen(" xmlns=\"http://www.w3.org/2000/svg\"", "", 1);
             let svg = svg.replacen(
                 "<svg ",
-                &format!("<svg role=\"img\" aria-label=\"{}\" ", escape(&chart.metric)),
+                &format!("<svg role=\"img\" aria-label=\"{}\" ", escape(&chart.title())),
                 1,
             );
             writeln!(html, "<figure id=\"chart-{}\">\n{svg}</figure>", escape(&chart.file_stem()))?;
@@ -96,13 +100,24 @@ pub fn page(runs: &[Run], charts: &[Chart]) -> Result<String> {
 fn overview(html: &mut String, runs: &[Run]) -> Result<()> {
     writeln!(
         html,
-        "<table>\n<tr><th>run</th><th>stage</th><th>last step</th><th>directory</th><th>parent</th></tr>"
+        "<table>\n<tr><th>run</th><th>stage</th><th>last step</th><th>headline metric</th><th>directory</th><th>parent</th></tr>"
     )?;
     for (i, run) in runs.iter().enumerate() {
         let last_step = run.rows.iter().map(|r| r.step).reduce(f64::max);
+        let headline = run.headline().map_or_else(
+            || "—".into(),
+            |(key, value, step)| {
+                format!(
+                    "{} <b>{}</b> <span class=\"muted\">(step {})</span>",
+                    escape(&key),
+                    number(value),
+                    number(step)
+                )
+            },
+        );
         writeln!(
             html,
-            "<tr><td><a href=\"#run-{i}\">{}</a></td><td>{}</td><td class=\"num\">{}</td><td><code>{}</code></td><td>{}</td></tr>",
+            "<tr><td><a href=\"#run-{i}\">{}</a></td><td>{}</td><td class=\"num\">{}</td><td>{headline}</td><td><code>{}</code></td><td>{}</td></tr>",
             escape(&run.name),
             escape(&run.lineage.stage),
             last_step.map_or_else(|| "—".into(), number),
@@ -258,13 +273,29 @@ fn spread(n: usize, k: usize) -> Vec<usize> {
     picked
 }
 
-/// A JSON value as table text: numbers formatted, strings as they are, the rest as JSON.
+/// A JSON value as table text: numbers formatted, strings as they are, an object (moderate's
+/// `thresholds`) as a small table of its own, a list comma-separated.
 fn json_cell(value: &Value) -> String {
     match value {
         Value::Null => "—".into(),
+        Value::Bool(b) => b.to_string(),
         Value::Number(n) => n.as_f64().map_or_else(|| n.to_string(), number),
         Value::String(s) => escape(s),
-        other => format!("<code>{}</code>", escape(&other.to_string())),
+        Value::Array(items) => items.iter().map(json_cell).collect::<Vec<_>>().join(", "),
+        Value::Object(fields) if fields.is_empty() => "—".into(),
+        Value::Object(fields) => {
+            let rows: String = fields
+                .iter()
+                .map(|(key, value)| {
+                    format!(
+                        "<tr><td>{}</td><td class=\"num\">{}</td></tr>",
+                        escape(key),
+                        json_cell(value)
+                    )
+                })
+                .collect();
+            format!("<table class=\"nested\">{rows}</table>")
+        }
     }
 }
 
@@ -308,6 +339,19 @@ mod tests {
             escape(r#"<b a="1">'x' & y</b>"#),
             "&lt;b a=&quot;1&quot;&gt;&#39;x&#39; &amp; y&lt;/b&gt;"
         );
+    }
+
+    /// Issue 48: moderate's `thresholds` were printed as one raw JSON string, which ran off
+    /// the page and pushed the values beside it out of sight.
+    #[test]
+    fn nested_metrics_are_a_table_not_a_json_string() {
+        let thresholds = serde_json::json!({"hate": 0.25, "sexual": null, "violence": 0.5});
+        let cell = json_cell(&thresholds);
+        assert!(!cell.contains('{') && !cell.contains("\"hate\""), "{cell}");
+        assert!(cell.starts_with("<table class=\"nested\">"), "{cell}");
+        assert!(cell.contains("<tr><td>hate</td><td class=\"num\">0.25</td></tr>"), "{cell}");
+        assert!(cell.contains("<tr><td>sexual</td><td class=\"num\">—</td></tr>"), "{cell}");
+        assert_eq!(json_cell(&serde_json::json!([1, 2.5])), "1, 2.5");
     }
 
     #[test]

@@ -77,6 +77,22 @@ impl Run {
         Ok(runs)
     }
 
+    /// The number that says how the run went, as its stage measures it, with its step: the
+    /// last logged value of the first of the stage's headline metrics that the run logged
+    /// (sft: validation loss, reward: validation accuracy, ppo: reward-model score, moderate:
+    /// validation "any category" AUPRC; the training value without validation).
+    pub fn headline(&self) -> Option<(String, f64, f64)> {
+        let candidates: &[&str] = match self.lineage.stage.as_str() {
+            "sft" => &["valid_loss", "loss"],
+            "reward" => &["valid_accuracy", "accuracy"],
+            "ppo" => &["rm_score", "score"],
+            "moderate" => &["valid_auprc_any", "loss"],
+            _ => &["valid_loss", "loss"],
+        };
+        let last = self.last_values();
+        candidates.iter().find_map(|key| last.iter().find(|(k, _, _)| k == key).cloned())
+    }
+
     /// The last value logged for each metric, with its step, in order of first appearance.
     pub fn last_values(&self) -> Vec<(String, f64, f64)> {
         let mut last: Vec<(String, f64, f64)> = Vec::new();

@@ -18,7 +18,8 @@ use pairs::{Encoded, PairBatch, PairMetrics, encode_file, flat_sequences, smooth
 
 use crate::bad_input;
 use crate::checkpoint::{Source, save_atomically};
-use crate::config::reward::RewardConfig;
+use crate::config::reward::{DEFAULT_MAX_LEN, RewardConfig};
+use crate::config::train::resolve_max_len;
 use crate::data::scoring::{ResponseEncoder, Sequence};
 use crate::data::sft::FitReport;
 use crate::data::template::ChatTemplate;
@@ -158,7 +159,7 @@ struct Data {
 }
 
 impl Data {
-    fn read(config: &RewardConfig, encoder: &ResponseEncoder) -> Result<Self> {
+    fn read(config: &RewardConfig, encoder: &ResponseEncoder, max_len: usize) -> Result<Self> {
         let data = &config.data;
         let mut report = FitReport::default();
         let (train, valid, files) = run::read_splits(
@@ -177,7 +178,7 @@ impl Data {
             dist::warn(&format!(
                 "reward: {} comparison(s) longer than data.max_len = {}: {} with prompts cut from the left, {} dropped",
                 report.truncated + report.dropped,
-                data.max_len,
+                max_len,
                 report.truncated,
                 report.dropped
             ));
@@ -186,7 +187,7 @@ impl Data {
             return Err(bad_input!(
                 "{}: no comparison fits data.max_len = {}",
                 data.train.display(),
-                data.max_len
+                max_len
             ));
         }
         Ok(Self { train, valid, files })
@@ -219,12 +220,11 @@ impl<M: Backbone> Run<M> {
         device: &Device,
         overrides: &[String],
     ) -> Result<Self> {
-        let window = model.max_len();
-        if config.data.max_len > window {
-            return Err(bad_input!(
-                "key `data.max_len` = {} exceeds the model's context window of {window} tokens",
-                config.data.max_len
-            ));
+        let (max_len, note) =
+            resolve_max_len(config.data.max_len, DEFAULT_MAX_LEN, model.max_len())
+                .map_err(|e| bad_input!("{e}"))?;
+        if let Some(note) = note {
+            dist::note(&format!("reward: {note}"));
         }
         let template = match (&info.config.arch, &config.data.template) {
             (Arch::Bert(_), Some(_)) => {
@@ -239,10 +239,10 @@ impl<M: Backbone> Run<M> {
             &info.config,
             &info.tokenizer,
             template.as_ref(),
-            config.data.max_len,
+            max_len,
             config.data.truncation,
         )?;
-        let data = Data::read(&config, &encoder)?;
+        let data = Data::read(&config, &encoder, max_len)?;
         drop(encoder);
         let lineage =
             run::lineage("reward", &config, overrides, info.parent.clone(), data.files.clone())?;

@@ -12,7 +12,8 @@ use tokenizers::Tokenizer;
 
 use crate::bad_input;
 use crate::checkpoint::{Source, save_atomically};
-use crate::config::sft::SftConfig;
+use crate::config::sft::{DEFAULT_MAX_LEN, SftConfig};
+use crate::config::train::resolve_max_len;
 use crate::data::batch::TokenBatch;
 use crate::data::jsonl::read_rows;
 use crate::data::sft::{Example, FitReport, SftEncoder, SftRow, pack};
@@ -68,17 +69,16 @@ impl Data {
     fn read(config: &SftConfig, start: &CausalStart) -> Result<Self> {
         let data = &config.data;
         let window = start.config.context_window();
-        if data.max_len > window {
-            return Err(bad_input!(
-                "key `data.max_len` = {} exceeds the model's context window of {window} tokens",
-                data.max_len
-            ));
+        let (max_len, note) = resolve_max_len(data.max_len, DEFAULT_MAX_LEN, window)
+            .map_err(|e| bad_input!("{e}"))?;
+        if let Some(note) = note {
+            dist::note(&format!("sft: {note}"));
         }
         let template = ChatTemplate::resolve(Some(&data.template), &start.tokenizer_dir)?;
         let encoder = SftEncoder {
             tokenizer: &start.tokenizer,
             template: &template,
-            max_len: data.max_len,
+            max_len,
             truncation: data.truncation,
             eos: start.config.eos_id(&start.tokenizer),
             eos_after_answers: matches!(template, ChatTemplate::Hh),
@@ -100,7 +100,7 @@ impl Data {
             dist::warn(&format!(
                 "sft: {} row(s) longer than data.max_len = {}: {} cut from the left of the prompt, {} dropped",
                 report.truncated + report.dropped,
-                data.max_len,
+                max_len,
                 report.truncated,
                 report.dropped
             ));
@@ -112,7 +112,7 @@ impl Data {
             let (text, chat): (Vec<_>, Vec<_>) =
                 examples.into_iter().partition(|(_, is_text)| *is_text);
             let mut all: Vec<Example> = chat.into_iter().map(|(e, _)| e).collect();
-            all.extend(pack(text.into_iter().map(|(e, _)| e).collect(), data.max_len));
+            all.extend(pack(text.into_iter().map(|(e, _)| e).collect(), max_len));
             all
         };
         let (train, valid) = (finish(train), finish(valid));
@@ -120,7 +120,7 @@ impl Data {
             return Err(bad_input!(
                 "{}: no row fits data.max_len = {}",
                 data.train.display(),
-                data.max_len
+                max_len
             ));
         }
         Ok(Self { train, valid, template, files })

@@ -8,24 +8,44 @@ use crate::device::DeviceSpec;
 use crate::model::precision::Precision;
 use crate::train::start::TrainOptions;
 
+/// The heading of the options every command takes, shown apart from the command's own.
+const GLOBAL: &str = "Global options";
+
+/// `model init --preset`'s help: the built-in presets by name, from the list the binary holds.
+fn preset_help() -> String {
+    let names: Vec<&str> = crate::model::preset::BUILT_IN.iter().map(|(name, _)| *name).collect();
+    format!("Built-in preset ({}; see configs/models/) or a preset TOML file", names.join(", "))
+}
+
 /// Train a ChatGPT-style assistant the InstructGPT way — supervised fine-tuning, a reward
 /// model from human comparisons, PPO against it — then chat with it behind a moderation
 /// classifier. Every stage reads a TOML config and JSONL data and writes a Hugging Face model
 /// directory that the next stage reads.
 #[derive(Debug, Parser)]
-#[command(name = "rlhf", version, max_term_width = 100)]
+#[command(
+    name = "rlhf",
+    version,
+    max_term_width = 100,
+    after_help = "Example (every stage on the example data, a few minutes on a laptop):\n  scripts/demo.sh --quick\n\n`rlhf COMMAND --help` shows a command's options and an example; docs/cli.md has them all."
+)]
 pub struct Cli {
     /// Where tensors live: cpu, cuda or cuda:N (LibTorch).
-    #[arg(long, global = true, default_value = "cpu", value_name = "DEVICE")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "cpu",
+        value_name = "DEVICE",
+        help_heading = GLOBAL
+    )]
     pub device: DeviceSpec,
 
     /// CPU threads for LibTorch (default: LibTorch's choice, usually all cores).
-    #[arg(long, global = true, value_name = "N")]
+    #[arg(long, global = true, value_name = "N", help_heading = GLOBAL)]
     pub threads: Option<usize>,
 
     /// Matrix products and attention in bf16, the rest in f32 (as torch.autocast); for
     /// training commands the same as --set train.precision=bf16 [default: f32].
-    #[arg(long, global = true, value_name = "PRECISION")]
+    #[arg(long, global = true, value_name = "PRECISION", help_heading = GLOBAL)]
     pub precision: Option<Precision>,
 
     #[command(subcommand)]
@@ -35,41 +55,62 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Stage 1: supervised fine-tuning on demonstrations (prompt → ideal answer).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = example("rlhf sft train --config configs/sft.toml"))]
     Sft(SftCommand),
     /// Stage 2: a reward model trained on human comparisons (chosen vs rejected).
-    #[command(subcommand)]
+    #[command(subcommand, after_help = example("rlhf reward train --config configs/reward.toml"))]
     Reward(RewardCommand),
     /// Stage 3: PPO against the reward model, held near the SFT policy by a KL penalty.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = example("rlhf ppo train --config configs/ppo.toml"))]
     Ppo(PpoCommand),
     /// DPO (or IPO, hinge, robust): the policy trained on comparisons, no reward model.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = example("rlhf dpo train --config configs/dpo.toml"))]
     Dpo(DpoCommand),
     /// KTO: the policy trained on single answers marked good or bad.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = example("rlhf kto train --config configs/kto.toml"))]
     Kto(KtoCommand),
     /// Moderation classifier (sexual, hate, violence, harassment, self-harm and sub-categories).
-    #[command(subcommand)]
+    #[command(
+        subcommand,
+        after_help = example("rlhf moderate train --config configs/moderate.toml")
+    )]
     Moderate(ModerateCommand),
     /// Interactive chat that keeps the conversation's context, optionally moderated.
+    #[command(after_help = example(
+        "rlhf chat --model runs/ppo --moderation runs/moderate --system \"Answer briefly.\""
+    ))]
     Chat(ChatArgs),
-    /// Batch completions for a JSONL file of prompts, written as JSONL.
+    /// Completions of prompts (a JSONL file, stdin or --prompt), written as JSONL.
+    #[command(after_help = example(
+        "rlhf generate --model runs/sft --prompt \"What is the capital of France?\" --temperature 0.7"
+    ))]
     Generate(GenerateArgs),
     /// Tokenizers: train a byte-level BPE with the chat special tokens.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = example(TOKENIZER_EXAMPLE))]
     Tokenizer(TokenizerCommand),
-    /// Model directories: create one from a preset, or inspect one.
-    #[command(subcommand)]
+    /// Model directories: create one from a preset, inspect one, import or export GGUF.
+    #[command(subcommand, after_help = example(INIT_EXAMPLE))]
     Model(ModelCommand),
     /// Charts of training runs' metrics.jsonl as SVG and PNG, several runs overlaid.
+    #[command(after_help = example("rlhf plot runs/sft runs/sft-b --out runs/plots"))]
     Plot(PlotArgs),
     /// One self-contained HTML page: charts, final metrics, lineage and samples of runs.
+    #[command(after_help = example("rlhf report runs/sft runs/reward runs/ppo --out runs/report.html"))]
     Report(ReportArgs),
     /// The demo's task (scripts/demo.sh): prompts, a gold judge, rankings, the result table.
-    #[command(subcommand)]
+    #[command(subcommand, after_help = example("rlhf demo summary --dir runs/demo"))]
     Demo(DemoCommand),
 }
+
+/// An `after_help` that shows one command line, as ripgrep's and uv's help do.
+fn example(command: &str) -> String {
+    format!("Example:\n  {command}")
+}
+
+const TOKENIZER_EXAMPLE: &str =
+    "rlhf tokenizer train --data data/demo/sft.jsonl --vocab-size 1024 --out runs/tokenizer";
+const INIT_EXAMPLE: &str =
+    "rlhf model init --preset llama-tiny --tokenizer runs/tokenizer --out runs/base";
 
 impl Command {
     /// The config and overrides of a training command (`sft|reward|ppo|moderate train`).
@@ -89,9 +130,9 @@ impl Command {
 /// A stage's training run: config file plus overrides.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
-    /// The stage's TOML config (see configs/).
-    #[arg(long, value_name = "FILE")]
-    pub config: PathBuf,
+    /// The stage's TOML config (see configs/; --print-config shows every key).
+    #[arg(long, value_name = "FILE", required_unless_present = "print_config")]
+    pub config: Option<PathBuf>,
     /// Override a config field, e.g. --set train.lr=1e-4 (repeatable).
     #[arg(long = "set", value_name = "SECTION.KEY=VALUE")]
     pub overrides: Vec<String>,
@@ -102,14 +143,25 @@ pub struct TrainArgs {
     /// size, …); the lineage records the changes.
     #[arg(long, requires = "resume")]
     pub accept_changes: bool,
+    /// Replace the output directory if it exists (the same as --set output.overwrite=true).
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
+    /// Print the config as TOML — every key, with its default where --config and --set say
+    /// nothing — and exit.
+    #[arg(long)]
+    pub print_config: bool,
 }
 
 impl TrainArgs {
-    /// The domain options these flags stand for.
+    /// The domain options these flags stand for (`--force` is `output.overwrite=true`).
     pub fn options(&self) -> TrainOptions {
+        let mut overrides = self.overrides.clone();
+        if self.force {
+            overrides.push("output.overwrite=true".into());
+        }
         TrainOptions {
-            config: self.config.clone(),
-            overrides: self.overrides.clone(),
+            config: self.config.clone().unwrap_or_default(), // clap: given unless --print-config
+            overrides,
             resume: self.resume,
             accept_changes: self.accept_changes,
         }
@@ -133,18 +185,29 @@ pub struct EvalArgs {
 #[derive(Debug, Subcommand)]
 pub enum SftCommand {
     /// Fine-tune a base model on demonstrations.
+    #[command(after_help = example(
+        "rlhf sft train --config configs/sft.toml --set train.lr=1e-3 --set output.dir=runs/sft-b"
+    ))]
     Train(TrainArgs),
     /// Loss and perplexity of a model on a data file.
+    #[command(after_help = example("rlhf sft eval --model runs/sft --data data/demo/sft.jsonl"))]
     Eval(EvalArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum RewardCommand {
     /// Train a scalar reward model on comparisons.
+    #[command(after_help = example("rlhf reward train --config configs/reward.toml"))]
     Train(TrainArgs),
     /// Pairwise accuracy and mean margin on comparisons.
+    #[command(after_help = example(
+        "rlhf reward eval --model runs/reward --data data/demo/prefs.jsonl --json"
+    ))]
     Eval(EvalArgs),
     /// One reward per row, written as JSONL.
+    #[command(after_help = example(
+        "rlhf reward score --model runs/reward --data answers.jsonl --out scored.jsonl"
+    ))]
     Score(ScoreArgs),
 }
 
@@ -165,8 +228,12 @@ pub struct ScoreArgs {
 #[derive(Debug, Subcommand)]
 pub enum PpoCommand {
     /// Optimise the policy against the reward model with PPO.
+    #[command(after_help = example("rlhf ppo train --config configs/ppo.toml --set train.max_steps=50"))]
     Train(TrainArgs),
     /// Mean reward and KL to the reference on held-out prompts.
+    #[command(after_help = example(
+        "rlhf ppo eval --policy runs/ppo --reward runs/reward --data data/demo/prompts.jsonl --out answers.jsonl"
+    ))]
     Eval(PpoEvalArgs),
 }
 
@@ -185,11 +252,13 @@ pub struct PpoEvalArgs {
     /// the policy itself otherwise).
     #[arg(long, value_name = "DIR")]
     pub reference: Option<PathBuf>,
+    /// Tokens to generate at most per response.
     #[arg(long, default_value_t = 64, value_name = "N")]
     pub max_new_tokens: usize,
     /// Sampling temperature (responses are sampled, so the KL estimate is unbiased).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 1.0, value_name = "T")]
     pub temperature: f64,
+    /// Random seed of the sampling: the same seed gives the same responses.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Prompts per generation batch.
@@ -206,8 +275,10 @@ pub struct PpoEvalArgs {
 #[derive(Debug, Subcommand)]
 pub enum DpoCommand {
     /// Train the policy on comparisons (configs/dpo.toml).
+    #[command(after_help = example("rlhf dpo train --config configs/dpo.toml --set output.dir=runs/dpo-b"))]
     Train(TrainArgs),
     /// Implicit-reward accuracy and margin of a policy against its reference on comparisons.
+    #[command(after_help = example("rlhf dpo eval --model runs/dpo --data data/demo/prefs.jsonl --json"))]
     Eval(DpoEvalArgs),
 }
 
@@ -242,16 +313,26 @@ pub struct DpoEvalArgs {
 #[derive(Debug, Subcommand)]
 pub enum KtoCommand {
     /// Train the policy on answers marked good or bad (configs/kto.toml).
+    #[command(after_help = example("rlhf kto train --config configs/kto.toml"))]
     Train(TrainArgs),
 }
 
 #[derive(Debug, Subcommand)]
 pub enum ModerateCommand {
-    /// Train the multi-label moderation classifier.
+    /// Train the multi-label moderation classifier (labelled data: docs/cli.md).
+    #[command(after_help = example(
+        "rlhf moderate train --config configs/moderate.toml --set data.train=samples-1680.jsonl"
+    ))]
     Train(TrainArgs),
     /// Per-category AUPRC, precision and recall on labelled data.
+    #[command(after_help = example(
+        "rlhf moderate eval --model runs/moderate --data data/demo/moderation.jsonl --json"
+    ))]
     Eval(EvalArgs),
     /// Moderate texts; prints OpenAI-shaped JSON lines.
+    #[command(after_help = example(
+        "rlhf moderate score --model runs/moderate \"I will hurt you if you come here again.\""
+    ))]
     Score(ModerateScoreArgs),
 }
 
@@ -260,9 +341,9 @@ pub struct ModerateScoreArgs {
     /// Moderation model directory.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// Texts to moderate.
+    /// Texts to moderate (none and no --data: one text per line of stdin).
     pub text: Vec<String>,
-    /// JSONL file of texts instead.
+    /// JSONL file of texts instead ({"text"} or {"prompt"} rows).
     #[arg(long, value_name = "FILE")]
     pub data: Option<PathBuf>,
 }
@@ -308,9 +389,17 @@ pub struct GenerateArgs {
     /// Model directory.
     #[arg(long, value_name = "DIR")]
     pub model: PathBuf,
-    /// JSONL prompts ({"prompt"} or {"messages"} rows).
-    #[arg(long, value_name = "FILE")]
-    pub data: PathBuf,
+    /// JSONL prompts ({"prompt"} or {"messages"} rows); `-` reads them from stdin.
+    #[arg(
+        long,
+        value_name = "FILE",
+        required_unless_present = "prompt",
+        conflicts_with = "prompt"
+    )]
+    pub data: Option<PathBuf>,
+    /// A prompt to complete, without a file (repeatable: one output line each).
+    #[arg(long, value_name = "TEXT")]
+    pub prompt: Vec<String>,
     /// Where to write JSONL (default: stdout).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
@@ -365,6 +454,7 @@ pub struct SamplingArgs {
 #[derive(Debug, Subcommand)]
 pub enum TokenizerCommand {
     /// Train a byte-level BPE on the text of JSONL files.
+    #[command(after_help = example(TOKENIZER_EXAMPLE))]
     Train(TokenizerTrainArgs),
 }
 
@@ -387,12 +477,18 @@ pub struct TokenizerTrainArgs {
 #[derive(Debug, Subcommand)]
 pub enum ModelCommand {
     /// Create a randomly initialised model directory from a preset and a tokenizer.
+    #[command(after_help = example(INIT_EXAMPLE))]
     Init(ModelInitArgs),
     /// Load a model directory, check it, and describe it.
+    #[command(after_help = example("rlhf model inspect --model models/smollm2"))]
     Inspect(ModelInspectArgs),
     /// Convert a GGUF file (llama.cpp, ollama, LM Studio) into a model directory.
+    #[command(after_help = example(
+        "rlhf model import --gguf SmolLM2-135M-Instruct.Q4_1.gguf --out models/smollm2"
+    ))]
     Import(ModelImportArgs),
     /// Write a GPT-2- or Llama-family model directory as one GGUF file for llama.cpp and ollama.
+    #[command(after_help = example("rlhf model export --model runs/ppo --gguf assistant.gguf --type q8_0"))]
     Export(ModelExportArgs),
 }
 
@@ -420,7 +516,7 @@ pub struct ModelExportArgs {
     pub gguf: PathBuf,
     /// How the matrices are stored; norms, biases and learned positions stay f32. q4_k is
     /// llama.cpp's Q4_K_M mix (Q4_K, Q6_K for the output and some value and down projections).
-    #[arg(long = "type", value_enum, default_value = "f16")]
+    #[arg(long = "type", value_enum, default_value = "f16", value_name = "TYPE")]
     pub kind: crate::gguf::ExportType,
     /// Replace --gguf if it exists.
     #[arg(long)]
@@ -429,8 +525,7 @@ pub struct ModelExportArgs {
 
 #[derive(Debug, Args)]
 pub struct ModelInitArgs {
-    /// Built-in preset (tiny, small, gpt2-124m) or a preset TOML file.
-    #[arg(long, value_name = "NAME|FILE")]
+    #[arg(long, value_name = "NAME|FILE", help = preset_help())]
     pub preset: String,
     /// Tokenizer: a directory with tokenizer.json, or the file itself.
     #[arg(long, value_name = "DIR")]
@@ -484,12 +579,18 @@ pub struct ReportArgs {
 pub enum DemoCommand {
     /// Write the task's demonstrations, train and held-out prompts, prompts to rank and to
     /// evaluate.
+    #[command(after_help = example("rlhf demo data --out runs/demo/data --samples 8 --seed 0"))]
     Data(DemoDataArgs),
     /// Rank sampled answers (`rlhf generate` output) with the gold judge: comparison rows.
+    #[command(after_help = example(
+        "rlhf demo rank --samples runs/demo/samples.jsonl --out runs/demo/rankings.jsonl"
+    ))]
     Rank(DemoRankArgs),
     /// Score answers (`rlhf generate` or `rlhf ppo eval --out` rows) with the gold judge.
+    #[command(after_help = example("rlhf demo judge --data answers.jsonl --json"))]
     Judge(DemoJudgeArgs),
     /// The result table of a demo run directory, printed and written to DIR/summary.md.
+    #[command(after_help = example("rlhf demo summary --dir runs/demo"))]
     Summary(DemoSummaryArgs),
 }
 

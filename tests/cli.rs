@@ -171,3 +171,106 @@ fn config_errors_suggest_the_key_and_name_the_type_in_words() {
     let out = init(&tmp.path().join("m"), &["--set", "n_layers=3"]);
     assert!(stderr(&out).contains("hint: did you mean `n_layer`?"), "{}", stderr(&out));
 }
+
+/// Every command below `rlhf` as the words that name it (`["model", "init"]`), leaves only.
+fn leaf_commands() -> Vec<Vec<String>> {
+    fn walk(command: &clap::Command, path: &[String], out: &mut Vec<Vec<String>>) {
+        let subcommands: Vec<&clap::Command> =
+            command.get_subcommands().filter(|c| c.get_name() != "help").collect();
+        if subcommands.is_empty() {
+            out.push(path.to_vec());
+        }
+        for sub in subcommands {
+            walk(sub, &[path, &[sub.get_name().to_string()]].concat(), out);
+        }
+    }
+    let mut out = Vec::new();
+    walk(&<rlhf::cli::Cli as clap::CommandFactory>::command(), &[], &mut out);
+    out
+}
+
+/// Issue 48: no subcommand's help showed an example (ripgrep's and uv's do), and the global
+/// options were mixed in with the command's own.
+#[test]
+fn every_command_shows_an_example_and_global_options_apart() {
+    let leaves = leaf_commands();
+    assert!(leaves.len() >= 20, "{leaves:?}");
+    for path in leaves {
+        let words: Vec<&str> = path.iter().map(String::as_str).collect();
+        let out = rlhf(&[&words[..], &["--help"]].concat());
+        assert!(out.status.success(), "{words:?}");
+        let help = String::from_utf8_lossy(&out.stdout);
+        let example = format!("\nExample:\n  rlhf {}", words.join(" "));
+        assert!(help.contains(&example), "{words:?} --help has no example:\n{help}");
+        let (own, global) = help
+            .split_once("\nGlobal options:\n")
+            .unwrap_or_else(|| panic!("{words:?} --help has no global options heading:\n{help}"));
+        assert!(!own.contains("--device") && global.contains("--device"), "{words:?}:\n{help}");
+    }
+}
+
+/// Issue 48: options without a word of help (`ppo eval --max-new-tokens`, `--seed`), a top-level
+/// `model` line silent on import and export, `model init --preset` naming three of five presets.
+#[test]
+fn every_option_has_help_and_the_lists_are_complete() {
+    fn check(command: &clap::Command, path: &str) {
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            if id == "help" || id == "version" {
+                continue;
+            }
+            let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+            assert!(!help.trim().is_empty(), "`{path} --{id}` has no help");
+        }
+        for sub in command.get_subcommands() {
+            check(sub, &format!("{path} {}", sub.get_name()));
+        }
+    }
+    check(&<rlhf::cli::Cli as clap::CommandFactory>::command(), "rlhf");
+
+    let help = String::from_utf8_lossy(&rlhf(&["--help"]).stdout).into_owned();
+    let model = help.lines().find(|l| l.trim_start().starts_with("model ")).unwrap();
+    assert!(model.contains("import") && model.contains("export"), "{model}");
+    let init = String::from_utf8_lossy(&rlhf(&["model", "init", "--help"]).stdout).into_owned();
+    for (name, _) in rlhf::model::preset::BUILT_IN {
+        assert!(init.contains(name), "model init --help lacks the preset {name}:\n{init}");
+    }
+}
+
+/// Issue 48: there was no way to see a stage's keys and defaults short of reading the source.
+#[test]
+fn print_config_shows_every_key_and_reads_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    for stage in ["sft", "reward", "ppo", "moderate"] {
+        let out = rlhf(&[stage, "train", "--print-config"]);
+        assert_ok(&out);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.contains("[train]\nepochs = 1\n"), "{stage}:\n{text}");
+        assert!(text.contains("[output]\n"), "{stage}:\n{text}");
+        // What it prints is a config: read back through --config, it prints the same.
+        let file = tmp.path().join(format!("{stage}.toml"));
+        std::fs::write(&file, &text).unwrap();
+        let again = rlhf(&[stage, "train", "--print-config", "--config", file.to_str().unwrap()]);
+        assert_ok(&again);
+        assert_eq!(String::from_utf8(again.stdout).unwrap(), text, "{stage}");
+    }
+    // A config file with --set and --force on top: the resolved config.
+    let config = root().join("configs/sft.toml");
+    let config = config.to_str().unwrap();
+    let out = rlhf(&[
+        "sft",
+        "train",
+        "--config",
+        config,
+        "--set",
+        "train.lr=0.01",
+        "--force",
+        "--print-config",
+    ]);
+    assert_ok(&out);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("\nlr = 0.01\n") && text.contains("\nmax_steps = 300\n"), "{text}");
+    assert!(text.contains("\noverwrite = true\n"), "--force is output.overwrite: {text}");
+    let out = rlhf(&["sft", "train", "--print-config", "--set", "train.lrr=1"]);
+    assert_eq!(out.status.code(), Some(2));
+}

@@ -399,3 +399,48 @@ fn a_temperature_alone_means_sampling_in_generate() {
     let both = generate(&model, &data, &["--greedy", "--temperature", "0.7"]);
     assert_eq!(both.status.code(), Some(2), "{}", stderr(&both));
 }
+
+/// Issue 48: `rlhf generate` had no `--prompt` for one prompt without a file, and did not read
+/// `--data -` from stdin.
+#[test]
+fn generate_takes_prompts_from_the_command_line_or_stdin() {
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    let init = init_model("tiny", &fixtures().join("tokenizer"), &model, &[]);
+    assert!(init.status.success(), "{}", stderr(&init));
+    let rows = "{\"prompt\": \"Hello there\"}\n{\"prompt\": \"The quick brown fox\"}\n";
+    let data = tmp.path().join("prompts.jsonl");
+    std::fs::write(&data, rows).unwrap();
+    let flags = ["--max-new-tokens", "5", "--ignore-eos"];
+    let from_file = generate(&model, &data, &flags);
+    assert!(from_file.status.success(), "{}", stderr(&from_file));
+
+    let model_arg = model.to_str().unwrap();
+    let from_flags = rlhf(
+        &[
+            &["generate", "--model", model_arg, "--prompt", "Hello there"],
+            &["--prompt", "The quick brown fox"][..],
+            &flags[..],
+        ]
+        .concat(),
+    );
+    assert!(from_flags.status.success(), "{}", stderr(&from_flags));
+    assert_eq!(from_flags.stdout, from_file.stdout);
+
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .args([&["generate", "--model", model_arg, "--data", "-"][..], &flags[..]].concat())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), rows.as_bytes()).unwrap();
+    let from_stdin = child.wait_with_output().unwrap();
+    assert!(from_stdin.status.success(), "{}", stderr(&from_stdin));
+    assert_eq!(from_stdin.stdout, from_file.stdout);
+
+    let neither = rlhf(&["generate", "--model", model_arg]);
+    assert_eq!(neither.status.code(), Some(2));
+    let both = generate(&model, &data, &["--prompt", "Hi"]);
+    assert_eq!(both.status.code(), Some(2));
+}

@@ -321,6 +321,27 @@ fn an_existing_run_is_neither_replaced_nor_resumed_by_accident() {
     assert!(stderr(&out).contains("the data files differ"), "{}", stderr(&out));
 }
 
+/// Issue 48: replacing output was `--force` for every other command but only `--set
+/// output.overwrite=true` for training; both work now, and the hint names `--force`.
+#[test]
+fn force_replaces_an_existing_run_as_other_commands_do() {
+    let ws = Workspace::new();
+    assert_ok(&ws.sft(&["train.max_steps=2"], &[]));
+    let out = ws.sft(&["train.max_steps=2"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("hint: pass --resume to continue that run, or --force to replace it"),
+        "{}",
+        stderr(&out)
+    );
+    assert_ok(&ws.sft(&["train.max_steps=3"], &["--force"]));
+    let lineage = rlhf::checkpoint::Lineage::read(&ws.path("runs/sft")).unwrap();
+    assert_eq!(lineage.metrics["step"], 3, "replaced by the new run");
+    assert_ok(&ws.sft(&["train.max_steps=2", "output.overwrite=true"], &[]));
+    let out = ws.sft(&[], &["--force", "--resume"]);
+    assert_eq!(out.status.code(), Some(2), "contradictory flags");
+}
+
 #[test]
 fn a_diverging_run_stops_with_a_clear_message() {
     let ws = Workspace::new();

@@ -33,7 +33,10 @@ fn data(args: &DemoDataArgs) -> Result<()> {
         return Err(bad_input!("--held-out must be in [0, 1) and --samples at least 1"));
     }
     if args.out.exists() && !args.force {
-        return Err(bad_input!("{}: exists\nhint: pass --force to replace it", args.out.display()));
+        return Err(bad_input!(
+            "{} already exists\nhint: pass --force to replace it",
+            args.out.display()
+        ));
     }
     let split = Split::new(args.seed, args.held_out);
     let demonstrated = args.demonstrations.unwrap_or(split.train.len()).min(split.train.len());

@@ -1,6 +1,7 @@
-//! `rlhf generate`: completions for a JSONL file of prompts.
+//! `rlhf generate`: completions for a JSONL file of prompts (or stdin's, or `--prompt`'s).
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -11,7 +12,8 @@ use serde_json::json;
 use crate::bad_input;
 use crate::checkpoint::write_file_atomically;
 use crate::cli::GenerateArgs;
-use crate::data::prompts::read_prompts;
+use crate::data::jsonl::{Row, parse_rows};
+use crate::data::prompts::{encode_prompts, read_prompts};
 use crate::data::template::ChatTemplate;
 use crate::generate::{Generator, SamplingConfig};
 use crate::model::load_causal_lm;
@@ -36,7 +38,33 @@ pub fn generate(args: &GenerateArgs, device: &Device) -> Result<()> {
             loaded.config.context_window()
         ));
     }
-    let (rows, truncated) = read_prompts(&args.data, tokenizer, &template, room)?;
+    let (rows, truncated) = match args.data.as_deref() {
+        Some(path) if path == Path::new("-") => {
+            let mut bytes = Vec::new();
+            std::io::stdin().lock().read_to_end(&mut bytes).context("reading stdin")?;
+            let rows = parse_rows(&bytes).map_err(|e| bad_input!("stdin{e}"))?;
+            if rows.is_empty() {
+                return Err(bad_input!(
+                    "stdin: no prompts\nhint: pipe JSONL rows, or use --prompt TEXT"
+                ));
+            }
+            encode_prompts(rows, "stdin", tokenizer, &template, room)?
+        }
+        Some(path) => read_prompts(path, tokenizer, &template, room)?,
+        None => {
+            let rows = args
+                .prompt
+                .iter()
+                .enumerate()
+                .map(|(i, text)| {
+                    let fields =
+                        serde_json::Map::from_iter([("prompt".into(), text.clone().into())]);
+                    Row { line: i + 1, fields }
+                })
+                .collect();
+            encode_prompts(rows, "--prompt", tokenizer, &template, room)?
+        }
+    };
     let prompts: Vec<&[u32]> = rows.iter().map(|p| p.ids.as_slice()).collect();
     if truncated > 0 {
         eprintln!(

@@ -11,6 +11,7 @@ mod report;
 mod reward;
 mod sft;
 mod tokenizer;
+mod train;
 
 use anyhow::Result;
 
@@ -20,6 +21,11 @@ use crate::cli::{
 };
 use burn::prelude::Device;
 
+use crate::config::dpo::{DpoConfig, KtoConfig};
+use crate::config::moderate::ModerateConfig;
+use crate::config::ppo::PpoConfig;
+use crate::config::reward::RewardConfig;
+use crate::config::sft::SftConfig;
 use crate::device::DeviceSpec;
 use crate::model::precision;
 use crate::{device, dist};
@@ -32,6 +38,27 @@ pub fn run(mut cli: Cli) -> Result<()> {
             Some(args) => args.overrides.push(format!("train.precision={}", chosen.name())),
             None => precision::set(chosen, &cli.device.device()?),
         }
+    }
+    match &cli.command {
+        Command::Sft(SftCommand::Train(a)) if a.print_config => {
+            return train::print_config::<SftConfig>(a);
+        }
+        Command::Reward(RewardCommand::Train(a)) if a.print_config => {
+            return train::print_config::<RewardConfig>(a);
+        }
+        Command::Ppo(PpoCommand::Train(a)) if a.print_config => {
+            return train::print_config::<PpoConfig>(a);
+        }
+        Command::Dpo(DpoCommand::Train(a)) if a.print_config => {
+            return train::print_config::<DpoConfig>(a);
+        }
+        Command::Kto(KtoCommand::Train(a)) if a.print_config => {
+            return train::print_config::<KtoConfig>(a);
+        }
+        Command::Moderate(ModerateCommand::Train(a)) if a.print_config => {
+            return train::print_config::<ModerateConfig>(a);
+        }
+        _ => {}
     }
     match cli.command {
         Command::Model(ModelCommand::Init(args)) => model::init(&args, &cli.device.device()?),

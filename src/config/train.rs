@@ -159,7 +159,8 @@ impl TrainConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct OutputConfig {
     pub dir: std::path::PathBuf,
-    /// Replace an existing `dir` when not resuming (otherwise that is an error).
+    /// Replace an existing `dir` when not resuming (otherwise that is an error); `--force`
+    /// on the command line sets it.
     pub overwrite: bool,
     /// When the resumable state (`state/`: optimizer moments, about twice the weights) is
     /// kept: `always` (a finished run can still be extended with --resume), or `until-done`

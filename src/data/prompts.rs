@@ -9,7 +9,7 @@ use serde_json::Value;
 use tokenizers::Tokenizer;
 
 use super::chat::{Message, prompt_messages};
-use super::jsonl::read_rows;
+use super::jsonl::{Row, read_rows};
 use super::template::ChatTemplate;
 
 /// A prompt as a scorer reads it (messages) and as the policy continues it (ids).
@@ -28,10 +28,22 @@ pub fn read_prompts(
     template: &ChatTemplate,
     max_len: usize,
 ) -> Result<(Vec<Prompt>, usize)> {
+    encode_prompts(read_rows(path)?, &path.display().to_string(), tokenizer, template, max_len)
+}
+
+/// [`read_prompts`] of rows read from elsewhere (stdin, the command line), named `origin` in
+/// errors (`origin:LINE: …`).
+pub fn encode_prompts(
+    rows: Vec<Row>,
+    origin: &str,
+    tokenizer: &Tokenizer,
+    template: &ChatTemplate,
+    max_len: usize,
+) -> Result<(Vec<Prompt>, usize)> {
     let mut truncated = 0;
     let mut prompts = Vec::new();
-    for row in read_rows(path)? {
-        let at = row.error_at(path);
+    for row in rows {
+        let at = row.error_at(Path::new(origin));
         let messages = prompt_messages(&row.fields).map_err(&at)?;
         let mut ids = template.encode_prompt(tokenizer, &messages).map_err(&at)?;
         if ids.len() > max_len {

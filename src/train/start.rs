@@ -187,7 +187,7 @@ fn check_output(output: &OutputConfig, resume: bool) -> Result<()> {
     }
     if !resume && out.exists() && !output.overwrite {
         return Err(bad_input!(
-            "{} already exists\nhint: pass --resume to continue that run, or --set output.overwrite=true to replace it",
+            "{} already exists\nhint: pass --resume to continue that run, or --force to replace it (output.overwrite = true in a config)",
             out.display()
         ));
     }

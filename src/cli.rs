@@ -69,6 +69,10 @@ pub enum Command {
     /// KTO: the policy trained on single answers marked good or bad.
     #[command(subcommand, after_help = example("rlhf kto train --config configs/kto.toml"))]
     Kto(KtoCommand),
+    /// GRPO or RLOO: online RL from group-relative rewards, no value model; reward models and
+    /// reward programs.
+    #[command(subcommand, after_help = example("rlhf grpo train --config configs/grpo.toml"))]
+    Grpo(GrpoCommand),
     /// Moderation classifier (sexual, hate, violence, harassment, self-harm and sub-categories).
     #[command(
         subcommand,
@@ -121,6 +125,7 @@ impl Command {
             | Self::Ppo(PpoCommand::Train(args))
             | Self::Dpo(DpoCommand::Train(args))
             | Self::Kto(KtoCommand::Train(args))
+            | Self::Grpo(GrpoCommand::Train(args))
             | Self::Moderate(ModerateCommand::Train(args)) => Some(args),
             _ => None,
         }
@@ -315,6 +320,54 @@ pub enum KtoCommand {
     /// Train the policy on answers marked good or bad (configs/kto.toml).
     #[command(after_help = example("rlhf kto train --config configs/kto.toml"))]
     Train(TrainArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GrpoCommand {
+    /// Optimise the policy with GRPO or RLOO against reward models and programs.
+    #[command(after_help = example("rlhf grpo train --config configs/grpo.toml --set grpo.advantage=rloo"))]
+    Train(TrainArgs),
+    /// Mean reward (each function's and their weighted sum) and KL on held-out prompts.
+    #[command(after_help = example(
+        "rlhf grpo eval --policy runs/grpo --data data/demo/heldout.jsonl --out answers.jsonl"
+    ))]
+    Eval(GrpoEvalArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct GrpoEvalArgs {
+    /// Policy directory (a GRPO, PPO or SFT checkpoint).
+    #[arg(long, value_name = "DIR")]
+    pub policy: PathBuf,
+    /// JSONL prompts (`prompt` or `messages` rows; other fields reach reward programs).
+    #[arg(long, value_name = "FILE")]
+    pub data: PathBuf,
+    /// A GRPO config whose `[[rewards]]` score the answers (default: the run's own, from the
+    /// policy's rlhf.json).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Reference policy for the KL (default: the model a GRPO or PPO checkpoint started
+    /// from; the policy itself otherwise).
+    #[arg(long, value_name = "DIR")]
+    pub reference: Option<PathBuf>,
+    /// Tokens to generate at most per answer.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_new_tokens: usize,
+    /// Sampling temperature.
+    #[arg(long, default_value_t = 1.0, value_name = "T")]
+    pub temperature: f64,
+    /// Random seed of the sampling: the same seed gives the same answers.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Prompts per generation batch.
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub batch_size: usize,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    pub json: bool,
+    /// Also write every (prompt, answer, rewards, KL) as JSONL to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]

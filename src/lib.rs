@@ -2,7 +2,7 @@
 //!
 //! The house, top to bottom (a folder imports only from below it): `commands/` (one file per
 //! subcommand family: options in, a stage or service called, results printed) and `chat/`;
-//! the method folders `sft/`, `reward/`, `ppo/`, `dpo/` (DPO and KTO), `moderation/` (data, loss and metrics of
+//! the method folders `sft/`, `reward/`, `ppo/`, `dpo/` (DPO and KTO), `grpo/` (GRPO and RLOO), `moderation/` (data, loss and metrics of
 //! one method each); `train/` (the loop, the optimizer step, start and resume), `generate/`,
 //! `gguf/`, `report/`, `dist/`; `model/` (families, heads, the one loader `model/auto.rs`);
 //! `data/` and `config/`; and the small files at the root (`error.rs`, `checkpoint.rs`, …).
@@ -22,6 +22,7 @@ pub mod dpo;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod grpo;
 pub mod json_file;
 pub mod metrics;
 pub mod model;

@@ -77,7 +77,7 @@ impl Workspace {
 }
 
 /// Every stage saves after each step, so kills land in saves as often as in steps.
-const CONFIGS: [(&str, &str); 6] = [
+const CONFIGS: [(&str, &str); 7] = [
     (
         "sft",
         r#"
@@ -172,6 +172,30 @@ max_steps = 30
 batch_size = 8
 lr = 1e-3
 eval_every = 10
+save_every = 1
+log_every = 1
+"#,
+    ),
+    (
+        "grpo",
+        r#"
+[model]
+base = "runs/base"
+[data]
+prompts = "prompts.jsonl"
+max_prompt_len = 24
+[rollout]
+max_new_tokens = 8
+[[rewards]]
+model = "runs/rm"
+[grpo]
+num_generations = 4
+beta = 0.04
+num_iterations = 2
+[train]
+max_steps = 12
+batch_size = 4
+lr = 3e-4
 save_every = 1
 log_every = 1
 "#,
@@ -398,6 +422,11 @@ fn dpo_survives_kills() {
 #[test]
 fn kto_survives_kills() {
     survives_kills("kto", &["model.safetensors", "state/reference_logps.safetensors"], 1e-6);
+}
+
+#[test]
+fn grpo_survives_kills() {
+    survives_kills("grpo", &["model.safetensors"], 1e-5);
 }
 
 #[test]

@@ -141,7 +141,7 @@ fn weight_diff(a: &Path, b: &Path) -> f32 {
 }
 
 /// Rows that do not split evenly (7 = 3 + 4) and two micro-batches a step.
-const CONFIGS: [(&str, &str); 6] = [
+const CONFIGS: [(&str, &str); 7] = [
     (
         "sft",
         r#"
@@ -239,6 +239,31 @@ log_every = 1
 "#,
     ),
     (
+        "grpo",
+        r#"
+[model]
+base = "runs/base"
+reference = "runs/base"
+[data]
+prompts = "prompts.jsonl"
+max_prompt_len = 24
+[rollout]
+max_new_tokens = 8
+[[rewards]]
+model = "runs/rm"
+[grpo]
+num_generations = 4
+beta = 0.04
+scale_rewards = "batch"
+micro_batch_size = 6
+[train]
+max_steps = 3
+batch_size = 6
+lr = 3e-4
+log_every = 1
+"#,
+    ),
+    (
         "kto",
         r#"
 [model]
@@ -302,6 +327,24 @@ fn ppo_on_two_ranks_keeps_the_ranks_identical() {
     // Rank 0 rolls out as one process does for its half of the prompts: the first iteration's
     // statistics are over all ten rollouts, so they differ, but only by sampling.
     assert!(ws.path("runs/ppo-two/model.safetensors").is_file());
+}
+
+#[test]
+fn grpo_on_two_ranks_keeps_the_ranks_identical() {
+    let ws = workspace();
+    assert_ok(&ws.single("grpo", "grpo-one", &[]));
+    // Each rank samples the groups of its three prompts; batch statistics (the reward's std,
+    // the token count of the loss) are reduced over ranks, and the run ends with a cross-rank
+    // checksum of the weights.
+    let results = wait_all(ws.ranks("grpo", "grpo-two", &[]));
+    assert_all_ok(&results);
+    let (one, two) = (ws.metrics("grpo-one"), ws.metrics("grpo-two"));
+    assert_eq!(one.len(), two.len());
+    for b in &two {
+        for key in ["reward", "reward_std", "kl", "loss", "rewards/rm/mean"] {
+            assert!(b[key].as_f64().is_some_and(f64::is_finite), "{key}: {b}");
+        }
+    }
 }
 
 #[test]

@@ -4,6 +4,7 @@ mod chat;
 mod demo;
 mod dpo;
 mod generate;
+mod grpo;
 mod model;
 mod moderate;
 mod ppo;
@@ -16,12 +17,13 @@ mod train;
 use anyhow::Result;
 
 use crate::cli::{
-    Cli, Command, DpoCommand, KtoCommand, ModelCommand, ModerateCommand, PpoCommand, RewardCommand,
-    SftCommand, TokenizerCommand,
+    Cli, Command, DpoCommand, GrpoCommand, KtoCommand, ModelCommand, ModerateCommand, PpoCommand,
+    RewardCommand, SftCommand, TokenizerCommand,
 };
 use burn::prelude::Device;
 
 use crate::config::dpo::{DpoConfig, KtoConfig};
+use crate::config::grpo::GrpoConfig;
 use crate::config::moderate::ModerateConfig;
 use crate::config::ppo::PpoConfig;
 use crate::config::reward::RewardConfig;
@@ -55,6 +57,9 @@ pub fn run(mut cli: Cli) -> Result<()> {
         Command::Kto(KtoCommand::Train(a)) if a.print_config => {
             return train::print_config::<KtoConfig>(a);
         }
+        Command::Grpo(GrpoCommand::Train(a)) if a.print_config => {
+            return train::print_config::<GrpoConfig>(a);
+        }
         Command::Moderate(ModerateCommand::Train(a)) if a.print_config => {
             return train::print_config::<ModerateConfig>(a);
         }
@@ -85,6 +90,10 @@ pub fn run(mut cli: Cli) -> Result<()> {
         Command::Kto(KtoCommand::Train(args)) => {
             crate::dpo::kto::train(&args.options(), &joined(cli.device)?)
         }
+        Command::Grpo(GrpoCommand::Train(args)) => {
+            crate::grpo::train(&args.options(), &joined(cli.device)?)
+        }
+        Command::Grpo(GrpoCommand::Eval(args)) => grpo::eval(&args, &cli.device.device()?),
         Command::Moderate(ModerateCommand::Train(args)) => {
             crate::moderation::train::train(&args.options(), &joined(cli.device)?)
         }

@@ -128,12 +128,12 @@ pub fn eval(args: &PpoEvalArgs, device: &Device) -> Result<()> {
     Ok(())
 }
 
-/// A PPO checkpoint's reference is the SFT policy it started from (its lineage parent); any
-/// other policy is compared with itself.
-fn default_reference(policy: &Path) -> PathBuf {
+/// A PPO or GRPO checkpoint's reference is the policy it started from (its lineage parent);
+/// any other policy is compared with itself.
+pub(super) fn default_reference(policy: &Path) -> PathBuf {
     Lineage::read(policy)
         .ok()
-        .filter(|lineage| lineage.stage == "ppo")
+        .filter(|lineage| matches!(lineage.stage.as_str(), "ppo" | "grpo"))
         .and_then(|lineage| lineage.parent)
         .map(|parent| PathBuf::from(parent.path))
         .filter(|dir| dir.is_dir())

@@ -2,6 +2,7 @@
 //! read through `toml_file` (`--set` overrides, errors that name the file and the key).
 
 pub mod dpo;
+pub mod grpo;
 pub mod moderate;
 pub mod ppo;
 pub mod reward;
@@ -71,7 +72,8 @@ stage_config!(
     ppo::PpoConfig,
     moderate::ModerateConfig,
     dpo::DpoConfig,
-    dpo::KtoConfig
+    dpo::KtoConfig,
+    grpo::GrpoConfig
 );
 
 /// A config as the TOML a stage reads back: a `[section]` per struct, every key in the

@@ -5,7 +5,7 @@
 use std::path::Path;
 
 use anyhow::Result;
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tokenizers::Tokenizer;
 
 use super::chat::{Message, prompt_messages};
@@ -18,6 +18,8 @@ pub struct Prompt {
     pub ids: Vec<u32>,
     /// The row's `prompt` (or `messages`) as written, to echo back.
     pub source: Value,
+    /// The row's other fields (`"answer"`, …), for reward programs.
+    pub extra: Map<String, Value>,
 }
 
 /// Every row of `path`, each kept to at most `max_len` tokens; also returns how many were cut.
@@ -50,8 +52,10 @@ pub fn encode_prompts(
             ids.drain(..ids.len() - max_len);
             truncated += 1;
         }
-        let source = row.fields.get("prompt").or_else(|| row.fields.get("messages"));
-        prompts.push(Prompt { messages, ids, source: source.cloned().unwrap_or(Value::Null) });
+        drop(at);
+        let mut extra = row.fields;
+        let source = extra.remove("prompt").or_else(|| extra.remove("messages"));
+        prompts.push(Prompt { messages, ids, source: source.unwrap_or(Value::Null), extra });
     }
     Ok((prompts, truncated))
 }

@@ -19,16 +19,36 @@ pub fn clipped_policy_loss(
     mask: Tensor<2>,
     clip: f64,
 ) -> PolicyLoss {
+    let surrogate = clipped_surrogate(log_probs, old_log_probs, advantages, (clip, clip));
+    PolicyLoss {
+        loss: masked_mean(surrogate.loss, mask.clone()),
+        clip_fraction: masked_mean(surrogate.clipped, mask.clone()),
+        approx_kl: masked_mean(surrogate.log_ratio.powi_scalar(2), mask) * 0.5,
+    }
+}
+
+/// The clipped surrogate per token, before any averaging (GRPO weighs tokens its own ways).
+pub struct ClippedSurrogate {
+    /// max(−A·ρ, −A·clip(ρ, 1 − ε_low, 1 + ε_high)).
+    pub loss: Tensor<2>,
+    /// 1 where the clip decided: ρ beyond the bound on the side the advantage pushes to.
+    pub clipped: Tensor<2>,
+    /// log ρ.
+    pub log_ratio: Tensor<2>,
+}
+
+pub fn clipped_surrogate(
+    log_probs: Tensor<2>,
+    old_log_probs: Tensor<2>,
+    advantages: Tensor<2>,
+    (low, high): (f64, f64),
+) -> ClippedSurrogate {
     let log_ratio = log_probs - old_log_probs;
     let ratio = log_ratio.clone().exp();
     let unclipped = -advantages.clone() * ratio.clone();
-    let clipped = -advantages * ratio.clamp(1.0 - clip, 1.0 + clip);
-    let clip_fraction = clipped.clone().greater(unclipped.clone()).float();
-    PolicyLoss {
-        loss: masked_mean(unclipped.max_pair(clipped), mask.clone()),
-        clip_fraction: masked_mean(clip_fraction, mask.clone()),
-        approx_kl: masked_mean(log_ratio.powi_scalar(2), mask) * 0.5,
-    }
+    let clipped = -advantages * ratio.clamp(1.0 - low, 1.0 + high);
+    let decided = clipped.clone().greater(unclipped.clone()).float();
+    ClippedSurrogate { loss: unclipped.max_pair(clipped), clipped: decided, log_ratio }
 }
 
 /// ½·mean over tokens of max((V − R)², (V_clipped − R)²), where V_clipped stays within

@@ -1,0 +1,176 @@
+//! `rlhf grpo eval`: a policy measured on held-out prompts by the reward functions it was
+//! trained with (or another config's) — each function's mean and their weighted sum — and the
+//! KL of its answers to a reference, with the rows for other judges.
+
+use anyhow::Result;
+use burn::prelude::*;
+use serde_json::{Map, Value, json};
+
+use super::ppo::default_reference;
+use crate::bad_input;
+use crate::checkpoint::{Lineage, write_file_atomically};
+use crate::cli::GrpoEvalArgs;
+use crate::config::grpo::{GrpoConfig, RewardSource};
+use crate::data::prompts::{Prompt, read_prompts};
+use crate::data::template::ChatTemplate;
+use crate::dpo::load_reference;
+use crate::generate::{Finish, Generator, SamplingConfig};
+use crate::grpo::rewards::Rewards;
+use crate::model::load_causal_lm;
+use crate::model::reward::RewardStats;
+use crate::ppo::kl::token_kl;
+use crate::ppo::rollout::{ResponseBatch, decode_all, reference_log_probs};
+
+pub fn eval(args: &GrpoEvalArgs, device: &Device) -> Result<()> {
+    let sources = reward_sources(args)?;
+    let policy = load_causal_lm(&args.policy, device)?;
+    let tokenizer = policy.tokenizer.as_ref().ok_or_else(|| {
+        bad_input!("{}: no tokenizer.json, so prompts cannot be encoded", args.policy.display())
+    })?;
+    let reference_dir = args.reference.clone().unwrap_or_else(|| default_reference(&args.policy));
+    let reference = load_reference(&reference_dir, tokenizer, device)?;
+    let template = ChatTemplate::resolve(None, &args.policy)?;
+    let window = policy.config.context_window();
+    if args.max_new_tokens == 0 || args.max_new_tokens >= window {
+        return Err(bad_input!(
+            "--max-new-tokens must be between 1 and {} (the context window less one)",
+            window - 1
+        ));
+    }
+    let (prompts, _) =
+        read_prompts(&args.data, tokenizer, &template, window - args.max_new_tokens)?;
+    let sampling = SamplingConfig {
+        max_new_tokens: args.max_new_tokens,
+        do_sample: true,
+        temperature: args.temperature,
+        seed: args.seed,
+        ..SamplingConfig::default()
+    };
+    sampling.validate().map_err(|e| bad_input!("{e}"))?;
+    let mut rewards = Rewards::open(&sources, device)?;
+    let generator = Generator::new(&policy.model, tokenizer, &policy.config, device)
+        .with_generation_config(&args.policy);
+    let pad = policy.config.pad_id(tokenizer);
+    let functions = rewards.functions.len();
+    let (mut scores, mut totals, mut kls) = (vec![Vec::new(); functions], Vec::new(), Vec::new());
+    let (mut lengths, mut ended, mut rows) = (0usize, 0usize, String::new());
+    for chunk in prompts.chunks(args.batch_size.max(1)) {
+        let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.ids.clone()).collect();
+        let generations = generator.generate(&ids, &sampling, &mut |_, _| {})?;
+        let pairs: Vec<(&[u32], &[u32])> = ids
+            .iter()
+            .zip(&generations)
+            .map(|(p, g)| (p.as_slice(), g.tokens.as_slice()))
+            .collect();
+        let batch = ResponseBatch::new(&pairs, pad, device);
+        let [log_probs, ref_log_probs] = batch.rows_of([
+            reference_log_probs(&policy.model, &batch, args.temperature),
+            reference_log_probs(&reference, &batch, args.temperature),
+        ]);
+        let chunk_kls: Vec<f64> = log_probs
+            .iter()
+            .zip(&ref_log_probs)
+            .map(|(p, r)| token_kl(p, r).iter().map(|&k| k as f64).sum())
+            .collect();
+        let texts = decode_all(tokenizer, generations.iter().map(|g| &g.tokens))?;
+        let chunk_prompts: Vec<&Prompt> = chunk.iter().collect();
+        let chunk_scores = rewards.score(&chunk_prompts, &texts, device)?;
+        let chunk_totals = rewards.combine(&chunk_scores);
+        if args.out.is_some() {
+            for (i, generation) in generations.iter().enumerate() {
+                let mut by_function = Map::new();
+                for (f, function) in rewards.functions.iter().enumerate() {
+                    by_function.insert(function.name.clone(), number(chunk_scores[f][i]));
+                }
+                let row = json!({
+                    "prompt": chunk[i].source, "response": texts[i], "reward": number(chunk_totals[i]),
+                    "rewards": by_function, "kl": number(chunk_kls[i]),
+                    "tokens": generation.tokens.len(), "finish_reason": generation.finish,
+                });
+                rows.push_str(&format!("{row}\n"));
+            }
+        }
+        for (all, these) in scores.iter_mut().zip(chunk_scores) {
+            all.extend(these);
+        }
+        totals.extend(chunk_totals);
+        kls.extend(chunk_kls);
+        lengths += generations.iter().map(|g| g.tokens.len()).sum::<usize>();
+        ended += generations.iter().filter(|g| g.finish == Finish::Eos).count();
+    }
+    if let Some(out) = &args.out {
+        write_file_atomically(out, &rows)?;
+    }
+    let stats = |xs: &[f64]| {
+        let given: Vec<f32> = xs.iter().filter(|x| !x.is_nan()).map(|&x| x as f32).collect();
+        RewardStats::of(&given)
+    };
+    let (reward, kl) = (stats(&totals), stats(&kls));
+    let n = prompts.len() as f64;
+    let mut by_function = Map::new();
+    for (function, scores) in rewards.functions.iter().zip(&scores) {
+        let s = stats(scores);
+        by_function.insert(function.name.clone(), json!({"mean": s.mean, "std": s.std}));
+    }
+    if args.json {
+        let report = json!({
+            "prompts": prompts.len(),
+            "reward_mean": reward.mean,
+            "reward_std": reward.std,
+            "rewards": by_function,
+            "kl_mean": kl.mean,
+            "response_length": lengths as f64 / n,
+            "ended": ended as f64 / n,
+            "policy": args.policy.display().to_string(),
+            "reference": reference_dir.display().to_string(),
+        });
+        println!("{report}");
+    } else {
+        println!("prompts          {}", prompts.len());
+        println!("reward           {:.4} ± {:.4} (weighted sum)", reward.mean, reward.std);
+        for (name, s) in &by_function {
+            println!(
+                "  {name:<14} {:.4} ± {:.4}",
+                s["mean"].as_f64().unwrap_or(f64::NAN),
+                s["std"].as_f64().unwrap_or(f64::NAN)
+            );
+        }
+        println!("KL to reference  {:.4} nats per response ({})", kl.mean, reference_dir.display());
+        println!(
+            "response length  {:.1} tokens, {:.0}% ended",
+            lengths as f64 / n,
+            100.0 * ended as f64 / n
+        );
+    }
+    Ok(())
+}
+
+/// The `[[rewards]]` of `--config`, else of the run that wrote the policy.
+fn reward_sources(args: &GrpoEvalArgs) -> Result<Vec<RewardSource>> {
+    if let Some(path) = &args.config {
+        let config: GrpoConfig = crate::config::load(path, &[])?;
+        if config.rewards.is_empty() {
+            return Err(bad_input!("{}: no `[[rewards]]` to score with", path.display()));
+        }
+        return Ok(config.rewards);
+    }
+    let from_run = Lineage::read(&args.policy)
+        .ok()
+        .filter(|lineage| lineage.stage == "grpo")
+        .map(|lineage| serde_json::from_value(lineage.config["config"]["rewards"].clone()));
+    match from_run {
+        Some(Ok(rewards)) => Ok(rewards),
+        Some(Err(e)) => {
+            Err(bad_input!("{}/rlhf.json: its rewards do not read: {e}", args.policy.display()))
+        }
+        None => Err(bad_input!(
+            "{} was not trained by `rlhf grpo`, so it names no rewards\nhint: pass --config with the `[[rewards]]` to score with",
+            args.policy.display()
+        )),
+    }
+}
+
+/// A number for JSON (NaN, "no score", is null).
+fn number(x: f64) -> Value {
+    if x.is_finite() { json!(x) } else { Value::Null }
+}

@@ -203,7 +203,7 @@ pub enum RewardCommand {
     #[command(after_help = example(
         "rlhf reward eval --model runs/reward --data data/demo/prefs.jsonl --json"
     ))]
-    Eval(EvalArgs),
+    Eval(RewardEvalArgs),
     /// One reward per row, written as JSONL.
     #[command(after_help = example(
         "rlhf reward score --model runs/reward --data answers.jsonl --out scored.jsonl"
@@ -223,6 +223,26 @@ pub struct ScoreArgs {
     /// Where to write JSONL (default: stdout).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub length: RewardLengthArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RewardEvalArgs {
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    #[command(flatten)]
+    pub length: RewardLengthArgs,
+}
+
+/// How much of each transcript a reward model reads.
+#[derive(Debug, Args)]
+pub struct RewardLengthArgs {
+    /// Tokens of prompt + response to read; a longer transcript loses the start of its
+    /// prompt [default: the `data.max_len` the model was trained at, from its rlhf.json;
+    /// without one, its context window]. 0: the whole context window.
+    #[arg(long, value_name = "N")]
+    pub max_len: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

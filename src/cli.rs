@@ -391,7 +391,8 @@ pub struct ChatArgs {
     /// Append the conversation (SFT rows) and moderated texts (moderation rows) to DIR.
     #[arg(long, value_name = "DIR")]
     pub log: Option<PathBuf>,
-    /// Where /compare appends rankings, as reward-model comparison rows.
+    /// Where /compare appends rankings, as reward-model comparison rows; /good and /bad append
+    /// KTO rows to the file beside it (prefs.jsonl → prefs.kto.jsonl).
     #[arg(long, value_name = "FILE")]
     pub prefs: Option<PathBuf>,
     /// Continue a conversation saved with /save (a {"messages": [...]} JSONL row).

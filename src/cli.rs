@@ -208,7 +208,7 @@ pub enum RewardCommand {
     #[command(after_help = example(
         "rlhf reward eval --model runs/reward --data data/demo/prefs.jsonl --json"
     ))]
-    Eval(EvalArgs),
+    Eval(RewardEvalArgs),
     /// One reward per row, written as JSONL.
     #[command(after_help = example(
         "rlhf reward score --model runs/reward --data answers.jsonl --out scored.jsonl"
@@ -228,6 +228,26 @@ pub struct ScoreArgs {
     /// Where to write JSONL (default: stdout).
     #[arg(long, value_name = "FILE")]
     pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub length: RewardLengthArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RewardEvalArgs {
+    #[command(flatten)]
+    pub eval: EvalArgs,
+    #[command(flatten)]
+    pub length: RewardLengthArgs,
+}
+
+/// How much of each transcript a reward model reads.
+#[derive(Debug, Args)]
+pub struct RewardLengthArgs {
+    /// Tokens of prompt + response to read; a longer transcript loses the start of its
+    /// prompt [default: the `data.max_len` the model was trained at, from its rlhf.json;
+    /// without one, its context window]. 0: the whole context window.
+    #[arg(long, value_name = "N")]
+    pub max_len: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -424,7 +444,8 @@ pub struct ChatArgs {
     /// Append the conversation (SFT rows) and moderated texts (moderation rows) to DIR.
     #[arg(long, value_name = "DIR")]
     pub log: Option<PathBuf>,
-    /// Where /compare appends rankings, as reward-model comparison rows.
+    /// Where /compare appends rankings, as reward-model comparison rows; /good and /bad append
+    /// KTO rows to the file beside it (prefs.jsonl → prefs.kto.jsonl).
     #[arg(long, value_name = "FILE")]
     pub prefs: Option<PathBuf>,
     /// Continue a conversation saved with /save (a {"messages": [...]} JSONL row).

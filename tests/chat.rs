@@ -1,6 +1,6 @@
 //! `rlhf chat` end to end on a tiny GPT-2 fine-tuned to answer four questions: the REPL in a
 //! pseudo-terminal (streaming, commands, Ctrl-C, context overflow, moderation, /compare into
-//! `rlhf reward train`, logs), piped mode with `--json` (the KV cache reused across turns,
+//! `rlhf reward train`, /good and /bad into `rlhf kto train`, logs), piped mode with `--json` (the KV cache reused across turns,
 //! answers equal to `rlhf generate`'s), and bad input.
 
 mod common;
@@ -353,6 +353,60 @@ fn the_repl_in_a_terminal() {
     assert_eq!(prefs[0]["responses"].as_array().unwrap().len(), 3);
     assert_eq!(prefs[0]["prompt"].as_array().unwrap().last().unwrap()["role"], "user");
     assert_ok(&f.reward_train("prefs.jsonl", "rm-from-chat"));
+}
+
+/// `/good` and `/bad` append the last answer as a KTO row to the file beside `--prefs`, which
+/// `rlhf kto train` reads as it is; with no answer, or no `--prefs`, nothing is written.
+#[test]
+fn good_and_bad_write_kto_rows_that_kto_train_reads() {
+    let f = fixture();
+    let _ = std::fs::remove_file(f.path("thumbs.kto.jsonl"));
+    let mut p = repl(f, &["--max-new-tokens", "16"], &[]);
+    say(&mut p, QA[0].0);
+    expect(&mut p, "tokens/s");
+    say(&mut p, "/good");
+    expect(&mut p, "error: /good needs a file to append KTO rows to: start with --prefs FILE");
+    leave(p);
+
+    let args = ["--prefs", "thumbs.jsonl", "--system", "Answer briefly.", "--max-new-tokens", "16"];
+    let mut p = repl(f, &args, &[]);
+    say(&mut p, "/bad");
+    expect(&mut p, "no answer to mark yet");
+    say(&mut p, "/help");
+    expect(&mut p, "/good, /bad");
+    say(&mut p, QA[0].0);
+    expect(&mut p, "tokens/s");
+    say(&mut p, "/good");
+    expect(&mut p, "thumbs up saved to thumbs.kto.jsonl (1 row; `rlhf kto train` reads it)");
+    say(&mut p, QA[1].0);
+    expect(&mut p, "tokens/s");
+    say(&mut p, "/bad");
+    expect(&mut p, "thumbs down saved to thumbs.kto.jsonl (2 rows;");
+    leave(p);
+
+    // TRL's unpaired conversational rows: the conversation before the answer, system included.
+    assert!(!f.path("thumbs.jsonl").exists(), "/compare's file is left to rankings");
+    let rows = read_jsonl(&f.path("thumbs.kto.jsonl"));
+    assert_eq!(rows.len(), 2);
+    let system = json!({"role": "system", "content": "Answer briefly."});
+    assert_eq!(rows[0]["prompt"], json!([system, {"role": "user", "content": QA[0].0}]));
+    assert_eq!(rows[0]["completion"][0]["role"], "assistant");
+    assert!(rows[0]["completion"][0]["content"].as_str().unwrap().contains("Paris"), "{}", rows[0]);
+    assert_eq!(rows[0]["label"], true);
+    let prompt = rows[1]["prompt"].as_array().unwrap();
+    assert_eq!(prompt.len(), 4);
+    assert_eq!(prompt[3], json!({"role": "user", "content": QA[1].0}));
+    assert_eq!(rows[1]["label"], false);
+
+    std::fs::write(
+        f.path("kto.toml"),
+        "[model]\nbase = \"sft\"\n[data]\ntrain = \"thumbs.kto.jsonl\"\nmax_len = 64\n\
+         [train]\nmax_steps = 2\nbatch_size = 2\nlr = 1e-4\nwarmup_steps = 0\neval_every = 0\nsave_every = 0\nlog_every = 1\n\
+         [output]\ndir = \"kto-from-chat\"\n",
+    )
+    .unwrap();
+    assert_ok(&f.run(&["kto", "train", "--config", "kto.toml"]));
+    assert!(f.path("kto-from-chat/model.safetensors").is_file());
 }
 
 /// Issue 48: `rlhf chat --temperature 0.9` then `/set` showed `temperature=0` (the flag was

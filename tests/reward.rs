@@ -566,3 +566,118 @@ fn bad_comparisons_name_file_line_and_field_and_write_nothing() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(!ws.path("runs").exists());
 }
+
+/// Issue 49: `reward eval` and `reward score` read whole transcripts while training saw only
+/// `data.max_len` tokens of each. They now read at the trained length, say which, count what
+/// they cut, and `--max-len` changes it (0: the whole context window).
+#[test]
+fn eval_and_score_read_at_the_trained_length_unless_told_otherwise() {
+    let ws = Workspace::new();
+    let sets = ["data.max_len=48", "train.max_steps=4", "train.eval_every=0"];
+    assert_ok(&ws.train(&sets, &[]));
+    // Prompts with a long preamble: longer than 48 tokens, short of the 256-token window.
+    let preamble = "Sure, happy to help. Here is a clear and friendly answer. ".repeat(3);
+    let long: Vec<Value> = TOPICS
+        .iter()
+        .map(|t| {
+            let prompt = format!("{preamble}Can you tell me about {t}?");
+            json!({"prompt": prompt, "chosen": format!("Of course, {t}."), "rejected": "No."})
+        })
+        .collect();
+    ws.write_jsonl("long.jsonl", &long);
+    let eval = |extra: &[&str]| -> Value {
+        let args =
+            [&["reward", "eval", "--model", "runs/rm", "--data", "long.jsonl", "--json"], extra];
+        let out = ws.run(&args.concat());
+        assert_ok(&out);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let trained = eval(&[]);
+    assert_eq!(
+        (trained["max_len"].as_u64(), trained["max_len_from"].as_str()),
+        (Some(48), Some("trained"))
+    );
+    assert_eq!(
+        (trained["truncated"].as_u64(), trained["dropped"].as_u64()),
+        (Some(8), Some(0)),
+        "{trained}"
+    );
+    let longer = eval(&["--max-len", "200"]);
+    assert_eq!(
+        (longer["max_len"].as_u64(), longer["max_len_from"].as_str()),
+        (Some(200), Some("--max-len"))
+    );
+    assert_eq!(longer["truncated"], 0, "{longer}");
+    assert_eq!(eval(&["--max-len", "0"])["max_len"], 256);
+    let out = ws.run(&["reward", "eval", "--model", "runs/rm", "--data", "long.jsonl"]);
+    assert_ok(&out);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("length       48 tokens (trained at; --max-len to change)"), "{text}");
+    assert!(text.contains("truncated    8 comparison(s)"), "{text}");
+    let out = ws.run(&[
+        "reward",
+        "eval",
+        "--model",
+        "runs/rm",
+        "--data",
+        "long.jsonl",
+        "--max-len",
+        "999",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("exceeds the reward model's context window of 256"),
+        "{}",
+        stderr(&out)
+    );
+
+    // score: the same length, each cut row marked; the scores depend on what was read.
+    let score = |extra: &[&str]| -> (Vec<Value>, String) {
+        let args = [&["reward", "score", "--model", "runs/rm", "--data", "long.jsonl"], extra];
+        let out = ws.run(&args.concat());
+        assert_ok(&out);
+        let rows = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (rows, stderr(&out))
+    };
+    let (cut, said) = score(&[]);
+    assert!(
+        said.contains("length 48 tokens (trained at; --max-len to change); 16 of 16 responses"),
+        "{said}"
+    );
+    assert!(cut.iter().all(|row| row["truncated"] == true), "{cut:?}");
+    let (whole, said) = score(&["--max-len", "0"]);
+    assert!(
+        said.contains(
+            "length 256 tokens (--max-len 0: the whole context window; trained at 48); 0 of 16"
+        ),
+        "{said}"
+    );
+    assert!(whole.iter().all(|row| row.get("truncated").is_none()), "{whole:?}");
+    assert_ne!(cut[0]["scores"], whole[0]["scores"]);
+
+    // A model with no record of its training (imported) is read at its context window.
+    std::fs::create_dir(ws.path("imported")).unwrap();
+    for file in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "chat_template.jinja",
+    ] {
+        let from = ws.path("runs/rm").join(file);
+        if from.is_file() {
+            std::fs::copy(from, ws.path("imported").join(file)).unwrap();
+        }
+    }
+    let out = ws.run(&["reward", "eval", "--model", "imported", "--data", "long.jsonl", "--json"]);
+    assert_ok(&out);
+    let imported: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (imported["max_len"].as_u64(), imported["max_len_from"].as_str()),
+        (Some(256), Some("window"))
+    );
+    assert_eq!(imported["accuracy"], eval(&["--max-len", "0"])["accuracy"]);
+}

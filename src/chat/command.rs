@@ -20,6 +20,8 @@ pub const HELP: &str = "\
 /stats                context, cache and speed of the last answer
 /best N               sample N answers, keep the one the reward model scores highest
 /compare K            sample K answers, rank them, append the ranking to --prefs
+/good, /bad           mark the last answer good or bad: a KTO row appended to
+                      the file beside --prefs (prefs.jsonl → prefs.kto.jsonl)
 /exit                 leave (Ctrl-D too)
 Alt-Enter or a trailing \\ starts a new line; Ctrl-C stops an answer.";
 
@@ -36,6 +38,8 @@ pub enum Command {
     Stats,
     Best(usize),
     Compare(usize),
+    /// `/good` (true) or `/bad` (false): the last answer judged.
+    Mark(bool),
     Exit,
 }
 
@@ -75,6 +79,8 @@ pub fn parse(line: &str) -> Result<Command, String> {
         "/stats" => none(Command::Stats),
         "/best" => count(Command::Best),
         "/compare" => count(Command::Compare),
+        "/good" => none(Command::Mark(true)),
+        "/bad" => none(Command::Mark(false)),
         "/exit" | "/quit" => none(Command::Exit),
         other => Err(format!("unknown command {other} (/help lists them)")),
     }
@@ -175,6 +181,9 @@ mod tests {
         assert_eq!(parse("/retry").unwrap(), Command::Retry);
         assert_eq!(parse(" /system  Be brief. ").unwrap(), Command::System("Be brief.".into()));
         assert_eq!(parse("/compare 3").unwrap(), Command::Compare(3));
+        assert_eq!(parse("/good").unwrap(), Command::Mark(true));
+        assert_eq!(parse(" /bad ").unwrap(), Command::Mark(false));
+        assert!(parse("/good answer").unwrap_err().contains("takes no argument"));
         assert_eq!(parse("/save a b.jsonl").unwrap(), Command::Save("a b.jsonl".into()));
         assert!(parse("/compare x").unwrap_err().contains("usage"));
         assert!(parse("/best 1").is_err());

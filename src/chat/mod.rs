@@ -3,12 +3,13 @@
 //! [`session::Session`] holds the conversation and its KV cache and runs a turn; [`repl`] and
 //! [`piped`] are its two front ends. Around a turn: [`context`] fits the conversation to the
 //! window, [`stream`] turns tokens into text, [`screen`] holds it back until moderation passed
-//! it, [`log`] and [`prefs`] keep what the chat yields as training data, [`saved`] is
+//! it, [`log`], [`prefs`] and [`feedback`] keep what the chat yields as training data, [`saved`] is
 //! `/save` and `/load`, [`command`] the slash commands, [`interrupt`] Ctrl-C, [`wrap`] whole
 //! words at the terminal's edge.
 
 pub mod command;
 pub mod context;
+pub mod feedback;
 pub mod interrupt;
 pub mod log;
 pub mod piped;

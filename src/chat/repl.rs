@@ -115,6 +115,15 @@ fn run_command(
             ));
         }
         Command::Compare(k) => compare(session, editor, k, out)?,
+        Command::Mark(good) => match session.mark(good)? {
+            Some((path, rows)) => out.notice(&format!(
+                "thumbs {} saved to {} ({rows} row{}; `rlhf kto train` reads it)",
+                if good { "up" } else { "down" },
+                path.display(),
+                if rows == 1 { "" } else { "s" }
+            )),
+            None => out.notice("no answer to mark yet: /good and /bad judge the last answer"),
+        },
         Command::Exit => {}
     }
     Ok(())

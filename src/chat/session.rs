@@ -6,7 +6,7 @@ use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use anyhow::{Result, anyhow};
+use anyhow::{Error, Result, anyhow};
 use burn::prelude::*;
 use serde::Serialize;
 use serde_json::{Value, json};
@@ -14,6 +14,7 @@ use tokenizers::Tokenizer;
 
 use super::command::Settings;
 use super::context::{self, Fit, Measure};
+use super::feedback;
 use super::interrupt;
 use super::log::ChatLog;
 use super::prefs;
@@ -113,7 +114,8 @@ pub struct Services {
     pub moderator: Option<Moderator>,
     pub reward: Option<RewardModel>,
     pub log: Option<ChatLog>,
-    /// `--prefs`: where `/compare` appends rankings.
+    /// `--prefs`: where `/compare` appends rankings (and `/good`, `/bad` their KTO rows, to
+    /// the file beside it).
     pub prefs: Option<PathBuf>,
 }
 
@@ -268,9 +270,7 @@ impl<'a> Session<'a> {
     /// draws all said the same.
     pub fn compare(&mut self, k: usize, out: &mut dyn Output) -> Result<Vec<Answer>> {
         if self.services.prefs.is_none() {
-            return Err(anyhow!(
-                "/compare needs a file to append rankings to: start with --prefs FILE"
-            ));
+            return Err(needs_prefs("/compare", "rankings"));
         }
         let answers = self.candidates(k, out)?;
         if answers.len() < 2 {
@@ -292,6 +292,29 @@ impl<'a> Session<'a> {
         let best_first: Vec<String> = ranking.iter().map(|&i| answers[i].content.clone()).collect();
         prefs::append(&path, &self.history(), &best_first)?;
         self.keep(&answers[ranking[0]])
+    }
+
+    /// `/good` (`good`) or `/bad`: the last answer, with the conversation before it, appended
+    /// as a KTO row to the file beside `--prefs`. The file and how many rows it holds now;
+    /// `None` when there is no answer to judge (nothing is written).
+    pub fn mark(&self, good: bool) -> Result<Option<(PathBuf, usize)>> {
+        let command = if good { "/good" } else { "/bad" };
+        let prefs =
+            self.services.prefs.as_deref().ok_or_else(|| needs_prefs(command, "KTO rows"))?;
+        let history = self.history();
+        let Some((answer, prompt)) =
+            history.split_last().filter(|(m, _)| m.role == Role::Assistant)
+        else {
+            return Ok(None);
+        };
+        if prompt.last().is_none_or(|m| m.role != Role::User) {
+            return Err(anyhow!(
+                "{command}: the last answer does not follow a message of yours, so it makes no KTO row"
+            ));
+        }
+        let path = feedback::kto_file(prefs);
+        let rows = feedback::append(&path, prompt, &answer.content, good)?;
+        Ok(Some((path, rows)))
     }
 
     /// Context, cache and speed of the last answer.
@@ -551,6 +574,11 @@ impl<'a> Session<'a> {
             None => Ok(()),
         }
     }
+}
+
+/// What `/compare`, `/good` and `/bad` say without `--prefs`.
+fn needs_prefs(command: &str, rows: &str) -> Error {
+    anyhow!("{command} needs a file to append {rows} to: start with --prefs FILE")
 }
 
 /// Shows text that passed the screen; `Ok(false)` when the screen flagged the answer.

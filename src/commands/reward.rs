@@ -1,5 +1,5 @@
 //! `rlhf reward eval` and `rlhf reward score`: a reward model measured on comparisons, and
-//! its score of each row.
+//! its score of each row, both at the length the model was trained at (`reward::length`).
 
 use std::io::Write;
 use std::time::Instant;
@@ -9,18 +9,30 @@ use burn::prelude::*;
 use serde_json::{Map, Value, json};
 
 use crate::bad_input;
-use crate::cli::{EvalArgs, ScoreArgs};
+use crate::cli::{RewardEvalArgs, ScoreArgs};
 use crate::data::chat::{Message, Role, parse_messages};
 use crate::data::jsonl::read_rows;
 use crate::data::preference::{Comparison, prompt_field};
+use crate::data::sft::{FitReport, Truncation};
 use crate::model::reward::RewardModel;
+use crate::reward::length::ReadLength;
 use crate::reward::pairs::{PairMetrics, encode_file, flat_sequences};
 
-/// `rlhf reward eval`: pairwise accuracy and mean margin on comparisons.
-pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
+/// `rlhf reward eval`: pairwise accuracy and mean margin on comparisons, read at the length
+/// the model was trained at unless `--max-len` says otherwise.
+pub fn eval(args: &RewardEvalArgs, device: &Device) -> Result<()> {
+    let RewardEvalArgs { eval: args, length } = args;
     let model = RewardModel::load(&args.model, device)?;
-    let encoder = model.encoder()?;
-    let (encoded, report) = encode_file(&args.data, &encoder)?;
+    let length = ReadLength::resolve(&args.model, length.max_len, model.window())?;
+    let encoder = model.encoder_at(length.max_len, length.truncation)?;
+    let (encoded, fit) = encode_file(&args.data, &encoder)?;
+    if encoded.is_empty() {
+        return Err(bad_input!(
+            "{}: no comparison fits {}\nhint: a longer --max-len (0: the whole context window)",
+            args.data.display(),
+            length.describe()
+        ));
+    }
     let sequences = flat_sequences(&encoded);
     let scores = model.score_sequences(&sequences, device);
     let metrics = PairMetrics::of(&encoded, &scores, 0.0);
@@ -30,8 +42,11 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
         "loss": metrics.loss,
         "comparisons": encoded.len(),
         "pairs": metrics.pairs,
-        "truncated": report.truncated,
-        "dropped": report.dropped,
+        "max_len": length.max_len,
+        "max_len_from": length.source(),
+        "truncation": length.truncation,
+        "truncated": fit.truncated,
+        "dropped": fit.dropped,
     });
     if args.json {
         println!("{report}");
@@ -40,28 +55,47 @@ pub fn eval(args: &EvalArgs, device: &Device) -> Result<()> {
         println!("mean margin  {:.4}", metrics.mean_margin);
         println!("loss         {:.4}", metrics.loss);
         println!("count        {} comparisons, {} pairs", encoded.len(), metrics.pairs);
+        println!("length       {}", length.describe());
+        println!(
+            "truncated    {} comparison(s) with prompts cut from the left, {} dropped",
+            fit.truncated, fit.dropped
+        );
     }
     Ok(())
 }
 
 /// `rlhf reward score`: each row of `data` with its reward added — `score` for a single
 /// response (`prompt` + `response`/`completion`, or `messages` ending with the assistant),
-/// `scores` (best first) for comparison rows.
+/// `scores` (best first) for comparison rows — and `"truncated": true` where a prompt was cut
+/// to the length the model reads (the trained length unless `--max-len` says otherwise). A
+/// row is never dropped for its length: every row gets its score.
 pub fn score(args: &ScoreArgs, device: &Device) -> Result<()> {
     let model = RewardModel::load(&args.model, device)?;
-    let encoder = model.encoder()?;
+    let length = ReadLength::resolve(&args.model, args.length.max_len, model.window())?;
+    let encoder = model.encoder_at(length.max_len, Truncation::Left)?;
     let started = Instant::now(); // scoring speed: tokenization and forward passes
     let path = &args.data;
     let rows = read_rows(path)?;
     let mut sequences = Vec::new();
     let mut counts = Vec::with_capacity(rows.len());
+    let mut cut = Vec::with_capacity(rows.len());
+    let mut truncated = 0;
     for row in &rows {
         let at = row.error_at(path);
         let (prompt, responses) = scored_row(&row.fields).map_err(&at)?;
+        let mut fit = FitReport::default();
         for response in &responses {
-            sequences.push(RewardModel::encode(&encoder, &prompt, response).map_err(&at)?);
+            let sequence = encoder.encode(&prompt, response, &mut fit).map_err(&at)?;
+            sequences.push(sequence.ok_or_else(|| {
+                at(format!(
+                    "the response alone is longer than {}\nhint: a longer --max-len (0: the whole context window)",
+                    length.describe()
+                ))
+            })?);
         }
         counts.push(responses.len());
+        cut.push(fit.truncated > 0);
+        truncated += fit.truncated;
     }
     let scores = model.score_sequences(&sequences.iter().collect::<Vec<_>>(), device);
     let seconds = started.elapsed().as_secs_f64();
@@ -69,6 +103,11 @@ pub fn score(args: &ScoreArgs, device: &Device) -> Result<()> {
         "reward: scored {} responses in {seconds:.2} s ({:.1} responses/s)",
         scores.len(),
         scores.len() as f64 / seconds
+    );
+    eprintln!(
+        "reward: length {}; {truncated} of {} responses with prompts cut from the left",
+        length.describe(),
+        scores.len()
     );
     let mut out: Box<dyn Write> = match &args.out {
         Some(file) => Box::new(std::io::BufWriter::new(
@@ -78,7 +117,7 @@ pub fn score(args: &ScoreArgs, device: &Device) -> Result<()> {
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let mut next = scores.into_iter();
-    for (row, count) in rows.into_iter().zip(counts) {
+    for ((row, count), cut) in rows.into_iter().zip(counts).zip(cut) {
         let mut fields = row.fields;
         let mine: Vec<f32> = next.by_ref().take(count).collect();
         let single = !(fields.contains_key("chosen") || fields.contains_key("responses"));
@@ -86,6 +125,9 @@ pub fn score(args: &ScoreArgs, device: &Device) -> Result<()> {
             true => fields.insert("score".into(), json!(mine[0])),
             false => fields.insert("scores".into(), json!(mine)),
         };
+        if cut {
+            fields.insert("truncated".into(), true.into());
+        }
         writeln!(out, "{}", Value::Object(fields))?;
     }
     out.flush()?;

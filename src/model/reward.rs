@@ -211,19 +211,28 @@ impl RewardModel {
         Ok(Self { net, config, tokenizer, template, stats })
     }
 
-    /// The encoder for this model's sequences, cutting prompts to fit its window.
-    pub fn encoder(&self) -> Result<ResponseEncoder<'_>> {
-        let max_len = match &self.net {
+    /// The longest sequence the network reads: its context window.
+    pub fn window(&self) -> usize {
+        match &self.net {
             RewardNet::Decoder(m) => m.max_len(),
             RewardNet::CrossEncoder(m) => m.max_len(),
-        };
-        response_encoder(
-            &self.config,
-            &self.tokenizer,
-            self.template.as_ref(),
-            max_len,
-            Truncation::Left,
-        )
+        }
+    }
+
+    /// The encoder for this model's sequences, cutting prompts to fit its window.
+    pub fn encoder(&self) -> Result<ResponseEncoder<'_>> {
+        self.encoder_at(self.window(), Truncation::Left)
+    }
+
+    /// The encoder for sequences of at most `max_len` tokens (at most the window), longer
+    /// ones treated as `truncation` says.
+    pub fn encoder_at(
+        &self,
+        max_len: usize,
+        truncation: Truncation,
+    ) -> Result<ResponseEncoder<'_>> {
+        let max_len = max_len.min(self.window());
+        response_encoder(&self.config, &self.tokenizer, self.template.as_ref(), max_len, truncation)
     }
 
     /// One (prompt, response) as this model reads it, the prompt cut from the left to fit.

@@ -12,6 +12,7 @@ use burn::prelude::*;
 use serde_json::{Value, json};
 use tokenizers::Tokenizer;
 
+pub mod length;
 pub mod pairs;
 
 use pairs::{Encoded, PairBatch, PairMetrics, encode_file, flat_sequences, smoothed_pair_loss};

@@ -22,6 +22,7 @@ pub mod dpo;
 pub mod error;
 pub mod generate;
 pub mod gguf;
+pub mod grpo;
 pub mod json_file;
 pub mod metrics;
 pub mod model;

@@ -1,0 +1,3 @@
+//! GRPO: group-relative policy optimisation, scored by reward programs.
+
+pub mod program;

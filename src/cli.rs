@@ -660,7 +660,8 @@ pub enum DemoCommand {
         "rlhf demo rank --samples runs/demo/samples.jsonl --out runs/demo/rankings.jsonl"
     ))]
     Rank(DemoRankArgs),
-    /// Score answers (`rlhf generate` or `rlhf ppo eval --out` rows) with the gold judge.
+    /// Score answers (`rlhf generate` or `rlhf ppo eval --out` rows) with the gold judge, or
+    /// serve it as a reward program (--reward-program).
     #[command(after_help = example("rlhf demo judge --data answers.jsonl --json"))]
     Judge(DemoJudgeArgs),
     /// The result table of a demo run directory, printed and written to DIR/summary.md.
@@ -703,11 +704,19 @@ pub struct DemoRankArgs {
 #[derive(Debug, Args)]
 pub struct DemoJudgeArgs {
     /// Rows with "prompt" and "completion" or "response".
-    #[arg(long, value_name = "FILE")]
-    pub data: PathBuf,
+    #[arg(long, value_name = "FILE", required_unless_present = "reward_program")]
+    pub data: Option<PathBuf>,
     /// Print one JSON object instead of text.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "reward_program")]
     pub json: bool,
+    /// Be a reward program: read {"prompt", "completion"} requests a line on stdin, print the
+    /// judge's number for each a line on stdout (for `rlhf grpo`).
+    #[arg(long, conflicts_with = "data")]
+    pub reward_program: bool,
+    /// What --reward-program prints: the judge's score (0 to 1), correct (1 or 0, the
+    /// verifiable reward) or form (0 to 1).
+    #[arg(long, value_enum, default_value = "score", conflicts_with = "data")]
+    pub metric: crate::demo::reward_program::Metric,
 }
 
 #[derive(Debug, Args)]

@@ -1,12 +1,15 @@
 //! `rlhf demo` and `scripts/demo.sh --quick`: the task files, the gold judge's rankings and
-//! verdicts, bad rows refused with their line, and the whole pipeline end to end on tiny models.
+//! verdicts, the judge as a reward program, bad rows refused with their line, and the whole
+//! pipeline end to end on tiny models.
 
 mod common;
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use common::{assert_ok, floats, read, rlhf, root, stderr, write_jsonl};
+use rlhf::grpo::program::RewardProgram;
 use serde_json::{Value, json};
 
 fn read_rows(path: &Path) -> Vec<Value> {
@@ -93,6 +96,70 @@ fn a_row_the_judge_cannot_read_is_refused_with_its_line() {
     let out = rank(&samples, &prefs);
     assert_eq!(out.status.code(), Some(2));
     assert!(!prefs.exists(), "nothing written");
+}
+
+/// `rlhf demo judge` with `requests` piped to stdin and the options `extra`.
+fn judge_stdin(extra: &[&str], requests: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rlhf"))
+        .args(["demo", "judge"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(requests.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+const FRANCE: &str = "What is the capital of France? Answer in one word.";
+
+#[test]
+fn the_judge_as_a_reward_program_answers_a_number_a_line() {
+    let requests = format!(
+        "{}\n{}\n",
+        json!({"prompt": FRANCE, "completion": "Paris"}),
+        json!({"prompt": [{"role": "user", "content": FRANCE}], "completion": "Lyon", "id": 7}),
+    );
+    let out = judge_stdin(&["--reward-program"], &requests);
+    assert_ok(&out);
+    // Paris: correct and one word, 1; Lyon: wrong but one word, (0 + 1) / 2.
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n0.5\n");
+    let out = judge_stdin(&["--reward-program", "--metric", "correct"], &requests);
+    assert_ok(&out);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n0\n");
+
+    // What `rlhf grpo` does with it: started once, asked batch after batch.
+    let command: Vec<String> =
+        [env!("CARGO_BIN_EXE_rlhf"), "demo", "judge", "--reward-program", "--metric", "correct"]
+            .map(String::from)
+            .to_vec();
+    let mut judge =
+        RewardProgram::start("reward `judge`", &command, Duration::from_secs(30)).unwrap();
+    let ask = |completion: &str| json!({"prompt": FRANCE, "completion": completion});
+    assert_eq!(judge.score(&[ask("Paris"), ask("Lyon")]).unwrap(), [1.0, 0.0]);
+    assert_eq!(judge.score(&[ask("It is Paris.")]).unwrap(), [1.0]);
+}
+
+#[test]
+fn the_judge_as_a_reward_program_stops_at_an_unknown_prompt_with_its_line() {
+    let requests = format!(
+        "{}\n{}\n",
+        json!({"prompt": FRANCE, "completion": "Paris"}),
+        json!({"prompt": "Write me a poem.", "completion": "No."}),
+    );
+    let out = judge_stdin(&["--reward-program"], &requests);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n", "answered up to the bad line");
+    assert!(
+        stderr(&out).contains("stdin line 2: field `prompt` is not one of the demo's prompts"),
+        "{}",
+        stderr(&out)
+    );
+    let out = judge_stdin(&["--reward-program", "--data", "answers.jsonl"], "");
+    assert_eq!(out.status.code(), Some(2), "--data and --reward-program are exclusive");
+    assert!(stderr(&out).contains("cannot be used with"), "{}", stderr(&out));
 }
 
 /// The demo script's quick mode: every stage on tiny models, then the summary, the charts, the

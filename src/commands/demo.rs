@@ -10,6 +10,7 @@ use crate::cli::{DemoCommand, DemoDataArgs, DemoJudgeArgs, DemoRankArgs, DemoSum
 use crate::data::jsonl::{Row, read_rows};
 use crate::demo::judge::{GoldStats, judge};
 use crate::demo::rank::rankings;
+use crate::demo::reward_program;
 use crate::demo::summary::{ChatTurn, PolicyResult, Summary};
 use crate::demo::task::{Split, Task, TaskIndex};
 use crate::error::ResultExt;
@@ -20,6 +21,9 @@ pub fn run(command: &DemoCommand) -> Result<()> {
     match command {
         DemoCommand::Data(args) => data(args),
         DemoCommand::Rank(args) => rank(args),
+        DemoCommand::Judge(args) if args.reward_program => {
+            reward_program::serve(std::io::stdin().lock(), std::io::stdout().lock(), args.metric)
+        }
         DemoCommand::Judge(args) => judge_file(args),
         DemoCommand::Summary(args) => summary(args),
     }
@@ -99,7 +103,9 @@ fn rank(args: &DemoRankArgs) -> Result<()> {
 }
 
 fn judge_file(args: &DemoJudgeArgs) -> Result<()> {
-    let stats = gold_stats(&args.data, &TaskIndex::new())?;
+    // clap requires --data without --reward-program; a caller in code may forget it
+    let data = args.data.as_deref().ok_or_else(|| bad_input!("pass --data or --reward-program"))?;
+    let stats = gold_stats(data, &TaskIndex::new())?;
     if args.json {
         println!(
             "{}",

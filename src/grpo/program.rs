@@ -81,7 +81,8 @@ impl RewardProgram {
         })
     }
 
-    /// Writes every request (one compact JSON object per line), flushes, then reads one number per request.
+    /// Writes every request (one compact JSON object per line), flushes, then reads one number
+    /// per request, waiting at most the timeout for each.
     pub fn score(&mut self, requests: &[serde_json::Value]) -> Result<Vec<f32>> {
         if self.broken {
             return Err(bad_input!(

@@ -61,7 +61,7 @@ pub struct RewardSource {
     /// line on its stdout (`rlhf` as the first word is this binary).
     #[serde(default)]
     pub command: Option<Vec<String>>,
-    /// Seconds a program may take to answer one batch.
+    /// Seconds a program may take to answer one request.
     #[serde(default = "default_timeout")]
     pub timeout_s: f64,
     /// TRL's `reward_weights`: the reward is the weighted sum of the functions.

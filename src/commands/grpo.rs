@@ -22,8 +22,8 @@ use crate::ppo::kl::token_kl;
 use crate::ppo::rollout::{ResponseBatch, decode_all, reference_log_probs};
 
 pub fn eval(args: &GrpoEvalArgs, device: &Device) -> Result<()> {
-    let sources = reward_sources(args)?;
     let policy = load_causal_lm(&args.policy, device)?;
+    let sources = reward_sources(args)?;
     let tokenizer = policy.tokenizer.as_ref().ok_or_else(|| {
         bad_input!("{}: no tokenizer.json, so prompts cannot be encoded", args.policy.display())
     })?;

@@ -18,8 +18,7 @@ use crate::generate::{Finish, Generator, SamplingConfig};
 use crate::grpo::rewards::Rewards;
 use crate::model::load_causal_lm;
 use crate::model::reward::RewardStats;
-use crate::ppo::kl::token_kl;
-use crate::ppo::rollout::{ResponseBatch, decode_all, reference_log_probs};
+use crate::ppo::rollout::{ResponseBatch, decode_all, sequence_kls};
 
 pub fn eval(args: &GrpoEvalArgs, device: &Device) -> Result<()> {
     let policy = load_causal_lm(&args.policy, device)?;
@@ -63,15 +62,7 @@ pub fn eval(args: &GrpoEvalArgs, device: &Device) -> Result<()> {
             .map(|(p, g)| (p.as_slice(), g.tokens.as_slice()))
             .collect();
         let batch = ResponseBatch::new(&pairs, pad, device);
-        let [log_probs, ref_log_probs] = batch.rows_of([
-            reference_log_probs(&policy.model, &batch, args.temperature),
-            reference_log_probs(&reference, &batch, args.temperature),
-        ]);
-        let chunk_kls: Vec<f64> = log_probs
-            .iter()
-            .zip(&ref_log_probs)
-            .map(|(p, r)| token_kl(p, r).iter().map(|&k| k as f64).sum())
-            .collect();
+        let chunk_kls = sequence_kls(&policy.model, &reference, &batch, args.temperature);
         let texts = decode_all(tokenizer, generations.iter().map(|g| &g.tokens))?;
         let chunk_prompts: Vec<&Prompt> = chunk.iter().collect();
         let chunk_scores = rewards.score(&chunk_prompts, &texts, device)?;

@@ -16,8 +16,7 @@ use crate::data::template::ChatTemplate;
 use crate::generate::{Finish, Generation, Generator, SamplingConfig};
 use crate::model::load_causal_lm;
 use crate::model::reward::{RewardModel, RewardStats};
-use crate::ppo::kl::token_kl;
-use crate::ppo::rollout::{ResponseBatch, decode_all, reference_log_probs};
+use crate::ppo::rollout::{ResponseBatch, decode_all, sequence_kls};
 
 /// `rlhf ppo eval`: samples a response to every prompt from the policy and reports the
 /// reward model's mean score and the KL to a reference policy.
@@ -70,15 +69,11 @@ pub fn eval(args: &PpoEvalArgs, device: &Device) -> Result<()> {
             .map(|(p, g)| (p.as_slice(), g.tokens.as_slice()))
             .collect();
         let batch = ResponseBatch::new(&pairs, pad, device);
-        let [log_probs, ref_log_probs] = batch.rows_of([
-            reference_log_probs(&policy.model, &batch, args.temperature),
-            reference_log_probs(&reference.model, &batch, args.temperature),
-        ]);
-        let chunk_kls: Vec<f32> = log_probs
-            .iter()
-            .zip(&ref_log_probs)
-            .map(|(p, r)| token_kl(p, r).iter().map(|&k| k as f64).sum::<f64>() as f32)
-            .collect();
+        let chunk_kls: Vec<f32> =
+            sequence_kls(&policy.model, &reference.model, &batch, args.temperature)
+                .into_iter()
+                .map(|kl| kl as f32)
+                .collect();
         let texts = decode_all(tokenizer, generations.iter().map(|g| &g.tokens))?;
         let messages: Vec<&[Message]> = chunk.iter().map(|p| p.messages.as_slice()).collect();
         let text_refs: Vec<&str> = texts.iter().map(String::as_str).collect();

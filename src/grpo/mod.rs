@@ -29,10 +29,12 @@ use crate::data::template::ChatTemplate;
 use crate::data::tokenizer;
 use crate::dist;
 use crate::dpo::{load_reference, open_policy, record_reference};
-use crate::generate::{Finish, Generator, SamplingConfig};
+use crate::generate::Generator;
 use crate::metrics::{read_jsonl, write_jsonl};
 use crate::model::{CausalLm, ModelConfig, save_causal_lm};
-use crate::ppo::rollout::{ResponseBatch, Rollout, decode_all, entropy, reference_log_probs};
+use crate::ppo::rollout::{
+    ResponseBatch, Rollout, Sampler, decode_all, entropy, reference_log_probs,
+};
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::start::{self, CausalStart, TrainOptions};
 use crate::train::step;
@@ -236,38 +238,21 @@ impl Run {
             .iter()
             .flat_map(|&i| std::iter::repeat_n(self.prompts[i].ids.clone(), g))
             .collect();
-        // A new draw every iteration (and rank), the same one again after --resume.
-        let seed = self.config.train.seed.wrapping_add(self.trainer.progress.step as u64);
-        let seed = seed.wrapping_add((dist::rank() as u64) << 32);
         let policy = self.model.valid();
-        let generator = Generator::new(&policy, &self.tokenizer, &self.model_config, &self.device)
-            .with_eos(self.eos.iter().copied());
-        let r = &self.config.rollout;
-        let sampling = SamplingConfig {
-            max_new_tokens: r.max_new_tokens,
-            do_sample: true,
-            temperature: r.temperature,
-            top_k: r.top_k,
-            top_p: r.top_p,
-            seed,
-            ..SamplingConfig::default()
+        let sampler = Sampler {
+            policy: &policy,
+            tokenizer: &self.tokenizer,
+            config: &self.model_config,
+            eos: &self.eos,
+            rollout: &self.config.rollout,
         };
-        let generations = generator.generate(&prompts, &sampling, &mut |_, _| {})?;
-        let mut rollouts: Vec<Rollout> = prompts
-            .into_iter()
-            .zip(generations)
-            .map(|(prompt, g)| Rollout {
-                prompt,
-                ended: g.finish == Finish::Eos,
-                response: g.tokens,
-                log_probs: g.log_probs,
-                ..Rollout::default()
-            })
-            .collect();
+        let step = self.trainer.progress.step;
+        let mut rollouts = sampler.roll_out(prompts, self.config.train.seed, step, &self.device)?;
+        let temperature = self.config.rollout.temperature;
         if let Some(reference) = &self.reference {
             for chunk in rollouts.chunks_mut(self.config.grpo.micro_batch_size) {
                 let batch = self.batch(chunk.iter(), &self.device);
-                let log_probs = reference_log_probs(reference, &batch, r.temperature);
+                let log_probs = reference_log_probs(reference, &batch, temperature);
                 let [mut log_probs] = batch.rows_of([log_probs]);
                 for (i, rollout) in chunk.iter_mut().enumerate() {
                     rollout.ref_log_probs = std::mem::take(&mut log_probs[i]);

@@ -5,8 +5,12 @@ use anyhow::{Result, anyhow};
 use burn::prelude::*;
 use burn::tensor::activation::log_softmax;
 
+use crate::config::ppo::RolloutConfig;
+use crate::dist;
+use crate::generate::{Finish, Generator, SamplingConfig};
 use crate::model::fused::cross_entropy;
-use crate::model::{CausalLm, PaddedBatch};
+use crate::model::{CausalLm, ModelConfig, PaddedBatch};
+use crate::ppo::kl::token_kl;
 use tokenizers::Tokenizer;
 
 /// One sampled response and its per-token numbers (all as long as `response`).
@@ -25,6 +29,52 @@ pub struct Rollout {
     pub returns: Vec<f32>,
     /// The response ended with an end-of-turn token (not the length limit).
     pub ended: bool,
+}
+
+/// The policy that samples an iteration's responses, and how.
+pub struct Sampler<'a> {
+    pub policy: &'a CausalLm,
+    pub tokenizer: &'a Tokenizer,
+    pub config: &'a ModelConfig,
+    /// Tokens that end a response.
+    pub eos: &'a [u32],
+    pub rollout: &'a RolloutConfig,
+}
+
+impl Sampler<'_> {
+    /// A response to each prompt (identical prompts share one prefill), with log π_old of
+    /// each token as the sampler computed it while choosing it — the policy is not run again.
+    /// The draw is new every iteration `step` (and rank), and the same again after --resume.
+    pub fn roll_out(
+        &self,
+        prompts: Vec<Vec<u32>>,
+        seed: u64,
+        step: usize,
+        device: &Device,
+    ) -> Result<Vec<Rollout>> {
+        let seed = seed.wrapping_add(step as u64).wrapping_add((dist::rank() as u64) << 32);
+        let generator = Generator::new(self.policy, self.tokenizer, self.config, device)
+            .with_eos(self.eos.iter().copied());
+        let r = self.rollout;
+        let sampling = SamplingConfig {
+            max_new_tokens: r.max_new_tokens,
+            do_sample: true,
+            temperature: r.temperature,
+            top_k: r.top_k,
+            top_p: r.top_p,
+            seed,
+            ..SamplingConfig::default()
+        };
+        let generations = generator.generate(&prompts, &sampling, &mut |_, _| {})?;
+        let rollouts = prompts.into_iter().zip(generations).map(|(prompt, g)| Rollout {
+            prompt,
+            ended: g.finish == Finish::Eos,
+            response: g.tokens,
+            log_probs: g.log_probs,
+            ..Rollout::default()
+        });
+        Ok(rollouts.collect())
+    }
 }
 
 /// Prompt + response sequences right-padded to `[B, T]`. Nothing before `from`, the last
@@ -150,6 +200,22 @@ pub fn entropy(logits: Tensor<2>, shape: [usize; 2]) -> Tensor<2> {
 pub fn reference_log_probs(lm: &CausalLm, batch: &ResponseBatch, temperature: f64) -> Tensor<2> {
     let hidden = lm.hidden_from(batch.input_ids.clone(), &batch.padded, batch.from);
     batch.chosen(batch.logits(lm, hidden, temperature))
+}
+
+/// Each response's KL to the reference, Σ over its tokens of log π − log π_ref (the k1
+/// estimate of the sequence KL, unbiased for sampled responses).
+pub fn sequence_kls(
+    policy: &CausalLm,
+    reference: &CausalLm,
+    batch: &ResponseBatch,
+    temperature: f64,
+) -> Vec<f64> {
+    let [log_probs, ref_log_probs] = batch.rows_of([
+        reference_log_probs(policy, batch, temperature),
+        reference_log_probs(reference, batch, temperature),
+    ]);
+    let kls = log_probs.iter().zip(&ref_log_probs).map(|(p, r)| token_kl(p, r));
+    kls.map(|kl| kl.iter().map(|&k| k as f64).sum()).collect()
 }
 
 /// Texts of token sequences (special tokens left out: the reward model reads the reply).

@@ -24,7 +24,7 @@ use crate::data::sft::Truncation;
 use crate::data::sft::{Example, FitReport, SftEncoder, SftRow, pack};
 use crate::data::template::ChatTemplate;
 use crate::dist;
-use crate::generate::{Finish, Generator, SamplingConfig};
+use crate::generate::Generator;
 use crate::metrics::{read_jsonl, write_jsonl};
 use crate::model::layers::normal_linear;
 use crate::model::loss::selected_nll_sum;
@@ -38,7 +38,9 @@ use crate::ppo::actor_critic::{ActorCritic, Critic};
 use crate::ppo::advantage::{explained_variance, gae, moments, token_rewards, whiten};
 use crate::ppo::kl::{KlController, token_kl};
 use crate::ppo::loss::{clipped_policy_loss, clipped_value_loss, masked_mean};
-use crate::ppo::rollout::{ResponseBatch, Rollout, decode_all, entropy, reference_log_probs};
+use crate::ppo::rollout::{
+    ResponseBatch, Rollout, Sampler, decode_all, entropy, reference_log_probs,
+};
 use crate::ppo::stats::{RolloutSums, UpdateParts, UpdateStats};
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::shuffle::permutation;
@@ -359,38 +361,23 @@ impl Run {
     }
 
     /// Samples responses to the prompts `rows` and takes every per-token number PPO needs:
-    /// log π_old as the sampler computed it while choosing each token (the policy is not run
-    /// again), V and log π_ref in one pass each over the finished sequences.
+    /// log π_old as the sampler computed it, V and log π_ref in one pass each over the
+    /// finished sequences.
     fn roll_out(&self, rows: &[usize]) -> Result<Vec<Rollout>> {
         let models = &self.models;
         let actor_critic = models.actor_critic.valid();
         let prompts: Vec<Vec<u32>> =
             rows.iter().map(|&i| self.data.prompts[i].ids.clone()).collect();
+        let sampler = Sampler {
+            policy: &actor_critic.policy,
+            tokenizer: &models.tokenizer,
+            config: &models.policy_config,
+            eos: &self.eos,
+            rollout: &self.config.rollout,
+        };
+        let step = self.trainer.progress.step;
+        let mut rollouts = sampler.roll_out(prompts, self.config.train.seed, step, &self.device)?;
         let temperature = self.config.rollout.temperature;
-        // A new draw every iteration (and rank), the same one again after --resume.
-        let seed = self.config.train.seed.wrapping_add(self.trainer.progress.step as u64);
-        let seed = seed.wrapping_add((dist::rank() as u64) << 32);
-        let generator = Generator::new(
-            &actor_critic.policy,
-            &models.tokenizer,
-            &models.policy_config,
-            &self.device,
-        )
-        .with_eos(self.eos.iter().copied());
-        let sampling = self.sampling(seed);
-        let generations = generator.generate(&prompts, &sampling, &mut |_, _| {})?;
-        let mut rollouts: Vec<Rollout> = prompts
-            .into_iter()
-            .zip(generations)
-            .map(|(prompt, g)| Rollout {
-                prompt,
-                ended: g.finish == Finish::Eos,
-                response: g.tokens,
-                log_probs: g.log_probs,
-                ..Rollout::default()
-            })
-            .collect();
-
         for chunk in rollouts.chunks_mut(self.config.ppo.mini_batch_size) {
             let pairs: Vec<(&[u32], &[u32])> =
                 chunk.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
@@ -404,19 +391,6 @@ impl Run {
             }
         }
         Ok(rollouts)
-    }
-
-    fn sampling(&self, seed: u64) -> SamplingConfig {
-        let r = &self.config.rollout;
-        SamplingConfig {
-            max_new_tokens: r.max_new_tokens,
-            do_sample: true,
-            temperature: r.temperature,
-            top_k: r.top_k,
-            top_p: r.top_p,
-            seed,
-            ..SamplingConfig::default()
-        }
     }
 
     /// Sets each rollout's shaped score: the reward model's score (normalised with its saved

@@ -1,10 +1,11 @@
 //! The command line: one struct per subcommand; `///` comments are the `--help` text.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
 
 use crate::device::DeviceSpec;
+use crate::generate::{Choice, SamplingConfig};
 use crate::model::precision::Precision;
 use crate::train::start::TrainOptions;
 
@@ -525,6 +526,43 @@ pub struct SamplingArgs {
     pub ignore_eos: bool,
 }
 
+impl SamplingArgs {
+    /// The model's defaults with these choices on top, by [`SamplingConfig::apply_choice`]'s
+    /// rule (the one `rlhf generate`, `rlhf chat` and the chat's `/set` share).
+    pub fn config(&self, model_dir: &Path) -> anyhow::Result<SamplingConfig> {
+        let args = self;
+        let mut config = SamplingConfig::from_model_dir(model_dir);
+        config.max_new_tokens = args.max_new_tokens.unwrap_or(config.max_new_tokens);
+        config.repetition_penalty = args.repetition_penalty.unwrap_or(config.repetition_penalty);
+        config.seed = args.seed;
+        config.stop = args.stop.clone();
+        config.ignore_eos = args.ignore_eos;
+        let bad = |e: String| crate::bad_input!("{e}");
+        if args.sample {
+            config.do_sample = true; // what a temperature, top-p or top-k now says by itself
+        }
+        if args.greedy {
+            config.do_sample = false; // clap refuses it beside a temperature, top-p or top-k
+        }
+        if let Some(k) = args.top_k {
+            config.apply_choice(Choice::TopK(k)).map_err(bad)?;
+        }
+        if let Some(p) = args.top_p {
+            config.apply_choice(Choice::TopP(p)).map_err(bad)?;
+        }
+        if let Some(t) = args.temperature {
+            if args.sample && t == 0.0 {
+                return Err(crate::bad_input!(
+                    "--sample with --temperature 0: a temperature of 0 means greedy decoding\nhint: drop --sample for greedy, or give a temperature above 0"
+                ));
+            }
+            config.apply_choice(Choice::Temperature(t)).map_err(bad)?;
+        }
+        config.validate().map_err(bad)?;
+        Ok(config)
+    }
+}
+
 #[derive(Debug, Subcommand)]
 pub enum TokenizerCommand {
     /// Train a byte-level BPE on the text of JSONL files.
@@ -724,4 +762,43 @@ pub struct DemoSummaryArgs {
     /// The demo's run directory (runs/demo).
     #[arg(long, value_name = "DIR")]
     pub dir: PathBuf,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The decoding flags alone, as clap parses them.
+    #[derive(clap::Parser)]
+    struct Flags {
+        #[command(flatten)]
+        sampling: SamplingArgs,
+    }
+
+    fn from_flags(flags: &[&str]) -> Result<SamplingConfig, String> {
+        use clap::Parser;
+        let flags = Flags::try_parse_from(std::iter::once("x").chain(flags.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        flags.sampling.config(Path::new("no-such-model")).map_err(|e| format!("{e:#}"))
+    }
+
+    /// Issue 48: `rlhf generate --temperature 1.5` decoded greedily, without a word, unless
+    /// `--sample` was given too.
+    #[test]
+    fn a_temperature_top_p_or_top_k_alone_means_sampling() {
+        assert!(!from_flags(&[]).unwrap().do_sample, "no generation_config.json: greedy");
+        let hot = from_flags(&["--temperature", "1.5"]).unwrap();
+        assert!(hot.do_sample && hot.temperature == 1.5);
+        assert!(from_flags(&["--top-p", "0.9"]).unwrap().do_sample);
+        assert!(from_flags(&["--top-k", "40"]).unwrap().do_sample);
+        assert!(from_flags(&["--sample"]).unwrap().do_sample, "--sample still works");
+        assert!(from_flags(&["--sample", "--temperature", "0.7"]).unwrap().do_sample);
+        let zero = from_flags(&["--top-k", "40", "--temperature", "0"]).unwrap();
+        assert!(!zero.do_sample, "temperature 0 means greedy");
+        assert!(from_flags(&["--sample", "--temperature", "0"]).unwrap_err().contains("greedy"));
+        assert!(from_flags(&["--temperature=-1"]).unwrap_err().contains("≥ 0"));
+        assert!(!from_flags(&["--greedy"]).unwrap().do_sample);
+        let contradiction = from_flags(&["--greedy", "--temperature", "0.7"]).unwrap_err();
+        assert!(contradiction.contains("cannot be used with"), "{contradiction}");
+    }
 }

@@ -11,7 +11,7 @@ use crate::chat::log::ChatLog;
 use crate::chat::{Services, Session, interrupt, piped, repl, saved};
 use crate::cli::ChatArgs;
 use crate::data::template::ChatTemplate;
-use crate::generate::{Generator, SamplingConfig};
+use crate::generate::Generator;
 use crate::model::config::{HeadKind, ModelConfig};
 use crate::model::load_causal_lm;
 use crate::model::reward::RewardModel;
@@ -28,7 +28,7 @@ pub fn chat(args: &ChatArgs, device: &Device) -> Result<()> {
         }
         name => ChatTemplate::resolve(Some(name.unwrap_or("model")), &args.model)?,
     };
-    let sampling = SamplingConfig::from_args(&args.sampling, &args.model)?;
+    let sampling = args.sampling.config(&args.model)?;
     let resumed = args.load.as_deref().map(saved::load).transpose()?;
 
     let loaded = load_causal_lm(&args.model, device)?;

@@ -15,14 +15,14 @@ use crate::cli::GenerateArgs;
 use crate::data::jsonl::{Row, parse_rows};
 use crate::data::prompts::{encode_prompts, read_prompts};
 use crate::data::template::ChatTemplate;
-use crate::generate::{Generator, SamplingConfig};
+use crate::generate::Generator;
 use crate::model::load_causal_lm;
 
 pub fn generate(args: &GenerateArgs, device: &Device) -> Result<()> {
     if args.batch_size == 0 {
         return Err(bad_input!("--batch-size must be at least 1"));
     }
-    let sampling = SamplingConfig::from_args(&args.sampling, &args.model)?;
+    let sampling = args.sampling.config(&args.model)?;
     let template = ChatTemplate::resolve(args.template.as_deref(), &args.model)?;
     let loaded = load_causal_lm(&args.model, device)?;
     let tokenizer = loaded.tokenizer.as_ref().ok_or_else(|| {

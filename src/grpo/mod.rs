@@ -37,7 +37,7 @@ use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::start::{self, CausalStart, TrainOptions};
 use crate::train::step;
 use advantage::{advantages, batch_moments};
-use loss::{BatchSize, grpo_loss, token_weight};
+use loss::{BatchSize, KlPenalty, grpo_loss, token_weight};
 use rewards::Rewards;
 use stats::{IterationStats, UpdateSums};
 
@@ -377,7 +377,7 @@ impl Run {
                     per_token(chunk.iter().map(|&i| weights[i].as_slice()).collect()),
                     mask.clone(),
                     grpo.clip(),
-                    grpo.beta,
+                    KlPenalty { beta: grpo.beta, bias_correction: grpo.use_bias_correction_kl },
                 );
                 let entropy = (entropy(logits.detach(), batch.shape()) * mask).sum();
                 let parts = Tensor::cat(vec![out.loss.clone().detach(), out.sums, entropy], 0);

@@ -115,7 +115,8 @@ struct Scored {
     rewards: Vec<f64>,
     advantages: Vec<f64>,
     texts: Vec<String>,
-    /// Each completion's group's reward standard deviation.
+    /// Per completion, the reward standard deviation whose zeros `frac_reward_zero_std`
+    /// counts: its group's, or with `scale_rewards = "batch"` the batch's (TRL's).
     group_stds: Vec<f64>,
 }
 
@@ -480,7 +481,8 @@ impl Stage for Run {
         let update_seconds = updated.elapsed().as_secs_f64();
         self.log_completions(&rows, &rollouts, &scored);
 
-        let stats = IterationStats::of(&rollouts, &scored.scores, &scored.group_stds)?;
+        let stats =
+            IterationStats::of(&rollouts, &scored.rewards, &scored.scores, &scored.group_stds)?;
         self.trainer.progress.tokens += stats.completion_tokens as u64;
         let rate = self.trainer.tokens_per_second();
         let names: Vec<&str> = self.rewards.functions.iter().map(|f| f.name.as_str()).collect();

@@ -496,16 +496,6 @@ fn bad_rows_name_file_line_and_field_and_write_nothing() {
     assert!(!ws.path("runs").exists());
 }
 
-/// TRL's side venv (`scripts/bench/trl_venv.sh`), if it is there.
-fn trl_python() -> Option<PathBuf> {
-    let python = root().join("target/bench/ppo/venv/bin/python");
-    let installed = std::fs::read_to_string(root().join("target/bench/ppo/venv/.trl-version"));
-    match (python.is_file(), installed) {
-        (true, Ok(version)) if version.trim() == "1.12.0" => Some(python),
-        _ => None,
-    }
-}
-
 /// Short answers keep the sequence log-probabilities small, so that f32 sums on both sides
 /// agree to 1e-5 in absolute terms.
 fn parity_rows() -> (Vec<Value>, Vec<Value>) {

@@ -358,3 +358,147 @@ fn configs_without_rewards_or_with_one_generation_are_refused() {
         assert!(stderr(&out).contains(expected), "{extra}: {}", stderr(&out));
     }
 }
+
+fn number(record: &Value, key: &str) -> f64 {
+    record[key].as_f64().unwrap_or_else(|| panic!("no `{key}` in {record}"))
+}
+
+/// `rlhf grpo train`'s first step against TRL 1.12's `GRPOTrainer` on the same completions
+/// (ours, replayed by scripts/bench/trl_grpo_step.py): advantages, loss, metrics and the
+/// weights after one AdamW step. The first iteration has π_old = π on both sides.
+#[test]
+fn one_step_matches_trl_grpo_trainer() {
+    let Some(python) = trl_python() else {
+        eprintln!(
+            "skipped: no TRL 1.12.0 venv; run scripts/bench/trl_venv.sh (a few minutes, once) to compare with TRL"
+        );
+        return;
+    };
+    let ws = workspace();
+    // Prompts of one length: TRL left-pads prompts without position ids, which moves a
+    // shorter prompt along GPT-2's absolute positions (the script refuses that).
+    let prompts: Vec<Value> =
+        [3, 5, 7, 9].iter().map(|&r| json!({"prompt": prompt(r), "want": "yes"})).collect();
+    ws.write_jsonl("parity-prompts.jsonl", &prompts);
+    // A reference other than the start, so that the KL term and its gradient are not 0.
+    let init =
+        ["model", "init", "--preset", "tiny", "--tokenizer", "tok", "--out", "ref", "--seed", "1"];
+    assert_ok(&ws.run(&init));
+    let lr = "1e-3";
+    // (name, temperature, --set, the script's flags). Sampled hot, the completions' lengths
+    // differ (some hit max_new_tokens), so each loss_type's normalisation shows in the
+    // gradient; the temperature also divides the logits of the loss on both sides.
+    let cases: [(&str, &str, &[&str], &[&str]); 4] = [
+        ("dapo", "2.0", &[], &[]),
+        (
+            "grpo-kl",
+            "2.0",
+            &["grpo.loss_type=grpo", "grpo.beta=0.04", "model.reference=ref"],
+            &["--loss-type", "grpo", "--beta", "0.04", "--reference", "ref"],
+        ),
+        (
+            "dr_grpo",
+            "1.5",
+            &["grpo.loss_type=dr_grpo", "grpo.epsilon_high=0.28"],
+            &["--loss-type", "dr_grpo", "--epsilon-high", "0.28"],
+        ),
+        (
+            "bnpo-batch",
+            "2.0",
+            &["grpo.loss_type=bnpo", "grpo.scale_rewards=batch"],
+            &["--loss-type", "bnpo", "--scale-rewards", "batch"],
+        ),
+    ];
+    let start = read(&ws.path("runs/sft/model.safetensors"));
+    for (name, temperature, sets, trl_args) in cases {
+        let run = format!("runs/parity-{name}");
+        let common = [
+            "data.prompts=parity-prompts.jsonl".to_string(),
+            "train.max_steps=1".into(),
+            format!("train.lr={lr}"),
+            format!("rollout.temperature={temperature}"),
+            "grpo.log_completions_every=1".into(),
+            format!("output.dir={run}"),
+        ];
+        let sets: Vec<&str> =
+            common.iter().map(String::as_str).chain(sets.iter().copied()).collect();
+        assert_ok(&ws.run(&ws.grpo_args(&sets, &[])));
+        let trl_out = ws.path(&format!("trl/{name}"));
+        let out = Command::new(&python)
+            .arg(root().join("scripts/bench/trl_grpo_step.py"))
+            .args(["--model", "runs/sft", "--completions", &format!("{run}/completions.jsonl")])
+            .args(["--num-generations", "8", "--max-completion-length", "12", "--lr", lr])
+            .args(["--temperature", temperature])
+            .args(trl_args)
+            .args(["--out", trl_out.to_str().unwrap()])
+            .current_dir(&ws.dir)
+            .output()
+            .unwrap();
+        assert_ok(&out);
+        let trl: Value =
+            serde_json::from_str(&std::fs::read_to_string(trl_out.join("metrics.json")).unwrap())
+                .unwrap();
+        let logged = &trl["metrics"];
+        let ours = ws.metrics(&run).pop().unwrap();
+
+        // The advantages TRL computes from our rewards are ours.
+        let rows = std::fs::read_to_string(ws.path(&format!("{run}/completions.jsonl"))).unwrap();
+        let rows: Vec<Value> = rows.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let theirs = trl["advantages"].as_array().unwrap();
+        assert_eq!(rows.len(), theirs.len());
+        let mut advantage_diff = 0f64;
+        for (row, theirs) in rows.iter().zip(theirs) {
+            let (a, b) = (number(row, "advantage"), theirs.as_f64().unwrap());
+            advantage_diff = advantage_diff.max((a - b).abs() / b.abs().max(1.0));
+        }
+        assert!(advantage_diff <= 1e-5, "{name}: advantages differ from TRL's by {advantage_diff}");
+        assert!(rows.iter().any(|r| number(r, "advantage").abs() > 0.1), "{name}: no signal");
+        let lengths: std::collections::BTreeSet<u64> =
+            rows.iter().map(|r| r["tokens"].as_u64().unwrap()).collect();
+        assert!(lengths.len() > 1, "{name}: every completion is {lengths:?} tokens long");
+
+        let mut keys = vec!["loss", "grad_norm", "entropy", "clip_ratio/region_mean", "reward"];
+        if sets.iter().any(|s| s.starts_with("grpo.beta")) {
+            keys.push("kl");
+            assert!(number(logged, "kl") > 0.1, "{name}: π_ref = π: {logged}");
+        }
+        let mut worst = (0f64, "");
+        for key in keys {
+            let (got, want) = (number(&ours, key), number(logged, key));
+            // metrics.jsonl has 5 decimals: 5e-6 of the 1e-5 is rounding.
+            let diff = (got - want).abs() / want.abs().max(1.0);
+            assert!(diff <= 1e-5, "{name} {key}: {got} vs TRL's {want}");
+            if diff >= worst.0 {
+                worst = (diff, key);
+            }
+        }
+
+        let (a, b) = (
+            read(&ws.path(&format!("{run}/model.safetensors"))),
+            read(&trl_out.join("model.safetensors")),
+        );
+        let (mut moved, mut differ) = (0f32, 0f32);
+        for (tensor, ours) in &a {
+            let theirs = b.get(tensor).unwrap_or_else(|| panic!("{name}: TRL saved no {tensor}"));
+            let (ours, theirs) = (floats(ours), floats(theirs));
+            // The key bias (the middle third of GPT-2's fused c_attn bias) adds q·b_k to every
+            // score of a query, which softmax ignores: its gradient is 0, and what rounding
+            // leaves (~1e-9) AdamW's first step divides by its own size (+1e-8), on either
+            // side its own way. Every other weight is compared.
+            let n = ours.len() / 3;
+            let key_bias =
+                |i: usize| tensor.ends_with("attn.c_attn.bias") && (n..2 * n).contains(&i);
+            differ = differ.max(max_abs_diff(&ours, &theirs, |i| !key_bias(i)));
+            moved = moved.max(max_abs_diff(&ours, &floats(&start[tensor]), |_| true));
+        }
+        assert!(moved > 5e-4, "{name}: the step moved the weights by only {moved}");
+        assert!(differ <= 1e-5, "{name}: weights after the step differ from TRL's by {differ}");
+        eprintln!(
+            "{name}: loss {} (TRL {}), metrics within {:.1e} ({}), advantages within {advantage_diff:.1e}, weights within {differ:.1e}",
+            number(&ours, "loss"),
+            number(&trl, "loss"),
+            worst.0,
+            worst.1,
+        );
+    }
+}

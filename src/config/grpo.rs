@@ -124,6 +124,9 @@ pub struct GrpoHyper {
     pub epsilon_high: Option<f64>,
     /// Weight of the k3 KL estimate to the reference per token; 0 loads no reference.
     pub beta: f64,
+    /// Multiply the KL term by the ratio π/π_old (DeepSeek-V3.2; TRL 1.12's default): the
+    /// same value on policy, but the gradient of the unbiased reverse KL.
+    pub use_bias_correction_kl: bool,
     /// μ: optimizer updates on each iteration's completions.
     pub num_iterations: usize,
     /// Completions that hit `rollout.max_new_tokens` are left out of the loss.
@@ -145,6 +148,7 @@ impl Default for GrpoHyper {
             epsilon: 0.2,
             epsilon_high: None,
             beta: 0.0,
+            use_bias_correction_kl: true,
             num_iterations: 1,
             mask_truncated_completions: false,
             micro_batch_size: 16,

@@ -3,6 +3,9 @@
 //! 2024) the mean of the group's *other* completions, r_i − (Σ_j r_j − r_i)/(G − 1), which is
 //! G/(G − 1) times GRPO's. Either is then divided by a standard deviation (TRL's
 //! `scale_rewards`): the group's, the whole batch's, or none.
+//!
+//! A NaN reward (no function scored the completion) is left out of the means and standard
+//! deviations, and its advantage is 0, as TRL 1.12's `nanmean`/`nanstd` and `nan_to_num`.
 
 use crate::config::grpo::{AdvantageKind, ScaleRewards};
 
@@ -12,14 +15,25 @@ const STD_EPSILON: f64 = 1e-4;
 /// The batch statistics that `scale_rewards = "batch"` divides by, summed over ranks.
 pub type BatchMoments = [f64; 3];
 
-/// Count, Σr and Σr² of `rewards`, to add up across ranks.
+/// Count, Σr and Σr² of the rewards that are not NaN, to add up across ranks.
 pub fn batch_moments(rewards: &[f64]) -> BatchMoments {
-    rewards.iter().fold([0.0; 3], |[n, s, q], &r| [n + 1.0, s + r, q + r * r])
+    let scored = rewards.iter().filter(|r| !r.is_nan());
+    scored.fold([0.0; 3], |[n, s, q], &r| [n + 1.0, s + r, q + r * r])
+}
+
+/// The Bessel-corrected standard deviation (torch.std's, TRL's `nanstd`) from
+/// [`batch_moments`]: NaN for fewer than two values, as TRL's.
+pub fn moments_std([n, sum, squares]: BatchMoments) -> f64 {
+    if n < 2.0 {
+        return f64::NAN;
+    }
+    ((squares - sum * sum / n) / (n - 1.0)).max(0.0).sqrt()
 }
 
 /// The advantages of `rewards` (groups of `g` consecutive completions), and per completion
-/// the standard deviation of its group (what TRL logs as `reward_std`, and whose zeros are
-/// `frac_reward_zero_std`). `batch` is the whole batch's [`batch_moments`].
+/// the standard deviation its advantage is compared with for `frac_reward_zero_std` (the
+/// group's, or the batch's with `scale_rewards = "batch"`). `batch` is the whole batch's
+/// [`batch_moments`].
 pub fn advantages(
     rewards: &[f64],
     g: usize,
@@ -27,40 +41,31 @@ pub fn advantages(
     scale: ScaleRewards,
     batch: BatchMoments,
 ) -> (Vec<f64>, Vec<f64>) {
-    let batch_std = {
-        let [n, sum, squares] = batch;
-        // Bessel-corrected, as torch.std.
-        let var = (squares - sum * sum / n.max(1.0)) / (n - 1.0).max(1.0);
-        var.max(0.0).sqrt()
-    };
+    let batch_std = moments_std(batch);
     let mut advantages = Vec::with_capacity(rewards.len());
     let mut group_stds = Vec::with_capacity(rewards.len());
     for group in rewards.chunks(g) {
-        let mean = group.iter().sum::<f64>() / group.len() as f64;
-        let std = sample_std(group, mean);
+        let moments = batch_moments(group);
+        let [n, sum, _] = moments;
+        let mean = sum / n;
+        let std = moments_std(moments);
         let divisor = match scale {
             ScaleRewards::Group => std + STD_EPSILON,
             ScaleRewards::Batch => batch_std + STD_EPSILON,
             ScaleRewards::None => 1.0,
         };
-        let leave_one_out = group.len() as f64 / (group.len() as f64 - 1.0).max(1.0);
+        let leave_one_out = n / (n - 1.0).max(1.0);
         for &r in group {
             let centred = match kind {
                 AdvantageKind::Grpo => r - mean,
                 AdvantageKind::Rloo => (r - mean) * leave_one_out,
             };
-            advantages.push(centred / divisor);
+            let advantage = centred / divisor;
+            advantages.push(if advantage.is_nan() { 0.0 } else { advantage });
             group_stds.push(if scale == ScaleRewards::Batch { batch_std } else { std });
         }
     }
     (advantages, group_stds)
-}
-
-/// The Bessel-corrected standard deviation (torch.std's default).
-fn sample_std(xs: &[f64], mean: f64) -> f64 {
-    let n = xs.len() as f64;
-    let squares: f64 = xs.iter().map(|x| (x - mean).powi(2)).sum();
-    (squares / (n - 1.0).max(1.0)).sqrt()
 }
 
 #[cfg(test)]
@@ -109,6 +114,26 @@ mod tests {
         let halves = [batch_moments(&REWARDS[..4]), batch_moments(&REWARDS[4..])];
         let added: Vec<f64> = (0..3).map(|i| halves[0][i] + halves[1][i]).collect();
         assert_eq!(added, batch, "moments add up across ranks");
+    }
+
+    // TRL 1.12 on a completion no function scored (its reward NaN):
+    //   r = [1, nan, 3, 5, nan, nan, nan, nan].view(-1, 4)
+    //   mean = torch.nanmean(r, 1)                → [3, nan]
+    //   std = trl.trainer.utils.nanstd(r, dim=1)  → [2, nan]
+    //   ((r - mean[:, None]) / (std[:, None] + 1e-4)).nan_to_num(0)
+    //   → [[-0.99995, 0, 0, 0.99995], [0, 0, 0, 0]]
+    #[test]
+    fn a_completion_no_function_scored_is_left_out_and_gets_no_advantage() {
+        let nan = f64::NAN;
+        let rewards = [1.0, nan, 3.0, 5.0, nan, nan, nan, nan];
+        let batch = batch_moments(&rewards);
+        assert_eq!(batch, [3.0, 9.0, 35.0]);
+        let (adv, stds) = advantages(&rewards, 4, AdvantageKind::Grpo, ScaleRewards::Group, batch);
+        let s = 2.0 + 1e-4;
+        close(&adv, &[-2.0 / s, 0.0, 0.0, 2.0 / s, 0.0, 0.0, 0.0, 0.0]);
+        assert_eq!(stds[0], 2.0);
+        assert!(stds[4].is_nan(), "an unscored group's std is NaN (never \"zero std\")");
+        assert!(moments_std(batch_moments(&[4.0])).is_nan(), "one value: NaN, as nanstd");
     }
 
     #[test]

@@ -1,6 +1,7 @@
-//! GRPO's objective (Shao et al., 2024, eq. 3, as TRL computes it): per completion token,
-//! the clipped surrogate with the completion's advantage, plus β times the k3 estimate of
-//! KL(π‖π_ref); then averaged over the batch one of TRL's four ways (`loss_type`).
+//! GRPO's objective (Shao et al., 2024, eq. 3, as TRL 1.12 computes it): per completion
+//! token, the clipped surrogate with the completion's advantage, plus β times the k3 estimate
+//! of KL(π‖π_ref) (times the ratio π/π_old with `use_bias_correction_kl`, DeepSeek-V3.2's
+//! unbiased gradient); then averaged over the batch one of TRL's four ways (`loss_type`).
 
 use burn::prelude::*;
 
@@ -40,6 +41,13 @@ pub struct GrpoLoss {
     pub sums: Tensor<1>,
 }
 
+/// The KL term of the loss: its weight β and whether it is multiplied by π/π_old.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct KlPenalty {
+    pub beta: f64,
+    pub bias_correction: bool,
+}
+
 /// `log_probs`, `old_log_probs`, `advantages` (each completion's, on all its tokens) and
 /// `weights` (from [`token_weight`], 0 at padding and at masked completions) are `[B, R]`;
 /// `mask` is 1 at the tokens in the loss.
@@ -52,7 +60,7 @@ pub fn grpo_loss(
     weights: Tensor<2>,
     mask: Tensor<2>,
     clip: (f64, f64),
-    beta: f64,
+    penalty: KlPenalty,
 ) -> GrpoLoss {
     let surrogate = clipped_surrogate(log_probs.clone(), old_log_probs, advantages.clone(), clip);
     let mut per_token = surrogate.loss;
@@ -60,8 +68,12 @@ pub fn grpo_loss(
         Some(reference) => {
             // k3 = π_ref/π − log(π_ref/π) − 1: unbiased and never negative (Schulman, 2020).
             let log_ratio = reference - log_probs;
-            let kl = log_ratio.clone().exp() - log_ratio - 1.0;
-            per_token = per_token + kl.clone() * beta;
+            let mut kl = log_ratio.clone().exp() - log_ratio - 1.0;
+            if penalty.bias_correction {
+                // ρ·k3: ρ = 1 in value on policy, but its gradient k3·∇log π is not 0.
+                kl = kl * surrogate.log_ratio.exp();
+            }
+            per_token = per_token + kl.clone() * penalty.beta;
             (kl.detach() * mask.clone()).sum()
         }
         None => Tensor::zeros([1], &mask.device()),
@@ -125,7 +137,7 @@ mod tests {
             weights,
             mask,
             (0.2, 0.28),
-            0.5,
+            KlPenalty { beta: 0.5, bias_correction: true },
         );
         let k3 = 2.0 - 2f64.ln() - 1.0;
         let expected = (-1.0 - 1.0 + 2.0 + 0.5 * k3) / 3.0;
@@ -152,11 +164,40 @@ mod tests {
                 mask.clone(),
                 mask.clone(),
                 (0.2, high),
-                0.0,
+                KlPenalty { beta: 0.0, bias_correction: true },
             );
             assert!((out.loss.into_scalar::<f32>() - loss).abs() < 1e-6, "ε_high {high}");
             let sums: Vec<f32> = out.sums.into_data().try_to_vec::<f32>().unwrap();
             assert_eq!(sums, [1.0, high_clipped, 0.0], "ε_high {high}");
+        }
+    }
+
+    // TRL 1.12's `use_bias_correction_kl` multiplies k3 by ρ = exp(log π − log π_old), which is
+    // 1 on policy but not its gradient. In PyTorch, one token with log π_ref − log π = ln 2:
+    //   l = torch.tensor(-1.0, requires_grad=True); r = l.detach() + math.log(2)
+    //   kl = torch.exp(r - l) - (r - l) - 1
+    //   (torch.exp(l - l.detach()) * kl).backward()   → l.grad = −0.6931 (−ln 2)
+    //   kl.backward() alone                            → l.grad = −1 (1 − π_ref/π)
+    #[test]
+    fn the_bias_corrected_kl_has_the_ratios_gradient_on_policy() {
+        let device = crate::device::DeviceSpec::Cpu.device().unwrap().autodiff();
+        let one = |x: f32| Tensor::<2>::from_data([[x]], &device);
+        for (bias_correction, expected) in [(true, -(2f32.ln())), (false, -1.0)] {
+            let logp = one(-1.0).require_grad();
+            let out = grpo_loss(
+                logp.clone(),
+                logp.clone().detach(),
+                Some(one(-1.0 + 2f32.ln())),
+                one(0.0),
+                one(1.0),
+                one(1.0),
+                (0.2, 0.2),
+                KlPenalty { beta: 1.0, bias_correction },
+            );
+            let k3 = 1.0 - 2f32.ln();
+            assert!((out.loss.clone().into_scalar::<f32>() - k3).abs() < 1e-6, "ρ = 1 in value");
+            let grad = logp.grad(&out.loss.backward()).unwrap().into_scalar::<f32>();
+            assert!((grad - expected).abs() < 1e-6, "bias_correction {bias_correction}: {grad}");
         }
     }
 }

@@ -39,7 +39,7 @@ use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::start::{self, CausalStart, TrainOptions};
 use crate::train::step;
 use advantage::{advantages, batch_moments};
-use loss::{BatchSize, grpo_loss, token_weight};
+use loss::{BatchSize, KlPenalty, grpo_loss, token_weight};
 use rewards::Rewards;
 use stats::{IterationStats, UpdateSums};
 
@@ -109,12 +109,16 @@ fn program_sources(config: &GrpoConfig) -> Result<Vec<Source>> {
     files.filter(|path| path.is_file()).map(Source::file).collect()
 }
 
-/// What scoring an iteration's completions gives besides their rewards and advantages.
+/// What scoring an iteration's completions gives: each function's scores, their weighted sum
+/// and the advantages at full precision (the rollouts keep f32 copies for the loss).
 struct Scored {
     /// `[function][completion]`.
     scores: Vec<Vec<f64>>,
+    rewards: Vec<f64>,
+    advantages: Vec<f64>,
     texts: Vec<String>,
-    /// Each completion's group's reward standard deviation.
+    /// Per completion, the reward standard deviation whose zeros `frac_reward_zero_std`
+    /// counts: its group's, or with `scale_rewards = "batch"` the batch's (TRL's).
     group_stds: Vec<f64>,
 }
 
@@ -290,7 +294,7 @@ impl Run {
             rollout.score = reward as f32;
             rollout.advantages = vec![advantage as f32; rollout.response.len()];
         }
-        Ok(Scored { scores, texts, group_stds })
+        Ok(Scored { scores, rewards, advantages, texts, group_stds })
     }
 
     /// `grpo.num_iterations` optimizer updates, each over every completion of the iteration
@@ -359,7 +363,7 @@ impl Run {
                     per_token(chunk.iter().map(|&i| weights[i].as_slice()).collect()),
                     mask.clone(),
                     grpo.clip(),
-                    grpo.beta,
+                    KlPenalty { beta: grpo.beta, bias_correction: grpo.use_bias_correction_kl },
                 );
                 let entropy = (entropy(logits.detach(), batch.shape()) * mask).sum();
                 let parts = Tensor::cat(vec![out.loss.clone().detach(), out.sums, entropy], 0);
@@ -395,14 +399,11 @@ impl Run {
         })
     }
 
-    /// Adds this iteration's completions to `completions.jsonl` (the main rank's).
-    fn log_completions(
-        &mut self,
-        rows: &[usize],
-        rollouts: &[Rollout],
-        texts: &[String],
-        scores: &[Vec<f64>],
-    ) {
+    /// Adds this iteration's completions to `completions.jsonl` (the main rank's), with what a
+    /// reference implementation needs to recompute the step: the token ids (the completion's
+    /// end-of-turn token included when it ended) and the rewards and advantages at full
+    /// precision.
+    fn log_completions(&mut self, rows: &[usize], rollouts: &[Rollout], scored: &Scored) {
         let every = self.config.grpo.log_completions_every;
         let iteration = self.trainer.progress.step + 1;
         if every == 0 || !dist::is_main() || (iteration != 1 && iteration % every != 0) {
@@ -411,26 +412,28 @@ impl Run {
         let g = self.config.grpo.num_generations;
         for (i, rollout) in rollouts.iter().enumerate() {
             let mut functions = serde_json::Map::new();
-            for (function, scores) in self.rewards.functions.iter().zip(scores) {
+            for (function, scores) in self.rewards.functions.iter().zip(&scored.scores) {
                 functions.insert(function.name.clone(), json_number(scores[i]));
             }
             self.completions.push(json!({
                 "step": iteration,
                 "prompt": self.prompts[rows[i / g]].source,
-                "completion": texts[i],
-                "reward": json_number(rollout.score as f64),
+                "completion": scored.texts[i],
+                "reward": json_number(scored.rewards[i]),
                 "rewards": functions,
-                "advantage": round(rollout.advantages.first().copied().unwrap_or(0.0) as f64, 5),
+                "advantage": json_number(scored.advantages[i]),
                 "tokens": rollout.response.len(),
                 "ended": rollout.ended,
+                "prompt_ids": rollout.prompt,
+                "completion_ids": rollout.response,
             }));
         }
     }
 }
 
-/// A score for JSON (NaN, a function's "no score", is null).
+/// A score for JSON, unrounded (NaN, a function's "no score", is null).
 fn json_number(x: f64) -> Value {
-    if x.is_finite() { json!(round(x, 5)) } else { Value::Null }
+    if x.is_finite() { json!(x) } else { Value::Null }
 }
 
 impl Stage for Run {
@@ -456,14 +459,15 @@ impl Stage for Run {
         let all_rows = self.trainer.next_batch(self.prompts.len());
         let rows = dist::shard(&all_rows).to_vec();
         let mut rollouts = self.roll_out(&rows)?;
-        let Scored { scores, texts, group_stds } = self.score(&rows, &mut rollouts)?;
+        let scored = self.score(&rows, &mut rollouts)?;
         let rollout_seconds = started.elapsed().as_secs_f64();
         let updated = Instant::now();
         let update = self.update(&rollouts, lr)?;
         let update_seconds = updated.elapsed().as_secs_f64();
-        self.log_completions(&rows, &rollouts, &texts, &scores);
+        self.log_completions(&rows, &rollouts, &scored);
 
-        let stats = IterationStats::of(&rollouts, &scores, &group_stds)?;
+        let stats =
+            IterationStats::of(&rollouts, &scored.rewards, &scored.scores, &scored.group_stds)?;
         self.trainer.progress.tokens += stats.completion_tokens as u64;
         let rate = self.trainer.tokens_per_second();
         let names: Vec<&str> = self.rewards.functions.iter().map(|f| f.name.as_str()).collect();

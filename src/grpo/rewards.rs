@@ -90,16 +90,27 @@ impl Rewards {
         Ok(scores)
     }
 
-    /// The reward of each completion: Σ weight · score over the functions that gave one.
+    /// The reward of each completion (see [`weighted_nansum`]).
     pub fn combine(&self, scores: &[Vec<f64>]) -> Vec<f64> {
-        let n = scores.first().map_or(0, Vec::len);
-        (0..n)
-            .map(|i| {
-                let weighted = self.functions.iter().zip(scores).map(|(f, s)| f.weight * s[i]);
-                weighted.filter(|x| !x.is_nan()).sum()
-            })
-            .collect()
+        let weights: Vec<f64> = self.functions.iter().map(|f| f.weight).collect();
+        weighted_nansum(&weights, scores)
     }
+}
+
+/// Σ weight · score over the functions that gave a completion a score (TRL's `nansum`), of
+/// `scores` `[function][completion]`; NaN where none did, which TRL 1.12 leaves out of the
+/// group statistics and gives no advantage.
+pub fn weighted_nansum(weights: &[f64], scores: &[Vec<f64>]) -> Vec<f64> {
+    let n = scores.first().map_or(0, Vec::len);
+    (0..n)
+        .map(|i| {
+            let weighted = weights.iter().zip(scores).map(|(w, s)| w * s[i]);
+            weighted.filter(|x| !x.is_nan()).fold(f64::NAN, |sum, x| match sum.is_nan() {
+                true => x,
+                false => sum + x,
+            })
+        })
+        .collect()
 }
 
 /// A reward program's request: the prompt as its row wrote it, the completion, and the row's
@@ -112,4 +123,18 @@ fn request(prompt: &Prompt, completion: &str) -> Value {
         }
     }
     request
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_reward_sums_the_scores_given_and_is_nan_where_none_was() {
+        let nan = f64::NAN;
+        let scores = vec![vec![1.0, nan, nan], vec![2.0, 4.0, nan]];
+        let rewards = weighted_nansum(&[1.0, 0.5], &scores);
+        assert_eq!(&rewards[..2], &[2.0, 2.0]);
+        assert!(rewards[2].is_nan(), "no function scored it: {rewards:?}");
+    }
 }

@@ -4,6 +4,7 @@
 use anyhow::Result;
 use serde_json::{Map, Value};
 
+use super::advantage::{batch_moments, moments_std};
 use crate::dist;
 use crate::ppo::rollout::Rollout;
 use crate::train::run::round;
@@ -37,8 +38,9 @@ impl UpdateSums {
 /// The rollouts' statistics, over every rank.
 #[derive(Debug, Clone, Default)]
 pub struct IterationStats {
+    /// Mean and standard deviation of the batch's rewards (TRL 1.12's `reward` and
+    /// `reward_std`), NaN (unscored) left out.
     pub reward: f64,
-    /// Mean over completions of their group's standard deviation.
     pub reward_std: f64,
     pub frac_reward_zero_std: f64,
     /// Per reward function: mean and standard deviation of the scores it gave (NaN left out).
@@ -50,16 +52,22 @@ pub struct IterationStats {
 }
 
 impl IterationStats {
-    pub fn of(rollouts: &[Rollout], scores: &[Vec<f64>], group_stds: &[f64]) -> Result<Self> {
+    /// `rewards` are the completions' (NaN: no function scored it), `scores` each function's,
+    /// `group_stds` the standard deviations [`super::advantage::advantages`] returned.
+    pub fn of(
+        rollouts: &[Rollout],
+        rewards: &[f64],
+        scores: &[Vec<f64>],
+        group_stds: &[f64],
+    ) -> Result<Self> {
         let n = rollouts.len() as f64;
         let mut sums = vec![
             n,
-            rollouts.iter().map(|r| r.score as f64).sum(),
-            group_stds.iter().sum(),
             group_stds.iter().filter(|&&s| s.abs() < 1e-8).count() as f64,
             rollouts.iter().map(|r| r.response.len() as f64).sum(),
             rollouts.iter().filter(|r| !r.ended).count() as f64,
         ];
+        sums.extend(batch_moments(rewards));
         for function in scores {
             let given = function.iter().filter(|x| !x.is_nan());
             let (k, s, q) =
@@ -68,7 +76,8 @@ impl IterationStats {
         }
         dist::sum(&mut sums)?;
         let total = sums[0].max(1.0);
-        let functions = sums[6..]
+        let rewards = [sums[4], sums[5], sums[6]];
+        let functions = sums[7..]
             .chunks(3)
             .map(|c| {
                 let (k, s, q) = (c[0], c[1], c[2]);
@@ -81,13 +90,13 @@ impl IterationStats {
             })
             .collect();
         Ok(Self {
-            reward: sums[1] / total,
-            reward_std: sums[2] / total,
-            frac_reward_zero_std: sums[3] / total,
+            reward: rewards[1] / rewards[0],
+            reward_std: moments_std(rewards),
+            frac_reward_zero_std: sums[1] / total,
             functions,
-            mean_length: sums[4] / total,
-            clipped_ratio: sums[5] / total,
-            completion_tokens: sums[4],
+            mean_length: sums[2] / total,
+            clipped_ratio: sums[3] / total,
+            completion_tokens: sums[2],
         })
     }
 

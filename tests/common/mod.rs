@@ -42,6 +42,17 @@ pub fn python() -> PathBuf {
     std::env::var_os("RLHF_PYTHON").map_or_else(|| root().join(".venv/bin/python"), PathBuf::from)
 }
 
+/// The Python of TRL 1.12.0's venv (made by `scripts/bench/trl_venv.sh`), if it is there: the
+/// TRL parity tests skip without it.
+pub fn trl_python() -> Option<PathBuf> {
+    let python = root().join("target/bench/ppo/venv/bin/python");
+    let installed = std::fs::read_to_string(root().join("target/bench/ppo/venv/.trl-version"));
+    match (python.is_file(), installed) {
+        (true, Ok(version)) if version.trim() == "1.12.0" => Some(python),
+        _ => None,
+    }
+}
+
 /// Runs `scripts/fixtures/hf_forward.py` on (model dir, io file, out file) triples.
 pub fn hf_forward(jobs: &[(PathBuf, PathBuf, PathBuf)]) {
     let mut cmd = Command::new(python());

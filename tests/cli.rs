@@ -241,7 +241,7 @@ fn every_option_has_help_and_the_lists_are_complete() {
 #[test]
 fn print_config_shows_every_key_and_reads_back() {
     let tmp = tempfile::tempdir().unwrap();
-    for stage in ["sft", "reward", "ppo", "moderate"] {
+    for stage in ["sft", "reward", "ppo", "dpo", "kto", "grpo", "moderate"] {
         let out = rlhf(&[stage, "train", "--print-config"]);
         assert_ok(&out);
         let text = String::from_utf8(out.stdout).unwrap();
@@ -273,4 +273,12 @@ fn print_config_shows_every_key_and_reads_back() {
     assert!(text.contains("\noverwrite = true\n"), "--force is output.overwrite: {text}");
     let out = rlhf(&["sft", "train", "--print-config", "--set", "train.lrr=1"]);
     assert_eq!(out.status.code(), Some(2));
+    // The shipped GRPO configs have [[rewards]] tables whose unset keys must not be printed.
+    for config in ["configs/grpo.toml", "configs/demo/grpo.toml"] {
+        let config = root().join(config);
+        let out = rlhf(&["grpo", "train", "--print-config", "--config", config.to_str().unwrap()]);
+        assert_ok(&out);
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert!(text.starts_with("rewards = [{ "), "{text}");
+    }
 }

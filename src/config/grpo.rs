@@ -48,18 +48,18 @@ impl Default for GrpoData {
 pub struct RewardSource {
     /// How the logs call it (`rewards/<name>/mean`); default: the directory's or program's
     /// file name.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// A reward model directory (decoder with a scalar head, or a cross-encoder).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<PathBuf>,
     /// A `rlhf moderate` checkpoint: the reward is minus the completion's highest category
     /// score.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub moderation: Option<PathBuf>,
     /// A reward program, started once: one JSON request a line on its stdin, one number a
     /// line on its stdout (`rlhf` as the first word is this binary).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
     /// Seconds a program may take to answer one request.
     #[serde(default = "default_timeout")]

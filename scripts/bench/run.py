@@ -239,11 +239,13 @@ class Inputs:
 
 class Bench:
     """One row (or, for chat, several rows) of the results: `ours` and `theirs` are
-    (command, reader) where reader(stdout, stderr) -> {metric: value}."""
+    (command, reader) where reader(stdout, stderr) -> {metric: value}. Metrics named in
+    `details` (either side may leave them out) go to the log and results.json, not the table."""
 
     def __init__(self, group, name, unit, ours, theirs, higher_is_better=True, reference="PyTorch",
-                 flops_per_unit=None, bound=None, params=None, peak="fp32_gflops"):
+                 flops_per_unit=None, bound=None, params=None, peak="fp32_gflops", details=()):
         self.group, self.name, self.unit = group, name, unit
+        self.details = details
         self.ours, self.theirs = ours, theirs
         self.higher_is_better = higher_is_better
         self.reference = reference
@@ -384,6 +386,69 @@ overwrite = true
         higher_is_better=False, reference="TRL 1.12 PPOTrainer")
 
 
+def grpo_bench(inputs, name, prompts, generations, iterations, new_tokens=48, group="GRPO"):
+    """Iterations of `prompts` prompts × `generations` completions of up to `new_tokens` tokens
+    as scripts/bench/trl_grpo.py describes (β = 0, μ = 1, loss dapo, all completions in one
+    forward/backward); seconds per iteration after the first."""
+    policy = inputs.model(name)
+    reward = inputs.reward_model(policy)
+    prompt_file = inputs.prompts(policy, 64, 32)
+    tag = f"{policy.name}.{prompts}x{generations}"
+    run_dir = inputs.work / f"grpo.{tag}"
+    config = inputs.work / f"grpo.{tag}.toml"
+    config.write_text(f"""[model]
+base = "{policy}"
+[data]
+prompts = "{prompt_file}"
+max_prompt_len = 64
+[rollout]
+max_new_tokens = {new_tokens}
+[[rewards]]
+model = "{reward}"
+[grpo]
+num_generations = {generations}
+beta = 0.0
+num_iterations = 1
+loss_type = "dapo"
+micro_batch_size = {prompts * generations}
+log_completions_every = 0
+[train]
+max_steps = {iterations}
+batch_size = {prompts}
+lr = 1e-5
+warmup_steps = 0
+schedule = "constant"
+save_every = 0
+log_every = 1
+[output]
+dir = "{run_dir}"
+overwrite = true
+""")
+
+    def ours_rate(_out, _err):
+        m = metrics(run_dir)
+        timed = m[1:]
+        return {"s/iteration": (m[-1]["seconds"] - m[0]["seconds"]) / len(timed),
+                "completion length": statistics.mean(r["completions/mean_length"] for r in m),
+                "rollout_s": statistics.mean(r["rollout_s"] for r in timed),
+                "update_s": statistics.mean(r["update_s"] for r in timed)}
+
+    def theirs_rate(out, _err):
+        result = json.loads(out.strip().splitlines()[-1])
+        return {"s/iteration": result["seconds_per_iteration"], "completion length": result["mean_length"]}
+
+    return Bench(
+        group, f"{policy.name}, {prompts} prompts × {generations} completions × {new_tokens} tokens", "s/iteration",
+        ([RLHF, "--threads", str(inputs.threads), "--device", inputs.device, "grpo", "train",
+          "--config", str(config)], ours_rate),
+        ([TRL_PYTHON, str(BENCH / "trl_grpo.py"), "--policy", str(policy), "--reward", str(reward),
+          "--prompts", str(prompt_file), "--prompts-per-step", str(prompts), "--generations", str(generations),
+          "--max-new-tokens", str(new_tokens), "--steps", str(iterations),
+          "--threads", str(inputs.threads), "--device", inputs.device], theirs_rate),
+        higher_is_better=False, reference="TRL 1.12 GRPOTrainer",
+        details=("completion length", "rollout_s", "update_s"))
+
+
 CHAT_TURNS = [1, 10, 20]
 
 
@@ -429,6 +494,7 @@ def suite(inputs, quick, limits):
             generate_bench(inputs, "small", 8, 32, 64, limits),
             *encode_benches(inputs, 100),
             ppo_bench(inputs, "small", 8, 4),
+            grpo_bench(inputs, "small", 4, 8, 4),
             chat_bench(inputs, "models/smollm2", 4),
         ]
         scaling = [
@@ -448,6 +514,8 @@ def suite(inputs, quick, limits):
             *encode_benches(inputs, 1000),
             ppo_bench(inputs, "small", 16, 4),
             ppo_bench(inputs, "models/smollm2", 4, 2),
+            grpo_bench(inputs, "small", 4, 8, 5),
+            grpo_bench(inputs, "models/smollm2", 2, 4, 3),
             chat_bench(inputs, "models/smollm2", 16),
             chat_bench(inputs, "models/smollm2", 16, "reencode"),
         ]
@@ -498,7 +566,7 @@ def table(rows, benches, results, limits):
         if "skipped" in result:
             lines.append(f"| {bench.name} | {bench.unit} | skipped: {result['skipped']} | | | | | |")
             continue
-        for metric in result["ours"]["runs"][0]:
+        for metric in [m for m in result["ours"]["runs"][0] if m not in bench.details]:
             ours = summary([r[metric] for r in result["ours"]["runs"]])
             rss = f"{max(result['ours']['rss_mib']) / 1024:.2f} GB"
             reference, reference_rss, ratio = "not run", "", ""

@@ -191,6 +191,17 @@ class Inputs:
                             "--tokens", str(tokens)], check=True)
         return out
 
+    def comparisons(self, model, count, prompt_tokens, answer_tokens):
+        """`count` comparisons of a `prompt_tokens` prompt and two `answer_tokens` answers in
+        `model`'s tokenizer (or the presets' one), in TRL's conversational form."""
+        tokenizer = model if (model / "tokenizer.json").exists() else self.tokenizer
+        out = self.work / f"{model.name}.{count}x{prompt_tokens}+{answer_tokens}.comparisons.jsonl"
+        if not out.exists():
+            subprocess.run([PY, BENCH / "make_comparisons.py", tokenizer, out, "--count", str(count),
+                            "--prompt-tokens", str(prompt_tokens), "--answer-tokens", str(answer_tokens)],
+                           check=True)
+        return out
+
     def text(self):
         out = self.work / "text.jsonl"
         if not out.exists():
@@ -449,6 +460,55 @@ overwrite = true
         details=("completion length", "rollout_s", "update_s"))
 
 
+def dpo_bench(inputs, name, batch, steps, prompt_tokens=32, answer_tokens=64, group="DPO"):
+    """Steps of `batch` comparisons (a prompt of `prompt_tokens` tokens, two answers of
+    `answer_tokens`) as scripts/bench/trl_dpo.py describes (sigmoid loss, β = 0.1, reference
+    log-probs computed once before the first step); seconds per step after the first, so the
+    reference pass is left out on both sides."""
+    model = inputs.model(name)
+    data = inputs.comparisons(model, batch * steps, prompt_tokens, answer_tokens)
+    tag = f"{model.name}.b{batch}"
+    run_dir = inputs.work / f"dpo.{tag}"
+    config = inputs.work / f"dpo.{tag}.toml"
+    config.write_text(f"""[model]
+base = "{model}"
+[data]
+train = "{data}"
+valid_fraction = 0.0
+max_len = {2 * (prompt_tokens + answer_tokens)}
+[dpo]
+loss_type = "sigmoid"
+beta = 0.1
+[train]
+max_steps = {steps}
+batch_size = {batch}
+grad_accum = 1
+lr = 1e-5
+warmup_steps = 0
+schedule = "constant"
+eval_every = 0
+save_every = 0
+log_every = 1
+[output]
+dir = "{run_dir}"
+overwrite = true
+""")
+
+    def ours_rate(_out, _err):
+        m = metrics(run_dir)
+        return {"s/step": (m[-1]["seconds"] - m[0]["seconds"]) / (len(m) - 1)}
+
+    return Bench(
+        group, f"{model.name}, batch {batch} × ({prompt_tokens} + 2 × {answer_tokens} tokens)", "s/step",
+        ([RLHF, "--threads", str(inputs.threads), "--device", inputs.device, "dpo", "train",
+          "--config", str(config)], ours_rate),
+        ([TRL_PYTHON, str(BENCH / "trl_dpo.py"), "--model", str(model), "--data", str(data),
+          "--batch", str(batch), "--steps", str(steps), "--threads", str(inputs.threads),
+          "--device", inputs.device],
+         lambda out, _: {"s/step": json.loads(out.strip().splitlines()[-1])["seconds_per_step"]}),
+        higher_is_better=False, reference="TRL 1.12 DPOTrainer")
+
+
 CHAT_TURNS = [1, 10, 20]
 
 
@@ -495,6 +555,7 @@ def suite(inputs, quick, limits):
             *encode_benches(inputs, 100),
             ppo_bench(inputs, "small", 8, 4),
             grpo_bench(inputs, "small", 4, 8, 4),
+            dpo_bench(inputs, "small", 8, 5),
             chat_bench(inputs, "models/smollm2", 4),
         ]
         scaling = [
@@ -516,6 +577,8 @@ def suite(inputs, quick, limits):
             ppo_bench(inputs, "models/smollm2", 4, 2),
             grpo_bench(inputs, "small", 4, 8, 5),
             grpo_bench(inputs, "models/smollm2", 2, 4, 3),
+            dpo_bench(inputs, "small", 8, 8),
+            dpo_bench(inputs, "models/smollm2", 4, 4),
             chat_bench(inputs, "models/smollm2", 16),
             chat_bench(inputs, "models/smollm2", 16, "reencode"),
         ]

@@ -446,7 +446,9 @@ overwrite = true
 
     def theirs_rate(out, _err):
         result = json.loads(out.strip().splitlines()[-1])
-        return {"s/iteration": result["seconds_per_iteration"], "completion length": result["mean_length"]}
+        return {"s/iteration": result["seconds_per_iteration"], "completion length": result["mean_length"],
+                "rollout_s": result["rollout_seconds"],
+                "update_s": result["seconds_per_iteration"] - result["rollout_seconds"]}
 
     return Bench(
         group, f"{policy.name}, {prompts} prompts × {generations} completions × {new_tokens} tokens", "s/iteration",

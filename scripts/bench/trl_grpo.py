@@ -109,7 +109,7 @@ class Timer:
                 if logs and "completions/mean_length" in logs:
                     timer.logs.append(logs)
 
-        self.stamps, self.logs, self.callback = [], [], Callback()
+        self.stamps, self.logs, self.rollouts, self.callback = [], [], [], Callback()
 
 
 def main():
@@ -173,6 +173,17 @@ def main():
             train_dataset=Dataset.from_list(prompts),
             callbacks=[timer.callback],
         )
+        # The rollout's share of an iteration (sampling, reward model, advantages), as rlhf's
+        # rollout_s: the rest is the forward/backward and the optimizer step.
+        rollout = trainer._generate_and_score_completions
+
+        def timed_rollout(*a, **kw):
+            started = time.perf_counter()
+            out = rollout(*a, **kw)
+            timer.rollouts.append(time.perf_counter() - started)
+            return out
+
+        trainer._generate_and_score_completions = timed_rollout
         log(f"trl {trl.__version__}: mixed precision {trainer.accelerator.mixed_precision!r}, "
             f"device {trainer.accelerator.device}, {len(prompts)} prompts, "
             f"{args.prompts_per_step} × {args.generations} completions a step")
@@ -190,10 +201,12 @@ def main():
         "seconds_per_iteration": sum(timed) / len(timed),
         "first_iteration_seconds": times[0],
         "iterations": len(times),
+        "rollout_seconds": sum(timer.rollouts[1:]) / len(timed),
         "mean_length": sum(lengths) / len(lengths),
         "lengths": lengths,
     }
     log("iteration seconds: " + " ".join(f"{t:.3f}" for t in times))
+    log("rollout seconds: " + " ".join(f"{t:.3f}" for t in timer.rollouts))
     print(json.dumps(result), flush=True)
 
 

@@ -191,6 +191,17 @@ class Inputs:
                             "--tokens", str(tokens)], check=True)
         return out
 
+    def comparisons(self, model, count, prompt_tokens, answer_tokens):
+        """`count` comparisons of a `prompt_tokens` prompt and two `answer_tokens` answers in
+        `model`'s tokenizer (or the presets' one), in TRL's conversational form."""
+        tokenizer = model if (model / "tokenizer.json").exists() else self.tokenizer
+        out = self.work / f"{model.name}.{count}x{prompt_tokens}+{answer_tokens}.comparisons.jsonl"
+        if not out.exists():
+            subprocess.run([PY, BENCH / "make_comparisons.py", tokenizer, out, "--count", str(count),
+                            "--prompt-tokens", str(prompt_tokens), "--answer-tokens", str(answer_tokens)],
+                           check=True)
+        return out
+
     def text(self):
         out = self.work / "text.jsonl"
         if not out.exists():
@@ -239,11 +250,13 @@ class Inputs:
 
 class Bench:
     """One row (or, for chat, several rows) of the results: `ours` and `theirs` are
-    (command, reader) where reader(stdout, stderr) -> {metric: value}."""
+    (command, reader) where reader(stdout, stderr) -> {metric: value}. Metrics named in
+    `details` (either side may leave them out) go to the log and results.json, not the table."""
 
     def __init__(self, group, name, unit, ours, theirs, higher_is_better=True, reference="PyTorch",
-                 flops_per_unit=None, bound=None, params=None, peak="fp32_gflops"):
+                 flops_per_unit=None, bound=None, params=None, peak="fp32_gflops", details=()):
         self.group, self.name, self.unit = group, name, unit
+        self.details = details
         self.ours, self.theirs = ours, theirs
         self.higher_is_better = higher_is_better
         self.reference = reference
@@ -384,6 +397,120 @@ overwrite = true
         higher_is_better=False, reference="TRL 1.12 PPOTrainer")
 
 
+def grpo_bench(inputs, name, prompts, generations, iterations, new_tokens=48, group="GRPO"):
+    """Iterations of `prompts` prompts × `generations` completions of up to `new_tokens` tokens
+    as scripts/bench/trl_grpo.py describes (β = 0, μ = 1, loss dapo, all completions in one
+    forward/backward); seconds per iteration after the first."""
+    policy = inputs.model(name)
+    reward = inputs.reward_model(policy)
+    prompt_file = inputs.prompts(policy, 64, 32)
+    tag = f"{policy.name}.{prompts}x{generations}"
+    run_dir = inputs.work / f"grpo.{tag}"
+    config = inputs.work / f"grpo.{tag}.toml"
+    config.write_text(f"""[model]
+base = "{policy}"
+[data]
+prompts = "{prompt_file}"
+max_prompt_len = 64
+[rollout]
+max_new_tokens = {new_tokens}
+[[rewards]]
+model = "{reward}"
+[grpo]
+num_generations = {generations}
+beta = 0.0
+num_iterations = 1
+loss_type = "dapo"
+micro_batch_size = {prompts * generations}
+log_completions_every = 0
+[train]
+max_steps = {iterations}
+batch_size = {prompts}
+lr = 1e-5
+warmup_steps = 0
+schedule = "constant"
+save_every = 0
+log_every = 1
+[output]
+dir = "{run_dir}"
+overwrite = true
+""")
+
+    def ours_rate(_out, _err):
+        m = metrics(run_dir)
+        timed = m[1:]
+        return {"s/iteration": (m[-1]["seconds"] - m[0]["seconds"]) / len(timed),
+                "completion length": statistics.mean(r["completions/mean_length"] for r in m),
+                "rollout_s": statistics.mean(r["rollout_s"] for r in timed),
+                "update_s": statistics.mean(r["update_s"] for r in timed)}
+
+    def theirs_rate(out, _err):
+        result = json.loads(out.strip().splitlines()[-1])
+        return {"s/iteration": result["seconds_per_iteration"], "completion length": result["mean_length"],
+                "rollout_s": result["rollout_seconds"],
+                "update_s": result["seconds_per_iteration"] - result["rollout_seconds"]}
+
+    return Bench(
+        group, f"{policy.name}, {prompts} prompts × {generations} completions × {new_tokens} tokens", "s/iteration",
+        ([RLHF, "--threads", str(inputs.threads), "--device", inputs.device, "grpo", "train",
+          "--config", str(config)], ours_rate),
+        ([TRL_PYTHON, str(BENCH / "trl_grpo.py"), "--policy", str(policy), "--reward", str(reward),
+          "--prompts", str(prompt_file), "--prompts-per-step", str(prompts), "--generations", str(generations),
+          "--max-new-tokens", str(new_tokens), "--steps", str(iterations),
+          "--threads", str(inputs.threads), "--device", inputs.device], theirs_rate),
+        higher_is_better=False, reference="TRL 1.12 GRPOTrainer",
+        details=("completion length", "rollout_s", "update_s"))
+
+
+def dpo_bench(inputs, name, batch, steps, prompt_tokens=32, answer_tokens=64, group="DPO"):
+    """Steps of `batch` comparisons (a prompt of `prompt_tokens` tokens, two answers of
+    `answer_tokens`) as scripts/bench/trl_dpo.py describes (sigmoid loss, β = 0.1, reference
+    log-probs computed once before the first step); seconds per step after the first, so the
+    reference pass is left out on both sides."""
+    model = inputs.model(name)
+    data = inputs.comparisons(model, batch * steps, prompt_tokens, answer_tokens)
+    tag = f"{model.name}.b{batch}"
+    run_dir = inputs.work / f"dpo.{tag}"
+    config = inputs.work / f"dpo.{tag}.toml"
+    config.write_text(f"""[model]
+base = "{model}"
+[data]
+train = "{data}"
+valid_fraction = 0.0
+max_len = {2 * (prompt_tokens + answer_tokens)}
+[dpo]
+loss_type = "sigmoid"
+beta = 0.1
+[train]
+max_steps = {steps}
+batch_size = {batch}
+grad_accum = 1
+lr = 1e-5
+warmup_steps = 0
+schedule = "constant"
+eval_every = 0
+save_every = 0
+log_every = 1
+[output]
+dir = "{run_dir}"
+overwrite = true
+""")
+
+    def ours_rate(_out, _err):
+        m = metrics(run_dir)
+        return {"s/step": (m[-1]["seconds"] - m[0]["seconds"]) / (len(m) - 1)}
+
+    return Bench(
+        group, f"{model.name}, batch {batch} × ({prompt_tokens} + 2 × {answer_tokens} tokens)", "s/step",
+        ([RLHF, "--threads", str(inputs.threads), "--device", inputs.device, "dpo", "train",
+          "--config", str(config)], ours_rate),
+        ([TRL_PYTHON, str(BENCH / "trl_dpo.py"), "--model", str(model), "--data", str(data),
+          "--batch", str(batch), "--steps", str(steps), "--threads", str(inputs.threads),
+          "--device", inputs.device],
+         lambda out, _: {"s/step": json.loads(out.strip().splitlines()[-1])["seconds_per_step"]}),
+        higher_is_better=False, reference="TRL 1.12 DPOTrainer")
+
+
 CHAT_TURNS = [1, 10, 20]
 
 
@@ -429,6 +556,8 @@ def suite(inputs, quick, limits):
             generate_bench(inputs, "small", 8, 32, 64, limits),
             *encode_benches(inputs, 100),
             ppo_bench(inputs, "small", 8, 4),
+            grpo_bench(inputs, "small", 4, 8, 4),
+            dpo_bench(inputs, "small", 8, 5),
             chat_bench(inputs, "models/smollm2", 4),
         ]
         scaling = [
@@ -448,6 +577,10 @@ def suite(inputs, quick, limits):
             *encode_benches(inputs, 1000),
             ppo_bench(inputs, "small", 16, 4),
             ppo_bench(inputs, "models/smollm2", 4, 2),
+            grpo_bench(inputs, "small", 4, 8, 5),
+            grpo_bench(inputs, "models/smollm2", 2, 4, 3),
+            dpo_bench(inputs, "small", 8, 8),
+            dpo_bench(inputs, "models/smollm2", 4, 4),
             chat_bench(inputs, "models/smollm2", 16),
             chat_bench(inputs, "models/smollm2", 16, "reencode"),
         ]
@@ -498,7 +631,7 @@ def table(rows, benches, results, limits):
         if "skipped" in result:
             lines.append(f"| {bench.name} | {bench.unit} | skipped: {result['skipped']} | | | | | |")
             continue
-        for metric in result["ours"]["runs"][0]:
+        for metric in [m for m in result["ours"]["runs"][0] if m not in bench.details]:
             ours = summary([r[metric] for r in result["ours"]["runs"]])
             rss = f"{max(result['ours']['rss_mib']) / 1024:.2f} GB"
             reference, reference_rss, ratio = "not run", "", ""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The benchmark suite: every speed benchmark, rlhf against its PyTorch reference (transformers,
-# TRL's PPOTrainer), interleaved runs in one go on this machine, with the machine's matrix-multiply
-# peak and memory bandwidth; writes bench/results.md and bench/results.json (scripts/bench/run.py).
+# TRL's PPOTrainer, GRPOTrainer and DPOTrainer), interleaved runs in one go on this machine, with
+# the machine's matrix-multiply peak and memory bandwidth; writes bench/results.md and
+# bench/results.json (scripts/bench/run.py).
 #
 #   scripts/bench/run.sh --quick           # the reduced set: at most 10 minutes on 2 cores
 #   scripts/bench/run.sh                   # the full suite (small, gpt2-124m, SmolLM2-135M): ~45 min

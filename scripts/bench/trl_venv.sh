@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes (once) the virtualenv that scripts/bench/trl_ppo.py runs in: target/bench/ppo/venv.
+# Makes (once) the virtualenv that scripts/bench/trl_*.py run in: target/bench/ppo/venv.
 # Silent on success (pip's errors only), so callers can run it every time:
 #
 #   scripts/bench/trl_venv.sh && target/bench/ppo/venv/bin/python scripts/bench/trl_ppo.py ...

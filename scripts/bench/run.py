@@ -556,8 +556,6 @@ def suite(inputs, quick, limits):
             generate_bench(inputs, "small", 8, 32, 64, limits),
             *encode_benches(inputs, 100),
             ppo_bench(inputs, "small", 8, 4),
-            grpo_bench(inputs, "small", 4, 8, 4),
-            dpo_bench(inputs, "small", 8, 5),
             chat_bench(inputs, "models/smollm2", 4),
         ]
         scaling = [

@@ -5,7 +5,7 @@
 # bench/results.json (scripts/bench/run.py).
 #
 #   scripts/bench/run.sh --quick           # the reduced set: at most 10 minutes on 2 cores
-#   scripts/bench/run.sh                   # the full suite (small, gpt2-124m, SmolLM2-135M): ~45 min
+#   scripts/bench/run.sh                   # the full suite (small, gpt2-124m, SmolLM2-135M): ~1 hour
 #   scripts/bench/run.sh --device cuda     # the same on a GPU
 #   scripts/bench/run.sh --only PPO        # the benchmarks whose group or name has "PPO"
 #   scripts/bench/run.sh --runs 5          # more interleaved runs a figure (default 3)

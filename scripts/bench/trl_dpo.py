@@ -19,30 +19,14 @@ apart: it pays for allocator growth and lazy initialisation."""
 import argparse
 import contextlib
 import json
-import os
 import sys
 import tempfile
 import time
 
-if "cuda" not in sys.argv:
-    os.environ["CUDA_VISIBLE_DEVICES"] = ""
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ["WANDB_DISABLED"] = "true"
-os.environ["TQDM_DISABLE"] = "1"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+from trl_offline import log  # first: sets the environment torch reads
 
 import torch  # noqa: E402
-from transformers.utils import logging  # noqa: E402
 
-logging.set_verbosity_error()
-logging.disable_progress_bar()
-
-
-def log(*parts):
-    print(*parts, file=sys.stderr, flush=True)
 
 
 def parse_args():

@@ -30,23 +30,11 @@ import os
 import sys
 import tempfile
 
-os.environ["CUDA_VISIBLE_DEVICES"] = ""
-os.environ["HF_HUB_OFFLINE"] = "1"
-os.environ["HF_DATASETS_OFFLINE"] = "1"
-os.environ["TRANSFORMERS_OFFLINE"] = "1"
-os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
-os.environ["WANDB_DISABLED"] = "true"
-os.environ["TQDM_DISABLE"] = "1"
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # rollout_func is "experimental"
+import trl_offline  # noqa: F401  (first: sets the environment torch reads)
 
 import torch  # noqa: E402
 from datasets import Dataset  # noqa: E402
 from transformers import AutoModelForCausalLM, AutoTokenizer  # noqa: E402
-from transformers.utils import logging  # noqa: E402
-
-logging.set_verbosity_error()
-logging.disable_progress_bar()
 
 
 def parse_args():

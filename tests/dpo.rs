@@ -330,9 +330,11 @@ fn each_loss_type_starts_at_its_value_for_no_preference_and_a_reference_can_be_n
 
 /// A run interrupted by Ctrl-C and resumed ends with the weights and metrics of one that was
 /// not, and reads the reference log-probabilities back instead of computing them again.
-fn resumes_exactly(stage: &str) {
+/// `extra` adds to the runs' overrides (`model.train_layers`: the frozen-block cache).
+fn resumes_exactly(stage: &str, extra: &[&str]) {
     let ws = Workspace::new();
-    let sets = ["train.max_steps=120", "train.eval_every=0", "train.log_every=5"];
+    let sets =
+        [&["train.max_steps=120", "train.eval_every=0", "train.log_every=5"], extra].concat();
     let straight = format!("output.dir=runs/{stage}-straight");
     assert_ok(&ws.train(stage, &[&sets[..], &[straight.as_str()]].concat(), &[]));
 
@@ -347,6 +349,10 @@ fn resumes_exactly(stage: &str) {
 
     let resumed = ws.train(stage, &sets, &["--resume"]);
     assert_ok(&resumed);
+    if !extra.is_empty() {
+        // The cache is built again; the reference is read back.
+        assert!(stderr(&resumed).contains("the frozen blocks (1 of 2)"), "{}", stderr(&resumed));
+    }
     assert!(!stderr(&resumed).contains("reference log-probabilities of"), "{}", stderr(&resumed));
     let a = read(&ws.path(&format!("runs/{stage}-straight/model.safetensors")));
     let b = read(&ws.path(&format!("runs/{stage}-stopped/model.safetensors")));
@@ -378,12 +384,12 @@ fn resumes_exactly(stage: &str) {
 
 #[test]
 fn dpo_resumes_exactly_after_ctrl_c() {
-    resumes_exactly("dpo");
+    resumes_exactly("dpo", &[]);
 }
 
 #[test]
-fn kto_resumes_exactly_after_ctrl_c() {
-    resumes_exactly("kto");
+fn kto_with_frozen_blocks_resumes_exactly_after_ctrl_c() {
+    resumes_exactly("kto", &["model.train_layers=1"]);
 }
 
 #[test]

@@ -64,10 +64,10 @@ pub fn eval(args: &DpoEvalArgs, device: &Device) -> Result<()> {
     }
     let pad = policy.config.pad_id(&tokenizer);
     let flat = flat_completions(&encoded);
-    let logps = all_log_probs(&policy.model, &flat, pad, device, &|| Ok(()))?;
+    let logps = all_log_probs(&policy.model, &flat, None, pad, device, &|| Ok(()))?;
     drop(policy.model); // one model in memory at a time
     let reference = load_reference(&reference_dir, &tokenizer, device)?;
-    let reference_logps = all_log_probs(&reference, &flat, pad, device, &|| Ok(()))?;
+    let reference_logps = all_log_probs(&reference, &flat, None, pad, device, &|| Ok(()))?;
     let stats = pair_stats(&encoded, &logps, &reference_logps, &loss, device);
     if args.json {
         let mut out = stats.json("");

@@ -146,7 +146,7 @@ pub fn run_sorted(
 }
 
 /// Sequences per forward pass at inference.
-const INFERENCE_BATCH_SIZE: usize = 16;
+pub const INFERENCE_BATCH_SIZE: usize = 16;
 
 #[cfg(test)]
 mod tests {

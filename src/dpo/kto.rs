@@ -19,7 +19,9 @@ use burn::prelude::*;
 use serde_json::{Map, Value, json};
 use tokenizers::Tokenizer;
 
-use super::logps::{ReferenceLogps, all_log_probs, batch_of, floats, sequence_log_probs};
+use super::logps::{
+    Cached, FrozenStates, ReferenceLogps, all_log_probs, batch_of, floats, sequence_log_probs,
+};
 use super::loss::{kto_kl, kto_loss};
 use super::{Encoding, open_policy, prepare_reference, record_reference, warn_fit};
 use crate::bad_input;
@@ -280,6 +282,8 @@ struct Run {
     trainer: Trainer,
     /// log π_ref of the rows' answers, then of their mismatched pairs (see `flat`).
     reference: ReferenceLogps,
+    /// With `model.train_layers`, the frozen blocks' output (set when training starts).
+    frozen: Option<FrozenStates>,
     resuming: bool,
     /// Validation loss at the last evaluation.
     valid_loss: Option<f64>,
@@ -321,6 +325,7 @@ impl Run {
             data,
             trainer,
             reference: ReferenceLogps::default(),
+            frozen: None,
             resuming,
             valid_loss: None,
             pad,
@@ -346,14 +351,26 @@ impl Run {
         }
         if t.progress.step < t.total_steps {
             let out = self.config.output.dir.clone();
+            let (train, valid) = (flat(&self.data.train), flat(&self.data.valid));
+            self.frozen = FrozenStates::build(
+                "kto",
+                &self.model.valid(),
+                self.config.model.train_layers,
+                &train,
+                &valid,
+                self.pad,
+                &self.device,
+                &self.trainer.log,
+            )?;
             self.reference = prepare_reference(
                 "kto",
                 self.config.model.reference.as_deref(),
                 self.resuming.then_some(out.as_path()),
                 &self.model,
+                self.frozen.as_ref(),
                 &self.tokenizer,
-                &flat(&self.data.train),
-                &flat(&self.data.valid),
+                &train,
+                &valid,
                 self.pad,
                 &self.device,
                 &self.trainer.log,
@@ -386,8 +403,10 @@ impl Run {
             }
             let pairs: Vec<&Completion> =
                 rows.iter().map(|&i| &self.data.train[i].mismatched).collect();
-            let logps =
-                floats(sequence_log_probs(&model, &batch_of(&pairs, self.pad, &self.device)));
+            let flat: Vec<usize> = rows.iter().map(|&i| n + i).collect();
+            let cached = self.frozen.as_ref().map(|f| Cached { cache: &f.train, rows: &flat });
+            let batch = batch_of(&pairs, self.pad, &self.device);
+            let logps = floats(sequence_log_probs(&model, &batch, cached));
             sums[3 * m] += logps.iter().map(|&v| v as f64).sum::<f64>();
             sums[3 * m + 1] +=
                 rows.iter().map(|&i| self.reference.train[n + i] as f64).sum::<f64>();
@@ -408,6 +427,7 @@ impl Run {
         let rows_in_step: usize = micro_batches.iter().map(Vec::len).sum();
         let (train, reference, kto, pad) =
             (&self.data.train, &self.reference.train, &self.config.kto, self.pad);
+        let cache = self.frozen.as_ref().map(|f| &f.train);
         // A rank's share of a micro-batch is a slice of it: its address says which one.
         let micro_batch_of = |rows: &[usize]| {
             micro_batches
@@ -428,7 +448,8 @@ impl Run {
                 let references: Vec<f32> = rows.iter().map(|&i| reference[i]).collect();
                 let desirable: Vec<bool> = rows.iter().map(|&i| train[i].desirable).collect();
                 sums[7] += completions.iter().map(|c| c.len()).sum::<usize>() as f64;
-                let logps = sequence_log_probs(model, &batch_of(&completions, pad, ad));
+                let cached = cache.map(|cache| Cached { cache, rows });
+                let logps = sequence_log_probs(model, &batch_of(&completions, pad, ad), cached);
                 let (losses, mine) = rows_loss(kto, logps, &references, &desirable, kl);
                 let before = KtoSums::from_array(sums[..7].try_into().expect("7 sums"));
                 let mut after = before.to_array();
@@ -449,7 +470,8 @@ impl Run {
         let model = self.model.valid();
         let rows = &self.data.valid;
         let n = rows.len();
-        let logps = all_log_probs(&model, &flat(rows), self.pad, &self.device, &|| Ok(()))?;
+        let cache = self.frozen.as_ref().map(|f| &f.valid);
+        let logps = all_log_probs(&model, &flat(rows), cache, self.pad, &self.device, &|| Ok(()))?;
         let reference = &self.reference.valid;
         let sum = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>();
         let kl = kto_kl(sum(&logps[n..]), sum(&reference[n..]), n);

@@ -11,16 +11,15 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 
 use crate::data::completion::Completion;
+use crate::data::scoring::INFERENCE_BATCH_SIZE;
 use crate::dist;
-use crate::error::Interrupted;
 use crate::metrics::RunLog;
 use crate::model::CausalLm;
+use crate::model::prefix_cache::{PrefixCache, frozen_blocks};
 use crate::model::weights::{self, NamedTensors};
 use crate::ppo::rollout::ResponseBatch;
 use crate::train::interrupt;
 
-/// Completions per forward pass when nothing is trained.
-const INFERENCE_BATCH_SIZE: usize = 16;
 /// The reference log-probabilities in `state/`.
 pub const REFERENCE_FILE: &str = "reference_logps.safetensors";
 
@@ -31,20 +30,41 @@ pub fn batch_of(completions: &[&Completion], pad: u32, device: &Device) -> Respo
 }
 
 /// log π(answer | prompt) of each row `[B]`: the answer tokens' log-probabilities summed (the
-/// LM head runs at those positions only).
-pub fn sequence_log_probs(model: &CausalLm, batch: &ResponseBatch) -> Tensor<1> {
-    let hidden = model.hidden_from(batch.input_ids.clone(), &batch.padded, batch.from);
+/// LM head runs at those positions only). With `cached`, the pass starts from the frozen
+/// blocks' output instead of the tokens.
+pub fn sequence_log_probs(
+    model: &CausalLm,
+    batch: &ResponseBatch,
+    cached: Option<Cached>,
+) -> Tensor<1> {
+    let hidden = match cached {
+        None => model.hidden_from(batch.input_ids.clone(), &batch.padded, batch.from),
+        Some(Cached { cache, rows }) => {
+            let states = cache.batch(rows);
+            let states = if batch.mask.is_autodiff() { states.autodiff() } else { states };
+            model.hidden_after(states, &batch.padded, cache.blocks, batch.from)
+        }
+    };
     let per_token = batch.chosen(batch.logits(model, hidden, 1.0)) * batch.mask.clone(); // [B, R]
     let b = per_token.dims()[0];
     per_token.sum_dim(1).reshape([b])
 }
 
+/// A batch's rows in a frozen-block cache (`FrozenStates`).
+#[derive(Clone, Copy)]
+pub struct Cached<'a> {
+    pub cache: &'a PrefixCache,
+    pub rows: &'a [usize],
+}
+
 /// log π of every completion, in order, with `model` on a plain device: batches of similar
-/// lengths (less padding), shared out among the ranks and summed back. `stop` is asked
-/// between batches whether to give up (Ctrl-C).
+/// lengths (less padding), shared out among the ranks and summed back; with `cache` (built
+/// over `completions`), from the frozen blocks' output. `stop` is asked between batches
+/// whether to give up (Ctrl-C).
 pub fn all_log_probs(
     model: &CausalLm,
     completions: &[&Completion],
+    cache: Option<&PrefixCache>,
     pad: u32,
     device: &Device,
     stop: &dyn Fn() -> Result<()>,
@@ -59,13 +79,65 @@ pub fn all_log_probs(
         }
         stop()?;
         let batch: Vec<&Completion> = chunk.iter().map(|&i| completions[i]).collect();
-        let logps = sequence_log_probs(model, &batch_of(&batch, pad, device));
+        let cached = cache.map(|cache| Cached { cache, rows: chunk });
+        let logps = sequence_log_probs(model, &batch_of(&batch, pad, device), cached);
         for (&i, v) in chunk.iter().zip(floats(logps)) {
             values[i] = v as f64;
         }
     }
     dist::sum(&mut values)?;
     Ok(values.into_iter().map(|v| v as f32).collect())
+}
+
+/// With `model.train_layers`, what the frozen blocks make of every training and validation
+/// completion, computed once (see `model::prefix_cache`): the steps, validation and a
+/// reference that is the starting policy then run the trained blocks alone.
+pub struct FrozenStates {
+    pub train: PrefixCache,
+    pub valid: PrefixCache,
+}
+
+impl FrozenStates {
+    /// `None` when every block trains.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        stage: &str,
+        policy: &CausalLm,
+        train_layers: usize,
+        train: &[&Completion],
+        valid: &[&Completion],
+        pad: u32,
+        device: &Device,
+        log: &RunLog,
+    ) -> Result<Option<Self>> {
+        let blocks = frozen_blocks(policy.body.num_layers(), train_layers);
+        if blocks == 0 {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        log.say(&format!(
+            "{stage}: the frozen blocks ({blocks} of {}) run once over {} completions",
+            policy.body.num_layers(),
+            train.len() + valid.len()
+        ));
+        let stop = interrupt::check_with(format!(
+            "{stage}: stopped while running the frozen blocks; nothing was saved"
+        ));
+        let cache = |completions: &[&Completion]| {
+            let lengths: Vec<usize> = completions.iter().map(|c| c.len()).collect();
+            PrefixCache::build_with(&lengths, blocks, &stop, |chunk| {
+                let batch: Vec<&Completion> = chunk.iter().map(|&i| completions[i]).collect();
+                let batch = batch_of(&batch, pad, device);
+                policy.prefix(batch.input_ids, &batch.padded, blocks)
+            })
+        };
+        let frozen = Self { train: cache(train)?, valid: cache(valid)? };
+        log.say(&format!(
+            "{stage}: frozen blocks done in {:.1} s",
+            started.elapsed().as_secs_f64()
+        ));
+        Ok(Some(frozen))
+    }
 }
 
 /// A `[N]` float tensor's values.
@@ -81,11 +153,14 @@ pub struct ReferenceLogps {
 }
 
 impl ReferenceLogps {
-    /// Runs the frozen `reference` once over every completion. Ctrl-C stops it (nothing is
-    /// saved yet, so a new run starts over).
+    /// Runs the frozen `reference` once over every completion; with `frozen`, the
+    /// reference is the starting policy and starts from its frozen blocks' output. Ctrl-C
+    /// stops it (nothing is saved yet, so a new run starts over).
+    #[allow(clippy::too_many_arguments)]
     pub fn compute(
         stage: &str,
         reference: &CausalLm,
+        frozen: Option<&FrozenStates>,
         train: &[&Completion],
         valid: &[&Completion],
         pad: u32,
@@ -97,17 +172,11 @@ impl ReferenceLogps {
             "{stage}: reference log-probabilities of {} completions (once, kept in state/)",
             train.len() + valid.len()
         ));
-        let message = format!(
+        let stop = interrupt::check_with(format!(
             "{stage}: stopped while computing the reference log-probabilities; nothing was saved"
-        );
-        let stop = || match interrupt::requested() {
-            Some(signal) => {
-                Err(anyhow::Error::new(Interrupted { signal, message: message.clone() }))
-            }
-            None => Ok(()),
-        };
-        let train = all_log_probs(reference, train, pad, device, &stop)?;
-        let valid = all_log_probs(reference, valid, pad, device, &stop)?;
+        ));
+        let train = all_log_probs(reference, train, frozen.map(|f| &f.train), pad, device, &stop)?;
+        let valid = all_log_probs(reference, valid, frozen.map(|f| &f.valid), pad, device, &stop)?;
         log.say(&format!("{stage}: reference done in {:.1} s", started.elapsed().as_secs_f64()));
         Ok(Self { train, valid })
     }
@@ -167,7 +236,7 @@ mod tests {
         let (model, device) = tiny();
         let a = Completion { prompt: vec![5, 6, 7], answer: vec![8, 9] };
         let b = Completion { prompt: vec![10], answer: vec![11, 12, 13, 14] };
-        let got = floats(sequence_log_probs(&model, &batch_of(&[&a, &b], 0, &device)));
+        let got = floats(sequence_log_probs(&model, &batch_of(&[&a, &b], 0, &device), None));
         for (c, got) in [&a, &b].iter().zip(got) {
             let ids: Vec<i64> = c.prompt.iter().chain(&c.answer).map(|&i| i as i64).collect();
             let t = ids.len();
@@ -182,9 +251,46 @@ mod tests {
             assert!((got - want).abs() < 1e-4, "{got} vs {want}");
         }
         // Sorted, batched and put back in order: the same numbers.
-        let all = all_log_probs(&model, &[&b, &a], 0, &device, &|| Ok(())).unwrap();
-        let one = floats(sequence_log_probs(&model, &batch_of(&[&a], 0, &device)));
+        let all = all_log_probs(&model, &[&b, &a], None, 0, &device, &|| Ok(())).unwrap();
+        let one = floats(sequence_log_probs(&model, &batch_of(&[&a], 0, &device), None));
         assert!((all[1] - one[0]).abs() < 1e-4);
+    }
+
+    #[test]
+    fn log_probs_from_the_frozen_blocks_output_match_the_whole_pass() {
+        let (model, device) = tiny();
+        let completions = [
+            Completion { prompt: vec![5, 6, 7], answer: vec![8, 9] },
+            Completion { prompt: vec![10], answer: vec![11, 12, 13, 14] },
+            Completion { prompt: vec![15, 16, 17, 18, 19], answer: vec![20] },
+        ];
+        let completions: Vec<&Completion> = completions.iter().collect();
+        let whole = all_log_probs(&model, &completions, None, 0, &device, &|| Ok(())).unwrap();
+        let log = RunLog::new(0, 1, Vec::new());
+        for trained in 1..model.body.num_layers() {
+            let frozen =
+                FrozenStates::build("test", &model, trained, &completions, &[], 0, &device, &log)
+                    .unwrap()
+                    .expect("some blocks frozen");
+            let reference = ReferenceLogps::compute(
+                "test",
+                &model,
+                Some(&frozen),
+                &completions,
+                &[],
+                0,
+                &device,
+                &log,
+            )
+            .unwrap();
+            for (a, b) in reference.train.iter().zip(&whole) {
+                assert!(
+                    (a - b).abs() < 1e-4,
+                    "{trained} trained: {:?} vs {whole:?}",
+                    reference.train
+                );
+            }
+        }
     }
 
     #[test]

@@ -19,7 +19,7 @@ pub mod logps;
 pub mod loss;
 pub mod pairs;
 
-use logps::{ReferenceLogps, batch_of, sequence_log_probs};
+use logps::{Cached, FrozenStates, ReferenceLogps, batch_of, sequence_log_probs};
 use pairs::{Encoded, PairStats, PairSums, Pairs, encode_file, flat_completions, offsets};
 
 use crate::bad_input;
@@ -155,13 +155,14 @@ impl Data {
 
 /// The reference's log-probabilities of `train` and `valid`: read from the run's `state/`
 /// when resuming, else computed once with `model.reference` (loaded, used and dropped) or,
-/// without one, with the starting policy itself.
+/// without one, with the starting policy itself (from its `frozen` blocks' output, if any).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn prepare_reference(
     stage: &str,
     reference: Option<&Path>,
     resuming: Option<&Path>,
     policy: &CausalLm,
+    frozen: Option<&FrozenStates>,
     policy_tokenizer: &Tokenizer,
     train: &[&Completion],
     valid: &[&Completion],
@@ -175,10 +176,10 @@ pub(crate) fn prepare_reference(
     }
     let Some(dir) = reference else {
         let policy = policy.valid();
-        return ReferenceLogps::compute(stage, &policy, train, valid, pad, device, log);
+        return ReferenceLogps::compute(stage, &policy, frozen, train, valid, pad, device, log);
     };
     let reference = load_reference(dir, policy_tokenizer, device)?;
-    ReferenceLogps::compute(stage, &reference, train, valid, pad, device, log)
+    ReferenceLogps::compute(stage, &reference, None, train, valid, pad, device, log)
 }
 
 /// The causal LM in `dir` as a reference for a policy with `policy_tokenizer`: their
@@ -213,6 +214,8 @@ struct Run {
     trainer: Trainer,
     /// log π_ref of every training and validation completion (set when training starts).
     reference: ReferenceLogps,
+    /// With `model.train_layers`, the frozen blocks' output (set when training starts).
+    frozen: Option<FrozenStates>,
     /// Resumed from the output directory (the reference is read from its state).
     resuming: bool,
     /// Validation statistics at the last evaluation.
@@ -256,6 +259,7 @@ impl Run {
             data,
             trainer,
             reference: ReferenceLogps::default(),
+            frozen: None,
             resuming,
             valid: None,
             pad,
@@ -281,14 +285,27 @@ impl Run {
         }
         if t.progress.step < t.total_steps {
             let out = self.config.output.dir.clone();
+            let (train, valid) =
+                (flat_completions(&self.data.train), flat_completions(&self.data.valid));
+            self.frozen = FrozenStates::build(
+                "dpo",
+                &self.model.valid(),
+                self.config.model.train_layers,
+                &train,
+                &valid,
+                self.pad,
+                &self.device,
+                &self.trainer.log,
+            )?;
             self.reference = prepare_reference(
                 "dpo",
                 self.config.model.reference.as_deref(),
                 self.resuming.then_some(out.as_path()),
                 &self.model,
+                self.frozen.as_ref(),
                 &self.tokenizer,
-                &flat_completions(&self.data.train),
-                &flat_completions(&self.data.valid),
+                &train,
+                &valid,
                 self.pad,
                 &self.device,
                 &self.trainer.log,
@@ -320,6 +337,7 @@ impl Run {
         let comparisons: usize = micro_batches.iter().map(Vec::len).sum();
         let (train, offsets, reference) =
             (&self.data.train, &self.data.offsets, &self.reference.train);
+        let cache = self.frozen.as_ref().map(|f| &f.train);
         let (dpo, pad) = (&self.config.dpo, self.pad);
         // The pairs' sums (`PairSums`), then tokens.
         let step = step::optimizer_step(
@@ -333,7 +351,10 @@ impl Run {
                     rows.iter().map(|&i| &reference[offsets[i]..offsets[i + 1]]).collect();
                 let (pairs, completions) = Pairs::new(&examples, &references, ad);
                 sums[8] += completions.iter().map(|c| c.len()).sum::<usize>() as f64;
-                let logps = sequence_log_probs(model, &batch_of(&completions, pad, ad));
+                let flat: Vec<usize> =
+                    rows.iter().flat_map(|&i| offsets[i]..offsets[i + 1]).collect();
+                let cached = cache.map(|cache| Cached { cache, rows: &flat });
+                let logps = sequence_log_probs(model, &batch_of(&completions, pad, ad), cached);
                 let (loss, mine) = pairs.loss(dpo, logps);
                 let before = PairSums::from_array(sums[..8].try_into().expect("8 sums"));
                 sums[..8].copy_from_slice(&before.merge(mine).to_array());
@@ -353,6 +374,7 @@ impl Run {
             &model,
             &self.data.valid,
             &self.reference.valid,
+            self.frozen.as_ref().map(|f| &f.valid),
             &self.config.dpo,
             self.pad,
             &self.device,

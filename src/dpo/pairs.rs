@@ -16,6 +16,7 @@ use crate::data::completion::Completion;
 use crate::data::preference::{Comparison, encode_comparisons};
 use crate::data::sft::{FitReport, SftEncoder};
 use crate::model::CausalLm;
+use crate::model::prefix_cache::PrefixCache;
 use crate::train::run::round;
 
 /// A comparison with each response encoded, best first.
@@ -270,17 +271,19 @@ impl PairStats {
 }
 
 /// The DPO statistics of `model` on `examples` against the reference log-probabilities
-/// `reference` (flat, as `flat_completions`), with `model` on a plain device.
+/// `reference` (flat, as `flat_completions`), with `model` on a plain device (from the
+/// frozen blocks' output with `cache`).
 pub fn evaluate(
     model: &CausalLm,
     examples: &[Encoded],
     reference: &[f32],
+    cache: Option<&PrefixCache>,
     config: &DpoLoss,
     pad: u32,
     device: &Device,
 ) -> Result<PairStats> {
     let flat = flat_completions(examples);
-    let logps = all_log_probs(model, &flat, pad, device, &|| Ok(()))?;
+    let logps = all_log_probs(model, &flat, cache, pad, device, &|| Ok(()))?;
     Ok(pair_stats(examples, &logps, reference, config, device))
 }
 

@@ -63,7 +63,7 @@ impl Decoder {
     }
 
     /// The blocks from `n` on and the final norm, the last block at positions `from..T` only.
-    fn top(&self, x: Tensor<3>, batch: &PaddedBatch, n: usize, from: usize) -> Tensor<3> {
+    pub fn top(&self, x: Tensor<3>, batch: &PaddedBatch, n: usize, from: usize) -> Tensor<3> {
         let depth = self.num_layers();
         match self {
             Self::Gpt2(m) => m.ln_f.forward(m.blocks(x, batch, n..depth, None, from)),

@@ -51,6 +51,25 @@ impl CausalLm {
         self.body.forward_from(input_ids, batch, from)
     }
 
+    /// Hidden states `[B, T, D]` after the embeddings and the first `n` blocks
+    /// (`Decoder::prefix`): what the frozen blocks of a run that trains the top ones make.
+    pub fn prefix(&self, input_ids: Tensor<2, Int>, batch: &PaddedBatch, n: usize) -> Tensor<3> {
+        check_length(&self.body, input_ids.dims()[1]);
+        self.body.prefix(input_ids, batch, n)
+    }
+
+    /// Final hidden states `[B, T - from, D]` from [`prefix`](Self::prefix)'s `x`: the blocks
+    /// from `n` on, the last at positions `from..T` only.
+    pub fn hidden_after(
+        &self,
+        x: Tensor<3>,
+        batch: &PaddedBatch,
+        n: usize,
+        from: usize,
+    ) -> Tensor<3> {
+        self.body.top(x, batch, n, from)
+    }
+
     /// Trains the top `n` blocks, the final norm and an untied head only (0: everything).
     pub fn train_top_layers(self, n: usize) -> Self {
         Self { body: self.body.train_top_layers(n), lm_head: self.lm_head }

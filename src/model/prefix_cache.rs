@@ -9,7 +9,7 @@ use anyhow::Result;
 use burn::prelude::*;
 
 use super::reward::Scorer;
-use crate::data::scoring::{Sequence, SequenceBatch, batches_by_length, run_sorted};
+use crate::data::scoring::{INFERENCE_BATCH_SIZE, Sequence, SequenceBatch, run_sorted};
 
 /// Blocks a run never trains: all but the top `train_layers` (0 trains everything).
 pub fn frozen_blocks(depth: usize, train_layers: usize) -> usize {
@@ -35,15 +35,31 @@ impl PrefixCache {
         blocks: usize,
         pad: u32,
         device: &Device,
-        mut check: impl FnMut() -> Result<()>,
+        check: impl FnMut() -> Result<()>,
     ) -> Result<Self> {
-        let mut states = vec![None; sequences.len()];
-        for chunk in batches_by_length(sequences) {
-            check()?;
+        let lengths: Vec<usize> = sequences.iter().map(|s| s.ids.len()).collect();
+        Self::build_with(&lengths, blocks, check, |chunk| {
             let batch: Vec<&Sequence> = chunk.iter().map(|&i| sequences[i]).collect();
-            let hidden = model.prefix(&SequenceBatch::new(&batch, pad, device), blocks);
-            for (row, (&i, sequence)) in chunk.iter().zip(&batch).enumerate() {
-                let state = hidden.clone().slice(s![row..row + 1, 0..sequence.ids.len(), ..]);
+            model.prefix(&SequenceBatch::new(&batch, pad, device), blocks)
+        })
+    }
+
+    /// The states of sequences of `lengths` tokens, from `prefix`, which runs the first
+    /// `blocks` blocks over the sequences it is given (indices, right-padded into one batch).
+    pub fn build_with(
+        lengths: &[usize],
+        blocks: usize,
+        mut check: impl FnMut() -> Result<()>,
+        mut prefix: impl FnMut(&[usize]) -> Tensor<3>,
+    ) -> Result<Self> {
+        let mut order: Vec<usize> = (0..lengths.len()).collect();
+        order.sort_by_key(|&i| lengths[i]);
+        let mut states = vec![None; lengths.len()];
+        for chunk in order.chunks(INFERENCE_BATCH_SIZE) {
+            check()?;
+            let hidden = prefix(chunk);
+            for (row, &i) in chunk.iter().enumerate() {
+                let state = hidden.clone().slice(s![row..row + 1, 0..lengths[i], ..]);
                 states[i] = Some(state.squeeze_dim(0));
             }
         }

@@ -26,7 +26,6 @@ use crate::data::sft::FitReport;
 use crate::data::template::ChatTemplate;
 use crate::data::tokenizer;
 use crate::dist;
-use crate::error::Interrupted;
 use crate::model::auto::{Classifier, ModelDir};
 use crate::model::config::Arch;
 use crate::model::heads::{EncoderClassifier, ScalarModel};
@@ -478,16 +477,11 @@ impl Frozen {
             train.len() + valid.len()
         ));
         let started = Instant::now();
-        let stop = || match interrupt::requested() {
-            Some(signal) => Err(anyhow::Error::new(Interrupted {
-                signal,
-                message: "reward: stopped while running the frozen blocks; nothing was saved"
-                    .into(),
-            })),
-            None => Ok(()),
-        };
+        let stop = interrupt::check_with(
+            "reward: stopped while running the frozen blocks; nothing was saved".into(),
+        );
         let cache = |sequences: &[&Sequence]| {
-            PrefixCache::build(&model, sequences, blocks, run.pad, &run.device, stop)
+            PrefixCache::build(&model, sequences, blocks, run.pad, &run.device, &stop)
         };
         let mut offsets = vec![0];
         for e in &run.data.train {

@@ -8,6 +8,8 @@ use std::sync::atomic::{AtomicI32, Ordering};
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
+use crate::error::Interrupted;
+
 /// The first signal received, 0 before any.
 static RECEIVED: AtomicI32 = AtomicI32::new(0);
 
@@ -29,6 +31,15 @@ pub fn install() {
             }
         });
     });
+}
+
+/// A check to run between batches of work done before the first step: it fails with
+/// `message` once a signal has arrived.
+pub fn check_with(message: String) -> impl Fn() -> anyhow::Result<()> {
+    move || match requested() {
+        Some(signal) => Err(Interrupted { signal, message: message.clone() }.into()),
+        None => Ok(()),
+    }
 }
 
 /// The signal that asked the run to stop, if one did.

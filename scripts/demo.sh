@@ -3,12 +3,12 @@
 # not: `rlhf demo data` writes a task (questions about common facts with an instruction on the
 # answer's form) split into train and held-out prompts; SFT learns from its demonstrations; the
 # gold judge ranks K sampled answers per prompt into comparisons; a reward model started from
-# the SFT model learns them; PPO optimises the SFT policy against it; a moderation classifier
-# screens a scripted chat.
+# the SFT model learns them; PPO optimises the SFT policy against it; DPO learns from the same
+# comparisons directly, with no reward model; a moderation classifier screens a scripted chat.
 # The result table goes to runs/demo/summary.md, charts to runs/demo/plots, and the HTML report
 # to runs/demo/report.html.
 #
-#   scripts/demo.sh           the real run (about 11 minutes on 2 CPU cores)
+#   scripts/demo.sh           the real run (about 13 minutes on 2 CPU cores)
 #   scripts/demo.sh --quick   the same flow on tiny models from scratch (well under 2 minutes)
 #
 # RLHF_DEMO_DIR overrides the output directory (re-running starts over); RLHF_DEMO_SEED (0) picks
@@ -85,13 +85,19 @@ stage ppo "$RLHF" ppo train --config "$CONFIGS/ppo.toml" --set model.policy="$OU
     --set model.reward="$OUT/reward" --set data.prompts="$OUT/data/prompts.train.jsonl" \
     --set output.dir="$OUT/ppo"
 
+# DPO: the same comparisons, learned by the policy itself (no reward model, no sampling).
+stage dpo "$RLHF" dpo train --config "$CONFIGS/dpo.toml" --set model.base="$OUT/sft" \
+    --set data.train="$OUT/data/prefs.train.jsonl" --set output.dir="$OUT/dpo"
+
 # Every policy answers each held-out prompt 8 times (eval.heldout.jsonl), same seed for all.
 evaluate() {
     "$RLHF" ppo eval --policy "$2" --reference "$OUT/sft" --reward "$OUT/reward" \
         --data "$OUT/data/eval.heldout.jsonl" --max-new-tokens $MAX_NEW_TOKENS \
         --temperature $TEMPERATURE --json --out "$OUT/eval/$1.jsonl" >"$OUT/eval/$1.json"
 }
-evaluate_all() { evaluate base "$BASE" && evaluate sft "$OUT/sft" && evaluate ppo "$OUT/ppo"; }
+evaluate_all() {
+    evaluate base "$BASE" && evaluate sft "$OUT/sft" && evaluate ppo "$OUT/ppo" && evaluate dpo "$OUT/dpo"
+}
 stage "held-out evaluation" evaluate_all
 
 stage moderate "$RLHF" moderate train --config "$CONFIGS/moderate.toml" \
@@ -107,8 +113,8 @@ TURNS
 "$RLHF" chat --model "$OUT/ppo" --moderation "$OUT/moderate" --sample --temperature $TEMPERATURE \
     --max-new-tokens 32 --seed 0 --json <"$OUT/chat.in" >"$OUT/chat.jsonl"
 
-"$RLHF" plot "$OUT/sft" "$OUT/reward" "$OUT/ppo" "$OUT/moderate" --out "$OUT/plots"
-"$RLHF" report "$OUT/sft" "$OUT/reward" "$OUT/ppo" "$OUT/moderate" --out "$OUT/report.html"
+"$RLHF" plot "$OUT/sft" "$OUT/reward" "$OUT/ppo" "$OUT/dpo" "$OUT/moderate" --out "$OUT/plots"
+"$RLHF" report "$OUT/sft" "$OUT/reward" "$OUT/ppo" "$OUT/dpo" "$OUT/moderate" --out "$OUT/report.html"
 echo
 "$RLHF" demo summary --dir "$OUT"
 echo

@@ -241,7 +241,7 @@ pub struct RewardEvalArgs {
     pub length: RewardLengthArgs,
 }
 
-/// How much of each transcript a reward model reads.
+/// How much of each transcript a reward model (or a DPO policy's implicit reward) reads.
 #[derive(Debug, Args)]
 pub struct RewardLengthArgs {
     /// Tokens of prompt + response to read; a longer transcript loses the start of its
@@ -331,6 +331,8 @@ pub struct DpoEvalArgs {
     /// Chat template: chatml, hh or model [default: the model's own, else chatml].
     #[arg(long)]
     pub template: Option<String>,
+    #[command(flatten)]
+    pub length: RewardLengthArgs,
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,

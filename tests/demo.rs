@@ -184,15 +184,23 @@ fn the_quick_demo_runs_every_stage_and_writes_summary_charts_report_and_chat() {
         "| base |",
         "| SFT |",
         "| PPO |",
+        "| DPO |",
         "pairwise accuracy on",
         "Moderation: validation AUPRC",
         "| total |",
     ] {
         assert!(summary.contains(row), "no {row:?} in\n{summary}");
     }
-    for stage in
-        ["task data", "sft", "comparisons", "reward", "ppo", "held-out evaluation", "moderate"]
-    {
+    for stage in [
+        "task data",
+        "sft",
+        "comparisons",
+        "reward",
+        "ppo",
+        "dpo",
+        "held-out evaluation",
+        "moderate",
+    ] {
         assert!(summary.contains(&format!("| {stage} |")), "no time for {stage} in\n{summary}");
     }
 
@@ -206,8 +214,8 @@ fn the_quick_demo_runs_every_stage_and_writes_summary_charts_report_and_chat() {
     let top = "transformer.h.1.mlp.c_fc.weight";
     assert_ne!(floats(&reward[top]), floats(&sft[top]), "{top} did not train");
 
-    // Four stages log a `loss` that means something else in each: a chart per stage.
-    for chart in ["sft-loss", "reward-loss", "moderate-loss", "score", "kl"] {
+    // Five stages log a `loss` that means something else in each: a chart per stage.
+    for chart in ["sft-loss", "reward-loss", "dpo-loss", "moderate-loss", "score", "kl"] {
         let svg = std::fs::read_to_string(out_dir.join(format!("plots/{chart}.svg"))).unwrap();
         roxmltree::Document::parse(&svg).unwrap_or_else(|e| panic!("{chart}.svg: {e}"));
         let png = std::fs::read(out_dir.join(format!("plots/{chart}.png"))).unwrap();

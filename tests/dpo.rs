@@ -254,6 +254,19 @@ fn dpo_learns_every_preference_form_and_eval_reports_what_validation_logged() {
     }
     assert_eq!((report["comparisons"].as_u64(), report["pairs"].as_u64()), (Some(40), Some(56)));
     assert_eq!(report["reference"], "base");
+    // Read at the length it was trained at, unless told otherwise.
+    assert_eq!(
+        (report["max_len"].as_u64(), report["max_len_from"].as_str()),
+        (Some(96), Some("trained"))
+    );
+    let args = ["dpo", "eval", "--model", "runs/dpo", "--data", "valid.jsonl", "--max-len", "12"];
+    let short = ws.run(&args);
+    assert_eq!(short.status.code(), Some(2), "{}", stderr(&short));
+    assert!(
+        stderr(&short).contains("no comparison fits in 12 tokens (--max-len; trained at 96)"),
+        "{}",
+        stderr(&short)
+    );
     // A model against itself: no preference at all.
     let same = ws.eval("base", "valid.jsonl", &["--reference", "base"]);
     assert_eq!((number(&same, "rewards/accuracies"), number(&same, "rewards/margins")), (0.0, 0.0));

@@ -625,11 +625,7 @@ fn eval_and_score_read_at_the_trained_length_unless_told_otherwise() {
         "999",
     ]);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
-    assert!(
-        stderr(&out).contains("exceeds the reward model's context window of 256"),
-        "{}",
-        stderr(&out)
-    );
+    assert!(stderr(&out).contains("exceeds the model's context window of 256"), "{}", stderr(&out));
 
     // score: the same length, each cut row marked; the scores depend on what was read.
     let score = |extra: &[&str]| -> (Vec<Value>, String) {

@@ -1,4 +1,4 @@
-"""K-fold splits of a JSONL file, and the summary of `rlhf moderate|reward eval --json` over folds.
+"""K-fold splits of a JSONL file, and the summary of `rlhf moderate|reward|dpo eval --json` over folds.
 
     folds.py DATA.jsonl OUT_DIR --folds 5 --seed 0                 # OUT_DIR/fold{k}/{train,test}.jsonl
     folds.py --summarise [--json OUT.json] EVAL.json...            # mean ± std over the folds
@@ -34,6 +34,11 @@ def summarise(paths):
     """{metric: [mean, sd]} over the folds, printed as a table."""
     reports = [json.load(open(p)) for p in paths]
     summary = {"folds": len(reports)}
+    if "rewards/accuracies" in reports[0]:  # dpo eval: the implicit reward's
+        for key in ("rewards/accuracies", "rewards/margins", "loss"):
+            summary[key] = mean_sd([r[key] for r in reports])
+            print(f"{key:<18} {summary[key][0]:6.3f} ± {summary[key][1]:5.3f}")
+        return summary
     if "accuracy" in reports[0]:  # reward eval
         for key in ("accuracy", "mean_margin", "loss"):
             summary[key] = mean_sd([r[key] for r in reports])

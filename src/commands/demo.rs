@@ -124,7 +124,7 @@ fn summary(args: &DemoSummaryArgs) -> Result<()> {
     let eval = args.dir.join("eval");
     let index = TaskIndex::new();
     let mut summary = Summary::default();
-    for (name, label) in [("base", "base"), ("sft", "SFT"), ("ppo", "PPO")] {
+    for (name, label) in [("base", "base"), ("sft", "SFT"), ("ppo", "PPO"), ("dpo", "DPO")] {
         let report = eval.join(format!("{name}.json"));
         if !report.exists() {
             continue;

@@ -11,12 +11,13 @@ use crate::bad_input;
 use crate::checkpoint::Lineage;
 use crate::cli::DpoEvalArgs;
 use crate::config::dpo::{DpoLoss, DpoLossType};
-use crate::data::sft::{SftEncoder, Truncation};
+use crate::data::sft::SftEncoder;
 use crate::data::template::ChatTemplate;
 use crate::dpo::load_reference;
 use crate::dpo::logps::all_log_probs;
 use crate::dpo::pairs::{encode_file, flat_completions, pair_stats};
 use crate::model::load_causal_lm;
+use crate::reward::length::ReadLength;
 
 pub fn eval(args: &DpoEvalArgs, device: &Device) -> Result<()> {
     let loss = DpoLoss {
@@ -47,19 +48,22 @@ pub fn eval(args: &DpoEvalArgs, device: &Device) -> Result<()> {
         bad_input!("{}: no tokenizer.json, so text cannot be scored", args.model.display())
     })?;
     let template = ChatTemplate::resolve(args.template.as_deref(), &args.model)?;
+    let window = policy.config.context_window();
+    let length = ReadLength::resolve(&args.model, args.length.max_len, window)?;
     let encoder = SftEncoder {
         tokenizer: &tokenizer,
         template: &template,
-        max_len: policy.config.context_window(),
-        truncation: Truncation::Left,
+        max_len: length.max_len,
+        truncation: length.truncation,
         eos: policy.config.eos_id(&tokenizer),
         eos_after_answers: matches!(template, ChatTemplate::Hh),
     };
     let (encoded, report) = encode_file(&args.data, &encoder)?;
     if encoded.is_empty() {
         return Err(bad_input!(
-            "{}: no comparison fits the model's context window",
-            args.data.display()
+            "{}: no comparison fits in {}",
+            args.data.display(),
+            length.describe()
         ));
     }
     let pad = policy.config.pad_id(&tokenizer);
@@ -78,6 +82,8 @@ pub fn eval(args: &DpoEvalArgs, device: &Device) -> Result<()> {
             "pairs": stats.pairs,
             "truncated": report.truncated,
             "dropped": report.dropped,
+            "max_len": length.max_len,
+            "max_len_from": length.source(),
             "reference": reference_dir.display().to_string(),
         });
         if let Value::Object(extra) = extra {
@@ -93,6 +99,7 @@ pub fn eval(args: &DpoEvalArgs, device: &Device) -> Result<()> {
         println!("logps rejected    {:.4}", stats.logps_rejected);
         println!("loss ({}, β {})  {:.4}", loss.loss_type.name(), loss.beta, stats.loss);
         println!("count             {} comparisons, {} pairs", encoded.len(), stats.pairs);
+        println!("read at           {}", length.describe());
         println!("reference         {}", reference_dir.display());
     }
     Ok(())

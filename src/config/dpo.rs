@@ -9,6 +9,9 @@ use super::NamedPath;
 use super::sft::Truncation;
 use super::train::{OutputConfig, TrainConfig};
 
+/// Prompt + answer tokens of a comparison (`data.max_len`) unless a config says otherwise.
+pub const DEFAULT_MAX_LEN: usize = 512;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DpoConfig {
@@ -70,7 +73,7 @@ impl Default for PreferenceData {
             train: PathBuf::new(),
             valid: None,
             valid_fraction: 0.0,
-            max_len: 512,
+            max_len: DEFAULT_MAX_LEN,
             template: None,
             truncation: Truncation::Left,
         }

@@ -69,8 +69,9 @@ impl Summary {
                 p.length
             );
         }
-        if let Some(line) = self.verdict() {
-            let _ = writeln!(out, "\n{line}");
+        let verdicts: Vec<String> = ["PPO", "DPO"].iter().filter_map(|m| self.verdict(m)).collect();
+        if !verdicts.is_empty() {
+            let _ = writeln!(out, "\n{}", verdicts.join("\n\n"));
         }
         out.push('\n');
         if let Some((accuracy, pairs)) = self.reward_accuracy {
@@ -106,26 +107,30 @@ impl Summary {
         out
     }
 
-    /// PPO against SFT, on both judges: a gain on the reward model with a loss on the gold
-    /// judge is over-optimisation, and is said so.
-    fn verdict(&self) -> Option<String> {
+    /// `method` (PPO, DPO) against SFT, on both judges. PPO optimises the reward model, so a
+    /// gain there with a loss on the gold judge is over-optimisation, and is said so.
+    fn verdict(&self, method: &str) -> Option<String> {
         let find = |label: &str| self.policies.iter().find(|p| p.label.starts_with(label));
-        let (sft, ppo) = (find("SFT")?, find("PPO")?);
-        let (gold, reward) = (ppo.gold.score - sft.gold.score, ppo.reward - sft.reward);
+        let (sft, tuned) = (find("SFT")?, find(method)?);
+        let (gold, reward) = (tuned.gold.score - sft.gold.score, tuned.reward - sft.reward);
         Some(if gold > 0.0 {
             format!(
-                "**PPO beats SFT on the gold judge: {gold:+.3}** (reward model {reward:+.3}, at a \
-                 KL of {:.2} nats to SFT).",
-                ppo.kl
+                "**{method} beats SFT on the gold judge: {gold:+.3}** (reward model {reward:+.3}, \
+                 at a KL of {:.2} nats to SFT).",
+                tuned.kl
             )
-        } else if reward > 0.0 {
+        } else if reward > 0.0 && method == "PPO" {
             format!(
                 "**The reward model is over-optimised:** PPO raised its score by {reward:+.3} \
                  while the gold judge's fell by {:.3}.",
                 -gold
             )
         } else {
-            format!("PPO did not improve on SFT: gold judge {gold:+.3}, reward model {reward:+.3}.")
+            format!(
+                "{method} did not improve on SFT: gold judge {gold:+.3}, reward model {reward:+.3} \
+                 (KL {:.2} nats).",
+                tuned.kl
+            )
         })
     }
 }
@@ -148,13 +153,14 @@ mod tests {
     }
 
     #[test]
-    fn the_table_says_whether_ppo_beat_sft_or_overoptimised() {
+    fn the_table_says_whether_ppo_and_dpo_beat_sft_or_overoptimised() {
         let mut summary = Summary {
             model: "m".into(),
             policies: vec![
                 policy("base", 0.4, -1.0),
                 policy("SFT", 0.6, 0.0),
                 policy("PPO", 0.7, 1.0),
+                policy("DPO", 0.55, 0.2),
             ],
             reward_accuracy: Some((0.8, 120)),
             moderation_auprc: Some((Some(0.81), 0.5)),
@@ -164,6 +170,8 @@ mod tests {
         let text = summary.markdown();
         assert!(text.contains("| PPO | 0.700 | 90 % | 0.500 | +1.000 | 1.50 | 6.0 |"), "{text}");
         assert!(text.contains("PPO beats SFT on the gold judge: +0.100"), "{text}");
+        // DPO never saw the reward model, so a gain there is not over-optimisation.
+        assert!(text.contains("DPO did not improve on SFT: gold judge -0.050"), "{text}");
         assert!(text.contains("0.800 pairwise accuracy on 120 held-out pairs"), "{text}");
         assert!(text.contains("| total | 1m 06s |"), "{text}");
         assert!(text.contains("you> hi\nassistant> no ⏎   [declined by moderation]\n"), "{text}");

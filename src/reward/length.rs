@@ -1,7 +1,7 @@
-//! How much of a transcript `rlhf reward eval` and `rlhf reward score` read (issue 49): as
-//! much as the model was trained on — `data.max_len` from the reward run's `rlhf.json`, and its
-//! `data.truncation` — so it is measured on sequences like the ones it learned from, not on
-//! whole transcripts it never saw. `--max-len N` chooses, `--max-len 0` reads the whole
+//! How much of a transcript `rlhf reward eval`, `rlhf reward score` and `rlhf dpo eval` read
+//! (issue 49): as much as the model was trained on — `data.max_len` from the reward (or DPO,
+//! KTO) run's `rlhf.json`, and its `data.truncation` — so it is measured on sequences like the
+//! ones it learned from, not on whole transcripts it never saw. `--max-len N` chooses, `--max-len 0` reads the whole
 //! context window; a model with no reward run's `rlhf.json` (imported) is read at its window.
 
 use std::path::Path;
@@ -11,8 +11,8 @@ use serde_json::Value;
 
 use crate::bad_input;
 use crate::checkpoint::{LINEAGE_FILE, Lineage};
-use crate::config::reward::DEFAULT_MAX_LEN;
 use crate::config::train::resolve_max_len;
+use crate::config::{dpo, reward};
 use crate::data::sft::Truncation;
 
 /// The length a reward model reads at, and where it came from.
@@ -43,7 +43,7 @@ impl ReadLength {
             (Some(0), _) => window,
             (Some(n), _) if n > window => {
                 return Err(bad_input!(
-                    "--max-len {n} exceeds the reward model's context window of {window} tokens\nhint: --max-len 0 reads the whole window"
+                    "--max-len {n} exceeds the model's context window of {window} tokens\nhint: --max-len 0 reads the whole window"
                 ));
             }
             (Some(n), _) => n,
@@ -80,19 +80,21 @@ impl ReadLength {
     }
 }
 
-/// `data.max_len` and `data.truncation` of a reward run, as the run resolved them: unset, the
-/// length is the default capped at the window.
+/// `data.max_len` and `data.truncation` of a reward, DPO or KTO run, as the run resolved
+/// them: unset, the length is the stage's default capped at the window.
 fn trained_length(lineage: &Lineage, window: usize) -> Option<(usize, Truncation)> {
-    if lineage.stage != "reward" {
-        return None;
-    }
+    let default = match lineage.stage.as_str() {
+        "reward" => reward::DEFAULT_MAX_LEN,
+        "dpo" | "kto" => dpo::DEFAULT_MAX_LEN,
+        _ => return None,
+    };
     let data = lineage.config.get("config")?.get("data")?;
     let set = match data.get("max_len") {
         Some(Value::Number(n)) => Some(n.as_u64()? as usize),
         None | Some(Value::Null) => None,
         Some(_) => return None,
     };
-    let (max_len, _) = resolve_max_len(set, DEFAULT_MAX_LEN, window).ok()?;
+    let (max_len, _) = resolve_max_len(set, default, window).ok()?;
     let truncation = data
         .get("truncation")
         .and_then(|rule| serde_json::from_value(rule.clone()).ok())
@@ -115,7 +117,9 @@ mod tests {
         assert_eq!(trained_length(&run, 1024), Some((96, Truncation::Drop)));
         // Unset, the run used the default, or the window when that is shorter.
         let unset = lineage("reward", json!({"max_len": null, "truncation": "left"}));
-        assert_eq!(trained_length(&unset, 1024), Some((DEFAULT_MAX_LEN, Truncation::Left)));
+        assert_eq!(trained_length(&unset, 1024), Some((reward::DEFAULT_MAX_LEN, Truncation::Left)));
+        let kto = lineage("kto", json!({"max_len": null, "truncation": "left"}));
+        assert_eq!(trained_length(&kto, 1024), Some((dpo::DEFAULT_MAX_LEN, Truncation::Left)));
         assert_eq!(trained_length(&unset, 128), Some((128, Truncation::Left)));
         // Another stage's record says nothing about how a reward head was trained.
         assert_eq!(trained_length(&lineage("sft", json!({"max_len": 96})), 1024), None);
@@ -141,6 +145,6 @@ mod tests {
             "1024 tokens (--max-len 0: the whole context window; trained at 96)"
         );
         let error = ReadLength::resolve(dir.path(), Some(2048), 1024).unwrap_err();
-        assert!(format!("{error:#}").contains("exceeds the reward model's context window"));
+        assert!(format!("{error:#}").contains("exceeds the model's context window"));
     }
 }

@@ -13,9 +13,9 @@ use crate::cli::DpoEvalArgs;
 use crate::config::dpo::{DpoLoss, DpoLossType};
 use crate::data::sft::SftEncoder;
 use crate::data::template::ChatTemplate;
-use crate::dpo::load_reference;
 use crate::dpo::logps::all_log_probs;
 use crate::dpo::pairs::{encode_file, flat_completions, pair_stats};
+use crate::dpo::policy::load_reference;
 use crate::model::load_causal_lm;
 use crate::reward::length::ReadLength;
 

@@ -13,7 +13,7 @@ use crate::cli::GrpoEvalArgs;
 use crate::config::grpo::{GrpoConfig, RewardSource};
 use crate::data::prompts::{Prompt, read_prompts};
 use crate::data::template::ChatTemplate;
-use crate::dpo::load_reference;
+use crate::dpo::policy::load_reference;
 use crate::generate::{Finish, Generator, SamplingConfig};
 use crate::grpo::rewards::Rewards;
 use crate::model::load_causal_lm;

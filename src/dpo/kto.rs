@@ -12,32 +12,28 @@
 //! first with its last; a lone last row joins the group before it), so that the reference's
 //! log-probabilities of them can be computed once.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::Result;
 use burn::prelude::*;
 use serde_json::{Map, Value, json};
-use tokenizers::Tokenizer;
 
-use super::logps::{
-    Cached, FrozenStates, ReferenceLogps, all_log_probs, batch_of, floats, sequence_log_probs,
-};
+use super::logps::{Cached, all_log_probs, batch_of, floats, sequence_log_probs};
 use super::loss::{kto_kl, kto_loss};
-use super::{Encoding, open_policy, prepare_reference, record_reference, warn_fit};
+use super::policy::{Policy, open_policy};
+use super::{Encoding, warn_fit};
 use crate::bad_input;
-use crate::checkpoint::{Source, save_atomically};
+use crate::checkpoint::Source;
 use crate::config::dpo::{KtoConfig, KtoLoss};
 use crate::data::completion::Completion;
 use crate::data::feedback::Feedback;
 use crate::data::jsonl::read_rows;
 use crate::data::sft::{FitReport, SftEncoder};
 use crate::data::template::ChatTemplate;
-use crate::data::tokenizer;
 use crate::dist;
-use crate::model::{CausalLm, ModelConfig, save_causal_lm};
+use crate::model::CausalLm;
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::start::{self, CausalStart, TrainOptions};
-use crate::train::state::STATE_DIR;
 use crate::train::step;
 
 pub fn train(options: &TrainOptions, device: &Device) -> Result<()> {
@@ -274,21 +270,12 @@ fn rows_loss(
 /// A training run in progress.
 struct Run {
     config: KtoConfig,
-    model: CausalLm,
-    model_config: ModelConfig,
-    tokenizer: Tokenizer,
-    tokenizer_dir: PathBuf,
+    /// Its reference log-probabilities: the rows' answers, then their mismatched pairs (`flat`).
+    policy: Policy,
     data: Data,
     trainer: Trainer,
-    /// log π_ref of the rows' answers, then of their mismatched pairs (see `flat`).
-    reference: ReferenceLogps,
-    /// With `model.train_layers`, the frozen blocks' output (set when training starts).
-    frozen: Option<FrozenStates>,
-    resuming: bool,
     /// Validation loss at the last evaluation.
     valid_loss: Option<f64>,
-    pad: u32,
-    device: Device,
 }
 
 impl Run {
@@ -301,36 +288,20 @@ impl Run {
     ) -> Result<Self> {
         let mut lineage =
             run::lineage("kto", &config, overrides, start.parent.clone(), data.files.clone())?;
-        record_reference(&mut lineage, config.model.reference.as_deref(), start.resumed.as_ref())?;
-        let resuming = start.resumed.is_some();
+        let (policy, resumed) = Policy::new(start, &config.model, &mut lineage, device)?;
         let trainer = Trainer::new(
             "kto",
             &config.train,
             &config.output,
             data.train.len(),
             lineage,
-            start.resumed,
-            &start.model,
-            start.config.layout(),
+            resumed,
+            &policy.model,
+            policy.config.layout(),
             device,
         )?;
         trainer.check_selection(data.valid.len())?;
-        let pad = start.config.pad_id(&start.tokenizer);
-        Ok(Self {
-            config,
-            model: start.model,
-            model_config: start.config,
-            tokenizer: start.tokenizer,
-            tokenizer_dir: start.tokenizer_dir,
-            data,
-            trainer,
-            reference: ReferenceLogps::default(),
-            frozen: None,
-            resuming,
-            valid_loss: None,
-            pad,
-            device: device.clone(),
-        })
+        Ok(Self { config, policy, data, trainer, valid_loss: None })
     }
 
     fn train(&mut self) -> Result<()> {
@@ -350,31 +321,9 @@ impl Run {
             ));
         }
         if t.progress.step < t.total_steps {
-            let out = self.config.output.dir.clone();
             let (train, valid) = (flat(&self.data.train), flat(&self.data.valid));
-            self.frozen = FrozenStates::build(
-                "kto",
-                &self.model.valid(),
-                self.config.model.train_layers,
-                &train,
-                &valid,
-                self.pad,
-                &self.device,
-                &self.trainer.log,
-            )?;
-            self.reference = prepare_reference(
-                "kto",
-                self.config.model.reference.as_deref(),
-                self.resuming.then_some(out.as_path()),
-                &self.model,
-                self.frozen.as_ref(),
-                &self.tokenizer,
-                &train,
-                &valid,
-                self.pad,
-                &self.device,
-                &self.trainer.log,
-            )?;
+            let (source, out) = (&self.config.model, &self.config.output.dir);
+            self.policy.prepare("kto", source, out, &train, &valid, &self.trainer.log)?;
             self.trainer.restart_rates();
         }
         run::run(self)?;
@@ -393,7 +342,8 @@ impl Run {
     /// z₀ of each micro-batch: the mean log-ratio of its rows' mismatched pairs over every
     /// rank, clamped at 0, from the policy as it is before the step (no gradient).
     fn reference_points(&self, micro_batches: &[Vec<usize>]) -> Result<Vec<f64>> {
-        let model = self.model.valid();
+        let policy = &self.policy;
+        let model = policy.model.valid();
         let n = self.data.train.len();
         let mut sums = vec![0.0; 3 * micro_batches.len()];
         for (m, rows) in micro_batches.iter().enumerate() {
@@ -404,12 +354,12 @@ impl Run {
             let pairs: Vec<&Completion> =
                 rows.iter().map(|&i| &self.data.train[i].mismatched).collect();
             let flat: Vec<usize> = rows.iter().map(|&i| n + i).collect();
-            let cached = self.frozen.as_ref().map(|f| Cached { cache: &f.train, rows: &flat });
-            let batch = batch_of(&pairs, self.pad, &self.device);
+            let cached = policy.frozen.as_ref().map(|f| Cached { cache: &f.train, rows: &flat });
+            let batch = batch_of(&pairs, policy.pad, &policy.device);
             let logps = floats(sequence_log_probs(&model, &batch, cached));
             sums[3 * m] += logps.iter().map(|&v| v as f64).sum::<f64>();
             sums[3 * m + 1] +=
-                rows.iter().map(|&i| self.reference.train[n + i] as f64).sum::<f64>();
+                rows.iter().map(|&i| policy.reference.train[n + i] as f64).sum::<f64>();
             sums[3 * m + 2] += rows.len() as f64;
         }
         dist::sum(&mut sums)?;
@@ -419,15 +369,15 @@ impl Run {
     /// One optimizer step over `grad_accum` micro-batches of rows; the loss is a mean over the
     /// step's rows. Returns the statistics, the mean z₀ and the gradient norm.
     fn optimizer_step(&mut self, lr: f64) -> Result<(KtoSums, f64, f64)> {
-        let ad = &self.device.clone().autodiff();
+        let ad = &self.policy.device.clone().autodiff();
         let n = self.data.train.len();
         let micro_batches: Vec<Vec<usize>> =
             (0..self.config.train.grad_accum).map(|_| self.trainer.next_batch(n)).collect();
         let kls = self.reference_points(&micro_batches)?;
         let rows_in_step: usize = micro_batches.iter().map(Vec::len).sum();
         let (train, reference, kto, pad) =
-            (&self.data.train, &self.reference.train, &self.config.kto, self.pad);
-        let cache = self.frozen.as_ref().map(|f| &f.train);
+            (&self.data.train, &self.policy.reference.train, &self.config.kto, self.policy.pad);
+        let cache = self.policy.frozen.as_ref().map(|f| &f.train);
         // A rank's share of a micro-batch is a slice of it: its address says which one.
         let micro_batch_of = |rows: &[usize]| {
             micro_batches
@@ -438,7 +388,7 @@ impl Run {
         // `KtoSums`, then tokens.
         let step = step::optimizer_step(
             &mut self.trainer,
-            &mut self.model,
+            &mut self.policy.model,
             &micro_batches,
             lr,
             |model, rows, sums: &mut [f64; 8]| {
@@ -467,16 +417,16 @@ impl Run {
 
     /// Validation loss and statistics (recorded), z₀ taken over the whole validation set.
     fn validate(&mut self) -> Result<f64> {
-        let model = self.model.valid();
+        let Policy { model, frozen, reference, pad, device, .. } = &self.policy;
         let rows = &self.data.valid;
         let n = rows.len();
-        let cache = self.frozen.as_ref().map(|f| &f.valid);
-        let logps = all_log_probs(&model, &flat(rows), cache, self.pad, &self.device, &|| Ok(()))?;
-        let reference = &self.reference.valid;
+        let cache = frozen.as_ref().map(|f| &f.valid);
+        let logps = all_log_probs(&model.valid(), &flat(rows), cache, *pad, device, &|| Ok(()))?;
+        let reference = &reference.valid;
         let sum = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>();
         let kl = kto_kl(sum(&logps[n..]), sum(&reference[n..]), n);
         let desirable: Vec<bool> = rows.iter().map(|r| r.desirable).collect();
-        let policy = Tensor::from_data(TensorData::new(logps[..n].to_vec(), [n]), &self.device);
+        let policy = Tensor::from_data(TensorData::new(logps[..n].to_vec(), [n]), device);
         let (_, sums) = rows_loss(&self.config.kto, policy, &reference[..n], &desirable, kl);
         let step = self.trainer.progress.step;
         let mut record = sums.json("valid_", kl);
@@ -489,15 +439,8 @@ impl Run {
 
     fn write_checkpoint(&mut self) -> Result<()> {
         let metrics = json!({ "step": self.trainer.progress.step, "valid_loss": self.valid_loss });
-        let reference = &self.reference;
-        save_atomically(&self.config.output.dir, |dir| {
-            save_causal_lm(&self.model, &self.model_config, Some(&self.tokenizer_dir), dir)?;
-            if let Some(source) = self.data.template.builtin_source() {
-                tokenizer::set_chat_template(dir, source)?;
-            }
-            self.trainer.write_state(metrics, &self.model, self.model_config.layout(), dir)?;
-            reference.write(&dir.join(STATE_DIR))
-        })
+        let out = &self.config.output.dir;
+        self.policy.save(out, &self.data.template, &mut self.trainer, metrics)
     }
 }
 
@@ -509,7 +452,7 @@ impl Stage for Run {
     }
 
     fn model(&mut self) -> &mut CausalLm {
-        &mut self.model
+        &mut self.policy.model
     }
 
     fn examples(&self) -> usize {

@@ -7,34 +7,29 @@
 //! answer, once → for each step: log π of a batch's answers → the loss of each pair from the
 //! log-ratios → the shared optimizer step → log `rewards/*`, `logps/*` → validate → save.
 
-use std::path::{Path, PathBuf};
-
 use anyhow::Result;
 use burn::prelude::*;
 use serde_json::{Value, json};
-use tokenizers::Tokenizer;
 
 pub mod kto;
 pub mod logps;
 pub mod loss;
 pub mod pairs;
+pub mod policy;
 
-use logps::{Cached, FrozenStates, ReferenceLogps, batch_of, sequence_log_probs};
+use logps::{Cached, batch_of, sequence_log_probs};
 use pairs::{Encoded, PairStats, PairSums, Pairs, encode_file, flat_completions, offsets};
+use policy::{Policy, open_policy};
 
 use crate::bad_input;
-use crate::checkpoint::{Source, save_atomically};
-use crate::config::dpo::{DpoConfig, PolicySource, PreferenceData};
-use crate::data::completion::Completion;
+use crate::checkpoint::Source;
+use crate::config::dpo::{DpoConfig, PreferenceData};
 use crate::data::sft::{FitReport, SftEncoder};
 use crate::data::template::ChatTemplate;
-use crate::data::tokenizer;
 use crate::dist;
-use crate::metrics::RunLog;
-use crate::model::{CausalLm, ModelConfig, load_causal_lm, save_causal_lm};
+use crate::model::CausalLm;
 use crate::train::run::{self, Stage, Trainer, round};
-use crate::train::start::{self, CausalStart, LmSource, TrainOptions, resume_error};
-use crate::train::state::STATE_DIR;
+use crate::train::start::{self, CausalStart, TrainOptions};
 use crate::train::step;
 
 pub fn train(options: &TrainOptions, device: &Device) -> Result<()> {
@@ -44,28 +39,6 @@ pub fn train(options: &TrainOptions, device: &Device) -> Result<()> {
         open_policy("dpo", &config.model, &config.output.dir, options, config.train.seed, device)?;
     let data = Data::read(&config, &start)?;
     Run::new(config, start, data, device, &options.overrides)?.train()
-}
-
-/// The policy a run trains (on the autodiff device), with `model.train_layers` applied and
-/// the same weights on every rank.
-pub(crate) fn open_policy(
-    stage: &str,
-    source: &PolicySource,
-    out: &Path,
-    options: &TrainOptions,
-    seed: u64,
-    device: &Device,
-) -> Result<CausalStart> {
-    let lm = LmSource {
-        base: source.base.as_deref(),
-        init: source.init.as_deref(),
-        tokenizer: source.tokenizer.as_deref(),
-    };
-    let ad = device.clone().autodiff();
-    let mut start = CausalStart::open(stage, lm, out, options.resume, seed, &ad)?;
-    start.model = start.model.train_top_layers(source.train_layers);
-    start.model = dist::broadcast_parameters(start.model)?;
-    Ok(start)
 }
 
 /// How the run's conversations become tokens: the chat template (`data.template`, else the
@@ -153,76 +126,14 @@ impl Data {
     }
 }
 
-/// The reference's log-probabilities of `train` and `valid`: read from the run's `state/`
-/// when resuming, else computed once with `model.reference` (loaded, used and dropped) or,
-/// without one, with the starting policy itself (from its `frozen` blocks' output, if any).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn prepare_reference(
-    stage: &str,
-    reference: Option<&Path>,
-    resuming: Option<&Path>,
-    policy: &CausalLm,
-    frozen: Option<&FrozenStates>,
-    policy_tokenizer: &Tokenizer,
-    train: &[&Completion],
-    valid: &[&Completion],
-    pad: u32,
-    device: &Device,
-    log: &RunLog,
-) -> Result<ReferenceLogps> {
-    if let Some(out) = resuming {
-        return ReferenceLogps::read(&out.join(STATE_DIR), train.len(), valid.len())
-            .map_err(resume_error);
-    }
-    let Some(dir) = reference else {
-        let policy = policy.valid();
-        return ReferenceLogps::compute(stage, &policy, frozen, train, valid, pad, device, log);
-    };
-    let reference = load_reference(dir, policy_tokenizer, device)?;
-    ReferenceLogps::compute(stage, &reference, None, train, valid, pad, device, log)
-}
-
-/// The causal LM in `dir` as a reference for a policy with `policy_tokenizer`: their
-/// vocabularies must agree, or their log-probabilities do not compare.
-pub fn load_reference(
-    dir: &Path,
-    policy_tokenizer: &Tokenizer,
-    device: &Device,
-) -> Result<CausalLm> {
-    let loaded = load_causal_lm(dir, device)?;
-    let same_vocabulary = match &loaded.tokenizer {
-        Some(tokenizer) => tokenizer.get_vocab(true) == policy_tokenizer.get_vocab(true),
-        None => loaded.config.vocab_size() >= policy_tokenizer.get_vocab_size(true),
-    };
-    if !same_vocabulary {
-        return Err(bad_input!(
-            "{}: the reference's tokenizer differs from the policy's, so their log-probabilities do not compare\nhint: use the model the policy was trained from (usually the SFT checkpoint)",
-            dir.display()
-        ));
-    }
-    Ok(loaded.model)
-}
-
 /// A training run in progress.
 struct Run {
     config: DpoConfig,
-    model: CausalLm,
-    model_config: ModelConfig,
-    tokenizer: Tokenizer,
-    tokenizer_dir: PathBuf,
+    policy: Policy,
     data: Data,
     trainer: Trainer,
-    /// log π_ref of every training and validation completion (set when training starts).
-    reference: ReferenceLogps,
-    /// With `model.train_layers`, the frozen blocks' output (set when training starts).
-    frozen: Option<FrozenStates>,
-    /// Resumed from the output directory (the reference is read from its state).
-    resuming: bool,
     /// Validation statistics at the last evaluation.
     valid: Option<PairStats>,
-    pad: u32,
-    /// The plain (no autodiff) device, for the reference and validation.
-    device: Device,
 }
 
 impl Run {
@@ -235,36 +146,20 @@ impl Run {
     ) -> Result<Self> {
         let mut lineage =
             run::lineage("dpo", &config, overrides, start.parent.clone(), data.files.clone())?;
-        record_reference(&mut lineage, config.model.reference.as_deref(), start.resumed.as_ref())?;
-        let resuming = start.resumed.is_some();
+        let (policy, resumed) = Policy::new(start, &config.model, &mut lineage, device)?;
         let trainer = Trainer::new(
             "dpo",
             &config.train,
             &config.output,
             data.train.len(),
             lineage,
-            start.resumed,
-            &start.model,
-            start.config.layout(),
+            resumed,
+            &policy.model,
+            policy.config.layout(),
             device,
         )?;
         trainer.check_selection(data.valid.len())?;
-        let pad = start.config.pad_id(&start.tokenizer);
-        Ok(Self {
-            config,
-            model: start.model,
-            model_config: start.config,
-            tokenizer: start.tokenizer,
-            tokenizer_dir: start.tokenizer_dir,
-            data,
-            trainer,
-            reference: ReferenceLogps::default(),
-            frozen: None,
-            resuming,
-            valid: None,
-            pad,
-            device: device.clone(),
-        })
+        Ok(Self { config, policy, data, trainer, valid: None })
     }
 
     fn train(&mut self) -> Result<()> {
@@ -284,32 +179,10 @@ impl Run {
             ));
         }
         if t.progress.step < t.total_steps {
-            let out = self.config.output.dir.clone();
             let (train, valid) =
                 (flat_completions(&self.data.train), flat_completions(&self.data.valid));
-            self.frozen = FrozenStates::build(
-                "dpo",
-                &self.model.valid(),
-                self.config.model.train_layers,
-                &train,
-                &valid,
-                self.pad,
-                &self.device,
-                &self.trainer.log,
-            )?;
-            self.reference = prepare_reference(
-                "dpo",
-                self.config.model.reference.as_deref(),
-                self.resuming.then_some(out.as_path()),
-                &self.model,
-                self.frozen.as_ref(),
-                &self.tokenizer,
-                &train,
-                &valid,
-                self.pad,
-                &self.device,
-                &self.trainer.log,
-            )?;
+            let (source, out) = (&self.config.model, &self.config.output.dir);
+            self.policy.prepare("dpo", source, out, &train, &valid, &self.trainer.log)?;
             self.trainer.restart_rates();
         }
         run::run(self)?;
@@ -330,19 +203,19 @@ impl Run {
     /// One optimizer step over `grad_accum` micro-batches of comparisons. The loss is a mean
     /// over the step's comparisons, each the weighted sum of its pairs (a pair row weighs 1).
     fn optimizer_step(&mut self, lr: f64) -> Result<(PairStats, f64)> {
-        let ad = &self.device.clone().autodiff();
+        let ad = &self.policy.device.clone().autodiff();
         let n = self.data.train.len();
         let micro_batches: Vec<Vec<usize>> =
             (0..self.config.train.grad_accum).map(|_| self.trainer.next_batch(n)).collect();
         let comparisons: usize = micro_batches.iter().map(Vec::len).sum();
         let (train, offsets, reference) =
-            (&self.data.train, &self.data.offsets, &self.reference.train);
-        let cache = self.frozen.as_ref().map(|f| &f.train);
-        let (dpo, pad) = (&self.config.dpo, self.pad);
+            (&self.data.train, &self.data.offsets, &self.policy.reference.train);
+        let cache = self.policy.frozen.as_ref().map(|f| &f.train);
+        let (dpo, pad) = (&self.config.dpo, self.policy.pad);
         // The pairs' sums (`PairSums`), then tokens.
         let step = step::optimizer_step(
             &mut self.trainer,
-            &mut self.model,
+            &mut self.policy.model,
             &micro_batches,
             lr,
             |model, rows, sums: &mut [f64; 9]| {
@@ -369,15 +242,15 @@ impl Run {
 
     /// Validation statistics (recorded).
     fn validate(&mut self) -> Result<PairStats> {
-        let model = self.model.valid();
+        let policy = &self.policy;
         let stats = pairs::evaluate(
-            &model,
+            &policy.model.valid(),
             &self.data.valid,
-            &self.reference.valid,
-            self.frozen.as_ref().map(|f| &f.valid),
+            &policy.reference.valid,
+            policy.frozen.as_ref().map(|f| &f.valid),
             &self.config.dpo,
-            self.pad,
-            &self.device,
+            policy.pad,
+            &policy.device,
         )?;
         let step = self.trainer.progress.step;
         let mut record = stats.json("valid_");
@@ -400,35 +273,9 @@ impl Run {
             "valid_rewards/accuracies": valid.map(|v| v.accuracy),
             "valid_rewards/margins": valid.map(|v| v.margin()),
         });
-        let reference = &self.reference;
-        save_atomically(&self.config.output.dir, |dir| {
-            save_causal_lm(&self.model, &self.model_config, Some(&self.tokenizer_dir), dir)?;
-            if let Some(source) = self.data.template.builtin_source() {
-                tokenizer::set_chat_template(dir, source)?;
-            }
-            self.trainer.write_state(metrics, &self.model, self.model_config.layout(), dir)?;
-            reference.write(&dir.join(STATE_DIR))
-        })
+        let out = &self.config.output.dir;
+        self.policy.save(out, &self.data.template, &mut self.trainer, metrics)
     }
-}
-
-/// Keeps the reference model (path and hash) in the lineage, beside the parent: a new run
-/// records `model.reference` (none: the parent is the reference), a resumed one what it
-/// started with.
-pub(crate) fn record_reference(
-    lineage: &mut crate::checkpoint::Lineage,
-    reference: Option<&Path>,
-    resumed: Option<&start::Resumed>,
-) -> Result<()> {
-    let source = match (resumed, reference) {
-        (Some(resumed), _) => resumed.lineage.config.get("reference").cloned(),
-        (None, Some(dir)) => Some(serde_json::to_value(Source::model_dir(dir)?)?),
-        (None, None) => None,
-    };
-    if let Some(source) = source.filter(|s| !s.is_null()) {
-        lineage.config["reference"] = source;
-    }
-    Ok(())
 }
 
 impl Stage for Run {
@@ -439,7 +286,7 @@ impl Stage for Run {
     }
 
     fn model(&mut self) -> &mut CausalLm {
-        &mut self.model
+        &mut self.policy.model
     }
 
     fn examples(&self) -> usize {

@@ -28,7 +28,7 @@ use crate::data::prompts::{Prompt, read_prompts};
 use crate::data::template::ChatTemplate;
 use crate::data::tokenizer;
 use crate::dist;
-use crate::dpo::{load_reference, open_policy, record_reference};
+use crate::dpo::policy::{load_reference, open_policy, record_reference};
 use crate::generate::Generator;
 use crate::metrics::{read_jsonl, write_jsonl};
 use crate::model::{CausalLm, ModelConfig, save_causal_lm};

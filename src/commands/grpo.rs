@@ -6,15 +6,14 @@ use anyhow::Result;
 use burn::prelude::*;
 use serde_json::{Map, Value, json};
 
-use super::ppo::default_reference;
+use super::ppo::{Sample, default_reference, held_out_prompts};
 use crate::bad_input;
 use crate::checkpoint::{Lineage, write_file_atomically};
 use crate::cli::GrpoEvalArgs;
 use crate::config::grpo::{GrpoConfig, RewardSource};
-use crate::data::prompts::{Prompt, read_prompts};
-use crate::data::template::ChatTemplate;
+use crate::data::prompts::Prompt;
 use crate::dpo::policy::load_reference;
-use crate::generate::{Finish, Generator, SamplingConfig};
+use crate::generate::{Finish, Generator};
 use crate::grpo::rewards::Rewards;
 use crate::model::load_causal_lm;
 use crate::model::reward::RewardStats;
@@ -28,24 +27,13 @@ pub fn eval(args: &GrpoEvalArgs, device: &Device) -> Result<()> {
     })?;
     let reference_dir = args.reference.clone().unwrap_or_else(|| default_reference(&args.policy));
     let reference = load_reference(&reference_dir, tokenizer, device)?;
-    let template = ChatTemplate::resolve(None, &args.policy)?;
-    let window = policy.config.context_window();
-    if args.max_new_tokens == 0 || args.max_new_tokens >= window {
-        return Err(bad_input!(
-            "--max-new-tokens must be between 1 and {} (the context window less one)",
-            window - 1
-        ));
-    }
-    let (prompts, _) =
-        read_prompts(&args.data, tokenizer, &template, window - args.max_new_tokens)?;
-    let sampling = SamplingConfig {
+    let sample = Sample {
         max_new_tokens: args.max_new_tokens,
-        do_sample: true,
         temperature: args.temperature,
         seed: args.seed,
-        ..SamplingConfig::default()
     };
-    sampling.validate().map_err(|e| bad_input!("{e}"))?;
+    let (prompts, sampling) =
+        held_out_prompts(&args.policy, &args.data, tokenizer, &policy.config, sample)?;
     let mut rewards = Rewards::open(&sources, device)?;
     let generator = Generator::new(&policy.model, tokenizer, &policy.config, device)
         .with_generation_config(&args.policy);

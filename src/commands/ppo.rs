@@ -6,17 +6,54 @@ use std::path::{Path, PathBuf};
 use anyhow::Result;
 use burn::prelude::*;
 use serde_json::json;
+use tokenizers::Tokenizer;
 
 use crate::bad_input;
 use crate::checkpoint::{Lineage, write_file_atomically};
 use crate::cli::PpoEvalArgs;
 use crate::data::chat::Message;
-use crate::data::prompts::read_prompts;
+use crate::data::prompts::{Prompt, read_prompts};
 use crate::data::template::ChatTemplate;
 use crate::generate::{Finish, Generation, Generator, SamplingConfig};
-use crate::model::load_causal_lm;
 use crate::model::reward::{RewardModel, RewardStats};
+use crate::model::{ModelConfig, load_causal_lm};
 use crate::ppo::rollout::{ResponseBatch, decode_all, sequence_kls};
+
+/// How an eval samples its answers (`--max-new-tokens`, `--temperature`, `--seed`).
+pub(crate) struct Sample {
+    pub max_new_tokens: usize,
+    pub temperature: f64,
+    pub seed: u64,
+}
+
+/// The prompts of an eval's `data`, rendered with the policy's chat template and cut from the
+/// left to leave room for the answer, and the sampling that answers them.
+pub(crate) fn held_out_prompts(
+    policy_dir: &Path,
+    data: &Path,
+    tokenizer: &Tokenizer,
+    config: &ModelConfig,
+    sample: Sample,
+) -> Result<(Vec<Prompt>, SamplingConfig)> {
+    let template = ChatTemplate::resolve(None, policy_dir)?;
+    let window = config.context_window();
+    if sample.max_new_tokens == 0 || sample.max_new_tokens >= window {
+        return Err(bad_input!(
+            "--max-new-tokens must be between 1 and {} (the context window less one)",
+            window - 1
+        ));
+    }
+    let (prompts, _) = read_prompts(data, tokenizer, &template, window - sample.max_new_tokens)?;
+    let sampling = SamplingConfig {
+        max_new_tokens: sample.max_new_tokens,
+        do_sample: true,
+        temperature: sample.temperature,
+        seed: sample.seed,
+        ..SamplingConfig::default()
+    };
+    sampling.validate().map_err(|e| bad_input!("{e}"))?;
+    Ok((prompts, sampling))
+}
 
 /// `rlhf ppo eval`: samples a response to every prompt from the policy and reports the
 /// reward model's mean score and the KL to a reference policy.
@@ -37,24 +74,13 @@ pub fn eval(args: &PpoEvalArgs, device: &Device) -> Result<()> {
         ));
     }
     let reward = RewardModel::load(&args.reward, device)?;
-    let template = ChatTemplate::resolve(None, &args.policy)?;
-    let window = policy.config.context_window();
-    if args.max_new_tokens == 0 || args.max_new_tokens >= window {
-        return Err(bad_input!(
-            "--max-new-tokens must be between 1 and {} (the context window less one)",
-            window - 1
-        ));
-    }
-    let (prompts, _) =
-        read_prompts(&args.data, tokenizer, &template, window - args.max_new_tokens)?;
-    let sampling = SamplingConfig {
+    let sample = Sample {
         max_new_tokens: args.max_new_tokens,
-        do_sample: true,
         temperature: args.temperature,
         seed: args.seed,
-        ..SamplingConfig::default()
     };
-    sampling.validate().map_err(|e| bad_input!("{e}"))?;
+    let (prompts, sampling) =
+        held_out_prompts(&args.policy, &args.data, tokenizer, &policy.config, sample)?;
     let generator = Generator::new(&policy.model, tokenizer, &policy.config, device)
         .with_generation_config(&args.policy);
     let pad = policy.config.pad_id(tokenizer);

@@ -6,18 +6,17 @@ use anyhow::Result;
 use burn::prelude::*;
 use serde_json::{Map, Value, json};
 
-use super::ppo::{Sample, default_reference, held_out_prompts};
+use super::ppo::{Sample, default_reference, eval_reference, held_out_prompts};
 use crate::bad_input;
 use crate::checkpoint::{Lineage, write_file_atomically};
 use crate::cli::GrpoEvalArgs;
 use crate::config::grpo::{GrpoConfig, RewardSource};
 use crate::data::prompts::Prompt;
-use crate::dpo::policy::load_reference;
 use crate::generate::{Finish, Generator};
 use crate::grpo::rewards::Rewards;
 use crate::model::load_causal_lm;
 use crate::model::reward::RewardStats;
-use crate::ppo::rollout::{ResponseBatch, decode_all, sequence_kls};
+use crate::ppo::rollout::{decode_all, sequence_kls};
 
 pub fn eval(args: &GrpoEvalArgs, device: &Device) -> Result<()> {
     let policy = load_causal_lm(&args.policy, device)?;
@@ -26,7 +25,7 @@ pub fn eval(args: &GrpoEvalArgs, device: &Device) -> Result<()> {
         bad_input!("{}: no tokenizer.json, so prompts cannot be encoded", args.policy.display())
     })?;
     let reference_dir = args.reference.clone().unwrap_or_else(|| default_reference(&args.policy));
-    let reference = load_reference(&reference_dir, tokenizer, device)?;
+    let reference = eval_reference(&args.policy, &reference_dir, tokenizer, device)?;
     let sample = Sample {
         max_new_tokens: args.max_new_tokens,
         temperature: args.temperature,
@@ -44,13 +43,8 @@ pub fn eval(args: &GrpoEvalArgs, device: &Device) -> Result<()> {
     for chunk in prompts.chunks(args.batch_size.max(1)) {
         let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.ids.clone()).collect();
         let generations = generator.generate(&ids, &sampling, &mut |_, _| {})?;
-        let pairs: Vec<(&[u32], &[u32])> = ids
-            .iter()
-            .zip(&generations)
-            .map(|(p, g)| (p.as_slice(), g.tokens.as_slice()))
-            .collect();
-        let batch = ResponseBatch::new(&pairs, pad, device);
-        let chunk_kls = sequence_kls(&policy.model, &reference, &batch, args.temperature);
+        let chunk_kls =
+            sequence_kls(&ids, &generations, reference.as_ref(), pad, args.temperature, device);
         let texts = decode_all(tokenizer, generations.iter().map(|g| &g.tokens))?;
         let chunk_prompts: Vec<&Prompt> = chunk.iter().collect();
         let chunk_scores = rewards.score(&chunk_prompts, &texts, device)?;

@@ -14,10 +14,11 @@ use crate::cli::PpoEvalArgs;
 use crate::data::chat::Message;
 use crate::data::prompts::{Prompt, read_prompts};
 use crate::data::template::ChatTemplate;
+use crate::dpo::policy::load_reference;
 use crate::generate::{Finish, Generation, Generator, SamplingConfig};
 use crate::model::reward::{RewardModel, RewardStats};
-use crate::model::{ModelConfig, load_causal_lm};
-use crate::ppo::rollout::{ResponseBatch, decode_all, sequence_kls};
+use crate::model::{CausalLm, ModelConfig, load_causal_lm};
+use crate::ppo::rollout::{decode_all, sequence_kls};
 
 /// How an eval samples its answers (`--max-new-tokens`, `--temperature`, `--seed`).
 pub(crate) struct Sample {
@@ -63,16 +64,7 @@ pub fn eval(args: &PpoEvalArgs, device: &Device) -> Result<()> {
         bad_input!("{}: no tokenizer.json, so prompts cannot be encoded", args.policy.display())
     })?;
     let reference_dir = args.reference.clone().unwrap_or_else(|| default_reference(&args.policy));
-    let reference = load_causal_lm(&reference_dir, device)?;
-    if reference.config.vocab_size() != policy.config.vocab_size() {
-        return Err(bad_input!(
-            "{} and {} have different vocabularies ({} and {} tokens): the KL needs the same one",
-            args.policy.display(),
-            reference_dir.display(),
-            policy.config.vocab_size(),
-            reference.config.vocab_size()
-        ));
-    }
+    let reference = eval_reference(&args.policy, &reference_dir, tokenizer, device)?;
     let reward = RewardModel::load(&args.reward, device)?;
     let sample = Sample {
         max_new_tokens: args.max_new_tokens,
@@ -89,14 +81,8 @@ pub fn eval(args: &PpoEvalArgs, device: &Device) -> Result<()> {
     for chunk in prompts.chunks(args.batch_size.max(1)) {
         let ids: Vec<Vec<u32>> = chunk.iter().map(|p| p.ids.clone()).collect();
         let generations: Vec<Generation> = generator.generate(&ids, &sampling, &mut |_, _| {})?;
-        let pairs: Vec<(&[u32], &[u32])> = ids
-            .iter()
-            .zip(&generations)
-            .map(|(p, g)| (p.as_slice(), g.tokens.as_slice()))
-            .collect();
-        let batch = ResponseBatch::new(&pairs, pad, device);
         let chunk_kls: Vec<f32> =
-            sequence_kls(&policy.model, &reference.model, &batch, args.temperature)
+            sequence_kls(&ids, &generations, reference.as_ref(), pad, args.temperature, device)
                 .into_iter()
                 .map(|kl| kl as f32)
                 .collect();
@@ -147,6 +133,21 @@ pub fn eval(args: &PpoEvalArgs, device: &Device) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// The model an eval's KL is measured against; none when it is the policy itself, whose KL is
+/// zero without a second model or its forward pass.
+pub(super) fn eval_reference(
+    policy: &Path,
+    reference: &Path,
+    tokenizer: &Tokenizer,
+    device: &Device,
+) -> Result<Option<CausalLm>> {
+    let same = |dir: &Path| std::fs::canonicalize(dir).ok();
+    if same(policy).is_some() && same(policy) == same(reference) {
+        return Ok(None);
+    }
+    load_reference(reference, tokenizer, device).map(Some)
 }
 
 /// A PPO or GRPO checkpoint's reference is the policy it started from (its lineage parent);

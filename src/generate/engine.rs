@@ -18,6 +18,7 @@ use crate::device::is_cpu;
 use crate::model::config::token_ids;
 use crate::model::decode_layout;
 use crate::model::kv_cache::KvCache;
+use crate::model::shared_prefix::distinct;
 use crate::model::{CausalLm, ModelConfig, PaddedBatch};
 
 /// Why a row stopped.
@@ -157,13 +158,13 @@ impl<'a> Generator<'a> {
             false => self.model,
         };
         // Identical prompts (K samples of one question) share one prefill, then fan out.
-        let (distinct, source) = distinct_prompts(prompts);
-        let b = distinct.len();
+        let (unique, source) = distinct(prompts);
+        let b = unique.len();
         let t = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
         self.check_room(t, sampling)?;
         let mut ids = vec![0i64; b * t];
         let mut mask = vec![0i64; b * t];
-        for (row, prompt) in distinct.iter().enumerate() {
+        for (row, prompt) in unique.iter().enumerate() {
             let start = row * t + t - prompt.len(); // left padding
             for (i, &token) in prompt.iter().enumerate() {
                 ids[start + i] = token as i64;
@@ -413,21 +414,4 @@ impl<'a> Generator<'a> {
         let text = self.tokenizer.decode(tokens, false).unwrap_or_default();
         stop.iter().any(|s| text.contains(s.as_str()))
     }
-}
-
-/// The distinct prompts in order of first appearance, and for each prompt the index of its
-/// distinct copy.
-fn distinct_prompts(prompts: &[Vec<u32>]) -> (Vec<&Vec<u32>>, Vec<i64>) {
-    let mut first = std::collections::HashMap::new();
-    let mut distinct = Vec::new();
-    let source = prompts
-        .iter()
-        .map(|prompt| {
-            *first.entry(prompt).or_insert_with(|| {
-                distinct.push(prompt);
-                distinct.len() as i64 - 1
-            })
-        })
-        .collect();
-    (distinct, source)
 }

@@ -32,9 +32,7 @@ use crate::dpo::policy::{load_reference, open_policy, record_reference};
 use crate::generate::Generator;
 use crate::metrics::{read_jsonl, write_jsonl};
 use crate::model::{CausalLm, ModelConfig, save_causal_lm};
-use crate::ppo::rollout::{
-    ResponseBatch, Rollout, Sampler, decode_all, entropy, reference_log_probs,
-};
+use crate::ppo::rollout::{ResponseBatch, Rollout, Sampler, decode_all, entropy, shared_log_probs};
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::start::{self, CausalStart, TrainOptions};
 use crate::train::step;
@@ -235,7 +233,7 @@ impl Run {
 
     /// G completions of each prompt in `rows` (a group's completions side by side), with the
     /// sampler's log π_old of every token and, when β > 0, log π_ref from one pass of the
-    /// reference over the finished sequences.
+    /// reference over the finished sequences (each group's prompt read once).
     fn roll_out(&self, rows: &[usize]) -> Result<Vec<Rollout>> {
         let g = self.config.grpo.num_generations;
         let prompts: Vec<Vec<u32>> = rows
@@ -255,11 +253,12 @@ impl Run {
         let temperature = self.config.rollout.temperature;
         if let Some(reference) = &self.reference {
             for chunk in rollouts.chunks_mut(self.config.grpo.micro_batch_size) {
-                let batch = self.batch(chunk.iter(), &self.device);
-                let log_probs = reference_log_probs(reference, &batch, temperature);
-                let [mut log_probs] = batch.rows_of([log_probs]);
-                for (i, rollout) in chunk.iter_mut().enumerate() {
-                    rollout.ref_log_probs = std::mem::take(&mut log_probs[i]);
+                let rows: Vec<(&[u32], &[u32])> =
+                    chunk.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
+                let log_probs =
+                    shared_log_probs(reference, &rows, self.pad, temperature, &self.device);
+                for (rollout, log_probs) in chunk.iter_mut().zip(log_probs) {
+                    rollout.ref_log_probs = log_probs;
                 }
             }
         }

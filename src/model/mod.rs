@@ -23,6 +23,7 @@ pub mod pretrained;
 pub mod reinit;
 pub mod reward;
 pub mod rope;
+pub mod shared_prefix;
 pub mod weights;
 
 pub use auto::{ModelDir, load_causal_lm, load_scalar_model};

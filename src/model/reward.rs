@@ -15,9 +15,12 @@ use super::auto::{Holds, ModelDir};
 use super::config::ModelConfig;
 use super::heads::{EncoderClassifier, ScalarModel, check_length};
 use super::mask::PaddedBatch;
+use super::shared_prefix::{shared_cost, shared_splits, tail_hidden};
 use crate::data::chat::Message;
 use crate::data::pair::PairEncoder;
-use crate::data::scoring::{ResponseEncoder, Sequence, SequenceBatch, run_sorted};
+use crate::data::scoring::{
+    INFERENCE_BATCH_SIZE, ResponseEncoder, Sequence, SequenceBatch, batches_by_length, run_sorted,
+};
 use crate::data::sft::Truncation;
 use crate::data::sft::{FitReport, SftEncoder};
 use crate::data::template::ChatTemplate;
@@ -268,8 +271,97 @@ impl RewardModel {
     pub fn score_sequences(&self, sequences: &[&Sequence], device: &Device) -> Vec<f32> {
         let pad = self.config.pad_id(&self.tokenizer);
         match &self.net {
-            RewardNet::Decoder(m) => score_all(m, sequences, pad, device),
+            RewardNet::Decoder(m) => score_decoder(m, sequences, pad, device),
             RewardNet::CrossEncoder(m) => score_all(m, sequences, pad, device),
+        }
+    }
+}
+
+/// A decoder's scores, in order. Sequences that begin alike (K answers to one prompt, or the
+/// two answers of a comparison) run their common start once, when that computes fewer tokens
+/// than batches of similar length do.
+fn score_decoder(
+    model: &ScalarModel,
+    sequences: &[&Sequence],
+    pad: u32,
+    device: &Device,
+) -> Vec<f32> {
+    let rows: Vec<&[u32]> = sequences.iter().map(|s| s.ids.as_slice()).collect();
+    // Where the head reads, as `SequenceBatch::last_non_pad` says; it stays in the tail.
+    let read_at: Vec<usize> =
+        rows.iter().map(|r| r.iter().rposition(|&id| id != pad).unwrap_or(0)).collect();
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    order.sort_by_key(|&i| rows[i]); // rows that begin alike side by side
+    let batches: Vec<(Vec<&[u32]>, Vec<usize>)> = order
+        .chunks(INFERENCE_BATCH_SIZE)
+        .map(|chunk| {
+            let batch: Vec<&[u32]> = chunk.iter().map(|&i| rows[i]).collect();
+            let limits: Vec<usize> = chunk.iter().map(|&i| read_at[i]).collect();
+            let splits = shared_splits(&batch, &limits);
+            (batch, splits)
+        })
+        .collect();
+    let shared: usize = batches.iter().map(|(batch, splits)| shared_cost(batch, splits)).sum();
+    let padded: usize = batches_by_length(sequences)
+        .iter()
+        .map(|chunk| chunk.len() * chunk.iter().map(|&i| rows[i].len()).max().unwrap_or(0))
+        .sum();
+    if shared >= padded {
+        return score_all(model, sequences, pad, device);
+    }
+    let mut scores = vec![0.0; rows.len()];
+    for (chunk, (batch, splits)) in order.chunks(INFERENCE_BATCH_SIZE).zip(batches) {
+        let hidden = tail_hidden(&model.body, &batch, &splits, pad, device);
+        let last: Vec<i64> =
+            chunk.iter().zip(&splits).map(|(&i, split)| (read_at[i] - split) as i64).collect();
+        let at = Tensor::<1, Int>::from_data(last.as_slice(), device);
+        let values = model.head_at(hidden, at).into_data().convert::<f32>();
+        for (&i, value) in chunk.iter().zip(values.try_to_vec::<f32>().expect("f32 scores")) {
+            scores[i] = value;
+        }
+    }
+    scores
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::decoder::Decoder;
+    use crate::model::llama::LlamaConfig;
+
+    #[test]
+    fn answers_to_one_prompt_score_as_they_do_alone() {
+        let device = Device::default();
+        let llama = LlamaConfig {
+            vocab_size: 48,
+            hidden_size: 16,
+            intermediate_size: 32,
+            num_hidden_layers: 2,
+            num_attention_heads: 4,
+            num_key_value_heads: Some(2),
+            max_position_embeddings: 32,
+            initializer_range: 0.3,
+            ..Default::default()
+        };
+        let body = Decoder::Llama(llama.init(&device).unwrap());
+        let model = ScalarModel::from_decoder(body, 16, 1, 0.5, &device);
+        let prompt = [3, 9, 4, 1, 7, 7, 2, 5];
+        // Padding id 0 closing two answers: the head reads before it, as `transformers` does.
+        let answers: [&[u32]; 6] =
+            [&[11, 12], &[11, 12], &[13, 0], &[11, 14, 15, 16], &[20], &[11, 12, 0]];
+        let sequences: Vec<Sequence> = answers
+            .iter()
+            .map(|a| {
+                let ids = [&prompt[..], a].concat();
+                Sequence { type_ids: vec![0; ids.len()], ids }
+            })
+            .collect();
+        let sequences: Vec<&Sequence> = sequences.iter().collect();
+        let shared = score_decoder(&model, &sequences, 0, &device);
+        let alone: Vec<f32> =
+            sequences.iter().map(|s| score_all(&model, &[*s], 0, &device)[0]).collect();
+        for (a, b) in shared.iter().zip(&alone) {
+            assert!((a - b).abs() < 1e-5, "{shared:?} vs {alone:?}");
         }
     }
 }

@@ -7,8 +7,9 @@ use burn::tensor::activation::log_softmax;
 
 use crate::config::ppo::RolloutConfig;
 use crate::dist;
-use crate::generate::{Finish, Generator, SamplingConfig};
+use crate::generate::{Finish, Generation, Generator, SamplingConfig};
 use crate::model::fused::cross_entropy;
+use crate::model::shared_prefix::{shared_splits, tail_hidden};
 use crate::model::{CausalLm, ModelConfig, PaddedBatch};
 use crate::ppo::kl::token_kl;
 use tokenizers::Tokenizer;
@@ -202,19 +203,48 @@ pub fn reference_log_probs(lm: &CausalLm, batch: &ResponseBatch, temperature: f6
     batch.chosen(batch.logits(lm, hidden, temperature))
 }
 
-/// Each response's KL to the reference, Σ over its tokens of log π − log π_ref (the k1
-/// estimate of the sequence KL, unbiased for sampled responses).
-pub fn sequence_kls(
-    policy: &CausalLm,
-    reference: &CausalLm,
-    batch: &ResponseBatch,
+/// log π_ref of each response token under a frozen model, the start that rows share (K answers
+/// to one prompt) computed once.
+pub fn shared_log_probs(
+    lm: &CausalLm,
+    rows: &[(&[u32], &[u32])],
+    pad: u32,
     temperature: f64,
+    device: &Device,
+) -> Vec<Vec<f32>> {
+    let whole: Vec<Vec<u32>> = rows.iter().map(|(p, r)| [*p, *r].concat()).collect();
+    let whole: Vec<&[u32]> = whole.iter().map(Vec::as_slice).collect();
+    // The last prompt token predicts the first response token, so it stays in the tail.
+    let limits: Vec<usize> = rows.iter().map(|(p, _)| p.len().saturating_sub(1)).collect();
+    let splits = shared_splits(&whole, &limits);
+    let tails: Vec<(&[u32], &[u32])> =
+        rows.iter().zip(&splits).map(|((p, r), &split)| (&p[split..], *r)).collect();
+    let batch = ResponseBatch::new(&tails, pad, device);
+    let hidden = tail_hidden(&lm.body, &whole, &splits, pad, device);
+    let hidden = hidden.slice(s![.., batch.from.., ..]);
+    let [log_probs] = batch.rows_of([batch.chosen(batch.logits(lm, hidden, temperature))]);
+    log_probs
+}
+
+/// Each sampled response's KL to the reference, Σ over its tokens of log π − log π_ref (the k1
+/// estimate of the sequence KL, unbiased for sampled responses). log π is what the sampler
+/// recorded, so only the reference reads the responses; with no reference (the policy is its
+/// own) every KL is zero.
+pub fn sequence_kls(
+    prompts: &[Vec<u32>],
+    generations: &[Generation],
+    reference: Option<&CausalLm>,
+    pad: u32,
+    temperature: f64,
+    device: &Device,
 ) -> Vec<f64> {
-    let [log_probs, ref_log_probs] = batch.rows_of([
-        reference_log_probs(policy, batch, temperature),
-        reference_log_probs(reference, batch, temperature),
-    ]);
-    let kls = log_probs.iter().zip(&ref_log_probs).map(|(p, r)| token_kl(p, r));
+    let Some(reference) = reference else {
+        return vec![0.0; generations.len()];
+    };
+    let rows: Vec<(&[u32], &[u32])> =
+        prompts.iter().zip(generations).map(|(p, g)| (p.as_slice(), g.tokens.as_slice())).collect();
+    let ref_log_probs = shared_log_probs(reference, &rows, pad, temperature, device);
+    let kls = generations.iter().zip(&ref_log_probs).map(|(g, r)| token_kl(&g.log_probs, r));
     kls.map(|kl| kl.iter().map(|&k| k as f64).sum()).collect()
 }
 
@@ -260,5 +290,23 @@ mod tests {
         // four); row 1 predicts 8 at 1 (its first, 4 in all).
         assert_eq!(batch.from, 1);
         assert_eq!(ints(batch.predict_at.clone()), [1, 2, 4, 4]);
+    }
+
+    #[test]
+    fn shared_prompts_give_the_log_probs_of_a_whole_forward() {
+        let device = crate::device::DeviceSpec::Cpu.device().unwrap();
+        let tok = crate::data::tokenizer::train_bpe(["a b c d e f g"].into_iter(), 300).unwrap();
+        let config = crate::model::preset::resolve("tiny", &[], &tok, std::path::Path::new("."));
+        device.seed(5);
+        let lm = crate::model::pretrained::init_causal_lm(&config.unwrap(), &device).unwrap();
+        let (p, q): (&[u32], &[u32]) = (&[1, 2, 3, 4], &[1, 2, 9]);
+        let rows: [(&[u32], &[u32]); 4] = [(p, &[5, 6]), (p, &[5, 6]), (p, &[7]), (q, &[8, 8, 8])];
+        let shared = shared_log_probs(&lm, &rows, 0, 0.7, &device);
+        let batch = ResponseBatch::new(&rows, 0, &device);
+        let [whole] = batch.rows_of([reference_log_probs(&lm, &batch, 0.7)]);
+        for (a, b) in shared.iter().flatten().zip(whole.iter().flatten()) {
+            assert!((a - b).abs() < 1e-4, "{shared:?} vs {whole:?}");
+        }
+        assert_eq!(shared.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1, 3]);
     }
 }

@@ -8,7 +8,7 @@
 # The result table goes to runs/demo/summary.md, charts to runs/demo/plots, and the HTML report
 # to runs/demo/report.html.
 #
-#   scripts/demo.sh           the real run (about 16 minutes on 2 CPU cores)
+#   scripts/demo.sh           the real run (about 11 minutes on 2 CPU cores)
 #   scripts/demo.sh --quick   the same flow on tiny models from scratch (well under 2 minutes)
 #
 # RLHF_DEMO_DIR overrides the output directory (re-running starts over); RLHF_DEMO_SEED (0) picks

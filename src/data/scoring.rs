@@ -117,10 +117,11 @@ impl SequenceBatch {
     }
 }
 
-/// Indices of `sequences` in batches of similar length (less padding), shortest first.
-pub fn batches_by_length(sequences: &[&Sequence]) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..sequences.len()).collect();
-    order.sort_by_key(|&i| sequences[i].ids.len());
+/// Indices of sequences of `lengths` in inference batches of similar length (less padding),
+/// shortest first.
+pub fn batches_by_length(lengths: &[usize]) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..lengths.len()).collect();
+    order.sort_by_key(|&i| lengths[i]);
     order.chunks(INFERENCE_BATCH_SIZE).map(<[usize]>::to_vec).collect()
 }
 
@@ -133,7 +134,8 @@ pub fn run_sorted(
     forward: impl Fn(&SequenceBatch, &[usize]) -> Tensor<2>,
 ) -> Vec<Vec<f32>> {
     let mut rows = vec![Vec::new(); sequences.len()];
-    for chunk in batches_by_length(sequences) {
+    let lengths: Vec<usize> = sequences.iter().map(|s| s.ids.len()).collect();
+    for chunk in batches_by_length(&lengths) {
         let batch: Vec<&Sequence> = chunk.iter().map(|&i| sequences[i]).collect();
         let output = forward(&SequenceBatch::new(&batch, pad, device), &chunk);
         let k = output.dims()[1];

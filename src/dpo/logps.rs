@@ -11,7 +11,7 @@ use burn::prelude::*;
 use burn::tensor::TensorData;
 
 use crate::data::completion::Completion;
-use crate::data::scoring::INFERENCE_BATCH_SIZE;
+use crate::data::scoring::batches_by_length;
 use crate::dist;
 use crate::metrics::RunLog;
 use crate::model::CausalLm;
@@ -69,17 +69,16 @@ pub fn all_log_probs(
     device: &Device,
     stop: &dyn Fn() -> Result<()>,
 ) -> Result<Vec<f32>> {
-    let mut order: Vec<usize> = (0..completions.len()).collect();
-    order.sort_by_key(|&i| completions[i].len());
+    let lengths: Vec<usize> = completions.iter().map(|c| c.len()).collect();
     let mut values = vec![0.0f64; completions.len()];
     let (rank, ranks) = (dist::rank(), dist::world_size());
-    for (k, chunk) in order.chunks(INFERENCE_BATCH_SIZE).enumerate() {
+    for (k, chunk) in batches_by_length(&lengths).into_iter().enumerate() {
         if k % ranks != rank {
             continue;
         }
         stop()?;
         let batch: Vec<&Completion> = chunk.iter().map(|&i| completions[i]).collect();
-        let cached = cache.map(|cache| Cached { cache, rows: chunk });
+        let cached = cache.map(|cache| Cached { cache, rows: &chunk });
         let logps = sequence_log_probs(model, &batch_of(&batch, pad, device), cached);
         for (&i, v) in chunk.iter().zip(floats(logps)) {
             values[i] = v as f64;

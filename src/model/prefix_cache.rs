@@ -9,7 +9,7 @@ use anyhow::Result;
 use burn::prelude::*;
 
 use super::reward::Scorer;
-use crate::data::scoring::{INFERENCE_BATCH_SIZE, Sequence, SequenceBatch, run_sorted};
+use crate::data::scoring::{Sequence, SequenceBatch, batches_by_length, run_sorted};
 
 /// Blocks a run never trains: all but the top `train_layers` (0 trains everything).
 pub fn frozen_blocks(depth: usize, train_layers: usize) -> usize {
@@ -52,12 +52,10 @@ impl PrefixCache {
         mut check: impl FnMut() -> Result<()>,
         mut prefix: impl FnMut(&[usize]) -> Tensor<3>,
     ) -> Result<Self> {
-        let mut order: Vec<usize> = (0..lengths.len()).collect();
-        order.sort_by_key(|&i| lengths[i]);
         let mut states = vec![None; lengths.len()];
-        for chunk in order.chunks(INFERENCE_BATCH_SIZE) {
+        for chunk in batches_by_length(lengths) {
             check()?;
-            let hidden = prefix(chunk);
+            let hidden = prefix(&chunk);
             for (row, &i) in chunk.iter().enumerate() {
                 let state = hidden.clone().slice(s![row..row + 1, 0..lengths[i], ..]);
                 states[i] = Some(state.squeeze_dim(0));

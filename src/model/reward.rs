@@ -302,7 +302,8 @@ fn score_decoder(
         })
         .collect();
     let shared: usize = batches.iter().map(|(batch, splits)| shared_cost(batch, splits)).sum();
-    let padded: usize = batches_by_length(sequences)
+    let lengths: Vec<usize> = rows.iter().map(|r| r.len()).collect();
+    let padded: usize = batches_by_length(&lengths)
         .iter()
         .map(|chunk| chunk.len() * chunk.iter().map(|&i| rows[i].len()).max().unwrap_or(0))
         .sum();

@@ -32,7 +32,7 @@ use crate::dpo::policy::{load_reference, open_policy, record_reference};
 use crate::generate::Generator;
 use crate::metrics::{read_jsonl, write_jsonl};
 use crate::model::{CausalLm, ModelConfig, save_causal_lm};
-use crate::ppo::rollout::{ResponseBatch, Rollout, Sampler, decode_all, entropy, shared_log_probs};
+use crate::ppo::rollout::{Rollout, Sampler, SharedPrompts, decode_all, entropy, shared_log_probs};
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::start::{self, CausalStart, TrainOptions};
 use crate::train::step;
@@ -253,8 +253,7 @@ impl Run {
         let temperature = self.config.rollout.temperature;
         if let Some(reference) = &self.reference {
             for chunk in rollouts.chunks_mut(self.config.grpo.micro_batch_size) {
-                let rows: Vec<(&[u32], &[u32])> =
-                    chunk.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
+                let rows: Vec<(&[u32], &[u32])> = chunk.iter().map(Rollout::pair).collect();
                 let log_probs =
                     shared_log_probs(reference, &rows, self.pad, temperature, &self.device);
                 for (rollout, log_probs) in chunk.iter_mut().zip(log_probs) {
@@ -263,16 +262,6 @@ impl Run {
             }
         }
         Ok(rollouts)
-    }
-
-    fn batch<'r>(
-        &self,
-        rollouts: impl Iterator<Item = &'r Rollout>,
-        device: &Device,
-    ) -> ResponseBatch {
-        let pairs: Vec<(&[u32], &[u32])> =
-            rollouts.map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
-        ResponseBatch::new(&pairs, self.pad, device)
     }
 
     /// Scores every completion with every reward function and sets each rollout's reward
@@ -339,12 +328,13 @@ impl Run {
             let mut sums = [0.0; UpdateSums::LEN];
             for chunk in order.chunks(grpo.micro_batch_size) {
                 let rows: Vec<&Rollout> = chunk.iter().map(|&i| &rollouts[i]).collect();
-                let batch = self.batch(rows.iter().copied(), &ad);
+                // A group's G completions read their prompt once (and back-propagate into it).
+                let pairs: Vec<(&[u32], &[u32])> = rows.iter().map(|r| r.pair()).collect();
+                let shared = SharedPrompts::new(&pairs, self.pad, &ad);
+                let batch = &shared.batch;
                 let per_token = |rows: Vec<&[f32]>| batch.per_token(&rows);
                 let of = |field: fn(&Rollout) -> &[f32]| rows.iter().map(|r| field(r)).collect();
-                let hidden =
-                    self.model.hidden_from(batch.input_ids.clone(), &batch.padded, batch.from);
-                let logits = batch.logits(&self.model, hidden, temperature);
+                let logits = batch.logits(&self.model, shared.hidden(&self.model), temperature);
                 let log_probs = batch.chosen(logits.clone());
                 // With one update, π_old is the policy itself (ratio 1, TRL's shortcut);
                 // with more, the sampler's log-probabilities.

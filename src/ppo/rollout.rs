@@ -32,6 +32,13 @@ pub struct Rollout {
     pub ended: bool,
 }
 
+impl Rollout {
+    /// (prompt, response), as `ResponseBatch::new` takes its rows.
+    pub fn pair(&self) -> (&[u32], &[u32]) {
+        (&self.prompt, &self.response)
+    }
+}
+
 /// The policy that samples an iteration's responses, and how.
 pub struct Sampler<'a> {
     pub policy: &'a CausalLm,
@@ -203,8 +210,37 @@ pub fn reference_log_probs(lm: &CausalLm, batch: &ResponseBatch, temperature: f6
     batch.chosen(batch.logits(lm, hidden, temperature))
 }
 
-/// log π_ref of each response token under a frozen model, the start that rows share (K answers
-/// to one prompt) computed once.
+/// (prompt, response) rows whose shared starts (K answers to one prompt) run once: `batch`
+/// holds each row's own tail with the `[B, R]` layout of the whole rows' `ResponseBatch`, so
+/// its `logits`, `chosen` and `per_token` read the same; `hidden` gives what its `logits` takes.
+pub struct SharedPrompts {
+    pub batch: ResponseBatch,
+    whole: Vec<Vec<u32>>,
+    splits: Vec<usize>,
+    pad: u32,
+}
+
+impl SharedPrompts {
+    pub fn new(rows: &[(&[u32], &[u32])], pad: u32, device: &Device) -> Self {
+        let whole: Vec<Vec<u32>> = rows.iter().map(|(p, r)| [*p, *r].concat()).collect();
+        let slices: Vec<&[u32]> = whole.iter().map(Vec::as_slice).collect();
+        // The last prompt token predicts the first response token, so it stays in the tail.
+        let limits: Vec<usize> = rows.iter().map(|(p, _)| p.len().saturating_sub(1)).collect();
+        let splits = shared_splits(&slices, &limits);
+        let tails: Vec<(&[u32], &[u32])> =
+            rows.iter().zip(&splits).map(|((p, r), &split)| (&p[split..], *r)).collect();
+        Self { batch: ResponseBatch::new(&tails, pad, device), whole, splits, pad }
+    }
+
+    /// Final hidden states `[B, T − from, D]` of the tails, as `batch.logits` reads them.
+    pub fn hidden(&self, lm: &CausalLm) -> Tensor<3> {
+        let rows: Vec<&[u32]> = self.whole.iter().map(Vec::as_slice).collect();
+        let hidden = tail_hidden(&lm.body, &rows, &self.splits, self.pad, &self.batch.device);
+        hidden.slice(s![.., self.batch.from.., ..])
+    }
+}
+
+/// log π_ref of each response token under a frozen model, each shared prompt read once.
 pub fn shared_log_probs(
     lm: &CausalLm,
     rows: &[(&[u32], &[u32])],
@@ -212,17 +248,10 @@ pub fn shared_log_probs(
     temperature: f64,
     device: &Device,
 ) -> Vec<Vec<f32>> {
-    let whole: Vec<Vec<u32>> = rows.iter().map(|(p, r)| [*p, *r].concat()).collect();
-    let whole: Vec<&[u32]> = whole.iter().map(Vec::as_slice).collect();
-    // The last prompt token predicts the first response token, so it stays in the tail.
-    let limits: Vec<usize> = rows.iter().map(|(p, _)| p.len().saturating_sub(1)).collect();
-    let splits = shared_splits(&whole, &limits);
-    let tails: Vec<(&[u32], &[u32])> =
-        rows.iter().zip(&splits).map(|((p, r), &split)| (&p[split..], *r)).collect();
-    let batch = ResponseBatch::new(&tails, pad, device);
-    let hidden = tail_hidden(&lm.body, &whole, &splits, pad, device);
-    let hidden = hidden.slice(s![.., batch.from.., ..]);
-    let [log_probs] = batch.rows_of([batch.chosen(batch.logits(lm, hidden, temperature))]);
+    let shared = SharedPrompts::new(rows, pad, device);
+    let batch = &shared.batch;
+    let [log_probs] =
+        batch.rows_of([batch.chosen(batch.logits(lm, shared.hidden(lm), temperature))]);
     log_probs
 }
 
@@ -308,5 +337,31 @@ mod tests {
             assert!((a - b).abs() < 1e-4, "{shared:?} vs {whole:?}");
         }
         assert_eq!(shared.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1, 3]);
+    }
+
+    #[test]
+    fn shared_prompts_give_the_gradients_of_a_whole_forward() {
+        let device = crate::device::DeviceSpec::Cpu.device().unwrap().autodiff();
+        let tok = crate::data::tokenizer::train_bpe(["a b c d e f g"].into_iter(), 300).unwrap();
+        for family in ["tiny", "llama-tiny"] {
+            let config =
+                crate::model::preset::resolve(family, &[], &tok, std::path::Path::new("."));
+            device.seed(6);
+            let lm = crate::model::pretrained::init_causal_lm(&config.unwrap(), &device).unwrap();
+            let (p, q): (&[u32], &[u32]) = (&[1, 2, 3, 4], &[1, 2, 9]);
+            let rows: [(&[u32], &[u32]); 4] = [(p, &[5, 6]), (p, &[7]), (q, &[8, 8]), (q, &[3])];
+            let whole = ResponseBatch::new(&rows, 0, &device);
+            let hidden = lm.hidden_from(whole.input_ids.clone(), &whole.padded, whole.from);
+            let expected = whole.chosen(whole.logits(&lm, hidden, 0.7)) * whole.mask.clone();
+            let shared = SharedPrompts::new(&rows, 0, &device);
+            let batch = &shared.batch;
+            let got = batch.chosen(batch.logits(&lm, shared.hidden(&lm), 0.7)) * batch.mask.clone();
+            let diff: f32 = (got.clone() - expected.clone()).abs().max().into_scalar();
+            assert!(diff < 1e-5, "{family}: log-probs differ by {diff}");
+            let embedding = |grads| lm.body.token_embedding().grad(&grads).unwrap();
+            let (a, b) = (embedding(got.sum().backward()), embedding(expected.sum().backward()));
+            let diff: f32 = (a - b).abs().max().into_scalar();
+            assert!(diff < 1e-5, "{family}: gradients differ by {diff}");
+        }
     }
 }

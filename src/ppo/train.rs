@@ -379,8 +379,7 @@ impl Run {
         let mut rollouts = sampler.roll_out(prompts, self.config.train.seed, step, &self.device)?;
         let temperature = self.config.rollout.temperature;
         for chunk in rollouts.chunks_mut(self.config.ppo.mini_batch_size) {
-            let pairs: Vec<(&[u32], &[u32])> =
-                chunk.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
+            let pairs: Vec<(&[u32], &[u32])> = chunk.iter().map(Rollout::pair).collect();
             let batch = ResponseBatch::new(&pairs, self.pad, &self.device);
             let values = actor_critic.values(&batch);
             let ref_log_probs = reference_log_probs(&models.reference, &batch, temperature);
@@ -472,8 +471,7 @@ impl Run {
                     continue;
                 }
                 let rows: Vec<&Rollout> = chunk.iter().map(|&i| &rollouts[i]).collect();
-                let pairs: Vec<(&[u32], &[u32])> =
-                    rows.iter().map(|r| (r.prompt.as_slice(), r.response.as_slice())).collect();
+                let pairs: Vec<(&[u32], &[u32])> = rows.iter().map(|r| r.pair()).collect();
                 let batch = ResponseBatch::new(&pairs, self.pad, &ad);
                 let per_token = |field: fn(&Rollout) -> &[f32]| {
                     batch.per_token(&rows.iter().map(|r| field(r)).collect::<Vec<_>>())

@@ -1,13 +1,15 @@
-//! Rows that begin with the same tokens — K sampled answers to one prompt, read by a frozen
-//! model — run those tokens once: each distinct head fills a KV cache, the cache is fanned out
-//! to the rows that share it, and only each row's own tail runs on top. Any split gives the
-//! hidden states of the whole rows (tested); the split only decides how much is saved.
+//! Rows that begin with the same tokens — K sampled answers to one prompt — run those tokens
+//! once: each distinct head fills a KV cache, the cache is fanned out to the rows that share
+//! it, and only each row's own tail runs on top (under autodiff the tails' gradients flow back
+//! into the one head pass). Any split gives the hidden states of the whole rows (tested); the
+//! split only decides how much is saved.
 
 use std::collections::HashMap;
 
 use burn::prelude::*;
 
 use super::decoder::Decoder;
+use super::heads::check_length;
 use super::kv_cache::KvCache;
 use super::mask::PaddedBatch;
 
@@ -71,6 +73,7 @@ pub fn tail_hidden(
     let h = splits.iter().max().copied().unwrap_or(0);
     let s = rows.iter().zip(splits).map(|(r, &n)| r.len() - n).max().unwrap_or(1);
     assert!(rows.iter().zip(splits).all(|(r, &n)| n < r.len()), "every row keeps a tail");
+    check_length(body, rows.iter().map(|r| r.len()).max().unwrap_or(0));
     let mut cache = KvCache::new(body.num_layers(), h + s);
     let mut key_mask = Vec::new();
     if h > 0 {

@@ -218,16 +218,13 @@ impl ReferenceLogps {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::PaddedBatch;
     use crate::model::loss::token_log_probs;
-    use crate::model::pretrained::init_causal_lm;
-    use crate::model::{PaddedBatch, preset};
+    use crate::model::pretrained::tiny_causal_lm;
 
     fn tiny() -> (CausalLm, Device) {
         let device = crate::device::DeviceSpec::Cpu.device().unwrap();
-        let tok = crate::data::tokenizer::train_bpe(["a b c d e f g"].into_iter(), 300).unwrap();
-        let config = preset::resolve("tiny", &[], &tok, Path::new(".")).unwrap();
-        device.seed(3);
-        (init_causal_lm(&config, &device).unwrap(), device)
+        (tiny_causal_lm("tiny", 3, &device), device)
     }
 
     #[test]

@@ -30,6 +30,16 @@ pub struct Pretrained<M> {
     pub tokenizer: Option<Tokenizer>,
 }
 
+/// A built-in preset (`tiny`, `llama-tiny`, …) with a 300-token tokenizer, initialised from
+/// `seed` on `device`: the small models unit tests compute on.
+#[cfg(test)]
+pub fn tiny_causal_lm(preset: &str, seed: u64, device: &Device) -> CausalLm {
+    let tok = crate::data::tokenizer::train_bpe(["a b c d e f g"].into_iter(), 300).unwrap();
+    let config = super::preset::resolve(preset, &[], &tok, Path::new(".")).unwrap();
+    device.seed(seed);
+    init_causal_lm(&config, device).unwrap()
+}
+
 /// A randomly initialised causal LM for `config` (lazy: loading over it draws nothing).
 pub fn init_causal_lm(config: &ModelConfig, device: &Device) -> Result<CausalLm> {
     let lm_head = (!config.tied_embeddings()).then(|| {

@@ -291,6 +291,7 @@ pub fn decode_all<'a>(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::pretrained::tiny_causal_lm;
 
     #[test]
     fn response_tokens_are_predicted_from_the_position_before_them() {
@@ -324,10 +325,7 @@ mod tests {
     #[test]
     fn shared_prompts_give_the_log_probs_of_a_whole_forward() {
         let device = crate::device::DeviceSpec::Cpu.device().unwrap();
-        let tok = crate::data::tokenizer::train_bpe(["a b c d e f g"].into_iter(), 300).unwrap();
-        let config = crate::model::preset::resolve("tiny", &[], &tok, std::path::Path::new("."));
-        device.seed(5);
-        let lm = crate::model::pretrained::init_causal_lm(&config.unwrap(), &device).unwrap();
+        let lm = tiny_causal_lm("tiny", 5, &device);
         let (p, q): (&[u32], &[u32]) = (&[1, 2, 3, 4], &[1, 2, 9]);
         let rows: [(&[u32], &[u32]); 4] = [(p, &[5, 6]), (p, &[5, 6]), (p, &[7]), (q, &[8, 8, 8])];
         let shared = shared_log_probs(&lm, &rows, 0, 0.7, &device);
@@ -342,12 +340,8 @@ mod tests {
     #[test]
     fn shared_prompts_give_the_gradients_of_a_whole_forward() {
         let device = crate::device::DeviceSpec::Cpu.device().unwrap().autodiff();
-        let tok = crate::data::tokenizer::train_bpe(["a b c d e f g"].into_iter(), 300).unwrap();
         for family in ["tiny", "llama-tiny"] {
-            let config =
-                crate::model::preset::resolve(family, &[], &tok, std::path::Path::new("."));
-            device.seed(6);
-            let lm = crate::model::pretrained::init_causal_lm(&config.unwrap(), &device).unwrap();
+            let lm = tiny_causal_lm(family, 6, &device);
             let (p, q): (&[u32], &[u32]) = (&[1, 2, 3, 4], &[1, 2, 9]);
             let rows: [(&[u32], &[u32]); 4] = [(p, &[5, 6]), (p, &[7]), (q, &[8, 8]), (q, &[3])];
             let whole = ResponseBatch::new(&rows, 0, &device);

@@ -18,14 +18,13 @@ use super::feedback;
 use super::interrupt;
 use super::log::ChatLog;
 use super::prefs;
-use super::screen::{Screen, Verdict};
-use super::stream::TextStream;
 use crate::bad_input;
 use crate::data::chat::{Message, Role};
 use crate::data::moderation::CATEGORIES;
 use crate::data::template::ChatTemplate;
-use crate::generate::{Conversation, Finish, Generator, SamplingConfig};
+use crate::generate::{Conversation, Finish, Generator, SamplingConfig, TextStream};
 use crate::model::reward::RewardModel;
+use crate::moderation::screen::{Screen, Verdict};
 use crate::moderation::{Moderation, Moderator};
 
 /// Where a turn's text and notices go.
@@ -220,11 +219,8 @@ impl<'a> Session<'a> {
     /// A user message: screened, then answered.
     pub fn send(&mut self, text: &str, out: &mut dyn Output) -> Result<Answer> {
         if let Some(verdict) = self.screen_input(text, out)? {
-            let categories = category_names(&verdict);
             let answer = Answer {
-                content: format!(
-                    "Sorry, I can't respond to that: your message was flagged for {categories}."
-                ),
+                content: verdict.refusal(),
                 finish: FinishReason::ContentFilter,
                 usage: Usage::default(),
                 moderation: Some(verdict),
@@ -535,7 +531,7 @@ impl<'a> Session<'a> {
             out.notice(&format!("moderation (answer): {}", shown_scores(v)));
         }
         if flagged {
-            let categories = verdict.as_ref().map(category_names).unwrap_or_default();
+            let categories = verdict.as_ref().map(Moderation::category_names).unwrap_or_default();
             out.notice(&format!(
                 "[answer withheld: the moderation classifier flagged it for {categories}; it is left out of the conversation]"
             ));
@@ -591,16 +587,6 @@ fn emit(verdict: Result<Verdict>, stream: bool, out: &mut dyn Output) -> Result<
             Ok(true)
         }
         Verdict::Flagged(_) => Ok(false),
-    }
-}
-
-/// "harassment and self-harm": the flagged categories.
-fn category_names(verdict: &Moderation) -> String {
-    let names: Vec<&str> = verdict.flagged_categories().into_iter().map(|(name, _)| name).collect();
-    match names.as_slice() {
-        [] => "unsafe content".into(),
-        [one] => one.to_string(),
-        [init @ .., last] => format!("{} and {last}", init.join(", ")),
     }
 }
 
@@ -673,7 +659,7 @@ mod tests {
         let scores = [0.01, 0.08, 0.12, 0.02, 0.13, 0.01, 0.07, 0.19];
         let thresholds = [0.5, 0.05, 0.5, 0.5, 0.5, 0.5, 0.05, 0.1];
         let verdict = Moderation::new(scores, &thresholds);
-        let refusal = category_names(&verdict);
+        let refusal = verdict.category_names();
         assert_eq!(refusal, "hate, violence, hate/threatening and violence/graphic");
         let shown = shown_scores(&verdict);
         assert_eq!(

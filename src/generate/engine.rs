@@ -50,11 +50,11 @@ pub struct Generation {
 /// A conversation whose KV cache outlives one reply (the chat REPL extends it turn by turn).
 #[derive(Debug, Clone)]
 pub struct Conversation {
-    cache: KvCache,
+    pub(super) cache: KvCache,
     /// Tokens in the cache, in order.
-    tokens: Vec<u32>,
+    pub(super) tokens: Vec<u32>,
     /// Chosen last but not yet fed to the model.
-    pending: Vec<u32>,
+    pub(super) pending: Vec<u32>,
 }
 
 impl Conversation {
@@ -150,13 +150,7 @@ impl<'a> Generator<'a> {
         sampling: &SamplingConfig,
         on_token: &mut dyn FnMut(usize, u32),
     ) -> Result<Vec<Generation>> {
-        // Rows decoded together make skinny products, which run faster on CPU with the
-        // weights stored transposed (SmolLM2 at batch 4: 39 → 48 tokens/s); a single row is
-        // a matrix-vector product either way.
-        let model = match prompts.len() > 1 && is_cpu(&self.device) {
-            true => self.batched.get_or_init(|| decode_layout::for_decoding(self.model.clone())),
-            false => self.model,
-        };
+        let model = self.decoding_model(prompts.len());
         // Identical prompts (K samples of one question) share one prefill, then fan out.
         let (unique, source) = distinct(prompts);
         let b = unique.len();
@@ -194,6 +188,16 @@ impl<'a> Generator<'a> {
             ControlFlow::Continue(())
         };
         Ok(self.decode(model, running, &mut cache, sampling, &mut on_token))
+    }
+
+    /// The model to decode `rows` rows at once with. Rows decoded together make skinny
+    /// products, which run faster on CPU with the weights stored transposed (SmolLM2 at batch
+    /// 4: 39 → 48 tokens/s); a single row is a matrix-vector product either way.
+    fn decoding_model(&self, rows: usize) -> &CausalLm {
+        match rows > 1 && is_cpu(&self.device) {
+            true => self.batched.get_or_init(|| decode_layout::for_decoding(self.model.clone())),
+            false => self.model,
+        }
     }
 
     /// Starts a conversation with an empty cache.
@@ -243,6 +247,50 @@ impl<'a> Generator<'a> {
         Ok((reply, kept))
     }
 
+    /// Feeds the whole token sequence `tokens` to `conversation`, cut back first to the
+    /// longest prefix it shares with them (as [`Self::reply_to`]), and returns the logits of
+    /// the token after them `[1, V]` and how many of `tokens` the cache already held. The reply
+    /// is decoded elsewhere: a [`super::LiveBatch`] that rows join and leave.
+    pub fn prefill(
+        &self,
+        conversation: &mut Conversation,
+        tokens: &[u32],
+    ) -> Result<(Tensor<2>, usize)> {
+        if tokens.is_empty() {
+            return Err(bad_input!("nothing to reply to: the prompt encodes to no tokens"));
+        }
+        let kept = common_prefix_len(&conversation.tokens(), tokens).min(tokens.len() - 1);
+        conversation.truncate(kept);
+        let cached = conversation.tokens.len(); // a pending token is still to compute
+        conversation.pending.extend(&tokens[kept..]);
+        Ok((self.feed(conversation), cached))
+    }
+
+    /// One decoding step of a live batch: each row is fed its chosen token.
+    pub fn step(&self, batch: &mut super::LiveBatch, tokens: &[u32]) {
+        let model = self.decoding_model(batch.len());
+        batch.step(tokens, |ids, padded, cache| {
+            let hidden = model.hidden(ids, padded, Some(cache));
+            self.last_logits(model, hidden)
+        });
+    }
+
+    /// Runs the conversation's pending tokens through the model into its cache; returns the
+    /// logits of the token after them `[1, V]`.
+    fn feed(&self, conversation: &mut Conversation) -> Tensor<2> {
+        let (start, n) = (conversation.cache.len(), conversation.pending.len());
+        let input: Vec<u32> = conversation.pending.drain(..).collect();
+        let ids: Vec<i64> = input.iter().map(|&i| i as i64).collect();
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
+        let key_mask = Tensor::<2, Int>::ones([1, start + n], &self.device);
+        let positions = Tensor::<1, Int>::arange(start as i64..(start + n) as i64, &self.device)
+            .reshape([1, n]);
+        let batch = PaddedBatch::with_keys(key_mask, positions);
+        let hidden = self.model.hidden(ids, &batch, Some(&mut conversation.cache));
+        conversation.tokens.extend(&input);
+        self.last_logits(self.model, hidden)
+    }
+
     fn extend(
         &self,
         conversation: &mut Conversation,
@@ -255,18 +303,10 @@ impl<'a> Generator<'a> {
             return Ok(Generation::default());
         }
         self.check_room(start + n, sampling)?;
-        let input: Vec<u32> =
-            conversation.pending.drain(..).chain(new_tokens.iter().copied()).collect();
-        let ids: Vec<i64> = input.iter().map(|&i| i as i64).collect();
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, n]), &self.device);
-        let key_mask = Tensor::<2, Int>::ones([1, start + n], &self.device);
-        let positions = Tensor::<1, Int>::arange(start as i64..(start + n) as i64, &self.device)
-            .reshape([1, n]);
-        let batch = PaddedBatch::with_keys(key_mask.clone(), positions);
+        conversation.pending.extend(new_tokens);
         self.device.seed(sampling.seed);
-        let hidden = self.model.hidden(ids, &batch, Some(&mut conversation.cache));
-        conversation.tokens.extend(&input);
-        let logits = self.last_logits(self.model, hidden);
+        let logits = self.feed(conversation);
+        let key_mask = Tensor::<2, Int>::ones([1, start + n], &self.device);
         let next_positions = Tensor::<2, Int>::from_data([[(start + n) as i64]], &self.device);
         let seen = (sampling.repetition_penalty != 1.0)
             .then(|| self.seen(std::slice::from_ref(&conversation.tokens)));

@@ -108,6 +108,53 @@ impl KvCache {
         self.len = self.len.min(len);
     }
 
+    /// Puts `n` empty slots before every row's tokens (masked out by the caller): rows aligned
+    /// at their last token make room this way for a longer row joining them.
+    pub fn pad_front(&mut self, n: usize) {
+        self.relayout(self.len + n, |x| {
+            let [b, kv, _, hd] = x.dims();
+            Tensor::cat(vec![Tensor::zeros([b, kv, n, hd], &x.device()), x], 2)
+        });
+    }
+
+    /// Forgets the first `n` slots of every row (padding that no row needs any more).
+    pub fn trim_front(&mut self, n: usize) {
+        let len = self.len;
+        self.relayout(len - n, |x| x.slice(s![.., .., n..len, ..]));
+    }
+
+    /// Appends the rows of `other`, which caches as many tokens per row, after this one's.
+    pub fn append_rows(&mut self, other: &KvCache) {
+        assert_eq!(self.len, other.len, "rows of different lengths");
+        let visible =
+            |x: &Option<Tensor<4>>| x.clone().map(|x| x.slice(s![.., .., 0..other.len, ..]));
+        let theirs: Vec<_> =
+            other.layers.iter().map(|l| (visible(&l.keys), visible(&l.values))).collect();
+        for (layer, (keys, values)) in self.layers.iter_mut().zip(theirs) {
+            let len = self.len;
+            let join = |mine: Option<Tensor<4>>, theirs: Option<Tensor<4>>| match (mine, theirs) {
+                (Some(a), Some(b)) => {
+                    Some(Tensor::cat(vec![a.slice(s![.., .., 0..len, ..]), b], 0))
+                }
+                _ => None,
+            };
+            layer.keys = join(layer.keys.take(), keys);
+            layer.values = join(layer.values.take(), values);
+        }
+    }
+
+    /// Replaces every layer's cached keys and values by `f` of them, `len` tokens long; the
+    /// buffers grow back to capacity at the next write.
+    fn relayout(&mut self, len: usize, f: impl Fn(Tensor<4>) -> Tensor<4>) {
+        let cached = self.len;
+        let apply = |x: Option<Tensor<4>>| x.map(|x| f(x.slice(s![.., .., 0..cached, ..])));
+        for layer in &mut self.layers {
+            layer.keys = apply(layer.keys.take());
+            layer.values = apply(layer.values.take());
+        }
+        self.len = len;
+    }
+
     /// Makes the batch rows `rows` of the current batch, in that order: dropping rows lets
     /// finished sequences stop costing work, repeating one fans a shared prompt out.
     pub fn select_rows(&mut self, rows: &Tensor<1, Int>) {

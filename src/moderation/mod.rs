@@ -7,6 +7,7 @@
 pub mod calibration;
 pub mod metrics;
 pub mod net;
+pub mod screen;
 pub mod train;
 
 use std::collections::BTreeMap;
@@ -124,6 +125,25 @@ impl Moderation {
             .filter(|(_, (flagged, _))| **flagged)
             .map(|((_, name), (_, score))| (*name, score))
             .collect()
+    }
+
+    /// "harassment and self-harm": the flagged categories.
+    pub fn category_names(&self) -> String {
+        let names: Vec<&str> =
+            self.flagged_categories().into_iter().map(|(name, _)| name).collect();
+        match names.as_slice() {
+            [] => "unsafe content".into(),
+            [one] => one.to_string(),
+            [init @ .., last] => format!("{} and {last}", init.join(", ")),
+        }
+    }
+
+    /// The answer to a flagged message (the chat's and the server's).
+    pub fn refusal(&self) -> String {
+        format!(
+            "Sorry, I can't respond to that: your message was flagged for {}.",
+            self.category_names()
+        )
     }
 
     /// `{"flagged": …, "categories": {"sexual": …, …}, "category_scores": {…}}` (OpenAI's key

@@ -9,23 +9,31 @@ pub struct TextStream<'a> {
     tokens: Vec<u32>,
     /// Bytes of the decoded text released so far.
     released: usize,
-    stops: &'a [String],
+    stops: Vec<String>,
+    /// A stop string appeared.
+    stopped: bool,
 }
 
 impl<'a> TextStream<'a> {
-    pub fn new(tokenizer: &'a Tokenizer, stops: &'a [String]) -> Self {
-        Self { tokenizer, tokens: Vec::new(), released: 0, stops }
+    pub fn new(tokenizer: &'a Tokenizer, stops: &[String]) -> Self {
+        Self { tokenizer, tokens: Vec::new(), released: 0, stops: stops.to_vec(), stopped: false }
     }
 
     /// Text that `token` completes (often empty).
     pub fn push(&mut self, token: u32) -> String {
         self.tokens.push(token);
         let text = self.text();
+        self.stopped = self.stops.iter().any(|s| text.contains(s.as_str()));
         if text.ends_with(char::REPLACEMENT_CHARACTER) {
             return String::new(); // a character still missing its last bytes
         }
-        let end = releasable(&text, self.stops);
+        let end = releasable(&text, &self.stops);
         self.release(&text, end)
+    }
+
+    /// Whether a stop string has appeared: the answer ends there.
+    pub fn stopped(&self) -> bool {
+        self.stopped
     }
 
     /// The rest of the text at the end of the answer (a stop string and what follows it cut).

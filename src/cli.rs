@@ -85,6 +85,11 @@ pub enum Command {
         "rlhf chat --model runs/ppo --moderation runs/moderate --system \"Answer briefly.\""
     ))]
     Chat(ChatArgs),
+    /// The model (and moderation classifier) behind an OpenAI-compatible HTTP API.
+    #[command(after_help = example(
+        "rlhf serve --model runs/ppo --moderation runs/moderate --port 8000"
+    ))]
+    Serve(ServeArgs),
     /// Completions of prompts (a JSONL file, stdin or --prompt), written as JSONL.
     #[command(after_help = example(
         "rlhf generate --model runs/sft --prompt \"What is the capital of France?\" --temperature 0.7"
@@ -459,6 +464,42 @@ pub struct ChatArgs {
     pub template: Option<String>,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Model directory (an SFT or PPO policy, or any causal LM with a chat template).
+    #[arg(long, value_name = "DIR")]
+    pub model: PathBuf,
+    /// Moderation classifier (`rlhf moderate train`): serves /v1/moderations and screens chat
+    /// messages and answers.
+    #[arg(long, value_name = "DIR")]
+    pub moderation: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1", value_name = "HOST")]
+    pub host: String,
+    /// Port to listen on (0: any free one; the address is printed).
+    #[arg(long, default_value_t = 8000, value_name = "PORT")]
+    pub port: u16,
+    /// Require `Authorization: Bearer KEY` on /v1 routes [env: RLHF_API_KEY].
+    #[arg(long, value_name = "KEY")]
+    pub api_key: Option<String>,
+    /// Answers decoded at once (continuous batching: requests join between steps).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_batch: usize,
+    /// Requests waiting for a place in the batch before new ones get 429.
+    #[arg(long, default_value_t = 64, value_name = "N")]
+    pub max_queue: usize,
+    /// The most tokens a request may ask for (max_tokens), and the default when it asks none.
+    #[arg(long, default_value_t = 512, value_name = "N")]
+    pub max_tokens: usize,
+    /// Finished conversations whose KV cache is kept for a follow-up turn to start from.
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    pub prompt_cache: usize,
+    /// Chat template: chatml, hh or model [default: model if the tokenizer has one, else
+    /// chatml].
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
 }
 
 #[derive(Debug, Args)]

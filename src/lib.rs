@@ -1,7 +1,8 @@
 //! `rlhf`: InstructGPT-style training (SFT → reward model → PPO) and serving, on Burn + LibTorch.
 //!
 //! The house, top to bottom (a folder imports only from below it): `commands/` (one file per
-//! subcommand family: options in, a stage or service called, results printed) and `chat/`;
+//! subcommand family: options in, a stage or service called, results printed), `chat/` and
+//! `serve/` (the OpenAI-compatible server);
 //! the method folders `sft/`, `reward/`, `ppo/`, `dpo/` (DPO and KTO), `grpo/` (GRPO and RLOO), `moderation/` (data, loss and metrics of
 //! one method each); `train/` (the loop, the optimizer step, start and resume), `generate/`,
 //! `gguf/`, `report/`, `dist/`; `model/` (families, heads, the one loader `model/auto.rs`);
@@ -30,6 +31,7 @@ pub mod moderation;
 pub mod ppo;
 pub mod report;
 pub mod reward;
+pub mod serve;
 pub mod sft;
 pub mod toml_file;
 pub mod train;

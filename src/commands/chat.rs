@@ -72,7 +72,7 @@ pub fn chat(args: &ChatArgs, device: &Device) -> Result<()> {
 }
 
 /// The policy must be a causal LM; reward and moderation checkpoints have flags of their own.
-fn check_policy(dir: &std::path::Path) -> Result<()> {
+pub(super) fn check_policy(dir: &std::path::Path) -> Result<()> {
     let config = ModelConfig::read(dir)?;
     let kind = match config.head_kind() {
         HeadKind::CausalLm if !dir.join(crate::moderation::SETTINGS_FILE).is_file() => {

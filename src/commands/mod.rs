@@ -10,6 +10,7 @@ mod moderate;
 mod ppo;
 mod report;
 mod reward;
+mod serve;
 mod sft;
 mod tokenizer;
 mod train;
@@ -105,6 +106,7 @@ pub fn run(mut cli: Cli) -> Result<()> {
         }
         Command::Chat(args) => chat::chat(&args, &cli.device.device()?),
         Command::Generate(args) => generate::generate(&args, &cli.device.device()?),
+        Command::Serve(args) => serve::serve(&args, &cli.device.device()?),
         Command::Tokenizer(TokenizerCommand::Train(args)) => tokenizer::train(&args),
         Command::Plot(args) => report::plot(&args),
         Command::Report(args) => report::report(&args),

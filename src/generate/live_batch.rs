@@ -173,7 +173,7 @@ mod tests {
                 logits.into_data().try_to_vec::<f32>().unwrap()
             };
             let mut batch = LiveBatch::new();
-            let mut join = |batch: &mut LiveBatch, tokens: &[u32]| {
+            let join = |batch: &mut LiveBatch, tokens: &[u32]| {
                 let mut conversation = generator.conversation();
                 let (logits, _) = generator.prefill(&mut conversation, tokens).unwrap();
                 batch.join(conversation, logits);

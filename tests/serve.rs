@@ -231,6 +231,22 @@ fn sigterm_finishes_the_request_in_flight_then_exits_0() {
 }
 
 #[test]
+fn a_client_that_hangs_up_frees_its_place_at_once() {
+    let server = Server::start(&["--max-batch", "1"]);
+    output_json(server.client("hangup"));
+    // The next request gets the one place in the batch.
+    let out = server.client("long").output().unwrap();
+    assert_ok(&out);
+    let last = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
+    let seen: Value = serde_json::from_str(&last).unwrap();
+    assert!(seen["completion_tokens"].as_u64().unwrap() > 0);
+    let log = server.log.lock().unwrap();
+    let gone = log.iter().find(|l| l.starts_with("client went away")).expect("a hang-up logged");
+    let tokens: usize = gone.split_whitespace().rev().nth(1).unwrap().parse().unwrap();
+    assert!(tokens < 200, "{gone}");
+}
+
+#[test]
 fn bad_input_exits_2_naming_what_is_wrong() {
     let out = rlhf_in(fixture(), &["serve", "--model", "missing"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));

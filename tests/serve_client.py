@@ -7,6 +7,7 @@ usage: serve_client.py MODE BASE_URL API_KEY
   moderation  /v1/moderations and flagged chat messages, against a server with --moderation
   busy        8 requests at once against a server with a queue of 1: counts 200s and 429s
   long        one long greedy request (the test stops the server while it runs)
+  hangup      a long stream, closed after its first text
 """
 
 import concurrent.futures
@@ -145,7 +146,29 @@ def run_long(base_url, key):
     print(json.dumps({"finish": finish, "completion_tokens": chunks[-1].usage.completion_tokens}))
 
 
+def run_hangup(base_url, key):
+    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
+    stream = client.chat.completions.create(
+        model="m",
+        messages=[{"role": "user", "content": QUESTION}],
+        temperature=0,
+        max_tokens=200,
+        stream=True,
+    )
+    for chunk in stream:
+        if chunk.choices and chunk.choices[0].delta.content:
+            break
+    stream.close()  # hang up after the first text
+    print(json.dumps({"closed": True}))
+
+
 if __name__ == "__main__":
     mode, base_url, key = sys.argv[1:4]
-    modes = {"all": run_all, "moderation": run_moderation, "busy": run_busy, "long": run_long}
+    modes = {
+        "all": run_all,
+        "moderation": run_moderation,
+        "busy": run_busy,
+        "long": run_long,
+        "hangup": run_hangup,
+    }
     modes[mode](base_url, key)

@@ -12,6 +12,7 @@ use burn::prelude::*;
 use serde::Serialize;
 use tokenizers::Tokenizer;
 
+use super::live_batch::Prefilled;
 use super::sampling::{SamplingConfig, choose, chosen_log_probs, penalise_repeats, top_k, top_p};
 use crate::bad_input;
 use crate::device::is_cpu;
@@ -154,19 +155,9 @@ impl<'a> Generator<'a> {
         // Identical prompts (K samples of one question) share one prefill, then fan out.
         let (unique, source) = distinct(prompts);
         let b = unique.len();
-        let t = prompts.iter().map(Vec::len).max().unwrap_or(0).max(1);
+        let (ids, mut mask) = self.left_padded(&unique);
+        let t = mask.dims()[1];
         self.check_room(t, sampling)?;
-        let mut ids = vec![0i64; b * t];
-        let mut mask = vec![0i64; b * t];
-        for (row, prompt) in unique.iter().enumerate() {
-            let start = row * t + t - prompt.len(); // left padding
-            for (i, &token) in prompt.iter().enumerate() {
-                ids[start + i] = token as i64;
-                mask[start + i] = 1;
-            }
-        }
-        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &self.device);
-        let mut mask = Tensor::<2, Int>::from_data(TensorData::new(mask, [b, t]), &self.device);
         self.device.seed(sampling.seed);
         let mut cache = KvCache::new(model.body.num_layers(), t + sampling.max_new_tokens);
         let batch = PaddedBatch::new(mask.clone());
@@ -188,6 +179,36 @@ impl<'a> Generator<'a> {
             ControlFlow::Continue(())
         };
         Ok(self.decode(model, running, &mut cache, sampling, &mut on_token))
+    }
+
+    /// Prompts as one left-padded batch: ids and attention mask `[B, T]`, each row's last
+    /// token in the last column.
+    fn left_padded(&self, prompts: &[impl AsRef<[u32]>]) -> (Tensor<2, Int>, Tensor<2, Int>) {
+        let b = prompts.len();
+        let t = prompts.iter().map(|p| p.as_ref().len()).max().unwrap_or(0).max(1);
+        let mut ids = vec![0i64; b * t];
+        let mut mask = vec![0i64; b * t];
+        for (row, prompt) in prompts.iter().enumerate() {
+            let prompt = prompt.as_ref();
+            let start = row * t + t - prompt.len();
+            for (i, &token) in prompt.iter().enumerate() {
+                ids[start + i] = token as i64;
+                mask[start + i] = 1;
+            }
+        }
+        let ids = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, t]), &self.device);
+        (ids, Tensor::<2, Int>::from_data(TensorData::new(mask, [b, t]), &self.device))
+    }
+
+    /// Prefills new prompts together in one forward pass (left-padded), for rows that join a
+    /// [`super::LiveBatch`] with nothing cached.
+    pub fn prefill_batch(&self, prompts: &[Vec<u32>]) -> Prefilled {
+        let model = self.decoding_model(prompts.len());
+        let (ids, key_mask) = self.left_padded(prompts);
+        let mut cache = KvCache::new(model.body.num_layers(), key_mask.dims()[1]);
+        let hidden = model.hidden(ids, &PaddedBatch::new(key_mask.clone()), Some(&mut cache));
+        let logits = self.last_logits(model, hidden);
+        Prefilled { cache, key_mask, logits, tokens: prompts.to_vec() }
     }
 
     /// The model to decode `rows` rows at once with. Rows decoded together make skinny

@@ -15,6 +15,42 @@ use crate::model::kv_cache::KvCache;
 /// Padding in front of every row that is worth a copy of the cache to drop.
 const TRIM_AT: usize = 64;
 
+/// Rows whose prompts went through the model, aligned at their last token, with the logits
+/// of the token after it: ready to join a [`LiveBatch`].
+pub struct Prefilled {
+    pub(super) cache: KvCache,
+    /// `[k, L]`: 1 where a slot holds one of the row's tokens.
+    pub(super) key_mask: Tensor<2, Int>,
+    /// `[k, V]`.
+    pub(super) logits: Tensor<2>,
+    pub(super) tokens: Vec<Vec<u32>>,
+}
+
+impl Prefilled {
+    /// A conversation whose every token went through the model ([`super::Generator::prefill`]),
+    /// `logits` `[1, V]` those of its next token.
+    pub fn conversation(conversation: Conversation, logits: Tensor<2>) -> Self {
+        assert!(conversation.pending.is_empty(), "a row joins with every token fed");
+        let len = conversation.tokens.len();
+        let key_mask = Tensor::ones([1, len], &logits.device());
+        Self { cache: conversation.cache, key_mask, logits, tokens: vec![conversation.tokens] }
+    }
+
+    /// The rows `rows`, in that order: a row repeated is one prompt fanned out to several
+    /// answers.
+    pub fn select(mut self, rows: &[usize]) -> Self {
+        let index: Vec<i64> = rows.iter().map(|&r| r as i64).collect();
+        let index = Tensor::<1, Int>::from_data(index.as_slice(), &self.logits.device());
+        self.cache.select_rows(&index);
+        Self {
+            cache: self.cache,
+            key_mask: self.key_mask.select(0, index.clone()),
+            logits: self.logits.select(0, index),
+            tokens: rows.iter().map(|&r| self.tokens[r].clone()).collect(),
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct LiveBatch {
     /// The tokens fed to each row, in order.
@@ -45,38 +81,37 @@ impl LiveBatch {
         self.rows.is_empty()
     }
 
-    /// Adds a prefilled conversation ([`super::Generator::prefill`]) as the last row;
-    /// `logits` `[1, V]` are those of its next token.
-    pub fn join(&mut self, mut conversation: Conversation, logits: Tensor<2>) {
-        assert!(conversation.pending.is_empty(), "a row joins with every token fed");
-        let len = conversation.tokens.len();
-        let device = logits.device();
-        let row_mask = |pad: usize| {
-            let mask: Vec<i64> = (0..pad + len).map(|i| (i >= pad) as i64).collect();
-            Tensor::<2, Int>::from_data(TensorData::new(mask, [1, pad + len]), &device)
-        };
+    /// Adds prefilled rows after the batch's rows.
+    pub fn join(&mut self, mut rows: Prefilled) {
+        let len = rows.key_mask.dims()[1];
         self.live = Some(match self.live.take() {
-            None => Live { cache: conversation.cache, key_mask: row_mask(0), logits },
+            None => Live { cache: rows.cache, key_mask: rows.key_mask, logits: rows.logits },
             Some(mut live) => {
                 let batch_len = live.cache.len();
+                let device = rows.logits.device();
+                let mask = |mask: Tensor<2, Int>, pad: usize| match pad {
+                    0 => mask,
+                    _ => {
+                        let zeros = Tensor::zeros([mask.dims()[0], pad], &device);
+                        Tensor::cat(vec![zeros, mask], 1)
+                    }
+                };
                 if len > batch_len {
                     live.cache.pad_front(len - batch_len);
-                    let b = self.rows.len();
-                    let pad = Tensor::<2, Int>::zeros([b, len - batch_len], &device);
-                    live.key_mask = Tensor::cat(vec![pad, live.key_mask], 1);
+                    live.key_mask = mask(live.key_mask, len - batch_len);
                 } else {
-                    conversation.cache.pad_front(batch_len - len);
+                    rows.cache.pad_front(batch_len - len);
+                    rows.key_mask = mask(rows.key_mask, batch_len - len);
                 }
-                live.cache.append_rows(&conversation.cache);
-                let mask = row_mask(live.cache.len() - len);
+                live.cache.append_rows(&rows.cache);
                 Live {
                     cache: live.cache,
-                    key_mask: Tensor::cat(vec![live.key_mask, mask], 0),
-                    logits: Tensor::cat(vec![live.logits, logits], 0),
+                    key_mask: Tensor::cat(vec![live.key_mask, rows.key_mask], 0),
+                    logits: Tensor::cat(vec![live.logits, rows.logits], 0),
                 }
             }
         });
-        self.rows.push(conversation.tokens);
+        self.rows.extend(rows.tokens);
     }
 
     /// Every row's next-token logits, `[B, V]` (row-major) on the host.
@@ -176,7 +211,7 @@ mod tests {
             let join = |batch: &mut LiveBatch, tokens: &[u32]| {
                 let mut conversation = generator.conversation();
                 let (logits, _) = generator.prefill(&mut conversation, tokens).unwrap();
-                batch.join(conversation, logits);
+                batch.join(Prefilled::conversation(conversation, logits));
             };
             let check = |batch: &LiveBatch, rows: &[Vec<u32>]| {
                 let logits = batch.logits();
@@ -206,7 +241,25 @@ mod tests {
             batch.retain(&[2, 0]);
             assert_eq!(batch.live.as_ref().unwrap().cache.len(), rows[0].len());
             generator.step(&mut batch, &[15, 16]);
-            check(&batch, &[[&rows[2][..], &[15]].concat(), [&rows[0][..], &[16]].concat()]);
+            let now = [[&rows[2][..], &[15]].concat(), [&rows[0][..], &[16]].concat()];
+            check(&batch, &now);
+
+            // New prompts prefilled together join as a block; a repeated row fans one out.
+            let (a, b) = (vec![30, 31, 32], vec![40; 12]);
+            batch.join(generator.prefill_batch(&[a.clone(), b.clone()]).select(&[1, 0, 1]));
+            check(&batch, &[now[0].clone(), now[1].clone(), b.clone(), a.clone(), b.clone()]);
+            generator.step(&mut batch, &[1, 2, 3, 4, 5]);
+            let b3 = [&b[..], &[3]].concat();
+            check(
+                &batch,
+                &[
+                    [&now[0][..], &[1]].concat(),
+                    [&now[1][..], &[2]].concat(),
+                    b3,
+                    [&a[..], &[4]].concat(),
+                    [&b[..], &[5]].concat(),
+                ],
+            );
 
             // The detached row carries on from its own cache.
             let mut conversation = detached;

@@ -3,6 +3,7 @@
 //! join the batch, finished ones leave it, and those whose client went away are dropped. A
 //! finished conversation's KV cache is kept for a follow-up turn that starts with its tokens.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -12,6 +13,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::api::{FinishReason, Usage};
 use crate::generate::engine::common_prefix_len;
+use crate::generate::live_batch::Prefilled;
 use crate::generate::{Conversation, Generator, LiveBatch, RowSampler, RowSampling, TextStream};
 use crate::moderation::screen::{Screen, Verdict};
 use crate::moderation::{Moderation, Moderator};
@@ -52,7 +54,7 @@ pub struct Limits {
 
 /// One answer being decoded: a row of the batch.
 struct Row<'t> {
-    request: usize,
+    request: u64,
     choice: usize,
     /// Whether its conversation is worth keeping for a follow-up (the first answer of a prompt).
     keep_cache: bool,
@@ -78,7 +80,9 @@ pub struct Worker<'a> {
     queued: Arc<AtomicUsize>,
     batch: LiveBatch,
     rows: Vec<Row<'a>>,
-    requests: Vec<Option<Request>>,
+    /// The requests with answers in the batch, by id.
+    requests: HashMap<u64, Request>,
+    next_request: u64,
     /// Finished conversations, most recent first.
     prompt_cache: Vec<Conversation>,
 }
@@ -99,7 +103,8 @@ impl<'a> Worker<'a> {
             queued,
             batch: LiveBatch::new(),
             rows: Vec::new(),
-            requests: Vec::new(),
+            requests: HashMap::new(),
+            next_request: 0,
             prompt_cache: Vec::new(),
         }
     }
@@ -109,22 +114,22 @@ impl<'a> Worker<'a> {
         let mut waiting: Option<Generation> = None;
         let mut open = true;
         loop {
-            // Admit what fits between two steps; block only when there is nothing to decode.
+            // Take what fits between two steps; block only when there is nothing to decode.
+            let mut admitted = Vec::new();
+            let mut rows = self.rows.len();
             loop {
                 if let Some(job) = waiting.take() {
-                    if self.rows.len() + job.prompts.len() * job.n > self.limits.max_batch {
+                    if rows + job.prompts.len() * job.n > self.limits.max_batch {
                         waiting = Some(job);
                         break;
                     }
                     self.queued.fetch_sub(1, Ordering::SeqCst);
-                    self.admit(job);
+                    rows += job.prompts.len() * job.n;
+                    admitted.push(job);
                     continue;
                 }
-                let job = if self.rows.is_empty() && open {
-                    jobs.blocking_recv()
-                } else {
-                    jobs.try_recv().ok()
-                };
+                let job =
+                    if rows == 0 && open { jobs.blocking_recv() } else { jobs.try_recv().ok() };
                 match job {
                     Some(Job::Generate(job)) => waiting = Some(job),
                     Some(Job::Moderate { texts, reply }) => {
@@ -136,6 +141,7 @@ impl<'a> Worker<'a> {
                     }
                 }
             }
+            self.admit(admitted);
             if self.rows.is_empty() {
                 if !open && waiting.is_none() {
                     return;
@@ -151,77 +157,98 @@ impl<'a> Worker<'a> {
         moderator.moderate(&texts.iter().map(String::as_str).collect::<Vec<_>>())
     }
 
-    /// Prefills a request's prompts (from the prompt cache where one shares their start) and
-    /// adds its answers to the batch; a flagged message is refused without generating.
-    fn admit(&mut self, job: Generation) {
-        if job.events.is_closed() {
-            return;
-        }
-        let prompt_tokens = job.prompts.iter().map(Vec::len).sum();
-        let mut usage = Usage { prompt_tokens, ..Usage::default() };
-        let choices = job.prompts.len() * job.n;
-        if let (Some(moderator), Some(text)) = (self.moderator, &job.screen) {
-            let verdict = match moderator.moderate(&[text.as_str()]) {
-                Ok(mut verdicts) => verdicts.remove(0),
-                Err(e) => return fail(&job.events, format!("moderation: {e:#}")),
-            };
-            if verdict.flagged {
-                for choice in 0..choices {
-                    let _ = job.events.send(Event::Text { choice, text: verdict.refusal() });
-                    let reason = FinishReason::ContentFilter;
-                    let _ = job.events.send(Event::Finished { choice, reason });
-                }
-                let _ = job.events.send(Event::Done(usage));
-                return;
+    /// Prefills the requests' prompts and adds their answers to the batch: a prompt that
+    /// starts with a cached conversation from there, the others together in one forward pass.
+    /// A flagged message is refused without generating.
+    fn admit(&mut self, jobs: Vec<Generation>) {
+        let mut fresh: Vec<Vec<u32>> = Vec::new();
+        // Per row of the fresh block: its prompt in `fresh`, and the row itself.
+        let mut fresh_rows: Vec<(usize, Row<'a>)> = Vec::new();
+        for job in jobs {
+            if job.events.is_closed() || self.refused(&job) {
+                continue;
             }
-        }
-        let request = self.requests.iter().position(Option::is_none).unwrap_or_else(|| {
-            self.requests.push(None);
-            self.requests.len() - 1
-        });
-        for (p, prompt) in job.prompts.iter().enumerate() {
-            let mut conversation = self.cached_conversation(prompt);
-            let (logits, cached) = match self.generator.prefill(&mut conversation, prompt) {
-                Ok(prefilled) => prefilled,
-                Err(e) => return fail(&job.events, format!("{e:#}")),
-            };
-            usage.cached_tokens += cached;
-            for j in 0..job.n {
-                // Answers to one prompt share its prefill.
-                self.batch.join(conversation.clone(), logits.clone());
-                let choice = p * job.n + j;
-                let sampling = RowSampling {
-                    seed: job.sampling.seed.wrapping_add(choice as u64),
-                    ..job.sampling.clone()
+            let id = self.next_request;
+            self.next_request += 1;
+            let prompt_tokens = job.prompts.iter().map(Vec::len).sum();
+            let mut usage = Usage { prompt_tokens, ..Usage::default() };
+            for (p, prompt) in job.prompts.iter().enumerate() {
+                let rows: Vec<Row> =
+                    (0..job.n).map(|j| self.row(id, &job, p * job.n + j, j == 0)).collect();
+                let Some(mut conversation) = self.cached_conversation(prompt) else {
+                    fresh_rows.extend(rows.into_iter().map(|row| (fresh.len(), row)));
+                    fresh.push(prompt.clone());
+                    continue;
                 };
-                self.rows.push(Row {
-                    request,
-                    choice,
-                    keep_cache: j == 0,
-                    sampler: RowSampler::new(sampling),
-                    text: TextStream::new(self.tokenizer, &job.stop),
-                    screen: self.moderator.map(|_| Screen::new()),
-                    generated: 0,
-                    max_tokens: job.max_tokens,
-                });
+                match self.generator.prefill(&mut conversation, prompt) {
+                    Ok((logits, cached)) => {
+                        usage.cached_tokens += cached;
+                        let prefilled = Prefilled::conversation(conversation, logits);
+                        self.batch.join(prefilled.select(&vec![0; job.n]));
+                        self.rows.extend(rows);
+                    }
+                    // Rows already joined leave at the next step: their request is gone.
+                    Err(e) => return fail(&job.events, format!("{e:#}")),
+                }
             }
+            let choices = job.prompts.len() * job.n;
+            self.requests.insert(id, Request { events: job.events, open: choices, usage });
         }
-        self.requests[request] = Some(Request { events: job.events, open: choices, usage });
+        if !fresh.is_empty() {
+            let (index, rows): (Vec<usize>, Vec<Row>) = fresh_rows.into_iter().unzip();
+            self.batch.join(self.generator.prefill_batch(&fresh).select(&index));
+            self.rows.extend(rows);
+        }
     }
 
-    /// The cached conversation that shares the longest start with `prompt` (taken out of the
-    /// cache: it is extended from here), or a new one.
-    fn cached_conversation(&mut self, prompt: &[u32]) -> Conversation {
+    /// Screens the user's message; a flagged one gets the refusal as every answer.
+    fn refused(&self, job: &Generation) -> bool {
+        let (Some(moderator), Some(text)) = (self.moderator, &job.screen) else { return false };
+        let verdict = match moderator.moderate(&[text.as_str()]) {
+            Ok(mut verdicts) => verdicts.remove(0),
+            Err(e) => {
+                fail(&job.events, format!("moderation: {e:#}"));
+                return true;
+            }
+        };
+        if !verdict.flagged {
+            return false;
+        }
+        for choice in 0..job.prompts.len() * job.n {
+            let _ = job.events.send(Event::Text { choice, text: verdict.refusal() });
+            let reason = FinishReason::ContentFilter;
+            let _ = job.events.send(Event::Finished { choice, reason });
+        }
+        let prompt_tokens = job.prompts.iter().map(Vec::len).sum();
+        let _ = job.events.send(Event::Done(Usage { prompt_tokens, ..Usage::default() }));
+        true
+    }
+
+    /// A new row for answer `choice` of request `id`.
+    fn row(&self, id: u64, job: &Generation, choice: usize, keep_cache: bool) -> Row<'a> {
+        let seed = job.sampling.seed.wrapping_add(choice as u64);
+        Row {
+            request: id,
+            choice,
+            keep_cache,
+            sampler: RowSampler::new(RowSampling { seed, ..job.sampling.clone() }),
+            text: TextStream::new(self.tokenizer, &job.stop),
+            screen: self.moderator.map(|_| Screen::new()),
+            generated: 0,
+            max_tokens: job.max_tokens,
+        }
+    }
+
+    /// The cached conversation that shares the longest start with `prompt`, taken out of the
+    /// cache (it is extended from here); `None` when none shares a token.
+    fn cached_conversation(&mut self, prompt: &[u32]) -> Option<Conversation> {
         let best = self
             .prompt_cache
             .iter()
             .enumerate()
             .map(|(i, c)| (common_prefix_len(&c.tokens(), prompt), i))
-            .max();
-        match best {
-            Some((shared, i)) if shared > 0 => self.prompt_cache.remove(i),
-            _ => self.generator.conversation(),
-        }
+            .max()?;
+        (best.0 > 0).then(|| self.prompt_cache.remove(best.1))
     }
 
     /// One token for every row: chosen, streamed, checked for its end; then the rows still
@@ -232,10 +259,12 @@ impl<'a> Worker<'a> {
         let mut kept: Vec<(usize, u32)> = Vec::new();
         let mut finished = Vec::new();
         for (i, row) in self.rows.iter_mut().enumerate() {
-            let Some(request) = self.requests[row.request].as_mut() else { continue };
+            let Some(request) = self.requests.get_mut(&row.request) else { continue };
             if request.events.is_closed() {
                 // The client went away: its answers stop costing work now.
-                self.requests[row.request] = None;
+                let tokens = request.usage.completion_tokens;
+                eprintln!("client went away: its answer left the batch after {tokens} tokens");
+                self.requests.remove(&row.request);
                 continue;
             }
             let token = row.sampler.choose(&logits[i * vocab..(i + 1) * vocab]);
@@ -265,7 +294,7 @@ impl<'a> Worker<'a> {
                     }
                     Err(e) => {
                         fail(&request.events, format!("moderation: {e:#}"));
-                        self.requests[row.request] = None;
+                        self.requests.remove(&row.request);
                         continue;
                     }
                 }
@@ -284,7 +313,7 @@ impl<'a> Worker<'a> {
             request.open -= 1;
             if request.open == 0 {
                 let _ = request.events.send(Event::Done(request.usage));
-                self.requests[row.request] = None;
+                self.requests.remove(&row.request);
             }
         }
         for conversation in finished {
@@ -292,7 +321,7 @@ impl<'a> Worker<'a> {
         }
         self.prompt_cache.truncate(self.limits.prompt_cache);
         // Rows of a request that failed or went away leave too.
-        kept.retain(|&(i, _)| self.requests[self.rows[i].request].is_some());
+        kept.retain(|&(i, _)| self.requests.contains_key(&self.rows[i].request));
         let (keep, next): (Vec<usize>, Vec<u32>) = kept.into_iter().unzip();
         self.batch.retain(&keep);
         let rows = std::mem::take(&mut self.rows);

@@ -1,12 +1,11 @@
 """Load on an OpenAI-compatible server (scripts/bench/serve): C clients at once, each sending
-requests one after another (streamed chat completions with usage), REQUESTS in all. Prints one
-JSON line: completion tokens/s over the wall time, requests/s, time to first token (median and
-p90) and each request's decoding speed (median)."""
+streamed chat completions one after another — REQUESTS in all, or for DURATION seconds (the
+soak). Prints one JSON line: completion tokens/s over the wall time, time to first token and
+time per output token after it (p50 and p99), errors, and answers without a finish reason."""
 
 import argparse
 import concurrent.futures
 import json
-import statistics
 import time
 
 import openai
@@ -24,9 +23,9 @@ PROMPTS = [
 
 
 def one(client, i, max_tokens):
+    """(time to first token, completion tokens, seconds per token after the first, complete)"""
     started = time.perf_counter()
-    first = None
-    usage = None
+    first, usage, finish, pieces = None, None, None, 0
     for chunk in client.chat.completions.create(
         model="m",
         messages=[{"role": "user", "content": PROMPTS[i % len(PROMPTS)]}],
@@ -36,40 +35,68 @@ def one(client, i, max_tokens):
         stream=True,
         stream_options={"include_usage": True},
     ):
-        if first is None and chunk.choices and chunk.choices[0].delta.content:
-            first = time.perf_counter()
+        if chunk.choices:
+            if chunk.choices[0].delta.content:
+                first = first or time.perf_counter()
+                pieces += 1
+            finish = chunk.choices[0].finish_reason or finish
         usage = chunk.usage or usage
     done = time.perf_counter()
-    tokens = usage.completion_tokens
-    decode = (tokens - 1) / (done - first) if first and tokens > 1 and done > first else None
-    return first - started if first else None, tokens, decode
+    # A server that sends no usage streams a token a chunk (llama.cpp's does).
+    tokens = usage.completion_tokens if usage else pieces
+    tpot = (done - first) / (tokens - 1) if first and tokens > 1 else None
+    return first - started if first else None, tokens, tpot, finish is not None
+
+
+def percentile(values, q):
+    values = sorted(v for v in values if v is not None)
+    return values[min(len(values) - 1, int(q * len(values)))] if values else None
 
 
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--url", required=True)
     p.add_argument("--clients", type=int, required=True)
-    p.add_argument("--requests", type=int, required=True)
+    p.add_argument("--requests", type=int, default=0)
+    p.add_argument("--duration", type=float, default=0, help="seconds to keep every client busy")
     p.add_argument("--max-tokens", type=int, default=64)
     a = p.parse_args()
     client = openai.OpenAI(base_url=a.url, api_key="none", max_retries=0, timeout=600)
+    results, errors = [], []
     started = time.perf_counter()
+    counter = iter(range(10**9))
+
+    def worker(_):
+        while True:
+            i = next(counter)
+            if a.duration:
+                if time.perf_counter() - started > a.duration:
+                    return
+            elif i >= a.requests:
+                return
+            try:
+                results.append(one(client, i, a.max_tokens))
+            except Exception as e:  # noqa: BLE001 — every failure counts, whatever its class
+                errors.append(f"{type(e).__name__}: {e}")
+
     with concurrent.futures.ThreadPoolExecutor(a.clients) as pool:
-        results = list(pool.map(lambda i: one(client, i, a.max_tokens), range(a.requests)))
+        list(pool.map(worker, range(a.clients)))
     wall = time.perf_counter() - started
-    ttft = sorted(r[0] for r in results if r[0] is not None)
     tokens = sum(r[1] for r in results)
-    decode = [r[2] for r in results if r[2]]
+    ms = lambda v: None if v is None else round(1e3 * v, 1)  # noqa: E731
     print(json.dumps({
         "clients": a.clients,
-        "requests": a.requests,
+        "requests": len(results),
+        "errors": len(errors),
+        "first_error": errors[0] if errors else None,
+        "incomplete": sum(not r[3] for r in results),
         "completion_tokens": tokens,
-        "wall_s": round(wall, 2),
+        "wall_s": round(wall, 1),
         "tokens_per_s": round(tokens / wall, 1),
-        "requests_per_s": round(a.requests / wall, 2),
-        "ttft_median_s": round(statistics.median(ttft), 3),
-        "ttft_p90_s": round(ttft[int(0.9 * (len(ttft) - 1))], 3),
-        "decode_tokens_per_s_median": round(statistics.median(decode), 1) if decode else None,
+        "ttft_p50_ms": ms(percentile([r[0] for r in results], 0.5)),
+        "ttft_p99_ms": ms(percentile([r[0] for r in results], 0.99)),
+        "tpot_p50_ms": ms(percentile([r[2] for r in results], 0.5)),
+        "tpot_p99_ms": ms(percentile([r[2] for r in results], 0.99)),
     }))
 
 

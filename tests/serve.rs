@@ -160,6 +160,8 @@ fn the_openai_client_gets_what_the_command_line_gives() {
         assert_eq!(errors[name]["param"], param, "{name}");
     }
     assert_eq!(errors["route"]["class"], "NotFoundError");
+    assert_eq!(errors["context"]["param"], "messages");
+    assert_eq!(errors["context"]["code"], "context_length_exceeded");
 
     assert_eq!(seen["concurrent_equal"], 16, "{seen}");
     assert!(seen["concurrent_distinct"].as_u64().unwrap() > 8);

@@ -46,7 +46,8 @@ def error_of(call):
     try:
         call()
     except openai.APIStatusError as e:
-        return {"class": type(e).__name__, "status": e.status_code, "param": e.body.get("param")}
+        body = e.body or {}
+        return {"class": type(e).__name__, "status": e.status_code, "param": body.get("param"), "code": body.get("code")}
     return None
 
 
@@ -82,6 +83,7 @@ def run_all(base_url, key):
         "no_key": error_of(lambda: openai.OpenAI(base_url=base_url, api_key="wrong", max_retries=0).models.list()),
         "max_tokens": error_of(lambda: chat_text(client, QUESTION, max_tokens=10**6)),
         "temperature": error_of(lambda: chat_text(client, QUESTION, temperature=5)),
+        "context": error_of(lambda: chat_text(client, "a b " * 400, max_tokens=16)),
         "n": error_of(lambda: chat_text(client, QUESTION, n=1000)),
         "role": error_of(
             lambda: client.chat.completions.create(model="m", messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}])

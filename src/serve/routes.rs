@@ -167,9 +167,11 @@ async fn generate(
             shared.window,
             longest + max_tokens.max(1)
         );
-        return Err(
-            ApiError::invalid(Some("messages"), message).with_code("context_length_exceeded")
-        );
+        let param = match endpoint {
+            Endpoint::Chat => "messages",
+            Endpoint::Completion => "prompt",
+        };
+        return Err(ApiError::invalid(Some(param), message).with_code("context_length_exceeded"));
     }
     let stop = options.stop()?;
 

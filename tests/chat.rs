@@ -117,13 +117,7 @@ impl Fixture {
              [output]\ndir = \"sft\"\n",
         )
         .unwrap();
-        std::fs::write(
-            f.path("moderate.toml"),
-            "[model]\nbase = \"modbase\"\n[data]\ntrain = \"moderation.jsonl\"\nvalid = \"moderation.jsonl\"\nvalid_fraction = 0.0\nmax_len = 40\n\
-             [train]\nepochs = 12\nbatch_size = 8\nlr = 3e-3\nwarmup_steps = 4\neval_every = 0\nlog_every = 20\n\
-             [output]\ndir = \"mod\"\n",
-        )
-        .unwrap();
+        std::fs::write(f.path("moderate.toml"), tiny_moderate_config("moderation.jsonl")).unwrap();
         // The two trainings take turns on the cores rather than queueing.
         let mut sft = f
             .command(&["sft", "train", "--config", "sft.toml"])

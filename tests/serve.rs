@@ -43,9 +43,7 @@ fn fixture() -> &'static PathBuf {
         }
         std::fs::write(
             dir.join("moderate.toml"),
-            "[model]\nbase = \"modbase\"\n[data]\ntrain = \"texts.jsonl\"\nvalid = \"texts.jsonl\"\nvalid_fraction = 0.0\nmax_len = 40\n\
-             [train]\nepochs = 12\nbatch_size = 8\nlr = 3e-3\nwarmup_steps = 4\neval_every = 0\nlog_every = 20\n\
-             [output]\ndir = \"mod\"\n",
+            tiny_moderate_config("texts.jsonl"),
         )
         .unwrap();
         run(&["moderate", "train", "--config", "moderate.toml"]);

@@ -131,16 +131,20 @@ def run_busy(base_url, key):
         print(json.dumps(list(pool.map(one, range(8)))))
 
 
-def run_long(base_url, key):
+def long_stream(base_url, key, **kw):
     client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
-    stream = client.chat.completions.create(
+    return client.chat.completions.create(
         model="m",
         messages=[{"role": "user", "content": QUESTION}],
         temperature=0,
         max_tokens=200,
         stream=True,
-        stream_options={"include_usage": True},
+        **kw,
     )
+
+
+def run_long(base_url, key):
+    stream = long_stream(base_url, key, stream_options={"include_usage": True})
     chunks = [next(stream)]
     print("streaming", flush=True)  # the test stops the server now
     chunks.extend(stream)
@@ -149,14 +153,7 @@ def run_long(base_url, key):
 
 
 def run_hangup(base_url, key):
-    client = openai.OpenAI(base_url=base_url, api_key=key, max_retries=0)
-    stream = client.chat.completions.create(
-        model="m",
-        messages=[{"role": "user", "content": QUESTION}],
-        temperature=0,
-        max_tokens=200,
-        stream=True,
-    )
+    stream = long_stream(base_url, key)
     for chunk in stream:
         if chunk.choices and chunk.choices[0].delta.content:
             break

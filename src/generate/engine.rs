@@ -90,6 +90,18 @@ pub fn common_prefix_len(a: &[u32], b: &[u32]) -> usize {
     a.iter().zip(b).take_while(|(x, y)| x == y).count()
 }
 
+/// Cuts `conversation` back to the longest prefix it shares with `tokens`, the whole sequence
+/// to reply to, and returns that prefix's length.
+fn rewind(conversation: &mut Conversation, tokens: &[u32]) -> Result<usize> {
+    if tokens.is_empty() {
+        return Err(bad_input!("nothing to reply to: the prompt encodes to no tokens"));
+    }
+    // At least the last token is fed again: its logits choose the first reply token.
+    let kept = common_prefix_len(&conversation.tokens(), tokens).min(tokens.len() - 1);
+    conversation.truncate(kept);
+    Ok(kept)
+}
+
 pub struct Generator<'a> {
     model: &'a CausalLm,
     /// `model` with its weights laid out for decoding several rows at once, made on first use.
@@ -258,12 +270,7 @@ impl<'a> Generator<'a> {
         sampling: &SamplingConfig,
         on_token: &mut dyn FnMut(u32) -> ControlFlow<()>,
     ) -> Result<(Generation, usize)> {
-        if tokens.is_empty() {
-            return Err(bad_input!("nothing to reply to: the prompt encodes to no tokens"));
-        }
-        // At least the last token is fed again: its logits choose the first reply token.
-        let kept = common_prefix_len(&conversation.tokens(), tokens).min(tokens.len() - 1);
-        conversation.truncate(kept);
+        let kept = rewind(conversation, tokens)?;
         let reply = self.extend(conversation, &tokens[kept..], sampling, on_token)?;
         Ok((reply, kept))
     }
@@ -277,11 +284,7 @@ impl<'a> Generator<'a> {
         conversation: &mut Conversation,
         tokens: &[u32],
     ) -> Result<(Tensor<2>, usize)> {
-        if tokens.is_empty() {
-            return Err(bad_input!("nothing to reply to: the prompt encodes to no tokens"));
-        }
-        let kept = common_prefix_len(&conversation.tokens(), tokens).min(tokens.len() - 1);
-        conversation.truncate(kept);
+        let kept = rewind(conversation, tokens)?;
         let cached = conversation.tokens.len(); // a pending token is still to compute
         conversation.pending.extend(&tokens[kept..]);
         Ok((self.feed(conversation), cached))

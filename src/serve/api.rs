@@ -144,12 +144,13 @@ pub struct Part {
 /// `POST /v1/completions`.
 #[derive(Debug, Deserialize)]
 pub struct CompletionRequest {
-    pub prompt: Prompt,
+    pub prompt: Texts,
 }
 
+/// A string or a list of them, as `prompt`, `input` and `stop` take.
 #[derive(Debug, Deserialize)]
 #[serde(untagged)]
-pub enum Prompt {
+pub enum Texts {
     One(String),
     Many(Vec<String>),
 }
@@ -157,7 +158,7 @@ pub enum Prompt {
 /// `POST /v1/moderations`.
 #[derive(Debug, Deserialize)]
 pub struct ModerationRequest {
-    pub input: Prompt,
+    pub input: Texts,
 }
 
 /// What both completion endpoints take besides the prompt.
@@ -172,19 +173,12 @@ pub struct Options {
     pub top_k: Option<usize>,
     pub n: Option<usize>,
     pub seed: Option<i64>,
-    pub stop: Option<Stop>,
+    pub stop: Option<Texts>,
     pub presence_penalty: Option<f32>,
     pub frequency_penalty: Option<f32>,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
-pub enum Stop {
-    One(String),
-    Many(Vec<String>),
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -204,11 +198,7 @@ impl Options {
     }
 
     pub fn stop(&self) -> Result<Vec<String>, ApiError> {
-        let stops = match &self.stop {
-            None => Vec::new(),
-            Some(Stop::One(s)) => vec![s.clone()],
-            Some(Stop::Many(list)) => list.clone(),
-        };
+        let stops = self.stop.as_ref().map_or_else(Vec::new, Texts::texts);
         if stops.len() > 4 || stops.iter().any(String::is_empty) {
             return Err(ApiError::invalid(Some("stop"), "stop takes up to 4 non-empty strings"));
         }
@@ -220,7 +210,7 @@ impl Options {
     }
 }
 
-impl Prompt {
+impl Texts {
     pub fn texts(&self) -> Vec<String> {
         match self {
             Self::One(text) => vec![text.clone()],

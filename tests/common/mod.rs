@@ -168,6 +168,16 @@ pub fn rlhf_in(dir: &Path, args: &[&str]) -> Command {
     cmd
 }
 
+/// The recipe of the small moderation classifier the chat and serve tests train: the model
+/// directory `modbase` trained (and validated) on `data` for 12 epochs, written to `mod`.
+pub fn tiny_moderate_config(data: &str) -> String {
+    format!(
+        "[model]\nbase = \"modbase\"\n[data]\ntrain = \"{data}\"\nvalid = \"{data}\"\nvalid_fraction = 0.0\nmax_len = 40\n\
+         [train]\nepochs = 12\nbatch_size = 8\nlr = 3e-3\nwarmup_steps = 4\neval_every = 0\nlog_every = 20\n\
+         [output]\ndir = \"mod\"\n"
+    )
+}
+
 /// One JSON value a line.
 pub fn write_jsonl(path: &Path, rows: &[serde_json::Value]) {
     let text: String = rows.iter().map(|r| format!("{r}\n")).collect();

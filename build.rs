@@ -1,8 +1,9 @@
 //! Bakes LibTorch's library directory into the binary (RUNPATH), so `target/release/rlhf`
 //! runs with no environment variables, and compiles the C++ that calls LibTorch directly —
-//! the c10d shim (src/dist/c10d_shim.cpp) and the fused kernels tch lacks (src/model/fused.cpp) —
-//! against that LibTorch's headers. torch-sys exports the directory it linked against as
-//! DEP_TCH_LIBTORCH_LIB to its direct dependents.
+//! the c10d shim (src/dist/c10d_shim.cpp), the fused kernels tch lacks (src/model/fused.cpp)
+//! and the Llama decoding step (src/model/llama_step.cpp) — against that LibTorch's headers.
+//! torch-sys exports the directory it linked against as DEP_TCH_LIBTORCH_LIB to its direct
+//! dependents.
 
 use std::path::{Path, PathBuf};
 
@@ -12,6 +13,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/dist/c10d_shim.cpp");
     println!("cargo:rerun-if-changed=src/dist/gloo_decls");
     println!("cargo:rerun-if-changed=src/model/fused.cpp");
+    println!("cargo:rerun-if-changed=src/model/llama_step.cpp");
     let lib = PathBuf::from(
         std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys names LibTorch's lib directory"),
     );
@@ -50,6 +52,7 @@ fn main() {
     cc::Build::new()
         .cpp(true)
         .file("src/model/fused.cpp")
+        .file("src/model/llama_step.cpp")
         .include(&include)
         .flag("-std=c++17")
         // The GELU loops must vectorise in every profile (src/model/fused.cpp).

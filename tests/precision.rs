@@ -138,3 +138,49 @@ fn a_bf16_sft_run_tracks_the_f32_run() {
     assert_ok(&train);
     check_emulation_warning(&train, true);
 }
+
+/// `--precision int8` decodes a Llama through int8 weights (how close to f32: the step's unit
+/// test and docs/performance.md), and a training command refuses it with the key named,
+/// nothing written.
+#[test]
+fn int8_decodes_and_training_refuses_it() {
+    let dir = root().join("target/test-work/precision-int8");
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let model = dir.join("model");
+    assert_ok(&init_model("llama-tiny", &fixtures().join("tokenizer"), &model, &[]));
+    write_jsonl(&dir.join("prompts.jsonl"), &[serde_json::json!({"prompt": "What is 1 plus 1?"})]);
+    let tokens = |precision: &str| {
+        let out = format!("{precision}.jsonl");
+        let run = rlhf_in(&dir, &["--precision", precision, "generate", "--model"])
+            .arg(&model)
+            .args(["--data", "prompts.jsonl", "--template", "raw", "--greedy"])
+            .args(["--max-new-tokens", "8", "--ignore-eos", "--out", &out])
+            .output()
+            .unwrap();
+        assert_ok(&run);
+        let line = std::fs::read_to_string(dir.join(out)).unwrap();
+        let row: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        row["completion_tokens"].as_u64().unwrap()
+    };
+    assert_eq!(tokens("int8"), 8);
+    assert_eq!(tokens("f32"), 8);
+
+    write_jsonl(&dir.join("sft.jsonl"), &[serde_json::json!({"prompt": "a", "completion": "b"})]);
+    let config = format!(
+        "[model]\nbase = \"{}\"\n[data]\ntrain = \"sft.jsonl\"\n[train]\nmax_steps = 1\n\
+         [output]\ndir = \"run\"\n",
+        model.display()
+    );
+    std::fs::write(dir.join("sft.toml"), config).unwrap();
+    let train = rlhf_in(&dir, &["--precision", "int8", "sft", "train", "--config", "sft.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(train.status.code(), Some(2), "{}", stderr(&train));
+    assert!(
+        stderr(&train).contains("train.precision`: int8 is for decoding"),
+        "{}",
+        stderr(&train)
+    );
+    assert!(!dir.join("run").exists());
+}

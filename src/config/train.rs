@@ -150,6 +150,11 @@ impl TrainConfig {
                 self.min_lr_ratio
             ));
         }
+        if self.precision == Precision::Int8 {
+            return Err("key `train.precision`: int8 is for decoding (generate, chat, serve); \
+                 train in f32 or bf16"
+                .into());
+        }
         Ok(())
     }
 }

@@ -19,6 +19,8 @@ use crate::device::is_cpu;
 use crate::model::config::token_ids;
 use crate::model::decode_layout;
 use crate::model::kv_cache::KvCache;
+use crate::model::llama_step::LlamaStep;
+use crate::model::precision::{self, Precision};
 use crate::model::shared_prefix::distinct;
 use crate::model::{CausalLm, ModelConfig, PaddedBatch};
 
@@ -106,6 +108,8 @@ pub struct Generator<'a> {
     model: &'a CausalLm,
     /// `model` with its weights laid out for decoding several rows at once, made on first use.
     batched: OnceCell<CausalLm>,
+    /// `model`'s one-call decoding step, where it has one; made on first use.
+    step: OnceCell<Option<LlamaStep>>,
     tokenizer: &'a Tokenizer,
     device: Device,
     /// Tokens that end a row: the config's eos ids and ChatML's end of turn.
@@ -132,8 +136,9 @@ impl<'a> Generator<'a> {
     ) -> Self {
         let im_end = tokenizer.token_to_id(crate::data::tokenizer::IM_END);
         let eos = token_ids(config.json.get("eos_token_id")).into_iter().chain(im_end);
-        let batched = OnceCell::new();
-        Self { model, batched, tokenizer, device: device.clone(), eos: Vec::new() }.with_eos(eos)
+        let (batched, step) = (OnceCell::new(), OnceCell::new());
+        Self { model, batched, step, tokenizer, device: device.clone(), eos: Vec::new() }
+            .with_eos(eos)
     }
 
     /// Adds the eos ids of a model directory's `generation_config.json` (which may list more
@@ -174,8 +179,7 @@ impl<'a> Generator<'a> {
         let mut cache = KvCache::new(model.body.num_layers(), t + sampling.max_new_tokens);
         let batch = PaddedBatch::new(mask.clone());
         let mut next_positions = batch.positions.clone().slice(s![.., t - 1..t]) + 1;
-        let hidden = model.hidden(ids, &batch, Some(&mut cache));
-        let mut logits = self.last_logits(model, hidden);
+        let mut logits = self.next_logits(model, ids, &batch, &mut cache);
         if b < prompts.len() {
             let source = Tensor::<1, Int>::from_data(source.as_slice(), &self.device);
             cache.select_rows(&source);
@@ -218,16 +222,16 @@ impl<'a> Generator<'a> {
         let model = self.decoding_model(prompts.len());
         let (ids, key_mask) = self.left_padded(prompts);
         let mut cache = KvCache::new(model.body.num_layers(), key_mask.dims()[1]);
-        let hidden = model.hidden(ids, &PaddedBatch::new(key_mask.clone()), Some(&mut cache));
-        let logits = self.last_logits(model, hidden);
+        let logits = self.next_logits(model, ids, &PaddedBatch::new(key_mask.clone()), &mut cache);
         Prefilled { cache, key_mask, logits, tokens: prompts.to_vec() }
     }
 
     /// The model to decode `rows` rows at once with. Rows decoded together make skinny
     /// products, which run faster on CPU with the weights stored transposed (SmolLM2 at batch
-    /// 4: 39 → 48 tokens/s); a single row is a matrix-vector product either way.
+    /// 4: 39 → 48 tokens/s); a single row is a matrix-vector product either way. A model with
+    /// a one-call step decodes through it, which has its own copy laid out that way.
     fn decoding_model(&self, rows: usize) -> &CausalLm {
-        match rows > 1 && is_cpu(&self.device) {
+        match rows > 1 && is_cpu(&self.device) && self.llama_step().is_none() {
             true => self.batched.get_or_init(|| decode_layout::for_decoding(self.model.clone())),
             false => self.model,
         }
@@ -293,10 +297,7 @@ impl<'a> Generator<'a> {
     /// One decoding step of a live batch: each row is fed its chosen token.
     pub fn step(&self, batch: &mut super::LiveBatch, tokens: &[u32]) {
         let model = self.decoding_model(batch.len());
-        batch.step(tokens, |ids, padded, cache| {
-            let hidden = model.hidden(ids, padded, Some(cache));
-            self.last_logits(model, hidden)
-        });
+        batch.step(tokens, |ids, padded, cache| self.next_logits(model, ids, padded, cache));
     }
 
     /// Runs the conversation's pending tokens through the model into its cache; returns the
@@ -310,9 +311,9 @@ impl<'a> Generator<'a> {
         let positions = Tensor::<1, Int>::arange(start as i64..(start + n) as i64, &self.device)
             .reshape([1, n]);
         let batch = PaddedBatch::with_keys(key_mask, positions);
-        let hidden = self.model.hidden(ids, &batch, Some(&mut conversation.cache));
+        let logits = self.next_logits(self.model, ids, &batch, &mut conversation.cache);
         conversation.tokens.extend(&input);
-        self.last_logits(self.model, hidden)
+        logits
     }
 
     fn extend(
@@ -430,8 +431,7 @@ impl<'a> Generator<'a> {
             }
             run.key_mask = Tensor::cat(vec![run.key_mask, Tensor::ones([b, 1], &self.device)], 1);
             let batch = PaddedBatch::with_keys(run.key_mask.clone(), run.next_positions.clone());
-            let hidden = model.hidden(chosen.reshape([b, 1]), &batch, Some(cache));
-            run.logits = self.last_logits(model, hidden);
+            run.logits = self.next_logits(model, chosen.reshape([b, 1]), &batch, cache);
             run.next_positions = run.next_positions + 1;
         }
         // One copy of every step's log-probabilities, handed back to their rows.
@@ -447,6 +447,34 @@ impl<'a> Generator<'a> {
             }
         }
         out
+    }
+
+    /// Logits `[B, V]` of the token after `ids` `[B, T]`, which follow the tokens `cache`
+    /// holds and join them: a one-token step runs through the model's one-call step where it
+    /// has one.
+    fn next_logits(
+        &self,
+        model: &CausalLm,
+        ids: Tensor<2, Int>,
+        batch: &PaddedBatch,
+        cache: &mut KvCache,
+    ) -> Tensor<2> {
+        if let (1, Some(step)) = (ids.dims()[1], self.llama_step())
+            && std::ptr::eq(model, self.model)
+            && let Some(logits) = step.forward(ids.clone(), batch, cache)
+        {
+            return logits;
+        }
+        let hidden = model.hidden(ids, batch, Some(cache));
+        self.last_logits(model, hidden)
+    }
+
+    fn llama_step(&self) -> Option<&LlamaStep> {
+        let step = || match precision::get() {
+            Precision::Bf16 => None, // bf16 products run op by op, as autocast has them
+            p => LlamaStep::new(self.model, p == Precision::Int8),
+        };
+        self.step.get_or_init(step).as_ref()
     }
 
     /// Logits of the last position: hidden `[B, T, D]` → `[B, V]`.

@@ -50,19 +50,20 @@ fn store(buffer: Option<Tensor<4>>, new: Tensor<4>, at: usize, capacity: usize) 
     let [b, kv, t, hd] = new.dims();
     let end = at + t;
     let buffer = match buffer {
-        Some(buffer) if buffer.dims()[2] >= end => buffer,
-        old => {
-            let room = capacity.max(end);
-            let fresh = Tensor::<4>::zeros([b, kv, room, hd], &new.device());
-            match old {
-                Some(old) => {
-                    fresh.slice_assign(s![.., .., 0..at, ..], old.slice(s![.., .., 0..at, ..]))
-                }
-                None => fresh,
-            }
-        }
+        Some(buffer) => with_room(buffer, at, end, capacity),
+        None => Tensor::<4>::zeros([b, kv, capacity.max(end), hd], &new.device()),
     };
     buffer.slice_assign(s![.., .., at..end, ..], new)
+}
+
+/// `buffer`, or a larger copy of its first `at` tokens when it cannot hold `end`.
+fn with_room(buffer: Tensor<4>, at: usize, end: usize, capacity: usize) -> Tensor<4> {
+    let [b, kv, room, hd] = buffer.dims();
+    if room >= end {
+        return buffer;
+    }
+    Tensor::<4>::zeros([b, kv, capacity.max(end), hd], &buffer.device())
+        .slice_assign(s![.., .., 0..at, ..], buffer.slice(s![.., .., 0..at, ..]))
 }
 
 /// The cache of a whole decoder.
@@ -95,6 +96,30 @@ impl KvCache {
             self.capacity *= 2;
         }
         LayerSlot { cache: &mut self.layers[index], at: self.len, capacity: self.capacity }
+    }
+
+    /// Every layer's key and value buffers `[B, KV, ≥ len + new_tokens, hd]`, taken out for a
+    /// kernel that writes the next tokens in place (`llama_step`) and hands them back with
+    /// [`Self::put_buffers`]; `None` until a forward pass has made them.
+    pub fn take_buffers(&mut self, new_tokens: usize) -> Option<Vec<[Tensor<4>; 2]>> {
+        if self.layers.iter().any(|l| l.keys.is_none() || l.values.is_none()) {
+            return None;
+        }
+        while self.len + new_tokens > self.capacity {
+            self.capacity *= 2;
+        }
+        let (at, end, capacity) = (self.len, self.len + new_tokens, self.capacity);
+        let room = |x: Option<Tensor<4>>| with_room(x.expect("checked above"), at, end, capacity);
+        let layers = self.layers.iter_mut();
+        Some(layers.map(|l| [room(l.keys.take()), room(l.values.take())]).collect())
+    }
+
+    /// Puts back what [`Self::take_buffers`] took, in the same order.
+    pub fn put_buffers(&mut self, buffers: Vec<[Tensor<4>; 2]>) {
+        for (layer, [keys, values]) in self.layers.iter_mut().zip(buffers) {
+            layer.keys = Some(keys);
+            layer.values = Some(values);
+        }
     }
 
     /// Marks the tokens of a finished forward pass as cached.

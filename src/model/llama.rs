@@ -235,8 +235,8 @@ pub struct Attention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
-    n_head: usize,
-    n_kv_head: usize,
+    pub(super) n_head: usize,
+    pub(super) n_kv_head: usize,
 }
 
 impl Attention {
@@ -268,7 +268,7 @@ pub struct Mlp {
     pub up_proj: Linear,
     pub down_proj: Linear,
     #[module(skip)]
-    activation: Activation,
+    pub(super) activation: Activation,
 }
 
 impl Mlp {
@@ -311,9 +311,9 @@ pub struct Llama {
     pub layers: Vec<DecoderLayer>,
     pub norm: RmsNorm,
     #[module(skip)]
-    inverse_frequencies: Vec<f32>,
+    pub(super) inverse_frequencies: Vec<f32>,
     #[module(skip)]
-    sliding_window: Option<usize>,
+    pub(super) sliding_window: Option<usize>,
     max_positions: usize,
 }
 

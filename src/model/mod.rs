@@ -12,6 +12,7 @@ pub mod heads;
 pub mod kv_cache;
 pub mod layers;
 pub mod llama;
+pub mod llama_step;
 pub mod loss;
 pub mod mask;
 pub mod naming;

@@ -7,7 +7,7 @@
 //! pass (`train.precision`, `--precision`).
 
 use std::sync::Once;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use burn::nn::Linear;
 use burn::prelude::*;
@@ -24,15 +24,18 @@ pub enum Precision {
     F32,
     /// Matrix products and attention in bf16, the rest in f32.
     Bf16,
+    /// Decoding only (generate, chat, serve): a Llama-family model's one-token steps read
+    /// int8 weights, one scale per output row (`llama_step`); the rest runs in f32.
+    Int8,
 }
 
-static BF16: AtomicBool = AtomicBool::new(false);
+static PRECISION: AtomicU8 = AtomicU8::new(0);
 
 /// Sets the working precision. bf16 on a CPU without LibTorch's bf16 kernels is allowed but
 /// said once, on stderr: LibTorch emulates it there, its products 77× slower than f32 (1.6
 /// against 121 GFLOP/s on a 2-core AMD EPYC, Zen 2), which would otherwise look like a hang.
 pub fn set(precision: Precision, device: &Device) {
-    BF16.store(precision == Precision::Bf16, Ordering::Relaxed);
+    PRECISION.store(precision as u8, Ordering::Relaxed);
     static SAID: Once = Once::new();
     if precision == Precision::Bf16 && crate::device::is_cpu(device) && !cpu_has_bf16() {
         SAID.call_once(|| eprintln!("{EMULATED_BF16}"));
@@ -68,18 +71,23 @@ impl Precision {
         match self {
             Self::F32 => "f32",
             Self::Bf16 => "bf16",
+            Self::Int8 => "int8",
         }
     }
 }
 
 pub fn get() -> Precision {
-    if BF16.load(Ordering::Relaxed) { Precision::Bf16 } else { Precision::F32 }
+    match PRECISION.load(Ordering::Relaxed) {
+        1 => Precision::Bf16,
+        2 => Precision::Int8,
+        _ => Precision::F32,
+    }
 }
 
 /// `x` in the dtype products run in (a no-op in f32, or when `x` already is).
 pub fn low<const D: usize>(x: Tensor<D>) -> Tensor<D> {
     match get() {
-        Precision::F32 => x,
+        Precision::F32 | Precision::Int8 => x,
         Precision::Bf16 => x.cast(FloatDType::BF16),
     }
 }
@@ -92,7 +100,7 @@ pub fn full<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 /// `a · b` in the working precision, f32 out.
 pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     match get() {
-        Precision::F32 => a.matmul(b),
+        Precision::F32 | Precision::Int8 => a.matmul(b),
         Precision::Bf16 => full(low(a).matmul(low(b))),
     }
 }
@@ -101,14 +109,14 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
 pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
     match get() {
         // Inference: the product's orientation follows the weight's layout (decode_layout).
-        Precision::F32 if !x.is_autodiff() => {
+        Precision::F32 | Precision::Int8 if !x.is_autodiff() => {
             let y = plain_ops::skinny_matmul(x, linear.weight.val());
             match &linear.bias {
                 Some(bias) => y + bias.val().unsqueeze(),
                 None => y,
             }
         }
-        Precision::F32 => linear.forward(x),
+        Precision::F32 | Precision::Int8 => linear.forward(x),
         Precision::Bf16 => {
             let y = low(x).matmul(low(linear.weight.val()));
             let y = match &linear.bias {

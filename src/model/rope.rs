@@ -154,6 +154,11 @@ impl RopeTables {
         Self { cos: rows(&self.cos), sin: rows(&self.sin) }
     }
 
+    /// The cos and sin tables `[B, 1, T, hd]`.
+    pub fn tables(self) -> [Tensor<4>; 2] {
+        [self.cos, self.sin]
+    }
+
     /// Rotates x `[B, H, T, hd]`: x·cos + rotate_half(x)·sin.
     pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
         let [b, h, t, hd] = x.dims();

@@ -1,0 +1,70 @@
+"""llama.cpp's side of scripts/bench/decode: greedy decoding of one prompt repeated over
+`--batch` sequences decoded together (one llama_decode call per step, as llama.cpp's own
+batched examples do), through llama-cpp-python's low-level API. Prints the best tokens/s of
+`--repeats` runs (all rows' new tokens over the time from the prefill's start to the last
+token, as `rlhf generate` counts) and the prefill time, one line: `tokens/s prefill_ms`."""
+
+import argparse
+import json
+import time
+
+import numpy as np
+import llama_cpp
+from llama_cpp import Llama
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("gguf")
+    p.add_argument("prompts", help="JSONL with a `prompt` field; the first line is used")
+    p.add_argument("--batch", type=int, default=1)
+    p.add_argument("--new-tokens", type=int, default=128)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2)
+    args = p.parse_args()
+    with open(args.prompts) as f:
+        prompt = json.loads(f.readline())["prompt"]
+    rows = args.batch
+    llm = Llama(model_path=args.gguf, n_threads=args.threads, n_threads_batch=args.threads,
+                n_ctx=rows * 1024, n_batch=2048, n_seq_max=rows, verbose=False)
+    tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
+    ctx = llm._ctx.ctx
+    n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm._model.model))
+    batch = llama_cpp.llama_batch_init(max(len(tokens), 1) * rows, 0, rows)
+
+    def add(i, token, pos, seq, logits):
+        batch.token[i] = token
+        batch.pos[i] = pos
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq
+        batch.logits[i] = logits
+
+    def greedy(i):
+        return int(np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), (n_vocab,)).argmax())
+
+    best, prefill_ms = 0.0, 0.0
+    for _ in range(args.repeats):
+        llama_cpp.llama_memory_clear(llama_cpp.llama_get_memory(ctx), True)
+        start = time.perf_counter()
+        for seq in range(rows):
+            for j, token in enumerate(tokens):
+                add(seq * len(tokens) + j, token, j, seq, j == len(tokens) - 1)
+        batch.n_tokens = rows * len(tokens)
+        assert llama_cpp.llama_decode(ctx, batch) == 0
+        chosen = [greedy((seq + 1) * len(tokens) - 1) for seq in range(rows)]
+        first = time.perf_counter()
+        for step in range(1, args.new_tokens):
+            for seq in range(rows):
+                add(seq, chosen[seq], len(tokens) + step - 1, seq, True)
+            batch.n_tokens = rows
+            assert llama_cpp.llama_decode(ctx, batch) == 0
+            chosen = [greedy(seq) for seq in range(rows)]
+        rate = rows * args.new_tokens / (time.perf_counter() - start)
+        if rate > best:
+            best, prefill_ms = rate, (first - start) * 1e3
+    llama_cpp.llama_batch_free(batch)
+    print(f"{best:.1f} {prefill_ms:.0f}")
+
+
+if __name__ == "__main__":
+    main()

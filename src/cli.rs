@@ -44,8 +44,9 @@ pub struct Cli {
     #[arg(long, global = true, value_name = "N", help_heading = GLOBAL)]
     pub threads: Option<usize>,
 
-    /// Matrix products and attention in bf16, the rest in f32 (as torch.autocast); for
-    /// training commands the same as --set train.precision=bf16 [default: f32].
+    /// bf16: matrix products and attention in bf16, the rest in f32 (as torch.autocast); for
+    /// training commands the same as --set train.precision=bf16. int8: decoding (generate,
+    /// chat, serve) with int8 weights [default: f32].
     #[arg(long, global = true, value_name = "PRECISION", help_heading = GLOBAL)]
     pub precision: Option<Precision>,
 

@@ -25,10 +25,13 @@ def main():
     with open(args.prompts) as f:
         prompt = json.loads(f.readline())["prompt"]
     rows = args.batch
-    llm = Llama(model_path=args.gguf, n_threads=args.threads, n_threads_batch=args.threads,
-                n_ctx=rows * 1024, n_batch=2048, n_seq_max=rows, verbose=False)
+    llm = Llama(model_path=args.gguf, n_threads=args.threads, n_ctx=256, verbose=False)
     tokens = llm.tokenize(prompt.encode(), add_bos=False, special=True)
-    ctx = llm._ctx.ctx
+    # A context of our own: Llama() leaves n_seq_max at 1.
+    params = llama_cpp.llama_context_default_params()
+    params.n_ctx, params.n_batch, params.n_seq_max = rows * 1024, 2048, rows
+    params.n_threads = params.n_threads_batch = args.threads
+    ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
     n_vocab = llama_cpp.llama_vocab_n_tokens(llama_cpp.llama_model_get_vocab(llm._model.model))
     batch = llama_cpp.llama_batch_init(max(len(tokens), 1) * rows, 0, rows)
 
@@ -63,6 +66,7 @@ def main():
         if rate > best:
             best, prefill_ms = rate, (first - start) * 1e3
     llama_cpp.llama_batch_free(batch)
+    llama_cpp.llama_free(ctx)
     print(f"{best:.1f} {prefill_ms:.0f}")
 
 

@@ -49,7 +49,17 @@ fn main() {
             shim(None).expect("the c10d shim compiles against LibTorch's headers");
         }
     }
-    cc::Build::new()
+    // `at::parallel_for` is inline: its loop runs under `#pragma omp parallel`, on one thread
+    // unless this C++ is compiled with OpenMP. Linked against LibTorch's own libgomp, so one
+    // thread pool serves LibTorch's kernels and ours.
+    let gomp = std::fs::read_dir(&lib).ok().and_then(|entries| {
+        entries.flatten().map(|e| e.path()).find(|p| {
+            let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            name.starts_with("libgomp") && name.contains(".so")
+        })
+    });
+    let mut fused = cc::Build::new();
+    fused
         .cpp(true)
         .file("src/model/fused.cpp")
         .file("src/model/llama_step.cpp")
@@ -58,9 +68,14 @@ fn main() {
         // The GELU loops must vectorise in every profile (src/model/fused.cpp).
         .opt_level(3)
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
-        .warnings(false)
-        .try_compile("rlhf_fused")
-        .expect("the fused kernels compile against LibTorch's headers");
+        .warnings(false);
+    if gomp.is_some() {
+        fused.flag("-fopenmp");
+    }
+    fused.try_compile("rlhf_fused").expect("the fused kernels compile against LibTorch's headers");
+    if let Some(gomp) = gomp {
+        println!("cargo:rustc-link-arg={}", gomp.display());
+    }
     println!("cargo:rustc-link-lib=dylib=torch_cpu");
     println!("cargo:rustc-link-lib=dylib=c10");
 }

@@ -8,20 +8,23 @@
 //   x += o(attention(rope(q), rope(k), v))       q, k, v = qkv(rms_norm(x))
 //   x += down(silu(gate) · up)                   gate, up = gate_up(rms_norm(x))
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <immintrin.h>
 
 namespace {
 
-// Up to this many rows a product runs as (W·xᵀ)ᵀ, which streams W, where x·Wᵀ would have MKL
-// pack all of W first (`plain_ops::SKINNY_ROWS`).
+// Up to this many rows an f32 product streams W once for all rows (`skinny_product`); past it
+// MKL's blocked kernel (as `plain_ops::SKINNY_ROWS`).
 constexpr int64_t kSkinnyRows = 64;
 
-// A product's weight W [out, in] (`nn.Linear`'s layout), f32 or int8 with one scale per
+// A product's weight W [out, in] (`nn.Linear`'s layout), f32 or int8 with one f32 scale per
 // output row; its bias may be absent (null), as may the scales (f32).
 struct Product {
   const at::Tensor* weight;
@@ -29,16 +32,130 @@ struct Product {
   const at::Tensor* bias;
 };
 
-// x·Wᵀ + b for x [B, in]: contiguous [B, out], f32. Int8 weights run LibTorch's weight-only
-// int8 kernel, which reads bf16 activations (with f32 ones it takes a path 4× slower).
+// The skinny product y[b, o] = scale[o] · Σᵢ W[o, i] · x[b, i] over the output rows
+// [begin, end), W f32 (scale 1) or int8: each weight row is read from memory once and reused
+// from L1 by every batch row, four batch rows at a time with two accumulators each (an FMA's
+// latency is four cycles). A decoding step is bound by reading the weights, and MKL's sgemm
+// at 8 rows runs a step 1.4× slower than this loop (docs/performance.md). The same loop at
+// two vector widths; `Vec` says how to load, widen and add up.
+template <typename Vec, typename W>
+void skinny_rows(const W* weights, const float* scales, const float* x, float* y, int64_t rows,
+                 int64_t in, int64_t out, int64_t begin, int64_t end) {
+  constexpr int64_t kBatch = 4, kWidth = Vec::kWidth;
+  for (int64_t o = begin; o < end; ++o) {
+    const W* w = weights + o * in;
+    for (int64_t b0 = 0; b0 < rows; b0 += kBatch) {
+      const int64_t n = std::min(kBatch, rows - b0);
+      typename Vec::Reg acc[kBatch][2];
+      for (int64_t b = 0; b < kBatch; ++b) acc[b][0] = acc[b][1] = Vec::zero();
+      int64_t i = 0;
+      for (; i + 2 * kWidth <= in; i += 2 * kWidth) {
+        const auto w0 = Vec::widen(w + i), w1 = Vec::widen(w + i + kWidth);
+        for (int64_t b = 0; b < n; ++b) {
+          const float* xb = x + (b0 + b) * in + i;
+          acc[b][0] = Vec::fma(w0, Vec::load(xb), acc[b][0]);
+          acc[b][1] = Vec::fma(w1, Vec::load(xb + kWidth), acc[b][1]);
+        }
+      }
+      for (int64_t b = 0; b < n; ++b) {
+        const float* xb = x + (b0 + b) * in;
+        float sum = Vec::sum(Vec::add(acc[b][0], acc[b][1]));
+        for (int64_t j = i; j < in; ++j) sum += w[j] * xb[j];
+        y[(b0 + b) * out + o] = scales == nullptr ? sum : sum * scales[o];
+      }
+    }
+  }
+}
+
+#define RLHF_AVX512 __attribute__((target("avx512f")))
+#define RLHF_AVX2 __attribute__((target("avx2,fma")))
+
+struct Avx512 {
+  using Reg = __m512;
+  static constexpr int64_t kWidth = 16;
+  RLHF_AVX512 static Reg zero() { return _mm512_setzero_ps(); }
+  RLHF_AVX512 static Reg load(const float* x) { return _mm512_loadu_ps(x); }
+  RLHF_AVX512 static Reg widen(const float* w) { return _mm512_loadu_ps(w); }
+  RLHF_AVX512 static Reg widen(const int8_t* q) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(q));
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(bytes));
+  }
+  RLHF_AVX512 static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
+  RLHF_AVX512 static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
+  RLHF_AVX512 static float sum(Reg a) { return _mm512_reduce_add_ps(a); }
+};
+
+struct Avx2 {
+  using Reg = __m256;
+  static constexpr int64_t kWidth = 8;
+  RLHF_AVX2 static Reg zero() { return _mm256_setzero_ps(); }
+  RLHF_AVX2 static Reg load(const float* x) { return _mm256_loadu_ps(x); }
+  RLHF_AVX2 static Reg widen(const float* w) { return _mm256_loadu_ps(w); }
+  RLHF_AVX2 static Reg widen(const int8_t* q) {
+    const __m128i bytes = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(q));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(bytes));
+  }
+  RLHF_AVX2 static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
+  RLHF_AVX2 static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
+  RLHF_AVX2 static float sum(Reg a) {
+    const __m128 half = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    const __m128 pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_shuffle_ps(pairs, pairs, 1)));
+  }
+};
+
+// flatten: the loop and the vector helpers inlined here, where their instruction set is on.
+template <typename W>
+RLHF_AVX512 __attribute__((flatten)) void skinny_rows_avx512(const W* w, const float* s,
+    const float* x, float* y, int64_t rows, int64_t in, int64_t out, int64_t begin, int64_t end) {
+  skinny_rows<Avx512>(w, s, x, y, rows, in, out, begin, end);
+}
+
+template <typename W>
+RLHF_AVX2 __attribute__((flatten)) void skinny_rows_avx2(const W* w, const float* s,
+    const float* x, float* y, int64_t rows, int64_t in, int64_t out, int64_t begin, int64_t end) {
+  skinny_rows<Avx2>(w, s, x, y, rows, in, out, begin, end);
+}
+
+// x [B, in] f32 times W [out, in] (f32, or int8 with f32 scales [out]): y [B, out] f32, the
+// weights streamed once for all rows. LibTorch's own weight-only int8 kernel reads bf16
+// activations and runs 4× slower with f32 ones. CPUs without AVX2 take LibTorch's products.
+at::Tensor skinny_product(const at::Tensor& x, const at::Tensor& w, const at::Tensor* scales) {
+  static const bool avx512 = __builtin_cpu_supports("avx512f");
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (!avx512 && !avx2) {
+    const at::Tensor weight = scales ? w.to(at::kFloat) * scales->unsqueeze(1) : w;
+    return at::matmul(weight, x.t()).t();
+  }
+  const at::Tensor input = x.contiguous();
+  const int64_t rows = input.size(0), in = input.size(1), out = w.size(0);
+  at::Tensor y = at::empty({rows, out}, input.options());
+  const float* sp = scales ? scales->const_data_ptr<float>() : nullptr;
+  const float* xp = input.const_data_ptr<float>();
+  float* yp = y.mutable_data_ptr<float>();
+  at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
+    if (scales) {
+      const int8_t* q = w.const_data_ptr<int8_t>();
+      if (avx512) skinny_rows_avx512(q, sp, xp, yp, rows, in, out, begin, end);
+      else skinny_rows_avx2(q, sp, xp, yp, rows, in, out, begin, end);
+    } else {
+      const float* f = w.const_data_ptr<float>();
+      if (avx512) skinny_rows_avx512(f, sp, xp, yp, rows, in, out, begin, end);
+      else skinny_rows_avx2(f, sp, xp, yp, rows, in, out, begin, end);
+    }
+  });
+  return y;
+}
+
+// x·Wᵀ + b for x [B, in]: contiguous [B, out], f32. One row of f32 weights runs MKL's
+// matrix-vector product, and past a few dozen rows the product is no longer bound by reading W
+// and MKL's blocked kernel is the faster one; in between, and for int8, `skinny_product`.
 at::Tensor project(const at::Tensor& x, const Product& p) {
   const at::Tensor& w = *p.weight;
-  at::Tensor y;
-  if (p.scales != nullptr) {
-    y = at::_weight_int8pack_mm(x.to(at::kBFloat16), w, *p.scales).to(at::kFloat);
-  } else {
-    y = x.size(0) <= kSkinnyRows ? at::matmul(w, x.t()).t() : at::matmul(x, w.t());
-  }
+  const int64_t rows = x.size(0);
+  at::Tensor y = p.scales != nullptr || (rows > 1 && rows <= kSkinnyRows)
+      ? skinny_product(x, w, p.scales)
+      : rows == 1 ? at::matmul(w, x.t()).t() : at::matmul(x, w.t());
   if (p.bias != nullptr) y = y + *p.bias;
   return y.contiguous();
 }

@@ -3,9 +3,10 @@
 //! batch 1 is some 70 LibTorch operations a block, each crossing Burn, tch and the dispatcher,
 //! and on SmolLM2 those crossings cost as much as a third of the step (docs/performance.md,
 //! "Decoding one token at a time"). The C++ side runs the same computation as `llama.rs` with
-//! q/k/v and gate/up stacked into one product each, and the LM head. f32 activations on the
-//! CPU, outside autodiff; weights in f32, or int8 for `--precision int8` (the LM head's too,
-//! as llama.cpp's q8_0 has it). Anything else decodes through `llama.rs`.
+//! q/k/v and gate/up stacked into one product each, and the LM head, with a product loop of
+//! its own for a few rows. f32 activations on the CPU, outside autodiff; weights in f32, or
+//! int8 for `--precision int8` (the LM head's too, as llama.cpp's q8_0 has it). Anything else
+//! decodes through `llama.rs`.
 #![allow(deprecated)] // Burn 0.22 marks the LibTorch backend deprecated; it is the one we run on.
 
 use burn::backend::LibTorch;
@@ -42,8 +43,8 @@ unsafe extern "C" {
 }
 
 /// A Llama-family decoder's weights laid out for the one-call step: each product's weight in
-/// `nn.Linear`'s `[out, in]` (streamed at batch 1, as `decode_layout` explains), q/k/v and
-/// gate/up stacked, in f32 or int8. A copy of the products' weights; norms, embeddings and a
+/// `nn.Linear`'s `[out, in]`, rows contiguous (the order the products stream them in), q/k/v
+/// and gate/up stacked, in f32 or int8. A copy of the products' weights; norms, embeddings and a
 /// tied f32 LM head are shared.
 pub struct LlamaStep {
     embed_tokens: Embedding,

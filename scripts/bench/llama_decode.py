@@ -2,7 +2,9 @@
 `--batch` sequences decoded together (one llama_decode call per step, as llama.cpp's own
 batched examples do), through llama-cpp-python's low-level API. Prints the best tokens/s of
 `--repeats` runs (all rows' new tokens over the time from the prefill's start to the last
-token, as `rlhf generate` counts) and the prefill time, one line: `tokens/s prefill_ms`."""
+token, as `rlhf generate` counts) and the prefill time, one line: `tokens/s prefill_ms`.
+With `--chat TEXT`: the lowest time to first token, in ms, of a chat completion answering TEXT
+(the GGUF's own chat template, the cache reset before each run)."""
 
 import argparse
 import json
@@ -21,7 +23,10 @@ def main():
     p.add_argument("--new-tokens", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--chat", metavar="TEXT")
     args = p.parse_args()
+    if args.chat is not None:
+        return chat_first_token(args)
     with open(args.prompts) as f:
         prompt = json.loads(f.readline())["prompt"]
     rows = args.batch
@@ -68,6 +73,17 @@ def main():
     llama_cpp.llama_batch_free(batch)
     llama_cpp.llama_free(ctx)
     print(f"{best:.1f} {prefill_ms:.0f}")
+
+
+def chat_first_token(args):
+    llm = Llama(model_path=args.gguf, n_threads=args.threads, n_ctx=1024, verbose=False)
+    best = float("inf")
+    for _ in range(args.repeats):
+        llm.reset()
+        start = time.perf_counter()
+        llm.create_chat_completion([{"role": "user", "content": args.chat}], max_tokens=1, temperature=0)
+        best = min(best, time.perf_counter() - start)
+    print(f"{best * 1e3:.0f}")
 
 
 if __name__ == "__main__":

@@ -231,7 +231,7 @@ impl<'a> Generator<'a> {
     /// 4: 39 → 48 tokens/s); a single row is a matrix-vector product either way. A model with
     /// a one-call step decodes through it, which has its own copy laid out that way.
     fn decoding_model(&self, rows: usize) -> &CausalLm {
-        match rows > 1 && is_cpu(&self.device) && self.llama_step().is_none() {
+        match rows > 1 && is_cpu(&self.device) && !self.has_llama_step() {
             true => self.batched.get_or_init(|| decode_layout::for_decoding(self.model.clone())),
             false => self.model,
         }
@@ -459,8 +459,10 @@ impl<'a> Generator<'a> {
         batch: &PaddedBatch,
         cache: &mut KvCache,
     ) -> Tensor<2> {
-        if let (1, Some(step)) = (ids.dims()[1], self.llama_step())
+        // Checked in this order so that a prefill does not wait for the step's weights.
+        if ids.dims()[1] == 1
             && std::ptr::eq(model, self.model)
+            && let Some(step) = self.llama_step()
             && let Some(logits) = step.forward(ids.clone(), batch, cache)
         {
             return logits;
@@ -469,11 +471,15 @@ impl<'a> Generator<'a> {
         self.last_logits(model, hidden)
     }
 
+    /// Whether one-token steps run through a `LlamaStep` (without making it).
+    fn has_llama_step(&self) -> bool {
+        precision::get() != Precision::Bf16 && LlamaStep::supports(self.model)
+    }
+
     fn llama_step(&self) -> Option<&LlamaStep> {
-        let step = || match precision::get() {
-            Precision::Bf16 => None, // bf16 products run op by op, as autocast has them
-            p => LlamaStep::new(self.model, p == Precision::Int8),
-        };
+        // bf16 products run op by op, as autocast has them.
+        let int8 = precision::get() == Precision::Int8;
+        let step = || self.has_llama_step().then(|| LlamaStep::new(self.model, int8)).flatten();
         self.step.get_or_init(step).as_ref()
     }
 

@@ -231,7 +231,8 @@ void block(at::Tensor& x, const Block& w, at::Tensor& keys, at::Tensor& values, 
   at::Tensor qkv = project(normed(x, *w.input_norm, s.eps), w.qkv);
   float* qkv_data = qkv.mutable_data_ptr<float>();
   // Strides, not sizes: a buffer may be a view into a longer one (`KvCache::trim_front`).
-  const int64_t row_stride = keys.stride(0), head_stride = keys.stride(1), at_offset = at * keys.stride(2);
+  const int64_t row_stride = keys.stride(0), head_stride = keys.stride(1);
+  const int64_t at_offset = at * keys.stride(2);
   float* key_data = keys.mutable_data_ptr<float>();
   float* value_data = values.mutable_data_ptr<float>();
   for (int64_t b = 0; b < rows; ++b) {
@@ -248,7 +249,8 @@ void block(at::Tensor& x, const Block& w, at::Tensor& keys, at::Tensor& values, 
     }
   }
   // Query heads that share a kv head stand as that head's queries: [B, KV, H/KV, hd].
-  const at::Tensor q = qkv.narrow(1, 0, q_width).view({rows, s.n_kv_head, s.n_head / s.n_kv_head, hd});
+  const at::Tensor q =
+      qkv.narrow(1, 0, q_width).view({rows, s.n_kv_head, s.n_head / s.n_kv_head, hd});
   const at::Tensor k = keys.narrow(2, 0, at + 1), v = values.narrow(2, 0, at + 1);
   const at::Tensor y = at::scaled_dot_product_attention(q, k, v, allowed, 0.0, false, s.scale);
   x.add_(project(y.reshape({rows, q_width}), w.o));

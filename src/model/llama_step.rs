@@ -66,12 +66,12 @@ impl LlamaStep {
     /// weights on the CPU, outside autodiff. `int8` stores every product's weight (the LM
     /// head's too) as int8 with one scale per output row.
     pub fn new(model: &CausalLm, int8: bool) -> Option<Self> {
+        if !Self::supports(model) {
+            return None;
+        }
         let Decoder::Llama(llama) = &model.body else { return None };
         let first = llama.layers.first()?;
         let embedding = plain(llama.token_embedding())?;
-        if llama.layers.iter().any(|l| l.mlp.activation != Activation::Silu) {
-            return None;
-        }
         let product = |w: tch::Tensor, bias: Option<tch::Tensor>| {
             let (w, scales) = if int8 { quantized(&w) } else { (w.contiguous(), None) };
             [Some(w), scales, bias]
@@ -107,6 +107,13 @@ impl LlamaStep {
             inverse_frequencies: llama.inverse_frequencies.clone(),
             sliding_window: llama.sliding_window,
         })
+    }
+
+    /// Whether [`Self::new`] makes a step for `model` (without making it).
+    pub fn supports(model: &CausalLm) -> bool {
+        let Decoder::Llama(llama) = &model.body else { return false };
+        let silu = llama.layers.iter().all(|l| l.mlp.activation == Activation::Silu);
+        silu && !llama.layers.is_empty() && plain(llama.token_embedding()).is_some()
     }
 
     /// The next token's logits `[B, V]` for one new token per row (`ids` `[B, 1]`) after the
@@ -326,9 +333,12 @@ mod tests {
     #[test]
     fn only_silu_llamas_on_plain_f32_have_a_step() {
         let device = Device::default();
+        let silu = model(llama(Flavor::Llama), true, &device);
+        assert!(LlamaStep::supports(&silu) && LlamaStep::new(&silu, false).is_some());
         let gelu = LlamaConfig { hidden_act: "gelu".into(), ..llama(Flavor::Llama) };
-        assert!(LlamaStep::new(&model(gelu, true, &device), false).is_none());
-        let autodiff = Device::default().autodiff();
-        assert!(LlamaStep::new(&model(llama(Flavor::Llama), true, &autodiff), false).is_none());
+        let gelu = model(gelu, true, &device);
+        assert!(!LlamaStep::supports(&gelu) && LlamaStep::new(&gelu, false).is_none());
+        let autodiff = model(llama(Flavor::Llama), true, &Device::default().autodiff());
+        assert!(!LlamaStep::supports(&autodiff) && LlamaStep::new(&autodiff, false).is_none());
     }
 }

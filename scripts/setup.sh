@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 
 # The versions the tests are run against. torch must stay 2.9.0 (tch 0.22 checks it).
 PINS=(torch==2.9.0 transformers==5.23.0 numpy==2.4.6 safetensors==0.8.0 tokenizers==0.23.3
-      gguf==0.19.0 accelerate==1.15.0 openai==3.63.0)
+      gguf==0.19.0 accelerate==1.15.0 openai==3.63.0 peft==0.21.2)
 PYTHON=${PYTHON:-python3}
 
 say() { printf 'setup: %s\n' "$*"; }

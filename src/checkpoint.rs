@@ -224,12 +224,18 @@ impl Source {
         Ok(Self { path: path.display().to_string(), sha256: hash_files(&[path.to_path_buf()])? })
     }
 
-    /// A model directory, hashed over `config.json` and its weight files.
+    /// A model directory, hashed over `config.json` (an adapter's `adapter_config.json`) and
+    /// its weight files.
     pub fn model_dir(dir: &Path) -> Result<Self> {
         if !dir.is_dir() {
             return Err(crate::bad_input!("{}: no such model directory", dir.display()));
         }
-        let mut files = vec![dir.join("config.json")];
+        // An adapter directory (model/adapter.rs) has its own config file.
+        let config = match crate::model::adapter::is_adapter_dir(dir) {
+            true => crate::model::adapter::CONFIG_FILE,
+            false => "config.json",
+        };
+        let mut files = vec![dir.join(config)];
         let mut shards: Vec<PathBuf> = std::fs::read_dir(dir)
             .with_context(|| format!("reading {}", dir.display()))?
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::NamedPath;
 use super::sft::Truncation;
 use super::train::{OutputConfig, TrainConfig};
+use crate::model::lora::LoraSpec;
 
 /// Prompt + answer tokens of a comparison (`data.max_len`) unless a config says otherwise.
 pub const DEFAULT_MAX_LEN: usize = 512;
@@ -48,6 +49,8 @@ pub struct PolicySource {
     pub reference: Option<PathBuf>,
     /// Train only the top N blocks, the final norm and an untied head (0: all of it).
     pub train_layers: usize,
+    /// `[model.lora]`: train LoRA adapters on the frozen model instead of every weight.
+    pub lora: Option<LoraSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,6 +149,7 @@ impl PolicySource {
     }
 
     pub fn validate(&self) -> Result<(), String> {
+        super::train::check_lora(self.lora.as_ref(), self.base.is_some(), 0)?;
         match (&self.base, &self.init, &self.tokenizer) {
             (Some(_), None, None) | (None, Some(_), Some(_)) => Ok(()),
             (Some(_), Some(_), _) => Err("keys `model.base` and `model.init` exclude each other: start from a checkpoint or from a preset".into()),

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::NamedPath;
 
 use super::train::{OutputConfig, TrainConfig};
+use crate::model::lora::LoraSpec;
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -35,6 +36,8 @@ pub struct PpoModels {
     /// Train only the policy's top N blocks and final norm (0: all of it); the embeddings,
     /// and so a tied LM head, stay as SFT left them.
     pub train_layers: usize,
+    /// `[model.lora]`: train LoRA adapters on the frozen model instead of every weight.
+    pub lora: Option<LoraSpec>,
 }
 
 impl Default for PpoModels {
@@ -44,6 +47,7 @@ impl Default for PpoModels {
             reward: PathBuf::new(),
             value_model: ValueModel::Separate,
             train_layers: 0,
+            lora: None,
         }
     }
 }
@@ -185,6 +189,7 @@ impl PpoConfig {
 impl PpoConfig {
     pub fn validate(&self) -> Result<(), String> {
         self.train.validate()?;
+        super::train::check_lora(self.model.lora.as_ref(), true, 0)?;
         if self.train.keep_best || self.train.patience > 0 {
             return Err("keys `train.keep_best` and `train.patience` need a validation metric, which PPO has not\nhint: measure saved policies with `rlhf ppo eval`".into());
         }

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::NamedPath;
 
 use crate::model::bert::Pooling;
+use crate::model::lora::LoraSpec;
 use crate::model::precision::Precision;
 
 /// Optimisation: AdamW with warm-up and a decaying schedule, gradient accumulation and
@@ -204,6 +205,8 @@ pub struct ModelSource {
     /// BERT-family classifiers: the sentence vector the head reads (unset: the checkpoint's,
     /// `cls` for a bare encoder).
     pub pooling: Option<Pooling>,
+    /// `[model.lora]`: train LoRA adapters on the frozen model instead of every weight.
+    pub lora: Option<LoraSpec>,
 }
 
 /// `data.max_len` against the model's context window of `window` tokens: a value the user set
@@ -239,6 +242,24 @@ pub fn check_reinit(reinit_layers: usize, train_layers: usize) -> Result<(), Str
     Ok(())
 }
 
+/// `[model.lora]` checked: adapters are saved against a base model directory, and a block
+/// drawn afresh would stay random under frozen weights.
+pub fn check_lora(
+    lora: Option<&LoraSpec>,
+    has_base: bool,
+    reinit_layers: usize,
+) -> Result<(), String> {
+    let Some(lora) = lora else { return Ok(()) };
+    lora.validate()?;
+    if !has_base {
+        return Err("key `model.lora` needs `model.base`: adapters are saved against a base model directory\nhint: train the preset in full first, or remove [model.lora]".into());
+    }
+    if reinit_layers > 0 {
+        return Err("keys `model.lora` and `model.reinit_layers` exclude each other: a block drawn afresh would stay random under frozen weights".into());
+    }
+    Ok(())
+}
+
 impl ModelSource {
     /// `model.base` (a model directory); `model.tokenizer` may be a directory or a file.
     pub fn paths(&self) -> Vec<NamedPath<'_>> {
@@ -249,6 +270,7 @@ impl ModelSource {
 impl ModelSource {
     pub fn validate(&self) -> Result<(), String> {
         check_reinit(self.reinit_layers, self.train_layers)?;
+        check_lora(self.lora.as_ref(), self.base.is_some(), self.reinit_layers)?;
         if self.init.is_some() && self.pooling.is_some() {
             return Err("key `model.pooling` applies to BERT-family encoders, not to a preset decoder\nhint: remove it".into());
         }

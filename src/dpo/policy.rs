@@ -19,6 +19,8 @@ use crate::data::template::ChatTemplate;
 use crate::data::tokenizer;
 use crate::dist;
 use crate::metrics::RunLog;
+use crate::model::adapter::Task;
+use crate::model::lora::LoraRun;
 use crate::model::{CausalLm, ModelConfig, load_causal_lm, save_causal_lm};
 use crate::train::run::Trainer;
 use crate::train::start::{CausalStart, LmSource, Resumed, TrainOptions, resume_error};
@@ -37,6 +39,8 @@ pub(crate) struct Policy {
     pub frozen: Option<FrozenStates>,
     /// Resumed from the output directory: the reference is read back from its `state/`.
     resuming: bool,
+    /// With `[model.lora]`: what the checkpoint's adapters apply to.
+    lora: Option<LoraRun>,
     pub pad: u32,
     /// The plain (no autodiff) device, for the reference and validation.
     pub device: Device,
@@ -56,6 +60,8 @@ pub(crate) fn open_policy(
         base: source.base.as_deref(),
         init: source.init.as_deref(),
         tokenizer: source.tokenizer.as_deref(),
+        lora: source.lora.as_ref(),
+        train_layers: source.train_layers,
     };
     let ad = device.clone().autodiff();
     let mut start = CausalStart::open(stage, lm, out, options.resume, seed, &ad)?;
@@ -83,6 +89,7 @@ impl Policy {
             reference: ReferenceLogps::default(),
             frozen: None,
             resuming: start.resumed.is_some(),
+            lora: start.lora,
             device: device.clone(),
         };
         Ok((policy, start.resumed))
@@ -138,7 +145,11 @@ impl Policy {
         metrics: Value,
     ) -> Result<()> {
         save_atomically(out, |dir| {
-            save_causal_lm(&self.model, &self.config, Some(&self.tokenizer_dir), dir)?;
+            let (model, config, from) = (&self.model, &self.config, &self.tokenizer_dir);
+            match &self.lora {
+                Some(lora) => lora.save(model, config, Task::CausalLm, from, dir)?,
+                None => save_causal_lm(model, config, Some(from), dir)?,
+            }
             if let Some(source) = template.builtin_source() {
                 tokenizer::set_chat_template(dir, source)?;
             }

@@ -31,6 +31,9 @@ use crate::dist;
 use crate::dpo::policy::{load_reference, open_policy, record_reference};
 use crate::generate::Generator;
 use crate::metrics::{read_jsonl, write_jsonl};
+use crate::model::adapter::Task;
+use crate::model::lora::{LoraRun, without_adapters};
+use crate::model::pretrained::init_causal_lm;
 use crate::model::{CausalLm, ModelConfig, save_causal_lm};
 use crate::ppo::rollout::{Rollout, Sampler, SharedPrompts, decode_all, entropy, shared_log_probs};
 use crate::train::run::{self, Stage, Trainer, round};
@@ -52,13 +55,18 @@ pub fn train(options: &TrainOptions, device: &Device) -> Result<()> {
     let start = open_policy("grpo", &config.model, out, options, config.train.seed, device)?;
     let template = ChatTemplate::resolve(None, &start.tokenizer_dir)?;
     let prompts = read_prompts_for(&config, &start, &template)?;
-    let reference = match config.grpo.beta > 0.0 {
-        true => {
-            let dir = config.model.reference.as_ref().or(config.model.base.as_ref());
+    let reference = match (config.grpo.beta > 0.0, &config.model.reference, &start.lora) {
+        (false, ..) => None,
+        // LoRA: π_ref is the policy with its adapters off, the same weights in memory.
+        (true, None, Some(_)) => {
+            let shell = init_causal_lm(&start.config, device)?;
+            Some(without_adapters(&start.model, shell))
+        }
+        (true, reference, _) => {
+            let dir = reference.as_ref().or(config.model.base.as_ref());
             let dir = dir.expect("validated: β > 0 needs model.reference or model.base");
             Some(load_reference(dir, &start.tokenizer, device)?)
         }
-        false => None,
     };
     let rewards = Rewards::open(&config.rewards, device)?;
     let mut files = vec![Source::file(&config.data.prompts)?];
@@ -131,6 +139,8 @@ struct Run {
     prompts: Vec<Prompt>,
     /// π_ref, loaded only when β > 0.
     reference: Option<CausalLm>,
+    /// With `[model.lora]`: what the checkpoint's adapters apply to.
+    lora: Option<LoraRun>,
     rewards: Rewards,
     trainer: Trainer,
     /// `completions.jsonl` so far.
@@ -192,6 +202,7 @@ impl Run {
             template,
             prompts,
             reference,
+            lora: start.lora,
             rewards,
             trainer,
             completions,
@@ -240,7 +251,9 @@ impl Run {
             .iter()
             .flat_map(|&i| std::iter::repeat_n(self.prompts[i].ids.clone(), g))
             .collect();
-        let policy = self.model.valid();
+        // LoRA adapters merged into a copy of the weights, once per rollout: every decoding
+        // step then runs at the base model's speed (a no-op without adapters).
+        let policy = self.model.valid().materialize();
         let sampler = Sampler {
             policy: &policy,
             tokenizer: &self.tokenizer,
@@ -379,7 +392,11 @@ impl Run {
         let metrics = self.last.clone();
         let (completions, template) = (&self.completions, &self.template);
         save_atomically(&self.config.output.dir, |dir| {
-            save_causal_lm(&self.model, &self.model_config, Some(&self.tokenizer_dir), dir)?;
+            let (model, config, from) = (&self.model, &self.model_config, &self.tokenizer_dir);
+            match &self.lora {
+                Some(lora) => lora.save(model, config, Task::CausalLm, from, dir)?,
+                None => save_causal_lm(model, config, Some(from), dir)?,
+            }
             if let Some(source) = template.builtin_source() {
                 tokenizer::set_chat_template(dir, source)?;
             }

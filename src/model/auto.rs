@@ -10,6 +10,7 @@ use burn::module::Module;
 use burn::prelude::*;
 use tokenizers::Tokenizer;
 
+use super::adapter::{Adapter, is_adapter_dir};
 use super::bert::{Bert, Pooling};
 use super::config::{Arch, HeadKind, ModelConfig};
 use super::heads::{CausalLm, EncoderClassifier, ScalarModel};
@@ -106,12 +107,26 @@ impl AutoModel {
 pub struct ModelDir {
     pub path: PathBuf,
     pub config: ModelConfig,
+    /// A LoRA adapter directory: the adapter, and its base opened (it reads as the two merged).
+    adapter: Option<(Adapter, Box<ModelDir>)>,
 }
 
 impl ModelDir {
-    /// Reads `path/config.json`.
+    /// Reads `path/config.json`, or for an adapter directory its base's.
     pub fn open(path: &Path) -> Result<Self> {
-        Ok(Self { path: path.to_path_buf(), config: ModelConfig::read(path)? })
+        if !is_adapter_dir(path) {
+            let config = ModelConfig::read(path)?;
+            return Ok(Self { path: path.to_path_buf(), config, adapter: None });
+        }
+        let adapter = Adapter::open(path)?;
+        let base = ModelDir::open(&adapter.base)?;
+        let config = adapter.model_config(&base.config)?;
+        Ok(Self { path: path.to_path_buf(), config, adapter: Some((adapter, Box::new(base))) })
+    }
+
+    /// The adapter, when this is an adapter directory.
+    pub fn adapter(&self) -> Option<&Adapter> {
+        self.adapter.as_ref().map(|(adapter, _)| adapter)
     }
 
     /// An encoder whose classifier reads `pooling` (see `ModelConfig::with_pooling`).
@@ -245,6 +260,15 @@ impl ModelDir {
     /// The tokenizer (checked against the embedding) and the raw tensors.
     fn read(&self) -> Result<(Option<Tokenizer>, NamedTensors)> {
         let dir = &self.path;
+        if let Some((adapter, base)) = &self.adapter {
+            let (base_tokenizer, mut tensors) = base.read()?;
+            adapter.merge_into(&mut tensors, self.config.layout())?;
+            let tokenizer = match dir.join("tokenizer.json").is_file() {
+                true => Some(tokenizer::read(dir)?),
+                false => base_tokenizer,
+            };
+            return Ok((tokenizer, tensors));
+        }
         let tokenizer = if dir.join("tokenizer.json").is_file() {
             let tokenizer = tokenizer::read(dir)?;
             tokenizer::check_fits(&tokenizer, self.config.vocab_size(), dir)?;

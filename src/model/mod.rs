@@ -1,5 +1,6 @@
 //! Transformer families, their heads, and Hugging Face checkpoint I/O.
 
+pub mod adapter;
 pub mod attention;
 pub mod auto;
 pub mod bert;
@@ -13,6 +14,7 @@ pub mod kv_cache;
 pub mod layers;
 pub mod llama;
 pub mod llama_step;
+pub mod lora;
 pub mod loss;
 pub mod mask;
 pub mod naming;

@@ -94,6 +94,17 @@ pub fn restore_module<M: Module>(
     Loader::new(layout, tensors, device, &|_| false, true).load(module)
 }
 
+/// `restore_module` for the parameters `tensors` has; the others keep their value (a LoRA
+/// run's base weights, when its adapters are restored).
+pub fn restore_some<M: Module>(
+    module: M,
+    tensors: &mut NamedTensors,
+    layout: HfLayout,
+    device: &Device,
+) -> Result<M> {
+    Loader::new(layout, tensors, device, &|_| true, true).load(module)
+}
+
 /// Every parameter of `module` under its checkpoint name, in checkpoint layout.
 pub fn named_tensors<M: Module>(module: &M, layout: HfLayout) -> NamedTensors {
     collect(module, layout, None)

@@ -14,7 +14,7 @@ use burn::prelude::*;
 use burn::tensor::FloatDType;
 use serde::{Deserialize, Serialize};
 
-use super::plain_ops;
+use super::{lora, plain_ops};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
@@ -105,8 +105,12 @@ pub fn matmul<const D: usize>(a: Tensor<D>, b: Tensor<D>) -> Tensor<D> {
     }
 }
 
-/// `x · W + b` for x `[N, D_in]` in the working precision, f32 out.
+/// `x · W + b` for x `[N, D_in]` in the working precision, f32 out; a LoRA-adapted `linear`
+/// adds its low-rank update (`lora::forward`).
 pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
+    if let Some(adapter) = linear.weight.adapter() {
+        return lora::forward(linear, adapter, x, product);
+    }
     match get() {
         // Inference: the product's orientation follows the weight's layout (decode_layout).
         Precision::F32 | Precision::Int8 if !x.is_autodiff() => {
@@ -125,5 +129,14 @@ pub fn linear(linear: &Linear, x: Tensor<2>) -> Tensor<2> {
             };
             full(y)
         }
+    }
+}
+
+/// `x · w` for x `[N, D_in]` and w `[D_in, D_out]` in the working precision, f32 out.
+fn product(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
+    match get() {
+        Precision::F32 | Precision::Int8 if !x.is_autodiff() => plain_ops::skinny_matmul(x, w),
+        Precision::F32 | Precision::Int8 => x.matmul(w),
+        Precision::Bf16 => full(low(x).matmul(low(w))),
     }
 }

@@ -26,11 +26,15 @@ use crate::data::template::ChatTemplate;
 use crate::dist;
 use crate::generate::Generator;
 use crate::metrics::{read_jsonl, write_jsonl};
+use crate::model::adapter::{self, Adapter, Task};
+use crate::model::auto::Classifier;
 use crate::model::layers::normal_linear;
+use crate::model::lora::{LoraRun, LoraSpec, without_adapters};
 use crate::model::loss::selected_nll_sum;
+use crate::model::pretrained::init_causal_lm;
 use crate::model::reward::{RewardModel, RewardNet, RewardStats};
 use crate::model::{
-    CausalLm, ModelConfig, PaddedBatch, ScalarModel, load_causal_lm, load_scalar_model,
+    CausalLm, ModelConfig, ModelDir, PaddedBatch, ScalarModel, load_causal_lm, load_scalar_model,
     save_causal_lm, save_scalar_model,
 };
 use crate::moderation::Moderator;
@@ -44,7 +48,7 @@ use crate::ppo::rollout::{
 use crate::ppo::stats::{RolloutSums, UpdateParts, UpdateStats};
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::shuffle::permutation;
-use crate::train::start::{self, Resumed, TrainOptions, resume_error};
+use crate::train::start::{self, Resumed, TrainOptions, resume_error, with_lora};
 use crate::train::state::STATE_DIR;
 use crate::train::step;
 use crate::{bad_input, json_file};
@@ -82,10 +86,16 @@ struct Models {
     reward: RewardModel,
     moderator: Option<Moderator>,
     resumed: Option<(Resumed, PpoState)>,
+    /// With `[model.lora]`: the policy and the value model train adapters, saved against
+    /// `policy_files` and `value_files`.
+    lora: Option<LoraSpec>,
 }
 
 impl Models {
     fn open(config: &PpoConfig, resume: bool, device: &Device) -> Result<Self> {
+        if let Some(spec) = &config.model.lora {
+            return Self::open_lora(config, spec, resume, device);
+        }
         let ad = device.clone().autodiff();
         let sft = &config.model.policy;
         let reference = load_causal_lm(sft, device)?;
@@ -151,6 +161,95 @@ impl Models {
             reward,
             moderator,
             resumed,
+            lora: None,
+        })
+    }
+
+    /// `open` with LoRA: adapters on the SFT policy, whose reference is the same weights with
+    /// the adapters off (no second copy), and on the value model, whose head trains in full.
+    fn open_lora(
+        config: &PpoConfig,
+        spec: &LoraSpec,
+        resume: bool,
+        device: &Device,
+    ) -> Result<Self> {
+        let ad = device.clone().autodiff();
+        let (sft, out) = (&config.model.policy, &config.output.dir);
+        let loaded = load_causal_lm(sft, &ad)?;
+        let tokenizer = loaded.tokenizer.clone().ok_or_else(|| {
+            bad_input!(
+                "{}: no tokenizer.json\nhint: model.policy is the SFT checkpoint",
+                sft.display()
+            )
+        })?;
+        let policy_config = loaded.config;
+        let layout = policy_config.layout();
+        let train_layers = config.model.train_layers;
+        ad.seed(config.train.seed);
+        let policy = with_lora(loaded.model, spec, &policy_config, train_layers)?;
+        let policy = match resume {
+            true => adapter::restore(policy, out, layout, &ad)?,
+            false => policy,
+        };
+        let reference = without_adapters(&policy, init_causal_lm(&policy_config, device)?);
+        let template = ChatTemplate::resolve(None, sft)?;
+        let reward = RewardModel::load(&config.model.reward, device)?;
+        let moderator = match &config.reward.moderation {
+            Some(dir) => Some(Moderator::load(dir, device)?),
+            None => None,
+        };
+        let (d, std) = (policy_config.hidden_size(), policy_config.initializer_range());
+        let value_dir = out.join(VALUE_DIR);
+        let (critic, value_config, value_files) = match config.model.value_model {
+            ValueModel::Shared if resume => {
+                let saved = load_scalar_model(&value_dir, &ad)?;
+                (Critic::Shared(saved.model.score), saved.config, sft.clone())
+            }
+            ValueModel::Shared => (
+                Critic::Shared(normal_linear(d, 1, false, std, &ad)),
+                policy_config.clone(),
+                sft.clone(),
+            ),
+            ValueModel::Separate => {
+                let base = match resume {
+                    true => Adapter::open(&value_dir).map_err(resume_error)?.base,
+                    false if reads_like(&reward, &tokenizer) => config.model.reward.clone(),
+                    false => sft.clone(),
+                };
+                let value = ModelDir::open(&base)?.trainable_classifier(1, &ad)?;
+                let Classifier::Decoder(model) = value.model else {
+                    unreachable!("the value model's base reads the policy's tokens")
+                };
+                let mut model = with_lora(model, spec, &value.config, train_layers)?;
+                model.score = model.score.set_require_grad(true);
+                let model = match resume {
+                    true => adapter::restore(model, &value_dir, value.config.layout(), &ad)?,
+                    false => model,
+                };
+                (Critic::Separate(model), value.config, base)
+            }
+        };
+        let resumed = match resume {
+            true => {
+                let state: PpoState = json_file::read(&out.join(STATE_DIR).join(PPO_STATE_FILE))
+                    .map_err(resume_error)?;
+                Some((Resumed::read(out)?, state))
+            }
+            false => None,
+        };
+        Ok(Self {
+            actor_critic: ActorCritic { policy, critic },
+            policy_config,
+            value_config,
+            policy_files: sft.clone(),
+            value_files,
+            tokenizer,
+            template,
+            reference,
+            reward,
+            moderator,
+            resumed,
+            lora: Some(spec.clone()),
         })
     }
 }
@@ -368,8 +467,10 @@ impl Run {
         let actor_critic = models.actor_critic.valid();
         let prompts: Vec<Vec<u32>> =
             rows.iter().map(|&i| self.data.prompts[i].ids.clone()).collect();
+        // LoRA adapters merged into a copy of the weights for sampling (a no-op without them).
+        let sampling_policy = actor_critic.policy.clone().materialize();
         let sampler = Sampler {
-            policy: &actor_critic.policy,
+            policy: &sampling_policy,
             tokenizer: &models.tokenizer,
             config: &models.policy_config,
             eos: &self.eos,
@@ -561,7 +662,21 @@ impl Run {
         let metrics = self.last.clone();
         save_atomically(&self.config.output.dir, |dir| {
             let policy = &models.actor_critic.policy;
-            save_causal_lm(policy, &models.policy_config, Some(&models.policy_files), dir)?;
+            let lora = |base: &PathBuf| {
+                models.lora.clone().map(|spec| LoraRun { spec, base: base.clone() })
+            };
+            match lora(&models.policy_files) {
+                Some(run) => run.save(
+                    policy,
+                    &models.policy_config,
+                    Task::CausalLm,
+                    &models.policy_files,
+                    dir,
+                )?,
+                None => {
+                    save_causal_lm(policy, &models.policy_config, Some(&models.policy_files), dir)?
+                }
+            }
             let value_dir = dir.join(VALUE_DIR);
             std::fs::create_dir(&value_dir)?;
             let value = match &models.actor_critic.critic {
@@ -570,7 +685,11 @@ impl Run {
                     ScalarModel { body: policy.body.clone(), score: head.clone() }
                 }
             };
-            save_scalar_model(&value, &models.value_config, Some(&models.value_files), &value_dir)?;
+            let (config, files) = (&models.value_config, &models.value_files);
+            match lora(files) {
+                Some(run) => run.save(&value, config, Task::SeqCls, files, &value_dir)?,
+                None => save_scalar_model(&value, config, Some(files), &value_dir)?,
+            }
             write_jsonl(&dir.join(SAMPLES_FILE), samples)?;
             trainer.write_state(
                 metrics,

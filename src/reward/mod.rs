@@ -26,9 +26,11 @@ use crate::data::sft::FitReport;
 use crate::data::template::ChatTemplate;
 use crate::data::tokenizer;
 use crate::dist;
+use crate::model::adapter::{self, Adapter, Task};
 use crate::model::auto::{Classifier, ModelDir};
 use crate::model::config::Arch;
 use crate::model::heads::{EncoderClassifier, ScalarModel};
+use crate::model::lora::LoraRun;
 use crate::model::prefix_cache::{PrefixCache, frozen_blocks};
 use crate::model::pretrained::{init_causal_lm, save_classifier};
 use crate::model::reinit::reinit_top_blocks;
@@ -36,7 +38,7 @@ use crate::model::reward::{RewardNet, RewardStats, Scorer, response_encoder, sco
 use crate::model::{ModelConfig, preset, save_scalar_model};
 use crate::train::interrupt;
 use crate::train::run::{self, Stage, Trainer, round};
-use crate::train::start::{self, Resumed, TrainOptions};
+use crate::train::start::{self, Resumed, TrainOptions, resume_error, with_lora};
 use crate::train::step;
 
 pub fn train(options: &TrainOptions, device: &Device) -> Result<()> {
@@ -50,14 +52,43 @@ pub fn train(options: &TrainOptions, device: &Device) -> Result<()> {
     match start.net {
         RewardNet::Decoder(model) => {
             let model = reinit_top_blocks(model, reinit, model_config).train_top_layers(trained);
+            let model = match &start.info.lora {
+                Some(lora) => {
+                    with_lora_adapters(model, lora, &start.info, &config, options.resume, &ad)?
+                }
+                None => model,
+            };
             let model = dist::broadcast_parameters(model)?;
             Run::new(config, model, start.info, device, &options.overrides)?.train()
         }
+        RewardNet::CrossEncoder(_) if config.model.lora.is_some() => Err(bad_input!(
+            "{}: key `model.lora` applies to decoder reward models; a BERT-family cross-encoder trains in full\nhint: remove [model.lora], or start from an SFT checkpoint",
+            options.config.display()
+        )),
         RewardNet::CrossEncoder(model) => {
             let model = reinit_top_blocks(model, reinit, model_config).train_top_layers(trained);
             let model = dist::broadcast_parameters(model)?;
             Run::new(config, model, start.info, device, &options.overrides)?.train()
         }
+    }
+}
+
+/// The decoder reward model with LoRA adapters on its body and its score head trained in full
+/// (`peft`'s `modules_to_save`); a resumed run's adapters and head read back from its output.
+fn with_lora_adapters(
+    model: ScalarModel,
+    lora: &LoraRun,
+    info: &StartInfo,
+    config: &RewardConfig,
+    resume: bool,
+    ad: &Device,
+) -> Result<ScalarModel> {
+    ad.seed(config.train.seed);
+    let mut model = with_lora(model, &lora.spec, &info.config, config.model.train_layers)?;
+    model.score = model.score.set_require_grad(true);
+    match resume {
+        true => adapter::restore(model, &config.output.dir, info.config.layout(), ad),
+        false => Ok(model),
     }
 }
 
@@ -86,6 +117,8 @@ struct StartInfo {
     tokenizer_dir: PathBuf,
     parent: Option<Source>,
     resumed: Option<Resumed>,
+    /// With `[model.lora]`: what the checkpoint's adapters apply to.
+    lora: Option<LoraRun>,
 }
 
 struct Start {
@@ -96,6 +129,12 @@ struct Start {
 impl Start {
     fn open(config: &RewardConfig, resume: bool, ad: &Device) -> Result<Self> {
         let (dir, parent, resumed) = match (&config.model.base, resume) {
+            // A LoRA run resumes from its base; its adapters are put back later.
+            (_, true) if config.model.lora.is_some() => {
+                let resumed = Resumed::read(&config.output.dir)?;
+                let base = Adapter::open(&config.output.dir).map_err(resume_error)?.base;
+                (base, resumed.lineage.parent.clone(), Some(resumed))
+            }
             (_, true) => {
                 let dir = &config.output.dir;
                 let resumed = Resumed::read(dir)?;
@@ -122,8 +161,19 @@ impl Start {
                 dir.display()
             )
         })?;
-        let info =
-            StartInfo { config: model_config, tokenizer, tokenizer_dir: dir, parent, resumed };
+        let lora = config
+            .model
+            .lora
+            .as_ref()
+            .map(|spec| LoraRun { spec: spec.clone(), base: dir.clone() });
+        let info = StartInfo {
+            config: model_config,
+            tokenizer,
+            tokenizer_dir: dir,
+            parent,
+            resumed,
+            lora,
+        };
         Ok(Self { net, info })
     }
 
@@ -146,6 +196,7 @@ impl Start {
             tokenizer_dir,
             parent: None,
             resumed: None,
+            lora: None,
         };
         Ok(Self { net, info })
     }
@@ -401,7 +452,12 @@ impl<M: Backbone> Run<M> {
         });
         let info = &self.info;
         save_atomically(&self.config.output.dir, |dir| {
-            self.model.write(&info.config, &info.tokenizer_dir, dir)?;
+            match &info.lora {
+                Some(lora) => {
+                    lora.save(&self.model, &info.config, Task::SeqCls, &info.tokenizer_dir, dir)?
+                }
+                None => self.model.write(&info.config, &info.tokenizer_dir, dir)?,
+            }
             if let Some(source) = self.template.as_ref().and_then(ChatTemplate::builtin_source) {
                 tokenizer::set_chat_template(dir, source)?;
             }

@@ -22,6 +22,8 @@ use crate::data::tokenizer;
 use crate::dist;
 use crate::generate::{Generator, SamplingConfig};
 use crate::metrics::{read_jsonl, write_jsonl};
+use crate::model::adapter::Task;
+use crate::model::lora::LoraRun;
 use crate::model::loss::selected_nll_sum;
 use crate::model::mask::PaddedBatch;
 use crate::model::reinit::reinit_top_blocks;
@@ -176,6 +178,8 @@ struct Run {
     model_config: ModelConfig,
     tokenizer: Tokenizer,
     tokenizer_dir: PathBuf,
+    /// With `[model.lora]`: what the checkpoint's adapters apply to.
+    lora: Option<LoraRun>,
     data: Data,
     trainer: Trainer,
     samples: Vec<Value>,
@@ -220,6 +224,7 @@ impl Run {
             model_config: start.config,
             tokenizer: start.tokenizer,
             tokenizer_dir: start.tokenizer_dir,
+            lora: start.lora,
             data,
             trainer,
             samples,
@@ -343,7 +348,11 @@ impl Run {
             "valid_perplexity": valid_loss.map(f64::exp),
         });
         save_atomically(&self.config.output.dir, |dir| {
-            save_causal_lm(&self.model, &self.model_config, Some(&self.tokenizer_dir), dir)?;
+            let (model, config, from) = (&self.model, &self.model_config, &self.tokenizer_dir);
+            match &self.lora {
+                Some(lora) => lora.save(model, config, Task::CausalLm, from, dir)?,
+                None => save_causal_lm(model, config, Some(from), dir)?,
+            }
             if let Some(source) = self.data.template.builtin_source() {
                 tokenizer::set_chat_template(dir, source)?;
             }

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Result;
+use burn::module::Module;
 use burn::prelude::Device;
 use tokenizers::Tokenizer;
 
@@ -13,7 +14,10 @@ use crate::checkpoint::{self, Lineage, Source};
 use crate::config::train::{ModelSource, OutputConfig};
 use crate::config::{self, StageConfig};
 use crate::data::tokenizer;
+use crate::model::adapter::{self, Adapter};
 use crate::model::config::missing_model;
+use crate::model::lora::{self, LoraRun, LoraSpec};
+use crate::model::prefix_cache::frozen_blocks;
 use crate::model::pretrained::init_causal_lm;
 use crate::model::{CausalLm, ModelConfig, load_causal_lm, preset};
 use crate::{bad_input, dist};
@@ -201,6 +205,9 @@ pub struct LmSource<'a> {
     pub base: Option<&'a Path>,
     pub init: Option<&'a str>,
     pub tokenizer: Option<&'a Path>,
+    /// Adapters on `base` instead of training it, in the top `train_layers` blocks (0: all).
+    pub lora: Option<&'a LoraSpec>,
+    pub train_layers: usize,
 }
 
 impl<'a> LmSource<'a> {
@@ -209,6 +216,8 @@ impl<'a> LmSource<'a> {
             base: model.base.as_deref(),
             init: model.init.as_deref(),
             tokenizer: model.tokenizer.as_deref(),
+            lora: model.lora.as_ref(),
+            train_layers: model.train_layers,
         }
     }
 }
@@ -222,6 +231,8 @@ pub struct CausalStart {
     pub tokenizer_dir: PathBuf,
     pub parent: Option<Source>,
     pub resumed: Option<Resumed>,
+    /// With `[model.lora]`: the run saves adapters for this base.
+    pub lora: Option<LoraRun>,
 }
 
 impl CausalStart {
@@ -235,6 +246,23 @@ impl CausalStart {
         seed: u64,
         ad: &Device,
     ) -> Result<Self> {
+        if let (true, Some(spec)) = (resume, source.lora) {
+            // The base, adapters attached as the run attached them, then the saved ones.
+            let resumed = Resumed::read(out)?;
+            let base = Adapter::open(out).map_err(resume_error)?.base;
+            let loaded = load_causal_lm(&base, ad)?;
+            let model = with_lora(loaded.model, spec, &loaded.config, source.train_layers)?;
+            let model = adapter::restore(model, out, loaded.config.layout(), ad)?;
+            return Ok(Self {
+                model,
+                config: loaded.config,
+                tokenizer: tokenizer::read(out)?,
+                tokenizer_dir: out.to_path_buf(),
+                parent: resumed.lineage.parent.clone(),
+                resumed: Some(resumed),
+                lora: Some(LoraRun { spec: spec.clone(), base }),
+            });
+        }
         if resume {
             let loaded = load_causal_lm(out, ad)?;
             let resumed = Resumed::read(out)?;
@@ -248,6 +276,7 @@ impl CausalStart {
                 tokenizer_dir: out.to_path_buf(),
                 parent: resumed.lineage.parent.clone(),
                 resumed: Some(resumed),
+                lora: None,
             });
         }
         if let Some(base) = source.base {
@@ -258,13 +287,22 @@ impl CausalStart {
                     base.display()
                 )
             })?;
+            let (model, lora) = match source.lora {
+                Some(spec) => {
+                    ad.seed(seed);
+                    let model = with_lora(loaded.model, spec, &loaded.config, source.train_layers)?;
+                    (model, Some(LoraRun { spec: spec.clone(), base: base.to_path_buf() }))
+                }
+                None => (loaded.model, None),
+            };
             return Ok(Self {
-                model: loaded.model,
+                model,
                 config: loaded.config,
                 tokenizer,
                 tokenizer_dir: base.to_path_buf(),
                 parent: Some(Source::model_dir(base)?),
                 resumed: None,
+                lora,
             });
         }
         let (preset_name, tokenizer_path) = (
@@ -283,6 +321,18 @@ impl CausalStart {
             tokenizer_dir,
             parent: None,
             resumed: None,
+            lora: None,
         })
     }
+}
+
+/// `model` frozen, with LoRA adapters on the top `train_layers` blocks (0: all of them).
+pub fn with_lora<M: Module>(
+    model: M,
+    spec: &LoraSpec,
+    config: &ModelConfig,
+    train_layers: usize,
+) -> Result<M> {
+    let first_block = frozen_blocks(config.depth_and_heads().0, train_layers);
+    lora::attach(model, spec, config.layout(), first_block)
 }

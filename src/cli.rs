@@ -646,6 +646,24 @@ pub enum ModelCommand {
     /// Write a GPT-2- or Llama-family model directory as one GGUF file for llama.cpp and ollama.
     #[command(after_help = example("rlhf model export --model runs/ppo --gguf assistant.gguf --type q8_0"))]
     Export(ModelExportArgs),
+    /// Fold a LoRA adapter directory into its base model: a whole model directory that
+    /// `transformers` loads and `rlhf model export` turns into GGUF.
+    #[command(after_help = example("rlhf model merge --adapter runs/sft-lora --out runs/sft-merged"))]
+    Merge(ModelMergeArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelMergeArgs {
+    /// An adapter directory (`adapter_config.json`, `adapter_model.safetensors`), written by a
+    /// stage with `[model.lora]` or by `peft`.
+    #[arg(long, value_name = "DIR")]
+    pub adapter: PathBuf,
+    /// Output model directory (must not exist, unless --force).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Replace --out if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, Args)]

@@ -263,6 +263,30 @@ fn rloo_with_a_kl_term_and_several_updates_per_batch() {
     assert_eq!(lineage["config"]["config"]["grpo"]["advantage"], "rloo");
 }
 
+/// With `[model.lora]` the policy trains adapters and π_ref is the same weights with the
+/// adapters off: KL starts at 0 (B starts at zero) and grows as the reward does.
+#[test]
+fn grpo_with_lora_trains_adapters_against_the_policy_without_them() {
+    let ws = workspace();
+    let sets = [
+        "model.lora.rank=8",
+        "grpo.beta=0.04",
+        "train.lr=3e-3",
+        "train.log_every=1",
+        "output.dir=runs/grpo-lora",
+    ];
+    assert_ok(&ws.run(&ws.grpo_args(&sets, &[])));
+    assert!(ws.path("runs/grpo-lora/adapter_model.safetensors").is_file());
+    assert!(!ws.path("runs/grpo-lora/model.safetensors").exists());
+    let metrics = ws.metrics("runs/grpo-lora");
+    let kl = |i: usize| metrics[i]["kl"].as_f64().unwrap();
+    assert!(kl(0).abs() < 1e-4, "the adapters start at zero: kl {}", kl(0));
+    assert!(kl(metrics.len() - 1) > 1e-3, "kl {}", kl(metrics.len() - 1));
+    let (sft, grpo) = (ws.eval("runs/sft"), ws.eval("runs/grpo-lora"));
+    let reward = |v: &Value| v["rewards"]["yes"]["mean"].as_f64().unwrap();
+    assert!(reward(&grpo) > reward(&sft) + 0.5, "{} → {}", reward(&sft), reward(&grpo));
+}
+
 #[test]
 fn a_reward_model_and_a_program_are_weighted_and_logged_by_name() {
     let ws = workspace();

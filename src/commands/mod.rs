@@ -71,6 +71,7 @@ pub fn run(mut cli: Cli) -> Result<()> {
         Command::Model(ModelCommand::Inspect(args)) => model::inspect(&args, &cli.device.device()?),
         Command::Model(ModelCommand::Import(args)) => model::import(&args, &cli.device.device()?),
         Command::Model(ModelCommand::Export(args)) => model::export(&args, &cli.device.device()?),
+        Command::Model(ModelCommand::Merge(args)) => model::merge(&args, &cli.device.device()?),
         Command::Sft(SftCommand::Train(args)) => {
             crate::sft::train(&args.options(), &joined(cli.device)?)
         }

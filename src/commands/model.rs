@@ -1,16 +1,19 @@
-//! `rlhf model init`, `inspect`, `import` and `export`.
+//! `rlhf model init`, `inspect`, `import`, `export` and `merge`.
 use anyhow::Result;
 use burn::module::Module;
 use burn::prelude::*;
 use serde_json::{Value, json};
 
 use crate::bad_input;
+use crate::checkpoint::Source;
 use crate::checkpoint::{Lineage, save_atomically};
-use crate::cli::{ModelExportArgs, ModelImportArgs, ModelInitArgs, ModelInspectArgs};
+use crate::cli::{
+    ModelExportArgs, ModelImportArgs, ModelInitArgs, ModelInspectArgs, ModelMergeArgs,
+};
 use crate::data::tokenizer;
 use crate::model::auto::{Holds, ModelDir};
 use crate::model::pretrained::init_causal_lm;
-use crate::model::{preset, save_causal_lm};
+use crate::model::{preset, save_causal_lm, save_scalar_model};
 
 pub fn init(args: &ModelInitArgs, device: &Device) -> Result<()> {
     refuse_existing(&args.out, args.force)?;
@@ -122,6 +125,54 @@ pub fn export(args: &ModelExportArgs, device: &Device) -> Result<()> {
         args.gguf.display(),
         args.kind.label(),
         bytes as f64 / 1e6
+    );
+    Ok(())
+}
+
+pub fn merge(args: &ModelMergeArgs, device: &Device) -> Result<()> {
+    refuse_existing(&args.out, args.force)?;
+    let dir = ModelDir::open(&args.adapter)?;
+    let Some(adapter) = dir.adapter() else {
+        return Err(bad_input!(
+            "{}: not an adapter directory (no adapter_config.json)\nhint: --adapter takes what a stage with [model.lora] or peft's save_pretrained wrote",
+            args.adapter.display()
+        ));
+    };
+    let base = adapter.base.clone();
+    // The adapter's tokenizer files (a stage may have set its chat template), else the base's.
+    let files = match args.adapter.join("tokenizer.json").is_file() {
+        true => args.adapter.clone(),
+        false => base.clone(),
+    };
+    let mut lineage = Lineage::new(
+        "merge",
+        json!({ "adapter": args.adapter.display().to_string(), "base": base.display().to_string() }),
+    );
+    lineage.parent = Some(Source::model_dir(&args.adapter)?);
+    let params = match dir.holds() {
+        Holds::CausalLm => {
+            let loaded = dir.causal_lm(device)?;
+            save_atomically(&args.out, |out| {
+                save_causal_lm(&loaded.model, &loaded.config, Some(&files), out)?;
+                lineage.write(out)
+            })?;
+            loaded.model.num_params()
+        }
+        _ => {
+            let loaded = dir.scalar_model(device)?;
+            save_atomically(&args.out, |out| {
+                save_scalar_model(&loaded.model, &loaded.config, Some(&files), out)?;
+                lineage.write(out)
+            })?;
+            loaded.model.num_params()
+        }
+    };
+    eprintln!(
+        "merged {} into {} -> {} ({} parameters)",
+        args.adapter.display(),
+        base.display(),
+        args.out.display(),
+        human_count(params)
     );
     Ok(())
 }

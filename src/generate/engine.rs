@@ -108,6 +108,8 @@ pub struct Generator<'a> {
     model: &'a CausalLm,
     /// `model` with its weights laid out for decoding several rows at once, made on first use.
     batched: OnceCell<CausalLm>,
+    /// Whether one-token steps run through a `LlamaStep` (decided once, the step not made).
+    has_step: bool,
     /// `model`'s one-call decoding step, where it has one; made on first use.
     step: OnceCell<Option<LlamaStep>>,
     tokenizer: &'a Tokenizer,
@@ -137,8 +139,19 @@ impl<'a> Generator<'a> {
         let im_end = tokenizer.token_to_id(crate::data::tokenizer::IM_END);
         let eos = token_ids(config.json.get("eos_token_id")).into_iter().chain(im_end);
         let (batched, step) = (OnceCell::new(), OnceCell::new());
-        Self { model, batched, step, tokenizer, device: device.clone(), eos: Vec::new() }
-            .with_eos(eos)
+        // bf16 products run op by op, as autocast has them.
+        let has_step = precision::get() != Precision::Bf16 && LlamaStep::supports(model);
+        if precision::get() == Precision::Int8 && !has_step {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                eprintln!(
+                    "warning: --precision int8 applies to Llama-family models decoding on the CPU; this {} model decodes in f32",
+                    config.model_type()
+                )
+            });
+        }
+        let device = device.clone();
+        Self { model, batched, has_step, step, tokenizer, device, eos: Vec::new() }.with_eos(eos)
     }
 
     /// Adds the eos ids of a model directory's `generation_config.json` (which may list more
@@ -231,7 +244,7 @@ impl<'a> Generator<'a> {
     /// 4: 39 → 48 tokens/s); a single row is a matrix-vector product either way. A model with
     /// a one-call step decodes through it, which has its own copy laid out that way.
     fn decoding_model(&self, rows: usize) -> &CausalLm {
-        match rows > 1 && is_cpu(&self.device) && !self.has_llama_step() {
+        match rows > 1 && is_cpu(&self.device) && !self.has_step {
             true => self.batched.get_or_init(|| decode_layout::for_decoding(self.model.clone())),
             false => self.model,
         }
@@ -471,15 +484,9 @@ impl<'a> Generator<'a> {
         self.last_logits(model, hidden)
     }
 
-    /// Whether one-token steps run through a `LlamaStep` (without making it).
-    fn has_llama_step(&self) -> bool {
-        precision::get() != Precision::Bf16 && LlamaStep::supports(self.model)
-    }
-
     fn llama_step(&self) -> Option<&LlamaStep> {
-        // bf16 products run op by op, as autocast has them.
         let int8 = precision::get() == Precision::Int8;
-        let step = || self.has_llama_step().then(|| LlamaStep::new(self.model, int8)).flatten();
+        let step = || self.has_step.then(|| LlamaStep::new(self.model, int8)).flatten();
         self.step.get_or_init(step).as_ref()
     }
 

@@ -8,6 +8,9 @@
 #   grpo-rm      GRPO against the reward model (configs/demo/grpo.toml)
 #   grpo-judge   GRPO against the gold judge as a reward program (RLVR)
 #   rloo-judge   RLOO (leave-one-out baseline) against the gold judge
+#   grpo-judge-lora  grpo-judge with LoRA adapters (rank 16, every block) instead of training
+#                the top 4 blocks whole, at 3× the learning rate (1e-3 overshot: KL 14.7; not in the
+#                default set)
 #   dpo          DPO on the judge's rankings (offline: the reward model's comparisons, no sampling)
 #
 #   scripts/demo.sh && scripts/demo-methods.sh            runs/demo, seeds 0 1 2 (about 45 min)
@@ -17,7 +20,7 @@
 # to DIR/methods.md. Each policy answers the demo's held-out prompts as scripts/demo.sh evaluates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-ALL_METHODS="ppo ppo-warmup grpo-rm grpo-judge rloo-judge dpo"
+ALL_METHODS="ppo ppo-warmup grpo-rm grpo-judge grpo-judge-lora rloo-judge dpo"
 DIR=runs/demo SEEDS="0 1 2" METHODS="ppo grpo-rm grpo-judge rloo-judge dpo"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -51,6 +54,9 @@ train() {
             --set model.base="$DIR/sft" --set "rewards=[$REWARD_MODEL]" ;;
         grpo-judge) "$RLHF" grpo train --config configs/demo/grpo.toml "${online[@]}" \
             --set model.base="$DIR/sft" --set "rewards=[$JUDGE]" --set train.max_steps=$JUDGE_STEPS ;;
+        grpo-judge-lora) "$RLHF" grpo train --config configs/demo/grpo.toml "${online[@]}" \
+            --set model.base="$DIR/sft" --set "rewards=[$JUDGE]" --set train.max_steps=$JUDGE_STEPS \
+            --set model.train_layers=0 --set model.lora.rank=16 --set train.lr=3e-4 ;;
         rloo-judge) "$RLHF" grpo train --config configs/demo/grpo.toml "${online[@]}" \
             --set model.base="$DIR/sft" --set "rewards=[$JUDGE]" --set train.max_steps=$JUDGE_STEPS \
             --set grpo.advantage=rloo ;;

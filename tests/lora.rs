@@ -67,6 +67,19 @@ impl Workspace {
     /// `rlhf STAGE train` with a config whose `[model]` starts from `base` with `[model.lora]`
     /// rank 4, α 8, and `set`: overrides, or flags (`--resume`).
     fn train(&self, stage: &str, base: &str, data: &str, out: &str, set: &[&str]) -> Output {
+        let args = self.train_args(stage, base, data, out, set);
+        self.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    }
+
+    /// The arguments `train` runs, its config written.
+    fn train_args(
+        &self,
+        stage: &str,
+        base: &str,
+        data: &str,
+        out: &str,
+        set: &[&str],
+    ) -> Vec<String> {
         let config = format!(
             "[model]\nbase = \"{}\"\n[model.lora]\nrank = 4\nalpha = 8\n[data]\ntrain = \"{data}\"\n\
              max_len = 48\n[train]\nmax_steps = 8\nbatch_size = 8\nlr = 1e-2\nwarmup_steps = 0\n\
@@ -76,14 +89,14 @@ impl Workspace {
         );
         let file = format!("{}.toml", out.replace('/', "-"));
         std::fs::write(self.path(&file), config).unwrap();
-        let mut args = vec![stage, "train", "--config", &file];
+        let mut args: Vec<String> = [stage, "train", "--config", &file].map(String::from).to_vec();
         for s in set {
             match s.starts_with("--") {
-                true => args.push(s),
-                false => args.extend(["--set", s]),
+                true => args.push(s.to_string()),
+                false => args.extend(["--set".to_string(), s.to_string()]),
             }
         }
-        self.run(&args)
+        args
     }
 }
 
@@ -259,4 +272,41 @@ fn bad_lora_input_exits_2_naming_it_and_writes_nothing() {
     assert!(stderr(&changed).contains("is not the one it was trained on"), "{}", stderr(&changed));
     assert!(!ws.path("merged-changed").exists());
     assert!(adapter_config.is_file());
+}
+
+/// Two ranks, started as torchrun starts them, train the adapters one process does: only the
+/// adapters' gradients are all-reduced, and every rank draws the same A.
+#[test]
+fn two_ranks_train_the_adapters_one_process_does() {
+    let ws = workspace();
+    assert_ok(&ws.train("sft", "llama", "sft.jsonl", "runs/dp-one", &["train.grad_accum=2"]));
+    let args = ws.train_args("sft", "llama", "sft.jsonl", "runs/dp-two", &["train.grad_accum=2"]);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let ranks: Vec<_> = (0..2)
+        .map(|rank: usize| {
+            rlhf_in(&ws.dir, &args.iter().map(String::as_str).collect::<Vec<_>>())
+                .envs([
+                    ("RANK", rank.to_string()),
+                    ("LOCAL_RANK", rank.to_string()),
+                    ("WORLD_SIZE", "2".into()),
+                    ("MASTER_ADDR", "127.0.0.1".into()),
+                    ("MASTER_PORT", port.to_string()),
+                    ("RLHF_DIST_TIMEOUT", "60".into()),
+                ])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for mut rank in ranks {
+        assert!(rank.wait().unwrap().success());
+    }
+    let (one, two) = (
+        read(&ws.path("runs/dp-one/adapter_model.safetensors")),
+        read(&ws.path("runs/dp-two/adapter_model.safetensors")),
+    );
+    assert_eq!(one.len(), two.len());
+    for (name, tensor) in &one {
+        let diff = max_abs_diff(&floats(tensor), &floats(&two[name]), |_| true);
+        assert!(diff <= 1e-5, "{name}: two ranks end {diff} from one process");
+    }
 }

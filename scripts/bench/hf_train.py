@@ -23,6 +23,9 @@ def main():
     parser.add_argument("--length", type=int, default=128)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--lora-rank", type=int, default=0,
+                        help="train peft LoRA adapters of this rank (alpha 2r, all-linear), as TRL's "
+                             "SFTTrainer does with a peft_config")
     parser.add_argument("--precision", default="f32", choices=["f32", "bf16"],
                         help="bf16: the forward pass under torch.autocast(dtype=torch.bfloat16)")
     args = parser.parse_args()
@@ -33,7 +36,14 @@ def main():
     for module in model.modules():
         if isinstance(module, torch.nn.Dropout):
             module.p = 0.0
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.0)
+    if args.lora_rank:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=args.lora_rank, lora_alpha=2 * args.lora_rank,
+                                                 lora_dropout=0.0, target_modules="all-linear",
+                                                 task_type="CAUSAL_LM"))
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=1e-4, weight_decay=0.0)
     vocab = model.config.vocab_size
     for step in range(args.steps):
         if step == 1:
@@ -42,7 +52,7 @@ def main():
         with torch.autocast(args.device.split(":")[0], dtype=torch.bfloat16, enabled=args.precision == "bf16"):
             loss = model(input_ids=ids, labels=ids).loss
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
     if args.device != "cpu":

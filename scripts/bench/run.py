@@ -266,16 +266,19 @@ class Bench:
         self.peak = peak  # the matrix-multiply peak MFU is taken against
 
 
-def sft_bench(inputs, name, batch, length, steps, group="SFT training", precision="f32"):
-    """`precision` "bf16": rlhf's train.precision against torch.autocast(dtype=bfloat16)."""
+def sft_bench(inputs, name, batch, length, steps, group="SFT training", precision="f32", lora=0):
+    """`precision` "bf16": rlhf's train.precision against torch.autocast(dtype=bfloat16);
+    `lora` r > 0: LoRA adapters of rank r (α 2r, all-linear) on both sides, peft's on theirs."""
     model = inputs.model(name)
     shape = model_shape(model)
     tag = f"{model.name}.b{batch}.t{length}" + ("" if precision == "f32" else f".{precision}")
+    tag += f".lora{lora}" if lora else ""
     run_dir = inputs.work / f"sft.{tag}"
     config = inputs.work / f"sft.{tag}.toml"
+    lora_section = f"[model.lora]\nrank = {lora}\nalpha = {2 * lora}\n" if lora else ""
     config.write_text(f"""[model]
 base = "{model}"
-[data]
+{lora_section}[data]
 train = "{inputs.text()}"
 max_len = {length}
 packing = true
@@ -298,15 +301,16 @@ overwrite = true
         return {"tokens/s": (m[-1]["tokens"] - m[0]["tokens"]) / (m[-1]["seconds"] - m[0]["seconds"])}
 
     return Bench(
-        group, f"{model.name}, batch {batch} × {length}" + ("" if precision == "f32" else f", {precision}"),
+        group, f"{model.name}, batch {batch} × {length}" + ("" if precision == "f32" else f", {precision}")
+        + (f", LoRA r{lora}" if lora else ""),
         "tokens/s",
         ([RLHF, "--threads", str(inputs.threads), "--device", inputs.device, "sft", "train",
           "--config", str(config)], ours_rate),
         ([PY, str(BENCH / "hf_train.py"), str(model), "--steps", str(steps), "--batch", str(batch),
           "--length", str(length), "--threads", str(inputs.threads), "--device", inputs.device,
-          "--precision", precision],
+          "--precision", precision, "--lora-rank", str(lora)],
          lambda out, _: {"tokens/s": float(out.split()[0])}),
-        reference="transformers" + (" + autocast" if precision != "f32" else ""),
+        reference="transformers" + (" + autocast" if precision != "f32" else "") + (" + peft" if lora else ""),
         flops_per_unit=6 * shape["params"], params=shape["params"],
         peak="bf16_gflops" if precision == "bf16" else "fp32_gflops")
 
@@ -397,19 +401,21 @@ overwrite = true
         higher_is_better=False, reference="TRL 1.12 PPOTrainer")
 
 
-def grpo_bench(inputs, name, prompts, generations, iterations, new_tokens=48, group="GRPO"):
+def grpo_bench(inputs, name, prompts, generations, iterations, new_tokens=48, group="GRPO", lora=0):
     """Iterations of `prompts` prompts × `generations` completions of up to `new_tokens` tokens
     as scripts/bench/trl_grpo.py describes (β = 0, μ = 1, loss dapo, all completions in one
-    forward/backward); seconds per iteration after the first."""
+    forward/backward); seconds per iteration after the first. `lora` r > 0: LoRA adapters of
+    rank r (α 2r, all-linear), TRL's through its peft_config."""
     policy = inputs.model(name)
     reward = inputs.reward_model(policy)
     prompt_file = inputs.prompts(policy, 64, 32)
-    tag = f"{policy.name}.{prompts}x{generations}"
+    tag = f"{policy.name}.{prompts}x{generations}" + (f".lora{lora}" if lora else "")
     run_dir = inputs.work / f"grpo.{tag}"
     config = inputs.work / f"grpo.{tag}.toml"
+    lora_section = f"[model.lora]\nrank = {lora}\nalpha = {2 * lora}\n" if lora else ""
     config.write_text(f"""[model]
 base = "{policy}"
-[data]
+{lora_section}[data]
 prompts = "{prompt_file}"
 max_prompt_len = 64
 [rollout]
@@ -451,13 +457,14 @@ overwrite = true
                 "update_s": result["seconds_per_iteration"] - result["rollout_seconds"]}
 
     return Bench(
-        group, f"{policy.name}, {prompts} prompts × {generations} completions × {new_tokens} tokens", "s/iteration",
+        group, f"{policy.name}, {prompts} prompts × {generations} completions × {new_tokens} tokens"
+        + (f", LoRA r{lora}" if lora else ""), "s/iteration",
         ([RLHF, "--threads", str(inputs.threads), "--device", inputs.device, "grpo", "train",
           "--config", str(config)], ours_rate),
         ([TRL_PYTHON, str(BENCH / "trl_grpo.py"), "--policy", str(policy), "--reward", str(reward),
           "--prompts", str(prompt_file), "--prompts-per-step", str(prompts), "--generations", str(generations),
           "--max-new-tokens", str(new_tokens), "--steps", str(iterations),
-          "--threads", str(inputs.threads), "--device", inputs.device], theirs_rate),
+          "--threads", str(inputs.threads), "--device", inputs.device, "--lora-rank", str(lora)], theirs_rate),
         higher_is_better=False, reference="TRL 1.12 GRPOTrainer",
         details=("completion length", "rollout_s", "update_s"))
 
@@ -570,6 +577,7 @@ def suite(inputs, quick, limits):
             sft_bench(inputs, "small", 8, 128, 10, precision="bf16"),
             sft_bench(inputs, "gpt2-124m", 8, 128, 4),
             sft_bench(inputs, "models/smollm2", 8, 128, 4),
+            sft_bench(inputs, "models/smollm2", 8, 128, 4, group="LoRA", lora=16),
             *[generate_bench(inputs, m, b, 32, 128, limits) for m in ["small", "gpt2-124m", "models/smollm2"]
               for b in [1, 8]],
             *encode_benches(inputs, 1000),
@@ -577,6 +585,7 @@ def suite(inputs, quick, limits):
             ppo_bench(inputs, "models/smollm2", 4, 2),
             grpo_bench(inputs, "small", 4, 8, 5),
             grpo_bench(inputs, "models/smollm2", 2, 4, 3),
+            grpo_bench(inputs, "models/smollm2", 2, 4, 3, group="LoRA", lora=16),
             dpo_bench(inputs, "small", 8, 8),
             dpo_bench(inputs, "models/smollm2", 4, 4),
             chat_bench(inputs, "models/smollm2", 16),

@@ -47,6 +47,8 @@ def parse_args():
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=1e-5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--lora-rank", type=int, default=0,
+                        help="train peft LoRA adapters of this rank (alpha 2r, all-linear) instead of every weight")
     args = parser.parse_args()
     if args.steps < 2:
         parser.error("--steps must be at least 2: the first one is warm-up")
@@ -94,6 +96,16 @@ class Timer:
 
         self.stamps, self.logs, self.rollouts, self.callback = [], [], [], Callback()
 
+
+
+def lora_config(rank):
+    """peft's LoRA on every linear layer of the body, as rlhf's [model.lora] with rank r, α 2r."""
+    if not rank:
+        return None
+    from peft import LoraConfig
+
+    return LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules="all-linear",
+                      task_type="CAUSAL_LM")
 
 def main():
     args = parse_args()
@@ -155,6 +167,7 @@ def main():
             args=config,
             train_dataset=Dataset.from_list(prompts),
             callbacks=[timer.callback],
+            peft_config=lora_config(args.lora_rank),
         )
         # The rollout's share of an iteration (sampling, reward model, advantages), as rlhf's
         # rollout_s: the rest is the forward/backward and the optimizer step.

@@ -12,7 +12,7 @@
 //!
 //! On disk an adapter is what `peft`'s `save_pretrained` writes (`adapter.rs`).
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use anyhow::Result;
@@ -116,10 +116,10 @@ pub fn attach<M: Module>(
 ) -> Result<M> {
     set_dropout(spec.dropout);
     let keys = targeted(&model, spec, layout, first_block)?;
-    let ids: HashMap<ParamId, ()> = linear_weights(&model, layout)
+    let ids: HashSet<ParamId> = linear_weights(&model, layout)
         .into_iter()
         .filter(|(_, key)| keys.contains(key))
-        .map(|(id, _)| (id, ()))
+        .map(|(id, _)| id)
         .collect();
     Ok(model.apply_reparameterization(PeftInit { rank: spec.rank, scale: spec.scale(), ids }))
 }
@@ -162,7 +162,7 @@ fn targeted<M: Module>(
 struct PeftInit {
     rank: usize,
     scale: f64,
-    ids: HashMap<ParamId, ()>,
+    ids: HashSet<ParamId>,
 }
 
 impl Reparameterizer for PeftInit {
@@ -173,7 +173,7 @@ impl Reparameterizer for PeftInit {
         _path: &str,
         param: Param<Tensor<D>>,
     ) -> (Param<Tensor<D>>, Option<LoraAdapter>) {
-        let adapt = D == 2 && self.ids.contains_key(&param.id);
+        let adapt = D == 2 && self.ids.contains(&param.id);
         let base = param.set_require_grad(false);
         if !adapt {
             return (base, None);
@@ -320,5 +320,63 @@ impl LoraRun {
     ) -> Result<()> {
         super::adapter::save(model, &self.spec, config.layout(), task, &self.base, dir)?;
         crate::data::tokenizer::copy_files(tokenizer_from, dir, config.context_window())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use burn::module::ModuleMapper;
+
+    use super::*;
+    use crate::model::pretrained::init_causal_lm;
+    use crate::model::{CausalLm, PaddedBatch, preset};
+
+    /// B drawn at random (it starts at zero), so the adapters change the output.
+    struct RandomB(Vec<String>);
+    impl ModuleMapper for RandomB {
+        fn enter_module(&mut self, name: &str, _: &str) {
+            self.0.push(name.into());
+        }
+        fn exit_module(&mut self, _: &str, _: &str) {
+            self.0.pop();
+        }
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            if self.0.last().is_none_or(|name| name != "b") {
+                return param;
+            }
+            let value = param.val().random_like(Distribution::Normal(0.0, 0.1));
+            Param::initialized(param.id, value.require_grad())
+        }
+    }
+
+    #[test]
+    fn training_forward_equals_the_merged_weights_and_the_reference_is_the_base() {
+        let device = crate::device::DeviceSpec::Cpu.device().unwrap();
+        let ad = device.clone().autodiff();
+        let tok = crate::data::tokenizer::train_bpe(["a b c d e f g"].into_iter(), 300).unwrap();
+        let config = preset::resolve("llama-tiny", &[], &tok, std::path::Path::new(".")).unwrap();
+        ad.seed(3);
+        let base: CausalLm = init_causal_lm(&config, &ad).unwrap();
+        let spec = LoraSpec { rank: 4, ..LoraSpec::default() };
+        let adapted = attach(base.clone(), &spec, config.layout(), 0).unwrap();
+        assert!(has_adapters(&adapted) && !has_adapters(&base));
+        let adapted = adapted.map(&mut RandomB(Vec::new()));
+
+        let logits = |m: &CausalLm, device: &Device| -> Vec<f32> {
+            let ids = TensorData::new(vec![5i64, 9, 17, 33, 2, 71], [2, 3]);
+            let ids = Tensor::<2, Int>::from_data(ids, device);
+            let batch = PaddedBatch::new(Tensor::ones([2, 3], device));
+            m.forward(ids, &batch).into_data().try_to_vec::<f32>().unwrap()
+        };
+        let trained = logits(&adapted, &ad); // x·W + s·(x·A)·B
+        let merged = logits(&adapted.valid().materialize(), &device); // x·(W + s·A·B)
+        let diff = trained.iter().zip(&merged).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+        assert!(diff < 1e-4, "LoRA product and merged weights differ by {diff}");
+
+        let reference = without_adapters(&adapted, init_causal_lm(&config, &device).unwrap());
+        assert!(!has_adapters(&reference));
+        let (theirs, ours) = (logits(&base.valid(), &device), logits(&reference, &device));
+        assert_eq!(theirs, ours, "the reference is the base model");
+        assert_ne!(ours, merged, "and the adapters change the output");
     }
 }

@@ -310,3 +310,60 @@ fn two_ranks_train_the_adapters_one_process_does() {
         assert!(diff <= 1e-5, "{name}: two ranks end {diff} from one process");
     }
 }
+
+/// An adapter `peft` wrote (another rank, α, targets, rsLoRA's α/√r scale) reads as it is:
+/// `rlhf` gives `PeftModel`'s logits.
+#[test]
+fn an_adapter_peft_wrote_reads_with_peft_logits() {
+    let ws = workspace();
+    let device = cpu();
+    let dir = ws.path("from-peft");
+    let script = r#"
+import sys, torch
+from peft import LoraConfig, get_peft_model
+from transformers import AutoModelForCausalLM
+base, out = sys.argv[1:]
+torch.manual_seed(0)
+model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
+    r=2, lora_alpha=6, use_rslora=True, target_modules=["q_proj", "v_proj", "down_proj"]))
+for name, p in model.named_parameters():
+    if "lora_B" in name:
+        torch.nn.init.normal_(p, std=0.05)
+model.save_pretrained(out)
+"#;
+    let made = std::process::Command::new(python())
+        .args(["-c", script])
+        .arg(ws.path("llama"))
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let out = ws.path("from-peft.safetensors");
+    hf_forward(&[(dir.clone(), ws.path("io.safetensors"), out.clone())]);
+    let io = Io::read(&ws.path("io.safetensors"));
+    let ours = logits_of(&load_causal_lm(&dir, &device).unwrap().model, &io, &device);
+    let base = logits_of(&load_causal_lm(&ws.path("llama"), &device).unwrap().model, &io, &device);
+    let vocab = ours.len() / (io.batch * io.len);
+    let real = |i: usize| io.mask[i / vocab] == 1;
+    let diff = max_abs_diff(&ours, &floats(&read(&out)["logits"]), real);
+    assert!(diff < 1e-4, "peft's adapter: logits differ by {diff}");
+    assert!(max_abs_diff(&ours, &base, real) > 1e-3, "the adapter changes the logits");
+}
+
+/// With `model.train_layers`, adapters go on the top blocks only; DPO's cache of the frozen
+/// blocks' output stays valid under them.
+#[test]
+fn train_layers_puts_adapters_on_the_top_blocks_only() {
+    let ws = workspace();
+    for (stage, data) in [("sft", "sft.jsonl"), ("dpo", "prefs.jsonl")] {
+        let out = format!("runs/{stage}-top");
+        assert_ok(&ws.train(stage, "llama", data, &out, &["model.train_layers=1"]));
+        let config: Value = serde_json::from_str(
+            &std::fs::read_to_string(ws.path(&out).join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        let targets = config["target_modules"].as_array().unwrap();
+        assert_eq!(targets.len(), 7, "{stage}: the 7 linear layers of block 1: {targets:?}");
+        assert!(targets.iter().all(|t| t.as_str().unwrap().starts_with("model.layers.1.")));
+    }
+}

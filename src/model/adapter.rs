@@ -39,7 +39,9 @@ pub struct AdapterConfig {
     pub peft_type: String,
     #[serde(default)]
     pub task_type: Option<String>,
+    #[serde(default = "peft_default")]
     pub r: usize,
+    #[serde(default = "peft_default_alpha")]
     pub lora_alpha: f64,
     #[serde(default)]
     pub lora_dropout: f64,
@@ -67,6 +69,15 @@ fn no_bias() -> String {
     "none".into()
 }
 
+/// `peft.LoraConfig`'s `r` and `lora_alpha` when a file leaves them out.
+fn peft_default() -> usize {
+    8
+}
+
+fn peft_default_alpha() -> f64 {
+    8.0
+}
+
 /// The task an adapter was trained for, as `peft` names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Task {
@@ -88,28 +99,36 @@ impl AdapterConfig {
     pub fn read(dir: &Path) -> Result<Self> {
         let path = dir.join(CONFIG_FILE);
         let config: Self = crate::json_file::read(&path)?;
-        let unsupported = match () {
-            _ if config.peft_type != "LORA" => Some(format!("peft_type \"{}\"", config.peft_type)),
-            _ if config.use_dora => Some("use_dora = true".into()),
-            _ if config.bias != "none" => Some(format!("bias \"{}\"", config.bias)),
-            _ if config.r == 0 => Some("r = 0".into()),
-            _ => ["rank_pattern", "alpha_pattern"]
-                .into_iter()
-                .find(|k| {
-                    config
-                        .rest
-                        .get(*k)
-                        .is_some_and(|v| v.as_object().is_some_and(|o| !o.is_empty()))
-                })
-                .map(|k| format!("a per-module `{k}`")),
-        };
-        match unsupported {
+        match config.unsupported() {
             Some(what) => Err(bad_input!(
                 "{}: {what} is not supported (rlhf reads LoRA adapters with one rank and alpha, without bias or DoRA)",
                 path.display()
             )),
             None => Ok(config),
         }
+    }
+
+    /// What in the file `rlhf` cannot apply, if anything.
+    fn unsupported(&self) -> Option<String> {
+        if self.peft_type != "LORA" {
+            return Some(format!("peft_type \"{}\"", self.peft_type));
+        }
+        if self.use_dora {
+            return Some("use_dora = true".into());
+        }
+        if self.bias != "none" {
+            return Some(format!("bias \"{}\"", self.bias));
+        }
+        if self.r == 0 {
+            return Some("r = 0".into());
+        }
+        let per_module = |key: &str| {
+            self.rest.get(key).and_then(Value::as_object).is_some_and(|o| !o.is_empty())
+        };
+        ["rank_pattern", "alpha_pattern"]
+            .into_iter()
+            .find(|key| per_module(key))
+            .map(|key| format!("a per-module `{key}`"))
     }
 
     /// α/r, or α/√r with `use_rslora`.
@@ -153,7 +172,7 @@ impl Adapter {
                 ));
             }
         };
-        // As written (relative to where the run was started), else beside the adapter.
+        // As written (relative to where the run was started), else relative to the adapter.
         let as_named = PathBuf::from(&named);
         let beside = dir.join(&as_named);
         let base = match (as_named.is_dir(), beside.is_dir()) {

@@ -202,8 +202,8 @@ fn a_resumed_lora_run_ends_where_the_straight_one_does() {
 }
 
 /// DPO and KTO train adapters too, with the starting policy as their reference for free, and
-/// their output is a model every command reads (here: generate), as is a DPO run on top of an
-/// SFT adapter.
+/// their output is a model every command reads (here: generate and chat), as is a DPO run on
+/// top of an SFT adapter.
 #[test]
 fn dpo_and_kto_train_adapters_that_generate_reads() {
     let ws = workspace();
@@ -226,6 +226,13 @@ fn dpo_and_kto_train_adapters_that_generate_reads() {
         let out = ws.run(&[&args[..], &["--max-new-tokens", "4", "--out", "gen.jsonl"]].concat());
         assert_ok(&out);
     }
+    let chat = ["chat", "--model", "runs/dpo", "--prompt", "What color is the sky?"];
+    let out = ws.run(&[&chat[..], &["--max-new-tokens", "4", "--json"]].concat());
+    assert_ok(&out);
+    let reply: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
+    });
+    assert!(reply.is_object(), "{reply}");
 }
 
 #[test]

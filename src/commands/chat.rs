@@ -12,9 +12,9 @@ use crate::chat::{Services, Session, interrupt, piped, repl, saved};
 use crate::cli::ChatArgs;
 use crate::data::template::ChatTemplate;
 use crate::generate::Generator;
-use crate::model::config::{HeadKind, ModelConfig};
-use crate::model::load_causal_lm;
+use crate::model::config::HeadKind;
 use crate::model::reward::RewardModel;
+use crate::model::{ModelDir, load_causal_lm};
 use crate::moderation::Moderator;
 
 pub fn chat(args: &ChatArgs, device: &Device) -> Result<()> {
@@ -73,7 +73,8 @@ pub fn chat(args: &ChatArgs, device: &Device) -> Result<()> {
 
 /// The policy must be a causal LM; reward and moderation checkpoints have flags of their own.
 pub(super) fn check_policy(dir: &std::path::Path) -> Result<()> {
-    let config = ModelConfig::read(dir)?;
+    // Through the one loader: an adapter directory has its base's config.
+    let config = ModelDir::open(dir)?.config;
     let kind = match config.head_kind() {
         HeadKind::CausalLm if !dir.join(crate::moderation::SETTINGS_FILE).is_file() => {
             return Ok(());

@@ -19,9 +19,8 @@ use crate::data::template::ChatTemplate;
 use crate::data::tokenizer;
 use crate::dist;
 use crate::metrics::RunLog;
-use crate::model::adapter::Task;
-use crate::model::lora::LoraRun;
-use crate::model::{CausalLm, ModelConfig, load_causal_lm, save_causal_lm};
+use crate::model::lora::{LoraRun, save_policy};
+use crate::model::{CausalLm, ModelConfig, load_causal_lm};
 use crate::train::run::Trainer;
 use crate::train::start::{CausalStart, LmSource, Resumed, TrainOptions, resume_error};
 use crate::train::state::STATE_DIR;
@@ -146,10 +145,7 @@ impl Policy {
     ) -> Result<()> {
         save_atomically(out, |dir| {
             let (model, config, from) = (&self.model, &self.config, &self.tokenizer_dir);
-            match &self.lora {
-                Some(lora) => lora.save(model, config, Task::CausalLm, from, dir)?,
-                None => save_causal_lm(model, config, Some(from), dir)?,
-            }
+            save_policy(self.lora.as_ref(), model, config, from, dir)?;
             if let Some(source) = template.builtin_source() {
                 tokenizer::set_chat_template(dir, source)?;
             }

@@ -31,10 +31,9 @@ use crate::dist;
 use crate::dpo::policy::{load_reference, open_policy, record_reference};
 use crate::generate::Generator;
 use crate::metrics::{read_jsonl, write_jsonl};
-use crate::model::adapter::Task;
-use crate::model::lora::{LoraRun, without_adapters};
+use crate::model::lora::{LoraRun, save_policy, without_adapters};
 use crate::model::pretrained::init_causal_lm;
-use crate::model::{CausalLm, ModelConfig, save_causal_lm};
+use crate::model::{CausalLm, ModelConfig};
 use crate::ppo::rollout::{Rollout, Sampler, SharedPrompts, decode_all, entropy, shared_log_probs};
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::start::{self, CausalStart, TrainOptions};
@@ -393,10 +392,7 @@ impl Run {
         let (completions, template) = (&self.completions, &self.template);
         save_atomically(&self.config.output.dir, |dir| {
             let (model, config, from) = (&self.model, &self.model_config, &self.tokenizer_dir);
-            match &self.lora {
-                Some(lora) => lora.save(model, config, Task::CausalLm, from, dir)?,
-                None => save_causal_lm(model, config, Some(from), dir)?,
-            }
+            save_policy(self.lora.as_ref(), model, config, from, dir)?;
             if let Some(source) = template.builtin_source() {
                 tokenizer::set_chat_template(dir, source)?;
             }

@@ -96,7 +96,7 @@ impl LoraSpec {
 /// Dropout on the adapters' input, set once per training command (as the precision is).
 static DROPOUT_BITS: AtomicU64 = AtomicU64::new(0);
 
-pub fn set_dropout(p: f64) {
+fn set_dropout(p: f64) {
     DROPOUT_BITS.store(p.to_bits(), Ordering::Relaxed);
 }
 
@@ -287,19 +287,6 @@ pub fn without_adapters<M: Module>(adapted: &M, shell: M) -> M {
 /// The module name Burn gives a weight's LoRA factors (`….weight.lora.a`).
 pub const ADAPTER_MODULE: &str = "lora";
 
-/// Whether any weight of `model` carries an adapter.
-pub fn has_adapters<M: Module>(model: &M) -> bool {
-    struct Any(bool);
-    impl ModuleVisitor for Any {
-        fn enter_module(&mut self, name: &str, _: &str) {
-            self.0 |= name == ADAPTER_MODULE;
-        }
-    }
-    let mut any = Any(false);
-    model.visit(&mut any);
-    any.0
-}
-
 /// A LoRA run: its settings, and the model directory its adapters apply to.
 #[derive(Debug, Clone)]
 pub struct LoraRun {
@@ -323,12 +310,40 @@ impl LoraRun {
     }
 }
 
+/// A trained policy into `dir`: its adapters against `lora`'s base, or (no LoRA) the whole
+/// causal LM; the tokenizer files from `tokenizer_from` either way.
+pub fn save_policy(
+    lora: Option<&LoraRun>,
+    model: &super::CausalLm,
+    config: &super::ModelConfig,
+    tokenizer_from: &std::path::Path,
+    dir: &std::path::Path,
+) -> Result<()> {
+    match lora {
+        Some(lora) => lora.save(model, config, super::adapter::Task::CausalLm, tokenizer_from, dir),
+        None => super::save_causal_lm(model, config, Some(tokenizer_from), dir),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use burn::module::ModuleMapper;
 
     use super::*;
     use crate::model::pretrained::init_causal_lm;
+
+    /// Whether any weight of `model` carries an adapter.
+    fn has_adapters<M: Module>(model: &M) -> bool {
+        struct Any(bool);
+        impl ModuleVisitor for Any {
+            fn enter_module(&mut self, name: &str, _: &str) {
+                self.0 |= name == ADAPTER_MODULE;
+            }
+        }
+        let mut any = Any(false);
+        model.visit(&mut any);
+        any.0
+    }
     use crate::model::{CausalLm, PaddedBatch, preset};
 
     /// B drawn at random (it starts at zero), so the adapters change the output.

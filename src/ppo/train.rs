@@ -29,13 +29,13 @@ use crate::metrics::{read_jsonl, write_jsonl};
 use crate::model::adapter::{self, Adapter, Task};
 use crate::model::auto::Classifier;
 use crate::model::layers::normal_linear;
-use crate::model::lora::{LoraRun, LoraSpec, without_adapters};
+use crate::model::lora::{LoraRun, LoraSpec, save_policy, without_adapters};
 use crate::model::loss::selected_nll_sum;
 use crate::model::pretrained::init_causal_lm;
 use crate::model::reward::{RewardModel, RewardNet, RewardStats};
 use crate::model::{
     CausalLm, ModelConfig, ModelDir, PaddedBatch, ScalarModel, load_causal_lm, load_scalar_model,
-    save_causal_lm, save_scalar_model,
+    save_scalar_model,
 };
 use crate::moderation::Moderator;
 use crate::ppo::actor_critic::{ActorCritic, Critic};
@@ -665,18 +665,8 @@ impl Run {
             let lora = |base: &PathBuf| {
                 models.lora.clone().map(|spec| LoraRun { spec, base: base.clone() })
             };
-            match lora(&models.policy_files) {
-                Some(run) => run.save(
-                    policy,
-                    &models.policy_config,
-                    Task::CausalLm,
-                    &models.policy_files,
-                    dir,
-                )?,
-                None => {
-                    save_causal_lm(policy, &models.policy_config, Some(&models.policy_files), dir)?
-                }
-            }
+            let files = &models.policy_files;
+            save_policy(lora(files).as_ref(), policy, &models.policy_config, files, dir)?;
             let value_dir = dir.join(VALUE_DIR);
             std::fs::create_dir(&value_dir)?;
             let value = match &models.actor_critic.critic {

@@ -22,12 +22,11 @@ use crate::data::tokenizer;
 use crate::dist;
 use crate::generate::{Generator, SamplingConfig};
 use crate::metrics::{read_jsonl, write_jsonl};
-use crate::model::adapter::Task;
-use crate::model::lora::LoraRun;
+use crate::model::lora::{LoraRun, save_policy};
 use crate::model::loss::selected_nll_sum;
 use crate::model::mask::PaddedBatch;
 use crate::model::reinit::reinit_top_blocks;
-use crate::model::{CausalLm, ModelConfig, save_causal_lm};
+use crate::model::{CausalLm, ModelConfig};
 use crate::train::run::{self, Stage, Trainer, round};
 use crate::train::start::{self, CausalStart, LmSource, TrainOptions};
 use crate::train::step;
@@ -349,10 +348,7 @@ impl Run {
         });
         save_atomically(&self.config.output.dir, |dir| {
             let (model, config, from) = (&self.model, &self.model_config, &self.tokenizer_dir);
-            match &self.lora {
-                Some(lora) => lora.save(model, config, Task::CausalLm, from, dir)?,
-                None => save_causal_lm(model, config, Some(from), dir)?,
-            }
+            save_policy(self.lora.as_ref(), model, config, from, dir)?;
             if let Some(source) = self.data.template.builtin_source() {
                 tokenizer::set_chat_template(dir, source)?;
             }

@@ -219,10 +219,12 @@ fn dpo_learns_every_preference_form_and_eval_reports_what_validation_logged() {
     }
     let metrics = ws.metrics("runs/dpo");
     let steps = steps(&metrics);
-    // Step 1 compares the policy with itself: every implicit reward is 0, the loss log 2.
+    // Step 1 compares the policy with itself: every implicit reward is 0, the loss log 2. Only
+    // to rounding: the reference's log-probs were computed in other batches, and on some CPUs
+    // the kernels round a row differently with other rows beside it, so a reward may be ±1e-8
+    // — which `rewards/accuracies` (strict wins) counts as a win.
     assert_near(number(steps[0], "loss"), std::f64::consts::LN_2, 1e-5, "first loss");
-    assert_eq!(number(steps[0], "rewards/accuracies"), 0.0);
-    assert_eq!(number(steps[0], "rewards/margins"), 0.0);
+    assert_near(number(steps[0], "rewards/margins"), 0.0, 1e-5, "first margin");
     let last = steps[steps.len() - 1];
     assert!(number(last, "rewards/accuracies") >= 0.9, "{last}");
     assert!(number(last, "rewards/margins") > 0.5, "{last}");

@@ -331,6 +331,7 @@ mod tests {
 
     use super::*;
     use crate::model::pretrained::init_causal_lm;
+    use crate::model::{CausalLm, PaddedBatch, preset};
 
     /// Whether any weight of `model` carries an adapter.
     fn has_adapters<M: Module>(model: &M) -> bool {
@@ -344,7 +345,6 @@ mod tests {
         model.visit(&mut any);
         any.0
     }
-    use crate::model::{CausalLm, PaddedBatch, preset};
 
     /// B drawn at random (it starts at zero), so the adapters change the output.
     struct RandomB(Vec<String>);

@@ -53,7 +53,8 @@ pub fn chat(args: &ChatArgs, device: &Device) -> Result<()> {
         prefs: args.prefs.clone(),
     };
     let generator = Generator::new(&loaded.model, tokenizer, &loaded.config, device)
-        .with_generation_config(&args.model);
+        .with_generation_config(&args.model)
+        .prepared();
     let mut session =
         Session::new(generator, tokenizer, template, window, sampling, services, device);
     if let Some(messages) = resumed {

@@ -74,7 +74,8 @@ pub fn generate(args: &GenerateArgs, device: &Device) -> Result<()> {
     }
 
     let generator = Generator::new(&loaded.model, tokenizer, &loaded.config, device)
-        .with_generation_config(&args.model);
+        .with_generation_config(&args.model)
+        .prepared();
     // Similar lengths decode together (less padding); output keeps the input's order.
     let mut order: Vec<usize> = (0..prompts.len()).collect();
     order.sort_by_key(|&i| prompts[i].len());

@@ -13,6 +13,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -32,40 +33,59 @@ struct Product {
   const at::Tensor* bias;
 };
 
+// Σᵢ w[i] · x[b, i] for N batch rows of x (rows `in` apart), two accumulators a row (an
+// FMA's latency is four cycles). N is fixed at compile time so that the accumulators live in
+// registers: with N a run-time count they went through memory.
+template <typename Vec, int N, typename W>
+inline void dots(const W* w, const float* x, int64_t in, float* sums) {
+  constexpr int64_t kWidth = Vec::kWidth;
+  typename Vec::Reg acc[N][2];
+  for (int b = 0; b < N; ++b) acc[b][0] = acc[b][1] = Vec::zero();
+  int64_t i = 0;
+  for (; i + 2 * kWidth <= in; i += 2 * kWidth) {
+    const auto w0 = Vec::widen(w + i), w1 = Vec::widen(w + i + kWidth);
+    for (int b = 0; b < N; ++b) {
+      acc[b][0] = Vec::fma(w0, Vec::load(x + b * in + i), acc[b][0]);
+      acc[b][1] = Vec::fma(w1, Vec::load(x + b * in + i + kWidth), acc[b][1]);
+    }
+  }
+  for (int b = 0; b < N; ++b) {
+    float sum = Vec::sum(Vec::add(acc[b][0], acc[b][1]));
+    for (int64_t j = i; j < in; ++j) sum += w[j] * x[b * in + j];
+    sums[b] = sum;
+  }
+}
+
 // The skinny product y[b, o] = scale[o] · Σᵢ W[o, i] · x[b, i] over the output rows
 // [begin, end), W f32 (scale 1) or int8: each weight row is read from memory once and reused
-// from L1 by every batch row, four batch rows at a time with two accumulators each (an FMA's
-// latency is four cycles). A decoding step is bound by reading the weights, and MKL's sgemm
-// at 8 rows runs a step 1.4× slower than this loop (docs/performance.md). The same loop at
-// two vector widths; `Vec` says how to load, widen and add up.
+// from L1 by every batch row, four batch rows at a time. A decoding step is bound by reading
+// the weights, and MKL's sgemm at 8 rows runs a step 1.4× slower than this loop
+// (docs/performance.md). The same loop at two vector widths; `Vec` says how to load, widen and
+// add up.
 template <typename Vec, typename W>
 void skinny_rows(const W* weights, const float* scales, const float* x, float* y, int64_t rows,
                  int64_t in, int64_t out, int64_t begin, int64_t end) {
-  constexpr int64_t kBatch = 4, kWidth = Vec::kWidth;
   for (int64_t o = begin; o < end; ++o) {
     const W* w = weights + o * in;
-    for (int64_t b0 = 0; b0 < rows; b0 += kBatch) {
-      const int64_t n = std::min(kBatch, rows - b0);
-      typename Vec::Reg acc[kBatch][2];
-      for (int64_t b = 0; b < kBatch; ++b) acc[b][0] = acc[b][1] = Vec::zero();
-      int64_t i = 0;
-      for (; i + 2 * kWidth <= in; i += 2 * kWidth) {
-        const auto w0 = Vec::widen(w + i), w1 = Vec::widen(w + i + kWidth);
-        for (int64_t b = 0; b < n; ++b) {
-          const float* xb = x + (b0 + b) * in + i;
-          acc[b][0] = Vec::fma(w0, Vec::load(xb), acc[b][0]);
-          acc[b][1] = Vec::fma(w1, Vec::load(xb + kWidth), acc[b][1]);
-        }
+    for (int64_t b0 = 0; b0 < rows; b0 += 4) {
+      float sums[4];
+      const float* xb = x + b0 * in;
+      const int64_t n = std::min<int64_t>(4, rows - b0);
+      switch (n) {
+        case 4: dots<Vec, 4>(w, xb, in, sums); break;
+        case 3: dots<Vec, 3>(w, xb, in, sums); break;
+        case 2: dots<Vec, 2>(w, xb, in, sums); break;
+        default: dots<Vec, 1>(w, xb, in, sums);
       }
-      for (int64_t b = 0; b < n; ++b) {
-        const float* xb = x + (b0 + b) * in;
-        float sum = Vec::sum(Vec::add(acc[b][0], acc[b][1]));
-        for (int64_t j = i; j < in; ++j) sum += w[j] * xb[j];
-        y[(b0 + b) * out + o] = scales == nullptr ? sum : sum * scales[o];
-      }
+      for (int64_t b = 0; b < n; ++b)
+        y[(b0 + b) * out + o] = scales == nullptr ? sums[b] : sums[b] * scales[o];
     }
   }
 }
+
+// The vector widths this CPU runs (the loops below pick at run time).
+const bool kAvx512 = __builtin_cpu_supports("avx512f");
+const bool kAvx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
 
 #define RLHF_AVX512 __attribute__((target("avx512f")))
 #define RLHF_AVX2 __attribute__((target("avx2,fma")))
@@ -83,6 +103,8 @@ struct Avx512 {
   RLHF_AVX512 static Reg fma(Reg a, Reg b, Reg c) { return _mm512_fmadd_ps(a, b, c); }
   RLHF_AVX512 static Reg add(Reg a, Reg b) { return _mm512_add_ps(a, b); }
   RLHF_AVX512 static float sum(Reg a) { return _mm512_reduce_add_ps(a); }
+  RLHF_AVX512 static Reg all(float a) { return _mm512_set1_ps(a); }
+  RLHF_AVX512 static void store(float* y, Reg a) { _mm512_storeu_ps(y, a); }
 };
 
 struct Avx2 {
@@ -97,6 +119,8 @@ struct Avx2 {
   }
   RLHF_AVX2 static Reg fma(Reg a, Reg b, Reg c) { return _mm256_fmadd_ps(a, b, c); }
   RLHF_AVX2 static Reg add(Reg a, Reg b) { return _mm256_add_ps(a, b); }
+  RLHF_AVX2 static Reg all(float a) { return _mm256_set1_ps(a); }
+  RLHF_AVX2 static void store(float* y, Reg a) { _mm256_storeu_ps(y, a); }
   RLHF_AVX2 static float sum(Reg a) {
     const __m128 half = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
     const __m128 pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
@@ -117,13 +141,58 @@ RLHF_AVX2 __attribute__((flatten)) void skinny_rows_avx2(const W* w, const float
   skinny_rows<Avx2>(w, s, x, y, rows, in, out, begin, end);
 }
 
+// One query head's attention over n cached positions of its kv head (`stride` floats apart),
+// those where `allowed` is true: y = softmax(q·kᵀ · scale) · v, hd numbers. `scores` holds n.
+template <typename Vec>
+void attend(const float* q, const float* keys, const float* values, int64_t stride,
+            const bool* allowed, int64_t n, int64_t hd, float scale, float* scores, float* y) {
+  constexpr int64_t kWidth = Vec::kWidth;
+  const int64_t vectors = hd / kWidth * kWidth;
+  float max = -INFINITY;
+  for (int64_t t = 0; t < n; ++t) {
+    if (!allowed[t]) continue;
+    const float* k = keys + t * stride;
+    auto acc = Vec::zero();
+    for (int64_t i = 0; i < vectors; i += kWidth) acc = Vec::fma(Vec::load(q + i), Vec::load(k + i), acc);
+    float dot = Vec::sum(acc);
+    for (int64_t i = vectors; i < hd; ++i) dot += q[i] * k[i];
+    scores[t] = dot * scale;
+    max = std::max(max, scores[t]);
+  }
+  float total = 0.0f;
+  for (int64_t t = 0; t < n; ++t) {
+    scores[t] = allowed[t] ? std::exp(scores[t] - max) : 0.0f;
+    total += scores[t];
+  }
+  std::fill(y, y + hd, 0.0f);
+  for (int64_t t = 0; t < n; ++t) {
+    if (scores[t] == 0.0f) continue;
+    const float p = scores[t] / total;
+    const float* v = values + t * stride;
+    const auto pv = Vec::all(p);
+    for (int64_t i = 0; i < vectors; i += kWidth)
+      Vec::store(y + i, Vec::fma(pv, Vec::load(v + i), Vec::load(y + i)));
+    for (int64_t i = vectors; i < hd; ++i) y[i] += p * v[i];
+  }
+}
+
+RLHF_AVX512 __attribute__((flatten)) void attend_avx512(const float* q, const float* k,
+    const float* v, int64_t stride, const bool* allowed, int64_t n, int64_t hd, float scale,
+    float* scores, float* y) {
+  attend<Avx512>(q, k, v, stride, allowed, n, hd, scale, scores, y);
+}
+
+RLHF_AVX2 __attribute__((flatten)) void attend_avx2(const float* q, const float* k,
+    const float* v, int64_t stride, const bool* allowed, int64_t n, int64_t hd, float scale,
+    float* scores, float* y) {
+  attend<Avx2>(q, k, v, stride, allowed, n, hd, scale, scores, y);
+}
+
 // x [B, in] f32 times W [out, in] (f32, or int8 with f32 scales [out]): y [B, out] f32, the
 // weights streamed once for all rows. LibTorch's own weight-only int8 kernel reads bf16
 // activations and runs 4× slower with f32 ones. CPUs without AVX2 take LibTorch's products.
 at::Tensor skinny_product(const at::Tensor& x, const at::Tensor& w, const at::Tensor* scales) {
-  static const bool avx512 = __builtin_cpu_supports("avx512f");
-  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  if (!avx512 && !avx2) {
+  if (!kAvx512 && !kAvx2) {
     const at::Tensor weight = scales ? w.to(at::kFloat) * scales->unsqueeze(1) : w;
     return at::matmul(weight, x.t()).t();
   }
@@ -136,26 +205,25 @@ at::Tensor skinny_product(const at::Tensor& x, const at::Tensor& w, const at::Te
   at::parallel_for(0, out, 64, [&](int64_t begin, int64_t end) {
     if (scales) {
       const int8_t* q = w.const_data_ptr<int8_t>();
-      if (avx512) skinny_rows_avx512(q, sp, xp, yp, rows, in, out, begin, end);
+      if (kAvx512) skinny_rows_avx512(q, sp, xp, yp, rows, in, out, begin, end);
       else skinny_rows_avx2(q, sp, xp, yp, rows, in, out, begin, end);
     } else {
       const float* f = w.const_data_ptr<float>();
-      if (avx512) skinny_rows_avx512(f, sp, xp, yp, rows, in, out, begin, end);
+      if (kAvx512) skinny_rows_avx512(f, sp, xp, yp, rows, in, out, begin, end);
       else skinny_rows_avx2(f, sp, xp, yp, rows, in, out, begin, end);
     }
   });
   return y;
 }
 
-// x·Wᵀ + b for x [B, in]: contiguous [B, out], f32. One row of f32 weights runs MKL's
-// matrix-vector product, and past a few dozen rows the product is no longer bound by reading W
-// and MKL's blocked kernel is the faster one; in between, and for int8, `skinny_product`.
+// x·Wᵀ + b for x [B, in]: contiguous [B, out], f32. Up to a few dozen rows, and for int8,
+// `skinny_product` (MKL's matrix-vector product ran a one-row step 2.5× slower on an AMD EPYC);
+// past them the product is no longer bound by reading W and MKL's blocked kernel is faster.
 at::Tensor project(const at::Tensor& x, const Product& p) {
   const at::Tensor& w = *p.weight;
   const int64_t rows = x.size(0);
-  at::Tensor y = p.scales != nullptr || (rows > 1 && rows <= kSkinnyRows)
-      ? skinny_product(x, w, p.scales)
-      : rows == 1 ? at::matmul(w, x.t()).t() : at::matmul(x, w.t());
+  at::Tensor y = p.scales != nullptr || rows <= kSkinnyRows ? skinny_product(x, w, p.scales)
+                                                             : at::matmul(x, w.t());
   if (p.bias != nullptr) y = y + *p.bias;
   return y.contiguous();
 }
@@ -220,6 +288,49 @@ struct Shape {
   double scale;
 };
 
+// Each row's new queries (the first n_head · hd numbers of its qkv row) attending over the
+// keys and values 0..at that `allowed` [B, at + 1] lets them read: [B, n_head · hd]. Query
+// head h reads kv head h / (n_head / n_kv_head). One head's attention is a few hundred numbers:
+// a loop of our own, the heads split over the threads, where LibTorch's attention spent more
+// time dispatching than computing.
+at::Tensor attention(const at::Tensor& qkv, const at::Tensor& keys, const at::Tensor& values,
+                     int64_t at, const at::Tensor& allowed, const Shape& s) {
+  const int64_t rows = qkv.size(0), hd = s.head_dim, q_width = s.n_head * hd;
+  if (!kAvx512 && !kAvx2) {
+    // Query heads that share a kv head stand as that head's queries: [B, KV, H/KV, hd].
+    const at::Tensor q =
+        qkv.narrow(1, 0, q_width).view({rows, s.n_kv_head, s.n_head / s.n_kv_head, hd});
+    const at::Tensor k = keys.narrow(2, 0, at + 1), v = values.narrow(2, 0, at + 1);
+    const at::Tensor mask = allowed.view({rows, 1, 1, at + 1});
+    return at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, s.scale)
+        .reshape({rows, q_width});
+  }
+  at::Tensor y = at::empty({rows, q_width}, qkv.options());
+  const int64_t n = at + 1, group = s.n_head / s.n_kv_head, qkv_width = qkv.size(1);
+  const float* q = qkv.const_data_ptr<float>();
+  const float* key_data = keys.const_data_ptr<float>();
+  const float* value_data = values.const_data_ptr<float>();
+  const bool* allow = allowed.const_data_ptr<bool>();
+  float* out = y.mutable_data_ptr<float>();
+  const float scale = static_cast<float>(s.scale);
+  at::parallel_for(0, rows * s.n_head, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scores(n);
+    for (int64_t j = begin; j < end; ++j) {
+      const int64_t b = j / s.n_head, h = j % s.n_head;
+      const int64_t slot = b * keys.stride(0) + h / group * keys.stride(1);
+      const float* qh = q + b * qkv_width + h * hd;
+      float* yh = out + b * q_width + h * hd;
+      if (kAvx512)
+        attend_avx512(qh, key_data + slot, value_data + slot, keys.stride(2), allow + b * n, n,
+                      hd, scale, scores.data(), yh);
+      else
+        attend_avx2(qh, key_data + slot, value_data + slot, keys.stride(2), allow + b * n, n, hd,
+                    scale, scores.data(), yh);
+    }
+  });
+  return y;
+}
+
 // One block over x [B, D] in place; writes the rows' new keys and values at `at` of
 // keys/values [B, KV, capacity, hd] (same strides, hd contiguous), which attention then reads
 // up to `at` inclusive.
@@ -248,12 +359,8 @@ void block(at::Tensor& x, const Block& w, at::Tensor& keys, at::Tensor& values, 
       std::memcpy(value_data + slot, row + q_width + kv_width + h * hd, hd * sizeof(float));
     }
   }
-  // Query heads that share a kv head stand as that head's queries: [B, KV, H/KV, hd].
-  const at::Tensor q =
-      qkv.narrow(1, 0, q_width).view({rows, s.n_kv_head, s.n_head / s.n_kv_head, hd});
-  const at::Tensor k = keys.narrow(2, 0, at + 1), v = values.narrow(2, 0, at + 1);
-  const at::Tensor y = at::scaled_dot_product_attention(q, k, v, allowed, 0.0, false, s.scale);
-  x.add_(project(y.reshape({rows, q_width}), w.o));
+  const at::Tensor y = attention(qkv, keys, values, at, allowed, s);
+  x.add_(project(y, w.o));
 
   const at::Tensor gate_up = project(normed(x, *w.post_norm, s.eps), w.gate_up);
   const int64_t inner = gate_up.size(1) / 2;
@@ -280,11 +387,12 @@ char* rlhf_llama_step(const at::Tensor* x, const at::Tensor* const* weights, int
     const Shape shape{n_head, n_kv_head, cos->size(1), static_cast<float>(eps), scale};
     at::Tensor hidden = x->contiguous().clone();
     const at::Tensor c = cos->contiguous(), s = sin->contiguous();
+    const at::Tensor allowed_keys = allowed->reshape({x->size(0), at + 1}).contiguous();
     for (int64_t i = 0; i < n_blocks; ++i) {
       TORCH_CHECK(keys[i]->strides() == values[i]->strides() && keys[i]->stride(3) == 1 &&
                   keys[i]->size(2) > at, "KV cache buffers without room at ", at);
       block(hidden, block_at(weights + i * kBlockTensors), *keys[i], *values[i], at, c, s,
-            *allowed, shape);
+            allowed_keys, shape);
     }
     const at::Tensor* const* tail = weights + n_blocks * kBlockTensors;
     const at::Tensor last = normed(hidden, *tail[0], shape.eps);

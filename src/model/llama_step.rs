@@ -252,27 +252,43 @@ mod tests {
     }
 
     /// Left-padded prompts prefilled through `llama.rs`, then steps both ways from copies of
-    /// that cache: the step's logits are the model's. One copy is shared with a third cache
-    /// that writes another token at the same position, which the step must not see.
+    /// that cache: the step's logits are the model's, for one row, two, and five (the products
+    /// take rows four at a time). One copy is shared with a third cache that writes another
+    /// token at the same position, which the step must not see.
     fn check(model: &CausalLm, device: &Device) {
+        for rows in [1, 2, 5] {
+            check_rows(model, rows, device);
+        }
+    }
+
+    fn check_rows(model: &CausalLm, rows: usize, device: &Device) {
         let step = LlamaStep::new(model, false).expect("a Llama with SiLU on the CPU has a step");
-        let mask = Tensor::<2, Int>::from_ints([[0, 0, 1, 1, 1], [1, 1, 1, 1, 1]], device);
-        let prompt = Tensor::<2, Int>::from_ints([[0, 0, 5, 9, 2], [7, 3, 3, 1, 8]], device);
+        let first = |table: &[[i64; 5]]| {
+            let flat: Vec<i64> = table[..rows].iter().flatten().copied().collect();
+            Tensor::<2, Int>::from_data(TensorData::new(flat, [rows, table[0].len()]), device)
+        };
+        let mask = [[0, 0, 1, 1, 1], [1, 1, 1, 1, 1], [0, 1, 1, 1, 1], [0, 0, 0, 1, 1], [1; 5]];
+        let prompt =
+            [[0, 0, 5, 9, 2], [7, 3, 3, 1, 8], [0, 4, 4, 2, 6], [0, 0, 0, 3, 9], [1, 2, 3, 4, 5]];
+        let (mask, prompt) = (first(&mask), first(&prompt));
         let mut reference = KvCache::new(model.body.num_layers(), 6); // grows past 6
         model.hidden(prompt, &PaddedBatch::new(mask.clone()), Some(&mut reference));
         let mut ours = reference.clone();
         let mut other = ours.clone(); // shares ours's buffers
-        let (mut key_mask, mut positions) = (mask, Tensor::<2, Int>::from_ints([[3], [5]], device));
-        for (i, tokens) in [[4, 6], [11, 2], [1, 1]].iter().enumerate() {
-            key_mask = Tensor::cat(vec![key_mask, Tensor::ones([2, 1], device)], 1);
+        let mut positions = mask.clone().sum_dim(1);
+        let mut key_mask = mask;
+        let steps = [[4, 6, 10, 12, 3], [11, 2, 5, 7, 9], [1; 5]];
+        for (i, tokens) in steps.iter().enumerate() {
+            let tokens = &tokens[..rows];
+            key_mask = Tensor::cat(vec![key_mask, Tensor::ones([rows, 1], device)], 1);
             let batch = PaddedBatch::with_keys(key_mask.clone(), positions.clone());
             let hidden = model.hidden(ids(tokens, device), &batch, Some(&mut reference));
             let expected = model.logits(hidden).squeeze_dim(1);
             let logits = step.forward(ids(tokens, device), &batch, &mut ours).unwrap();
             let diff = max_diff(logits, expected);
-            assert!(diff < 1e-4, "step {i}: logits differ by {diff}");
+            assert!(diff < 1e-4, "{rows} rows, step {i}: logits differ by {diff}");
             if i == 0 {
-                model.hidden(ids(&[13, 13], device), &batch, Some(&mut other));
+                model.hidden(ids(&vec![13; rows], device), &batch, Some(&mut other));
             }
             positions = positions + 1;
         }

@@ -91,8 +91,9 @@ pub fn run(server: Server) -> Result<()> {
     let (model, config, model_dir) = (server.model, server.config, server.model_dir);
     let (tokenizer, moderator, device) = (server.tokenizer, server.moderator, server.device);
     let model_thread = std::thread::Builder::new().name("model".into()).spawn(move || {
-        let generator =
-            Generator::new(&model, &tokenizer, &config, &device).with_generation_config(&model_dir);
+        let generator = Generator::new(&model, &tokenizer, &config, &device)
+            .with_generation_config(&model_dir)
+            .prepared();
         worker::Worker::new(generator, &tokenizer, moderator.as_ref(), limits, queued).run(queue)
     })?;
 

@@ -108,7 +108,7 @@ pub struct Generator<'a> {
     model: &'a CausalLm,
     /// `model` with its weights laid out for decoding several rows at once, made on first use.
     batched: OnceCell<CausalLm>,
-    /// Whether one-token steps run through a `LlamaStep` (decided once, the step not made).
+    /// Whether forward steps run through a `LlamaStep` (decided once, the step not made).
     has_step: bool,
     /// `model`'s one-call decoding step, where it has one; made on first use.
     step: OnceCell<Option<LlamaStep>>,
@@ -471,8 +471,8 @@ impl<'a> Generator<'a> {
     }
 
     /// Logits `[B, V]` of the token after `ids` `[B, T]`, which follow the tokens `cache`
-    /// holds and join them: a one-token step runs through the model's one-call step where it
-    /// has one.
+    /// holds and join them: through the model's one-call step where it has one (a prompt in
+    /// int8 runs through the f32 model, as prefill did before int8 steps).
     fn next_logits(
         &self,
         model: &CausalLm,
@@ -480,13 +480,11 @@ impl<'a> Generator<'a> {
         batch: &PaddedBatch,
         cache: &mut KvCache,
     ) -> Tensor<2> {
-        // Checked in this order so that a prefill does not wait for the step's weights.
-        if ids.dims()[1] == 1
-            && std::ptr::eq(model, self.model)
+        if std::ptr::eq(model, self.model)
             && let Some(step) = self.llama_step()
-            && let Some(logits) = step.forward(ids.clone(), batch, cache)
+            && (ids.dims()[1] == 1 || !step.is_int8())
         {
-            return logits;
+            return step.forward(ids, batch, cache);
         }
         let hidden = model.hidden(ids, batch, Some(cache));
         self.last_logits(model, hidden)

@@ -98,20 +98,27 @@ impl KvCache {
         LayerSlot { cache: &mut self.layers[index], at: self.len, capacity: self.capacity }
     }
 
-    /// Every layer's key and value buffers `[B, KV, ≥ len + new_tokens, hd]`, taken out for a
-    /// kernel that writes the next tokens in place (`llama_step`) and hands them back with
-    /// [`Self::put_buffers`]; `None` until a forward pass has made them.
-    pub fn take_buffers(&mut self, new_tokens: usize) -> Option<Vec<[Tensor<4>; 2]>> {
-        if self.layers.iter().any(|l| l.keys.is_none() || l.values.is_none()) {
-            return None;
-        }
+    /// Every layer's key and value buffers `[B, KV, ≥ len + new_tokens, hd]` (`shape` is
+    /// `[B, KV, hd]`, for the buffers no forward pass has made yet), taken out for a kernel that
+    /// writes the next tokens in place (`llama_step`) and hands them back with
+    /// [`Self::put_buffers`].
+    pub fn take_buffers(
+        &mut self,
+        new_tokens: usize,
+        shape: [usize; 3],
+        device: &Device,
+    ) -> Vec<[Tensor<4>; 2]> {
         while self.len + new_tokens > self.capacity {
             self.capacity *= 2;
         }
         let (at, end, capacity) = (self.len, self.len + new_tokens, self.capacity);
-        let room = |x: Option<Tensor<4>>| with_room(x.expect("checked above"), at, end, capacity);
+        let [b, kv, hd] = shape;
+        let room = |x: Option<Tensor<4>>| match x {
+            Some(x) => with_room(x, at, end, capacity),
+            None => Tensor::zeros([b, kv, capacity, hd], device),
+        };
         let layers = self.layers.iter_mut();
-        Some(layers.map(|l| [room(l.keys.take()), room(l.values.take())]).collect())
+        layers.map(|l| [room(l.keys.take()), room(l.values.take())]).collect()
     }
 
     /// Puts back what [`Self::take_buffers`] took, in the same order.

@@ -1,5 +1,5 @@
-// The C side of `model::llama_step`: one decoding step (one new token per row) through every
-// block of a Llama-family decoder, in one call. Called from Rust per op, a step is ~70 LibTorch
+// The C side of `model::llama_step`: new tokens (one a row when decoding, a prompt's when
+// prefilling) through every block of a Llama-family decoder, in one call. Called from Rust per op, a step is ~70 LibTorch
 // operations a block, each crossing Burn, tch and the dispatcher; here a block is four
 // products, attention and a few loops over vectors of a few hundred numbers, then the LM head.
 // f32 activations on the CPU (Rust checks); weights f32, or int8 for the smaller-weights path.
@@ -288,25 +288,29 @@ struct Shape {
   double scale;
 };
 
-// Each row's new queries (the first n_head · hd numbers of its qkv row) attending over the
-// keys and values 0..at that `allowed` [B, at + 1] lets them read: [B, n_head · hd]. Query
-// head h reads kv head h / (n_head / n_kv_head). One head's attention is a few hundred numbers:
-// a loop of our own, the heads split over the threads, where LibTorch's attention spent more
-// time dispatching than computing.
+// The new tokens' queries (the first n_head · hd numbers of each qkv row; `tokens` a batch
+// row, row-major) attending over the keys and values that `allowed` [B · tokens, at + tokens]
+// lets them read: [B · tokens, n_head · hd]. Query head h reads kv head h / (n_head /
+// n_kv_head). One head's attention is a few hundred numbers: a loop of our own, the heads split
+// over the threads, where LibTorch's attention spent more time dispatching than computing.
 at::Tensor attention(const at::Tensor& qkv, const at::Tensor& keys, const at::Tensor& values,
-                     int64_t at, const at::Tensor& allowed, const Shape& s) {
+                     int64_t at, int64_t tokens, const at::Tensor& allowed, const Shape& s) {
   const int64_t rows = qkv.size(0), hd = s.head_dim, q_width = s.n_head * hd;
+  const int64_t batch = rows / tokens, seen = at + tokens, group = s.n_head / s.n_kv_head;
   if (!kAvx512 && !kAvx2) {
-    // Query heads that share a kv head stand as that head's queries: [B, KV, H/KV, hd].
     const at::Tensor q =
-        qkv.narrow(1, 0, q_width).view({rows, s.n_kv_head, s.n_head / s.n_kv_head, hd});
-    const at::Tensor k = keys.narrow(2, 0, at + 1), v = values.narrow(2, 0, at + 1);
-    const at::Tensor mask = allowed.view({rows, 1, 1, at + 1});
-    return at::scaled_dot_product_attention(q, k, v, mask, 0.0, false, s.scale)
+        qkv.narrow(1, 0, q_width).reshape({batch, tokens, s.n_head, hd}).transpose(1, 2);
+    const auto heads = [&](const at::Tensor& x) {
+      return x.narrow(2, 0, seen).repeat_interleave(group, 1);
+    };
+    const at::Tensor mask = allowed.view({batch, 1, tokens, seen});
+    return at::scaled_dot_product_attention(q, heads(keys), heads(values), mask, 0.0, false,
+                                            s.scale)
+        .transpose(1, 2)
         .reshape({rows, q_width});
   }
   at::Tensor y = at::empty({rows, q_width}, qkv.options());
-  const int64_t n = at + 1, group = s.n_head / s.n_kv_head, qkv_width = qkv.size(1);
+  const int64_t qkv_width = qkv.size(1);
   const float* q = qkv.const_data_ptr<float>();
   const float* key_data = keys.const_data_ptr<float>();
   const float* value_data = values.const_data_ptr<float>();
@@ -314,52 +318,53 @@ at::Tensor attention(const at::Tensor& qkv, const at::Tensor& keys, const at::Te
   float* out = y.mutable_data_ptr<float>();
   const float scale = static_cast<float>(s.scale);
   at::parallel_for(0, rows * s.n_head, 1, [&](int64_t begin, int64_t end) {
-    std::vector<float> scores(n);
+    std::vector<float> scores(seen);
     for (int64_t j = begin; j < end; ++j) {
-      const int64_t b = j / s.n_head, h = j % s.n_head;
+      const int64_t r = j / s.n_head, h = j % s.n_head;
+      const int64_t b = r / tokens, n = at + r % tokens + 1;  // later keys are the future
       const int64_t slot = b * keys.stride(0) + h / group * keys.stride(1);
-      const float* qh = q + b * qkv_width + h * hd;
-      float* yh = out + b * q_width + h * hd;
+      const float* qh = q + r * qkv_width + h * hd;
+      float* yh = out + r * q_width + h * hd;
       if (kAvx512)
-        attend_avx512(qh, key_data + slot, value_data + slot, keys.stride(2), allow + b * n, n,
-                      hd, scale, scores.data(), yh);
+        attend_avx512(qh, key_data + slot, value_data + slot, keys.stride(2), allow + r * seen,
+                      n, hd, scale, scores.data(), yh);
       else
-        attend_avx2(qh, key_data + slot, value_data + slot, keys.stride(2), allow + b * n, n, hd,
-                    scale, scores.data(), yh);
+        attend_avx2(qh, key_data + slot, value_data + slot, keys.stride(2), allow + r * seen, n,
+                    hd, scale, scores.data(), yh);
     }
   });
   return y;
 }
 
-// One block over x [B, D] in place; writes the rows' new keys and values at `at` of
-// keys/values [B, KV, capacity, hd] (same strides, hd contiguous), which attention then reads
-// up to `at` inclusive.
+// One block over x [B · tokens, D] in place (`tokens` new ones a batch row); writes their
+// keys and values from `at` on in keys/values [B, KV, capacity, hd] (same strides, hd
+// contiguous), which attention then reads.
 void block(at::Tensor& x, const Block& w, at::Tensor& keys, at::Tensor& values, int64_t at,
-           const at::Tensor& cos, const at::Tensor& sin, const at::Tensor& allowed,
-           const Shape& s) {
+           int64_t tokens, const at::Tensor& cos, const at::Tensor& sin,
+           const at::Tensor& allowed, const Shape& s) {
   const int64_t rows = x.size(0), hd = s.head_dim;
   const int64_t q_width = s.n_head * hd, kv_width = s.n_kv_head * hd;
   at::Tensor qkv = project(normed(x, *w.input_norm, s.eps), w.qkv);
   float* qkv_data = qkv.mutable_data_ptr<float>();
   // Strides, not sizes: a buffer may be a view into a longer one (`KvCache::trim_front`).
   const int64_t row_stride = keys.stride(0), head_stride = keys.stride(1);
-  const int64_t at_offset = at * keys.stride(2);
   float* key_data = keys.mutable_data_ptr<float>();
   float* value_data = values.mutable_data_ptr<float>();
-  for (int64_t b = 0; b < rows; ++b) {
-    float* row = qkv_data + b * (q_width + 2 * kv_width);
-    const float* c = cos.const_data_ptr<float>() + b * hd;
-    const float* sn = sin.const_data_ptr<float>() + b * hd;
+  for (int64_t r = 0; r < rows; ++r) {
+    float* row = qkv_data + r * (q_width + 2 * kv_width);
+    const float* c = cos.const_data_ptr<float>() + r * hd;
+    const float* sn = sin.const_data_ptr<float>() + r * hd;
+    const int64_t b = r / tokens, position = (at + r % tokens) * keys.stride(2);
     for (int64_t h = 0; h < s.n_head; ++h) rotate(row + h * hd, c, sn, hd);
     for (int64_t h = 0; h < s.n_kv_head; ++h) {
       float* k = row + q_width + h * hd;
       rotate(k, c, sn, hd);
-      const int64_t slot = b * row_stride + h * head_stride + at_offset;
+      const int64_t slot = b * row_stride + h * head_stride + position;
       std::memcpy(key_data + slot, k, hd * sizeof(float));
       std::memcpy(value_data + slot, row + q_width + kv_width + h * hd, hd * sizeof(float));
     }
   }
-  const at::Tensor y = attention(qkv, keys, values, at, allowed, s);
+  const at::Tensor y = attention(qkv, keys, values, at, tokens, allowed, s);
   x.add_(project(y, w.o));
 
   const at::Tensor gate_up = project(normed(x, *w.post_norm, s.eps), w.gate_up);
@@ -373,27 +378,31 @@ void block(at::Tensor& x, const Block& w, at::Tensor& keys, at::Tensor& values, 
 
 extern "C" {
 
-// x [B, D]: the new tokens' embeddings. weights: kBlockTensors per block (see Block), then the
-// final norm and the LM head's weight and scales (a Product without bias). keys/values: one
-// [B, KV, capacity, hd] buffer each per block, uniquely owned, written in place at `at`.
-// cos/sin [B, hd]: the rows' rotary tables. allowed [B, 1, 1, at + 1]: true where a row's query
-// may read a key. logits: the next token's logits [B, V].
+// x [B · tokens, D]: the embeddings of `tokens` new tokens a batch row (row-major), after
+// `at` cached ones. weights: kBlockTensors per block (see Block), then the final norm and the
+// LM head's weight and scales (a Product without bias). keys/values: one [B, KV, capacity, hd]
+// buffer each per block, uniquely owned, written in place from `at` on. cos/sin
+// [B · tokens, hd]: the new tokens' rotary tables. allowed [B, 1, tokens, at + tokens]: true
+// where a new token may read a key. logits: each row's next token's logits [B, V].
 char* rlhf_llama_step(const at::Tensor* x, const at::Tensor* const* weights, int64_t n_blocks,
                       at::Tensor* const* keys, at::Tensor* const* values, int64_t at,
-                      const at::Tensor* cos, const at::Tensor* sin, const at::Tensor* allowed,
-                      int64_t n_head, int64_t n_kv_head, double eps, double scale,
-                      at::Tensor** logits) {
+                      int64_t tokens, const at::Tensor* cos, const at::Tensor* sin,
+                      const at::Tensor* allowed, int64_t n_head, int64_t n_kv_head, double eps,
+                      double scale, at::Tensor** logits) {
   try {
     const Shape shape{n_head, n_kv_head, cos->size(1), static_cast<float>(eps), scale};
     at::Tensor hidden = x->contiguous().clone();
+    const int64_t rows = hidden.size(0), batch = rows / tokens;
     const at::Tensor c = cos->contiguous(), s = sin->contiguous();
-    const at::Tensor allowed_keys = allowed->reshape({x->size(0), at + 1}).contiguous();
+    const at::Tensor allowed_keys = allowed->reshape({rows, at + tokens}).contiguous();
     for (int64_t i = 0; i < n_blocks; ++i) {
       TORCH_CHECK(keys[i]->strides() == values[i]->strides() && keys[i]->stride(3) == 1 &&
-                  keys[i]->size(2) > at, "KV cache buffers without room at ", at);
-      block(hidden, block_at(weights + i * kBlockTensors), *keys[i], *values[i], at, c, s,
-            allowed_keys, shape);
+                  keys[i]->size(2) >= at + tokens, "KV cache buffers without room at ", at);
+      block(hidden, block_at(weights + i * kBlockTensors), *keys[i], *values[i], at, tokens, c,
+            s, allowed_keys, shape);
     }
+    // Only each row's last token goes on to the next token's logits.
+    hidden = hidden.view({batch, tokens, hidden.size(1)}).select(1, tokens - 1).contiguous();
     const at::Tensor* const* tail = weights + n_blocks * kBlockTensors;
     const at::Tensor last = normed(hidden, *tail[0], shape.eps);
     *logits = new at::Tensor(project(last, Product{tail[1], tail[2], nullptr}));

@@ -1,12 +1,13 @@
-//! One decoding step of a Llama-family decoder — one new token per row, every block — in a
-//! single call into LibTorch (src/model/llama_step.cpp). Run op by op from Rust, a step at
-//! batch 1 is some 70 LibTorch operations a block, each crossing Burn, tch and the dispatcher,
-//! and on SmolLM2 those crossings cost as much as a third of the step (docs/performance.md,
-//! "Decoding one token at a time"). The C++ side runs the same computation as `llama.rs` with
-//! q/k/v and gate/up stacked into one product each, and the LM head, with a product loop of
-//! its own for a few rows. f32 activations on the CPU, outside autodiff; weights in f32, or
-//! int8 for `--precision int8` (the LM head's too, as llama.cpp's q8_0 has it). Anything else
-//! decodes through `llama.rs`.
+//! One forward step of a Llama-family decoder over new tokens after cached ones — a decoding
+//! step (one token a row) or a prompt — every block in a single call into LibTorch
+//! (src/model/llama_step.cpp). Run op by op from Rust, a step at batch 1 is some 70 LibTorch
+//! operations a block, each crossing Burn, tch and the dispatcher, and on SmolLM2 those
+//! crossings cost as much as a third of the step (docs/performance.md, "Decoding one token at
+//! a time"). The C++ side runs the same computation as `llama.rs` with q/k/v and gate/up
+//! stacked into one product each, a product loop of its own for a few rows, attention with a
+//! loop of its own, and the LM head on each row's last token only. f32 activations on the
+//! CPU, outside autodiff; weights in f32, or int8 for `--precision int8` (the LM head's too,
+//! as llama.cpp's q8_0 has it). Anything else decodes through `llama.rs`.
 #![allow(deprecated)] // Burn 0.22 marks the LibTorch backend deprecated; it is the one we run on.
 
 use burn::backend::LibTorch;
@@ -31,6 +32,7 @@ unsafe extern "C" {
         keys: *const *mut torch_sys::C_tensor,
         values: *const *mut torch_sys::C_tensor,
         at: i64,
+        tokens: i64,
         cos: *const torch_sys::C_tensor,
         sin: *const torch_sys::C_tensor,
         allowed: *const torch_sys::C_tensor,
@@ -59,6 +61,7 @@ pub struct LlamaStep {
     eps: f64,
     inverse_frequencies: Vec<f32>,
     sliding_window: Option<usize>,
+    int8: bool,
 }
 
 impl LlamaStep {
@@ -106,7 +109,13 @@ impl LlamaStep {
             eps: first.input_layernorm.epsilon,
             inverse_frequencies: llama.inverse_frequencies.clone(),
             sliding_window: llama.sliding_window,
+            int8,
         })
+    }
+
+    /// Whether the products' weights are int8 (`--precision int8`).
+    pub fn is_int8(&self) -> bool {
+        self.int8
     }
 
     /// Whether [`Self::new`] makes a step for `model` (without making it).
@@ -116,28 +125,27 @@ impl LlamaStep {
         silu && !llama.layers.is_empty() && plain(llama.token_embedding()).is_some()
     }
 
-    /// The next token's logits `[B, V]` for one new token per row (`ids` `[B, 1]`) after the
-    /// cached ones, as `CausalLm` computes them; the cache takes the new keys and values.
-    /// `None` (nothing done) while the cache is still empty.
+    /// The next token's logits `[B, V]` after `ids` `[B, T]`, new tokens that follow the
+    /// cached ones, as `CausalLm` computes them; the cache takes their keys and values.
     pub fn forward(
         &self,
         ids: Tensor<2, Int>,
         batch: &PaddedBatch,
         cache: &mut KvCache,
-    ) -> Option<Tensor<2>> {
-        let b = ids.dims()[0];
+    ) -> Tensor<2> {
+        let [b, t] = ids.dims();
         let at = cache.len();
-        let buffers = cache.take_buffers(1)?;
-        let x = self.embed_tokens.forward(ids); // [B, 1, D]
-        let x = plain(x.clone().reshape([b, x.dims()[2]])).expect("f32 on the CPU");
+        let buffers = cache.take_buffers(t, [b, self.n_kv_head, self.head_dim], &ids.device());
+        let x = self.embed_tokens.forward(ids); // [B, T, D]
+        let x = plain(x.clone().reshape([b * t, x.dims()[2]])).expect("f32 on the CPU");
         let [cos, sin] = RopeTables::new(&self.inverse_frequencies, batch.positions.clone())
             .tables()
-            .map(|t| plain(t.reshape([b, self.head_dim])).expect("f32 on the CPU"));
+            .map(|t| plain(t.reshape([-1, self.head_dim as i32])).expect("f32 on the CPU"));
         let blocked = match self.sliding_window {
             Some(window) => with_sliding_window(&batch.blocked, window),
             None => batch.blocked.clone(),
         };
-        assert_eq!(blocked.dims()[3], at + 1, "the mask covers the cached keys and the new one");
+        assert_eq!(blocked.dims()[3], at + t, "the mask covers the cached keys and the new ones");
         let allowed = blocked.bool_not().try_into_primitive::<LibTorch>().expect("LibTorch").tensor;
         // Written in place: a buffer another cache still shares (a copied conversation) is
         // copied first, so the other never sees the write.
@@ -161,6 +169,7 @@ impl LlamaStep {
                 keys.as_ptr(),
                 values.as_ptr(),
                 at as i64,
+                t as i64,
                 cos.as_ptr(),
                 sin.as_ptr(),
                 allowed.as_ptr(),
@@ -174,8 +183,8 @@ impl LlamaStep {
         };
         let burn = |t: tch::Tensor| Tensor::<4>::from_primitive::<LibTorch>(TchTensor::new(t));
         cache.put_buffers(buffers.into_iter().map(|kv| kv.map(burn)).collect());
-        cache.advance(1);
-        Some(Tensor::<2>::from_primitive::<LibTorch>(TchTensor::new(logits)))
+        cache.advance(t);
+        Tensor::<2>::from_primitive::<LibTorch>(TchTensor::new(logits))
     }
 }
 
@@ -251,10 +260,11 @@ mod tests {
         (a - b).abs().max().into_scalar()
     }
 
-    /// Left-padded prompts prefilled through `llama.rs`, then steps both ways from copies of
-    /// that cache: the step's logits are the model's, for one row, two, and five (the products
-    /// take rows four at a time). One copy is shared with a third cache that writes another
-    /// token at the same position, which the step must not see.
+    /// Left-padded prompts prefilled through `llama.rs` and through the step, then steps
+    /// both ways, each from its own prefill: the step's logits are the model's, for one row,
+    /// two, and five (the products take rows four at a time). The step's cache is shared with
+    /// a third cache that writes another token at the same position, which the step must not
+    /// see.
     fn check(model: &CausalLm, device: &Device) {
         for rows in [1, 2, 5] {
             check_rows(model, rows, device);
@@ -272,8 +282,12 @@ mod tests {
             [[0, 0, 5, 9, 2], [7, 3, 3, 1, 8], [0, 4, 4, 2, 6], [0, 0, 0, 3, 9], [1, 2, 3, 4, 5]];
         let (mask, prompt) = (first(&mask), first(&prompt));
         let mut reference = KvCache::new(model.body.num_layers(), 6); // grows past 6
-        model.hidden(prompt, &PaddedBatch::new(mask.clone()), Some(&mut reference));
-        let mut ours = reference.clone();
+        let prefill = PaddedBatch::new(mask.clone());
+        let hidden = model.hidden(prompt.clone(), &prefill, Some(&mut reference));
+        let expected = model.logits(hidden).slice(s![.., 4..5, ..]).squeeze_dim(1);
+        let mut ours = KvCache::new(model.body.num_layers(), 6);
+        let diff = max_diff(step.forward(prompt, &prefill, &mut ours), expected);
+        assert!(diff < 1e-4, "{rows} rows, prefill: logits differ by {diff}");
         let mut other = ours.clone(); // shares ours's buffers
         let mut positions = mask.clone().sum_dim(1);
         let mut key_mask = mask;
@@ -284,7 +298,7 @@ mod tests {
             let batch = PaddedBatch::with_keys(key_mask.clone(), positions.clone());
             let hidden = model.hidden(ids(tokens, device), &batch, Some(&mut reference));
             let expected = model.logits(hidden).squeeze_dim(1);
-            let logits = step.forward(ids(tokens, device), &batch, &mut ours).unwrap();
+            let logits = step.forward(ids(tokens, device), &batch, &mut ours);
             let diff = max_diff(logits, expected);
             assert!(diff < 1e-4, "{rows} rows, step {i}: logits differ by {diff}");
             if i == 0 {
@@ -339,8 +353,8 @@ mod tests {
         let key_mask = Tensor::cat(vec![mask, Tensor::ones([2, 1], &device)], 1);
         let batch =
             PaddedBatch::with_keys(key_mask, Tensor::<2, Int>::from_ints([[4], [4]], &device));
-        let exact = f32_step.forward(ids(&[6, 6], &device), &batch, &mut cache).unwrap();
-        let approx = int8_step.forward(ids(&[6, 6], &device), &batch, &mut copy).unwrap();
+        let exact = f32_step.forward(ids(&[6, 6], &device), &batch, &mut cache);
+        let approx = int8_step.forward(ids(&[6, 6], &device), &batch, &mut copy);
         let spread: f32 = (exact.clone().max() - exact.clone().min()).into_scalar();
         let diff = max_diff(approx, exact);
         assert!(diff < 0.06 * spread, "int8 logits differ by {diff} (spread {spread})");

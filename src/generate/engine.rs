@@ -110,7 +110,8 @@ pub struct Generator<'a> {
     batched: OnceCell<CausalLm>,
     /// Whether forward steps run through a `LlamaStep` (decided once, the step not made).
     has_step: bool,
-    /// `model`'s one-call decoding step, where it has one; made on first use.
+    /// `model`'s one-call decoding step, where it has one; made on first use or by
+    /// [`Self::prepared`].
     step: OnceCell<Option<LlamaStep>>,
     tokenizer: &'a Tokenizer,
     device: Device,

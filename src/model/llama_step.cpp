@@ -56,15 +56,67 @@ inline void dots(const W* w, const float* x, int64_t in, float* sums) {
   }
 }
 
+// Σᵢ W[o + r, i] · x[b, i] for four weight rows r and N batch rows of x (rows `in` apart),
+// one accumulator each: every vector loaded feeds four or N products, so the many rows of a
+// prompt are bound by arithmetic rather than by loads. 4 · N accumulators and four weight
+// vectors fit AVX-512's 32 registers (not AVX2's 16).
+template <typename Vec, int N, typename W>
+inline void tile(const W* w, const float* x, int64_t in, float sums[4][4]) {
+  constexpr int64_t kWidth = Vec::kWidth;
+  typename Vec::Reg acc[4][N];
+  for (int r = 0; r < 4; ++r)
+    for (int b = 0; b < N; ++b) acc[r][b] = Vec::zero();
+  int64_t i = 0;
+  for (; i + kWidth <= in; i += kWidth) {
+    typename Vec::Reg rows[4];
+    for (int r = 0; r < 4; ++r) rows[r] = Vec::widen(w + r * in + i);
+    for (int b = 0; b < N; ++b) {
+      const auto xb = Vec::load(x + b * in + i);
+      for (int r = 0; r < 4; ++r) acc[r][b] = Vec::fma(rows[r], xb, acc[r][b]);
+    }
+  }
+  for (int r = 0; r < 4; ++r) {
+    for (int b = 0; b < N; ++b) {
+      float sum = Vec::sum(acc[r][b]);
+      for (int64_t j = i; j < in; ++j) sum += w[r * in + j] * x[b * in + j];
+      sums[r][b] = sum;
+    }
+  }
+}
+
+// From this many rows (a prompt, or a large batch) the skinny product runs in tiles.
+constexpr int64_t kTileRows = 16;
+
 // The skinny product y[b, o] = scale[o] · Σᵢ W[o, i] · x[b, i] over the output rows
 // [begin, end), W f32 (scale 1) or int8: each weight row is read from memory once and reused
-// from L1 by every batch row, four batch rows at a time. A decoding step is bound by reading
-// the weights, and MKL's sgemm at 8 rows runs a step 1.4× slower than this loop
-// (docs/performance.md). The same loop at two vector widths; `Vec` says how to load, widen and
-// add up.
+// from L1 by every batch row, four batch rows at a time (and four weight rows at a time from
+// kTileRows rows on, with AVX-512). A decoding step is bound by reading the weights, and MKL's
+// sgemm at 8 rows runs a step 1.4× slower than this loop (docs/performance.md). The same loop
+// at two vector widths; `Vec` says how to load, widen and add up.
 template <typename Vec, typename W>
 void skinny_rows(const W* weights, const float* scales, const float* x, float* y, int64_t rows,
                  int64_t in, int64_t out, int64_t begin, int64_t end) {
+  const auto put = [&](int64_t b, int64_t o, float sum) {
+    y[b * out + o] = scales == nullptr ? sum : sum * scales[o];
+  };
+  if (rows >= kTileRows && Vec::kWidth == 16) {
+    for (; begin + 4 <= end; begin += 4) {
+      const W* w = weights + begin * in;
+      for (int64_t b0 = 0; b0 < rows; b0 += 4) {
+        float sums[4][4];
+        const float* xb = x + b0 * in;
+        const int64_t n = std::min<int64_t>(4, rows - b0);
+        switch (n) {
+          case 4: tile<Vec, 4>(w, xb, in, sums); break;
+          case 3: tile<Vec, 3>(w, xb, in, sums); break;
+          case 2: tile<Vec, 2>(w, xb, in, sums); break;
+          default: tile<Vec, 1>(w, xb, in, sums);
+        }
+        for (int64_t r = 0; r < 4; ++r)
+          for (int64_t b = 0; b < n; ++b) put(b0 + b, begin + r, sums[r][b]);
+      }
+    }
+  }
   for (int64_t o = begin; o < end; ++o) {
     const W* w = weights + o * in;
     for (int64_t b0 = 0; b0 < rows; b0 += 4) {
@@ -77,8 +129,7 @@ void skinny_rows(const W* weights, const float* scales, const float* x, float* y
         case 2: dots<Vec, 2>(w, xb, in, sums); break;
         default: dots<Vec, 1>(w, xb, in, sums);
       }
-      for (int64_t b = 0; b < n; ++b)
-        y[(b0 + b) * out + o] = scales == nullptr ? sums[b] : sums[b] * scales[o];
+      for (int64_t b = 0; b < n; ++b) put(b0 + b, o, sums[b]);
     }
   }
 }
@@ -291,13 +342,15 @@ struct Shape {
 // The new tokens' queries (the first n_head · hd numbers of each qkv row; `tokens` a batch
 // row, row-major) attending over the keys and values that `allowed` [B · tokens, at + tokens]
 // lets them read: [B · tokens, n_head · hd]. Query head h reads kv head h / (n_head /
-// n_kv_head). One head's attention is a few hundred numbers: a loop of our own, the heads split
-// over the threads, where LibTorch's attention spent more time dispatching than computing.
+// n_kv_head). A decoding step's head is a few hundred numbers, where LibTorch's attention spent
+// more time dispatching than computing: a loop of our own, the heads split over the threads.
+// A prompt's attention is products of matrices, LibTorch's blocked kernel's work.
 at::Tensor attention(const at::Tensor& qkv, const at::Tensor& keys, const at::Tensor& values,
                      int64_t at, int64_t tokens, const at::Tensor& allowed, const Shape& s) {
   const int64_t rows = qkv.size(0), hd = s.head_dim, q_width = s.n_head * hd;
-  const int64_t batch = rows / tokens, seen = at + tokens, group = s.n_head / s.n_kv_head;
-  if (!kAvx512 && !kAvx2) {
+  const int64_t seen = at + tokens, group = s.n_head / s.n_kv_head;
+  if (tokens > 1 || (!kAvx512 && !kAvx2)) {
+    const int64_t batch = rows / tokens;
     const at::Tensor q =
         qkv.narrow(1, 0, q_width).reshape({batch, tokens, s.n_head, hd}).transpose(1, 2);
     const auto heads = [&](const at::Tensor& x) {
@@ -320,17 +373,16 @@ at::Tensor attention(const at::Tensor& qkv, const at::Tensor& keys, const at::Te
   at::parallel_for(0, rows * s.n_head, 1, [&](int64_t begin, int64_t end) {
     std::vector<float> scores(seen);
     for (int64_t j = begin; j < end; ++j) {
-      const int64_t r = j / s.n_head, h = j % s.n_head;
-      const int64_t b = r / tokens, n = at + r % tokens + 1;  // later keys are the future
+      const int64_t b = j / s.n_head, h = j % s.n_head;
       const int64_t slot = b * keys.stride(0) + h / group * keys.stride(1);
-      const float* qh = q + r * qkv_width + h * hd;
-      float* yh = out + r * q_width + h * hd;
+      const float* qh = q + b * qkv_width + h * hd;
+      float* yh = out + b * q_width + h * hd;
       if (kAvx512)
-        attend_avx512(qh, key_data + slot, value_data + slot, keys.stride(2), allow + r * seen,
-                      n, hd, scale, scores.data(), yh);
+        attend_avx512(qh, key_data + slot, value_data + slot, keys.stride(2), allow + b * seen,
+                      seen, hd, scale, scores.data(), yh);
       else
-        attend_avx2(qh, key_data + slot, value_data + slot, keys.stride(2), allow + r * seen, n,
-                    hd, scale, scores.data(), yh);
+        attend_avx2(qh, key_data + slot, value_data + slot, keys.stride(2), allow + b * seen,
+                    seen, hd, scale, scores.data(), yh);
     }
   });
   return y;

@@ -1,6 +1,7 @@
 // The C side of `model::llama_step`: new tokens (one a row when decoding, a prompt's when
-// prefilling) through every block of a Llama-family decoder, in one call. Called from Rust per op, a step is ~70 LibTorch
-// operations a block, each crossing Burn, tch and the dispatcher; here a block is four
+// prefilling) through every block of a Llama-family decoder, in one call. Called from Rust per
+// op, a step is ~70 LibTorch operations a block, each crossing Burn, tch and the dispatcher;
+// here a block is four
 // products, attention and a few loops over vectors of a few hundred numbers, then the LM head.
 // f32 activations on the CPU (Rust checks); weights f32, or int8 for the smaller-weights path.
 //
@@ -13,6 +14,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -87,6 +89,18 @@ inline void tile(const W* w, const float* x, int64_t in, float sums[4][4]) {
 // From this many rows (a prompt, or a large batch) the skinny product runs in tiles.
 constexpr int64_t kTileRows = 16;
 
+// Calls f(std::integral_constant<int, n>) for n from 1 to 4: `dots` and `tile` take their
+// count of batch rows at compile time.
+template <typename F>
+inline void with_rows(int64_t n, F&& f) {
+  switch (n) {
+    case 4: f(std::integral_constant<int, 4>{}); break;
+    case 3: f(std::integral_constant<int, 3>{}); break;
+    case 2: f(std::integral_constant<int, 2>{}); break;
+    default: f(std::integral_constant<int, 1>{});
+  }
+}
+
 // The skinny product y[b, o] = scale[o] · Σᵢ W[o, i] · x[b, i] over the output rows
 // [begin, end), W f32 (scale 1) or int8: each weight row is read from memory once and reused
 // from L1 by every batch row, four batch rows at a time (and four weight rows at a time from
@@ -106,12 +120,7 @@ void skinny_rows(const W* weights, const float* scales, const float* x, float* y
         float sums[4][4];
         const float* xb = x + b0 * in;
         const int64_t n = std::min<int64_t>(4, rows - b0);
-        switch (n) {
-          case 4: tile<Vec, 4>(w, xb, in, sums); break;
-          case 3: tile<Vec, 3>(w, xb, in, sums); break;
-          case 2: tile<Vec, 2>(w, xb, in, sums); break;
-          default: tile<Vec, 1>(w, xb, in, sums);
-        }
+        with_rows(n, [&](auto N) { tile<Vec, decltype(N)::value>(w, xb, in, sums); });
         for (int64_t r = 0; r < 4; ++r)
           for (int64_t b = 0; b < n; ++b) put(b0 + b, begin + r, sums[r][b]);
       }
@@ -123,12 +132,7 @@ void skinny_rows(const W* weights, const float* scales, const float* x, float* y
       float sums[4];
       const float* xb = x + b0 * in;
       const int64_t n = std::min<int64_t>(4, rows - b0);
-      switch (n) {
-        case 4: dots<Vec, 4>(w, xb, in, sums); break;
-        case 3: dots<Vec, 3>(w, xb, in, sums); break;
-        case 2: dots<Vec, 2>(w, xb, in, sums); break;
-        default: dots<Vec, 1>(w, xb, in, sums);
-      }
+      with_rows(n, [&](auto N) { dots<Vec, decltype(N)::value>(w, xb, in, sums); });
       for (int64_t b = 0; b < n; ++b) put(b0 + b, o, sums[b]);
     }
   }
@@ -204,7 +208,8 @@ void attend(const float* q, const float* keys, const float* values, int64_t stri
     if (!allowed[t]) continue;
     const float* k = keys + t * stride;
     auto acc = Vec::zero();
-    for (int64_t i = 0; i < vectors; i += kWidth) acc = Vec::fma(Vec::load(q + i), Vec::load(k + i), acc);
+    for (int64_t i = 0; i < vectors; i += kWidth)
+      acc = Vec::fma(Vec::load(q + i), Vec::load(k + i), acc);
     float dot = Vec::sum(acc);
     for (int64_t i = vectors; i < hd; ++i) dot += q[i] * k[i];
     scores[t] = dot * scale;

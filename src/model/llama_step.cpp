@@ -1,8 +1,8 @@
 // The C side of `model::llama_step`: new tokens (one a row when decoding, a prompt's when
 // prefilling) through every block of a Llama-family decoder, in one call. Called from Rust per
 // op, a step is ~70 LibTorch operations a block, each crossing Burn, tch and the dispatcher;
-// here a block is four
-// products, attention and a few loops over vectors of a few hundred numbers, then the LM head.
+// here a block is four products, attention and a few loops over vectors of a few hundred
+// numbers, then the LM head.
 // f32 activations on the CPU (Rust checks); weights f32, or int8 for the smaller-weights path.
 //
 // Per block, as `llama.rs` computes it:
